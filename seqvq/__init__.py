@@ -1,0 +1,1 @@
+"""seqvq: vector-quantized bottlenecks that do not collapse."""

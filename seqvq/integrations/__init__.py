@@ -1,0 +1,1 @@
+"""seqvq.integrations"""
