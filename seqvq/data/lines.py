@@ -79,6 +79,9 @@ def save_line_corpus(path: str, lines: list[np.ndarray], texts: list[str], level
         with os.fdopen(handle, "wb") as tmp:
             np.savez_compressed(tmp, pixels=pixels, widths=widths, texts=np.array(texts, dtype=str),
                                 levels=np.int64(levels), **extra)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp_path, 0o666 & ~umask)
         os.replace(tmp_path, path)
     except BaseException:
         os.unlink(tmp_path)
