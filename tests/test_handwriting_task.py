@@ -1,0 +1,70 @@
+"""The `handwriting_ae` task with the shared trainer: a smoke run whose loss falls, then its evaluation."""
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from seqvq.data.lines import save_line_corpus
+from seqvq.tasks.handwriting import build_task, evaluate_cli
+from seqvq.train import Trainer, TrainConfig, read_metrics
+
+HEIGHT, LEVELS = 16, 4
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _corpus(folder, seed=0):
+    """Lines of bars of random widths and heights: structure a small model learns within a few steps."""
+    rng = np.random.default_rng(seed)
+    for split, count in (("train", 24), ("test", 6)):
+        lines = []
+        for _ in range(count):
+            line = np.zeros((HEIGHT, int(rng.integers(16, 33))), dtype=np.uint8)
+            for left in range(1, line.shape[1] - 3, 6):
+                top = int(rng.integers(0, HEIGHT // 2))
+                line[top: top + HEIGHT // 2, left: left + int(rng.integers(1, 4))] = LEVELS - 1
+            lines.append(line)
+        save_line_corpus(str(folder / f"{split}.npz"), lines, [""] * count, LEVELS)
+
+
+def _config(tmp_path):
+    return {
+        "task": "handwriting_ae", "exp_dir": str(tmp_path / "exp"),
+        "data": {"corpus": str(tmp_path / "corpus")},
+        "model": {"levels": LEVELS, "height": HEIGHT, "latent_dim": 8,
+                  "encoder": {"channels": 8, "strides": [[2, 2], [2, 2], [2, 1]], "lstm_hidden": 8},
+                  "decoder": {"channels": 8, "num_layers": 2, "first_kernel": 5},
+                  "quantizer": {"codebook_size": 16, "pre_norm": True}},
+        "eval": {"batch_size": 4, "grid_lines": 2},
+    }
+
+
+def test_smoke_run_loss_falls_and_evaluation(tmp_path):
+    (tmp_path / "corpus").mkdir()
+    _corpus(tmp_path / "corpus")
+    config = _config(tmp_path)
+    bundle = build_task(config)
+    train = TrainConfig(steps=40, batch_size=6, lr=3e-3, log_every=5, eval_every=40, checkpoint_every=40,
+                        device="cpu")
+    figures = Trainer(bundle.model, train, bundle.train_dataset, bundle.collate_fn, bundle.evaluate,
+                      exp_dir=tmp_path / "exp", run_config=config).fit()
+    losses = [r["loss"] for r in read_metrics(tmp_path / "exp") if r["split"] == "train"]
+    assert losses[-1] < 0.7 * losses[0]
+    assert {"bpd", "perplexity", "codes_used", "uniform_nelbo", "unigram_nelbo"} <= set(figures)
+    assert figures["uniform_nelbo"] == pytest.approx(figures["bpd"] + math.log2(16) / (HEIGHT * 4))
+    assert figures["unigram_nelbo"] <= figures["uniform_nelbo"] + 1e-9
+
+    result = evaluate_cli(str(tmp_path / "exp" / "checkpoints" / "last.pt"), str(tmp_path / "corpus"), config)
+    out = tmp_path / "exp" / "eval"
+    assert json.loads((out / "metrics.json").read_text()) == pytest.approx(result)
+    assert (out / "reconstructions.png").stat().st_size > 0
+    codes = (out / "codes.txt").read_text().splitlines()
+    assert len(codes) == 2 and all(line.split("\t")[1].split() for line in codes)
