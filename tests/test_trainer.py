@@ -1,6 +1,7 @@
 """Trainer behaviour on a toy regression task: learning, exact resume, schedules, Polyak, checkpoints, logs."""
 from __future__ import annotations
 
+import csv
 import json
 import math
 from pathlib import Path
@@ -76,6 +77,7 @@ def test_kill_and_resume_is_bit_identical(tmp_path):
         assert torch.equal(value, resumed.polyak.shadow[name]), name
     assert (straight.epoch, straight.batch_in_epoch) == (resumed.epoch, resumed.batch_in_epoch)
     assert read_metrics(tmp_path / "straight") == read_metrics(tmp_path / "resumed")
+    assert (tmp_path / "straight" / "metrics.csv").read_text() == (tmp_path / "resumed" / "metrics.csv").read_text()
 
 
 def test_uninterrupted_runs_differ_with_seed(tmp_path):
@@ -174,8 +176,11 @@ def test_metrics_logs_and_plots(tmp_path):
     assert [r["step"] for r in train] == [2, 4, 6] and [r["step"] for r in dev] == [3, 6]
     assert {"loss", "lr", "mse", "pull", "grad_norm", "epoch"} <= set(train[0])
     assert {"mse", "perplexity"} <= set(dev[0])
-    csv_lines = (tmp_path / "metrics.csv").read_text().splitlines()
-    assert csv_lines[0].startswith("step,split,") and len(csv_lines) == 1 + len(records)
+    with open(tmp_path / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0])[:2] == ["step", "split"] and len(rows) == len(records)
+    for row, record in zip(rows, records):
+        assert {k: v for k, v in row.items() if v != ""} == {k: str(v) for k, v in record.items()}
     plots = {p.name for p in (tmp_path / "plots").iterdir()}
     assert {"loss.png", "mse.png", "perplexity.png", "lr.png"} <= plots
     assert (tmp_path / "plots" / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

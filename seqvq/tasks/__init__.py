@@ -20,7 +20,8 @@ TASKS: dict[str, str] = {
 def get_task(name: str) -> ModuleType:
     """Import the module registered as ``name``."""
     if name not in TASKS:
-        raise ValueError(f"unknown task {name!r} in the config's 'task:' key; known tasks: {', '.join(sorted(TASKS))}")
+        known = ", ".join(sorted(TASKS))
+        raise ValueError(f"unknown task {name!r} in the config's 'task:' key; known tasks: {known}")
     return importlib.import_module(TASKS[name])
 
 

@@ -38,8 +38,8 @@ def prune_checkpoints(checkpoint_dir: str | Path, keep: int) -> None:
     """Delete all but the newest ``keep`` ``step_*.pt`` files (``keep=0`` keeps all); ``last.pt`` stays."""
     if keep <= 0:
         return
-    found = sorted((int(m.group(1)), p) for p in Path(checkpoint_dir).iterdir() if (m := CHECKPOINT_NAME.match(p.name)))
-    for _, path in found[:-keep]:
+    found = [(int(m.group(1)), p) for p in Path(checkpoint_dir).iterdir() if (m := CHECKPOINT_NAME.match(p.name))]
+    for _, path in sorted(found)[:-keep]:
         path.unlink()
 
 

@@ -32,6 +32,7 @@ class TrainConfig:
     num_workers: int = 0
     keep_checkpoints: int = 3  # step_*.pt files kept besides last.pt; 0 keeps all
     device: str | None = None  # None -> cuda if available else cpu
+    find_unused_parameters: bool = False  # DDP: set when some parameters get no gradient in some steps
 
     @classmethod
     def from_dict(cls, values: dict | None) -> "TrainConfig":

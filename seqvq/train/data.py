@@ -40,13 +40,15 @@ class EpochBatchSampler:
         return math.ceil(math.ceil(self.dataset_size / self.world_size) / self.batch_size)
 
     def __iter__(self):
-        order = torch.randperm(self.dataset_size, generator=torch.Generator().manual_seed(derived_seed(self.seed, self.epoch)))
-        per_rank = math.ceil(self.dataset_size / self.world_size)
-        order = order.repeat(math.ceil(per_rank * self.world_size / self.dataset_size))[: per_rank * self.world_size]
+        generator = torch.Generator().manual_seed(derived_seed(self.seed, self.epoch))
+        order = torch.randperm(self.dataset_size, generator=generator)
+        padded_size = math.ceil(self.dataset_size / self.world_size) * self.world_size
+        order = order.repeat(math.ceil(padded_size / self.dataset_size))[:padded_size]
         shard = order[self.rank :: self.world_size].tolist()
         for batch_index in range(self.start_batch, len(self)):
             seed = derived_seed(self.seed, self.epoch, batch_index, self.rank)
-            yield [(index, seed) for index in shard[batch_index * self.batch_size : (batch_index + 1) * self.batch_size]]
+            start = batch_index * self.batch_size
+            yield [(index, seed) for index in shard[start : start + self.batch_size]]
 
 
 class SeededItems:

@@ -8,7 +8,7 @@ import os
 import tempfile
 from pathlib import Path
 
-NON_METRIC_KEYS = ("step", "split", "epoch", "lr")
+NOT_PLOTTED = ("step", "split", "epoch")
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -32,13 +32,14 @@ def read_metrics(exp_dir: str | Path) -> list[dict]:
 
 class MetricsLog:
     """Appends one JSON object per event (``step``, ``split`` train/dev, ``lr``, ``loss``, metrics...) to
-    ``metrics.jsonl`` and rewrites ``metrics.csv`` (union of all columns). On resume at step ``s``, events
-    after ``s`` (written by the interrupted run after its last checkpoint) are dropped."""
+    ``metrics.jsonl`` and a row to ``metrics.csv`` (rewritten when a new column appears). Events after
+    ``resume_step`` (written by an interrupted run after its last checkpoint) are dropped."""
 
-    def __init__(self, exp_dir: str | Path, resume_step: int | None = None):
+    def __init__(self, exp_dir: str | Path, resume_step: int = 0):
         self.exp_dir = Path(exp_dir)
         self.exp_dir.mkdir(parents=True, exist_ok=True)
-        self.records = [r for r in read_metrics(exp_dir) if resume_step is not None and r["step"] <= resume_step]
+        self.records = [r for r in read_metrics(exp_dir) if r["step"] <= resume_step]
+        self.columns: list[str] = []
         self._rewrite_jsonl()
         self._rewrite_csv()
 
@@ -46,9 +47,10 @@ class MetricsLog:
         atomic_write_text(self.exp_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in self.records))
 
     def _rewrite_csv(self) -> None:
-        columns = list(NON_METRIC_KEYS[:2]) + sorted({k for r in self.records for k in r} - set(NON_METRIC_KEYS[:2]))
+        first = ["step", "split"]
+        self.columns = first + sorted({key for record in self.records for key in record} - set(first))
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=columns)
+        writer = csv.DictWriter(buffer, fieldnames=self.columns)
         writer.writeheader()
         writer.writerows(self.records)
         atomic_write_text(self.exp_dir / "metrics.csv", buffer.getvalue())
@@ -57,7 +59,11 @@ class MetricsLog:
         self.records.append(record)
         with open(self.exp_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
-        self._rewrite_csv()
+        if set(record) <= set(self.columns):
+            with open(self.exp_dir / "metrics.csv", "a", newline="") as f:
+                csv.DictWriter(f, fieldnames=self.columns).writerow(record)
+        else:
+            self._rewrite_csv()
 
 
 def plot_metrics(exp_dir: str | Path) -> list[Path]:
@@ -69,14 +75,15 @@ def plot_metrics(exp_dir: str | Path) -> list[Path]:
     records = read_metrics(exp_dir)
     plot_dir = Path(exp_dir) / "plots"
     plot_dir.mkdir(parents=True, exist_ok=True)
-    names = sorted({k for r in records for k in r if k not in NON_METRIC_KEYS[:3]})
+    names = sorted({k for r in records for k in r if k not in NOT_PLOTTED})
     written = []
     for name in names:
         fig = Figure(figsize=(6, 4))
         FigureCanvasAgg(fig)
         ax = fig.subplots()
         for split in sorted({r["split"] for r in records}):
-            points = [(r["step"], r[name]) for r in records if r["split"] == split and isinstance(r.get(name), (int, float))]
+            points = [(r["step"], r[name]) for r in records
+                      if r["split"] == split and isinstance(r.get(name), (int, float))]
             if points:
                 ax.plot(*zip(*points), marker="." if len(points) < 50 else None, label=split)
         ax.set_xlabel("step")

@@ -107,18 +107,20 @@ class Trainer:
             seqvq.param_groups(self.model, config.lr, config.codebook_lr, weight_decay=config.weight_decay),
             lr=config.lr, weight_decay=config.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, LRFactor(
-            config.schedule, config.steps, config.step_size, config.gamma, config.warmup_steps, config.min_lr_ratio))
+            config.schedule, config.steps, config.step_size, config.gamma, config.warmup_steps,
+            config.min_lr_ratio))
         self.ddp_model = self.model
         if self.world_size > 1:  # wrapping broadcasts rank 0's parameters and buffers to every rank
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.ddp_model = DistributedDataParallel(self.model, device_ids=ids)
+            self.ddp_model = DistributedDataParallel(self.model, device_ids=ids,
+                                                     find_unused_parameters=config.find_unused_parameters)
         self.polyak = PolyakAverage(self.model, config.polyak_decay) if config.polyak_decay is not None else None
         self.step = self.epoch = self.batch_in_epoch = 0
         seed_everything(config.seed + self.rank)
         self.last_path = self.exp_dir / "checkpoints" / "last.pt"
         if self.last_path.is_file():
             self._resume(read_checkpoint(self.last_path))
-        self.log = MetricsLog(self.exp_dir, self.step if self.step else None) if self.rank == 0 else None
+        self.log = MetricsLog(self.exp_dir, self.step) if self.rank == 0 else None
 
     # ---- data -----------------------------------------------------------------------------------------
     def _batches(self):
@@ -243,7 +245,8 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         # The schedule's shape comes from the current config (e.g. more steps), its position from the checkpoint.
-        self.scheduler.load_state_dict({**state["scheduler"], "lr_lambdas": [None] * len(self.optimizer.param_groups)})
+        no_lambdas = [None] * len(self.optimizer.param_groups)
+        self.scheduler.load_state_dict({**state["scheduler"], "lr_lambdas": no_lambdas})
         if self.polyak is not None and state["polyak"] is not None:
             self.polyak.load_state_dict(state["polyak"])
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
