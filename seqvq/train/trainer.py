@@ -61,20 +61,22 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def init_distributed(device: torch.device | None = None) -> tuple[int, int]:
+def init_distributed(device: torch.device) -> tuple[int, int]:
     """Initialise the process group when launched by torchrun with ``WORLD_SIZE`` > 1; returns (rank, world)."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return 0, 1
     if not dist.is_initialized():
-        backend = "nccl" if (device or default_device()).type == "cuda" else "gloo"
+        backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend=backend)
     return dist.get_rank(), dist.get_world_size()
 
 
-def default_device() -> torch.device:
-    if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    return torch.device("cpu")
+def resolve_device(name: str | None) -> torch.device:
+    """``name`` (None -> cuda if available else cpu); a bare "cuda" means this process's ``LOCAL_RANK`` GPU."""
+    device = torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return device
 
 
 def move_to(value, device: torch.device):
@@ -100,7 +102,7 @@ class Trainer:
                  exp_dir: str | Path = "exp", run_config: dict | None = None):
         self.config, self.exp_dir, self.run_config = config, Path(exp_dir), run_config
         self.train_dataset, self.collate_fn, self.evaluate = train_dataset, collate_fn, evaluate
-        self.device = torch.device(config.device) if config.device else default_device()
+        self.device = resolve_device(config.device)
         self.rank, self.world_size = init_distributed(self.device)
         self.model = model.to(self.device)
         self.optimizer = torch.optim.Adam(
