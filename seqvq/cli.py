@@ -72,7 +72,7 @@ def _plot(args) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="seqvq", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="seqvq", description="Train, evaluate and plot seqvq runs.")
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="train a run config (resumes from EXP_DIR/checkpoints/last.pt)")
     train.add_argument("config")

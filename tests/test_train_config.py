@@ -13,8 +13,10 @@ def write(path, text):
 
 def test_base_include_and_overrides(tmp_path):
     (tmp_path / "conf").mkdir()
-    write(tmp_path / "conf" / "base.yaml", "task: toy\ntrain: {steps: 100, lr: 0.001, batch_size: 8}\nmodel: {dim: 4}\n")
-    child = write(tmp_path / "conf" / "child.yaml", "base: base.yaml\ntrain: {lr: 0.01}\nquantizer: {size: 16}\n")
+    write(tmp_path / "conf" / "base.yaml",
+          "task: toy\ntrain: {steps: 100, lr: 0.001, batch_size: 8}\nmodel: {dim: 4}\n")
+    child = write(tmp_path / "conf" / "child.yaml",
+                  "base: base.yaml\ntrain: {lr: 0.01}\nquantizer: {size: 16}\n")
     config = load_config(child, ["train.steps=5", "model.dim=8", "quantizer.distance=cosine", "new.nested.key=[1, 2]"])
     assert config == {"task": "toy", "train": {"steps": 5, "lr": 0.01, "batch_size": 8}, "model": {"dim": 8},
                       "quantizer": {"size": 16, "distance": "cosine"}, "new": {"nested": {"key": [1, 2]}}}

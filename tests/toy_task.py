@@ -33,7 +33,8 @@ def make_dataset(size: int = 13, dim: int = 4, seed: int = 123) -> list[dict]:
 
 def collate(items, generator):
     x = torch.stack([item["x"] for item in items])
-    return {"x": x + 0.01 * torch.randn(x.shape, generator=generator), "y": torch.stack([item["y"] for item in items])}
+    noise = 0.01 * torch.randn(x.shape, generator=generator)
+    return {"x": x + noise, "y": torch.stack([item["y"] for item in items])}
 
 
 def evaluate(model) -> dict[str, float]:
