@@ -21,9 +21,19 @@ from .quantize import VectorQuantizer
 
 NUM_EMBEDDINGS, NUM_CODES, UPDATES, LEARNING_RATE = 512, 128, 20, 0.1
 
-# One row per method: keyword arguments of VectorQuantizer on top of the toy's plain setting.
+# One row per method: keyword arguments of VectorQuantizer on top of the toy's plain setting.  The toy has no task
+# loss, so the synchronized update (nu) has nothing to act on and has no row.  It has 20 updates in all, so
+# replacement uses a life span of 2 steps (Huh et al. use 20 in real training) and re-estimation runs k-means++ on
+# its reservoir at step 1 and every 5 steps after.
 METHODS: dict[str, dict] = {
     "plain VQ": {},
+    "EMA codebook": {"codebook_update": "ema", "ema_decay": 0.9},
+    "affine (learned)": {"affine": "learned"},
+    "affine (EMA statistics)": {"affine": {"mode": "ema", "momentum": 0.1}},
+    "LRU replacement": {"replace_dead_after": 2},
+    "k-means init": {"kmeans_init": True},
+    "data-dependent re-estimation": {"reestimate": {"init_steps": 1, "every": 5, "steps": 20,
+                                                     "reservoir_size": 512}},
 }
 
 
@@ -39,7 +49,7 @@ def run_method(options: dict, seed: int = 0) -> dict:
     torch.manual_seed(seed)
     embeddings, codes = toy_data(seed)
     quantizer = VectorQuantizer(2, NUM_CODES, alpha=1.0, beta=1.0, **options)
-    quantizer.store_codebook(codes.unsqueeze(0))
+    quantizer.rewrite_codes(codes.unsqueeze(0))
     parameters = [p for p in quantizer.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(parameters, lr=LEARNING_RATE) if parameters else None
     batch = embeddings.unsqueeze(0)

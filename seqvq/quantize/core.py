@@ -23,10 +23,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .affine import AffineReparameterization
 from .distance import nearest_codes
-from .distributed import all_reduce_sum
+from .distributed import all_gather_rows, all_reduce_sum, broadcast
 from .ema import EMACodebookUpdate
+from .kmeans import kmeans
 from .norm import MaskedBatchNorm
+from .reestimation import DataDependentReestimation
+from .replacement import LRUReplacement
+from .rng import BufferedGenerator
 
 
 @dataclass
@@ -68,6 +73,18 @@ class VectorQuantizer(nn.Module):
             faster (on CPU it is not).
         init_scale: codes start at N(0, init_scale^2 / d) per entry, i.e. norm ~ init_scale — smaller than
             BatchNorm-ed inputs (norm ~ sqrt(d)), which Łańcucki §III-A shows keeps many codes in use.
+
+    Remedies for index collapse (each in its own file; all compose, all write codes through the affine map):
+        affine: ``"learned"``, ``"ema"`` or a dict of :class:`AffineReparameterization` options
+            (``mode``, ``lr_scale``, ``momentum``, ``codes_per_group``) — Huh §4.1.
+        sync_nu: the synchronized commitment update; the codebook receives ``sync_nu`` x the task gradient at
+            z_q (Huh §4.3, eq. 21).  0 is the ordinary straight-through estimator.
+        kmeans_init: set the codebook by k-means++ on the first training batch (Huh App. A.7).
+        reestimate: dict of :class:`DataDependentReestimation` options (``init_steps``, ``every``, ``steps``,
+            ``reservoir_size``, ``kmeans_iterations``, ``steps_per_epoch``) — Łańcucki Algorithm 1.
+        replace_dead_after: LRU life span in steps; codes unused that long are replaced by random valid inputs of
+            the batch (or the reservoir) — Huh §3.
+        seed: seeds the buffered generators (reservoir, k-means++, replacement).
     """
 
     def __init__(
@@ -86,6 +103,12 @@ class VectorQuantizer(nn.Module):
         channel_dim: int = -1,
         low_precision_search: bool | str = "auto",
         init_scale: float = 1.0,
+        affine: str | dict | None = None,
+        sync_nu: float = 0.0,
+        kmeans_init: bool = False,
+        reestimate: dict | None = None,
+        replace_dead_after: int | None = None,
+        seed: int = 0,
     ):
         super().__init__()
         if dim % num_codebooks:
@@ -100,7 +123,7 @@ class VectorQuantizer(nn.Module):
         self.code_dim = dim // num_codebooks
         self.distance, self.alpha, self.beta = distance, alpha, beta
         self.codebook_update, self.channel_dim = codebook_update, channel_dim
-        self.low_precision_search = low_precision_search
+        self.low_precision_search, self.sync_nu = low_precision_search, sync_nu
 
         init = torch.randn(num_codebooks, codebook_size, self.code_dim) * (init_scale / math.sqrt(self.code_dim))
         self.codebook = nn.Parameter(init, requires_grad=codebook_update == "gradient")
@@ -108,6 +131,17 @@ class VectorQuantizer(nn.Module):
         self.norm = MaskedBatchNorm(dim) if pre_norm else None
         self.ema = (EMACodebookUpdate(num_codebooks, codebook_size, self.code_dim, ema_decay, ema_eps)
                     if codebook_update == "ema" else None)
+        if isinstance(affine, str):
+            affine = {"mode": affine}
+        self.affine = (AffineReparameterization(num_codebooks, codebook_size, self.code_dim, **affine)
+                       if affine else None)
+        self.reestimation = (DataDependentReestimation(dim, seed=seed, **reestimate) if reestimate else None)
+        self.replacement = (LRUReplacement(num_codebooks, codebook_size, replace_dead_after, seed=seed + 2)
+                            if replace_dead_after else None)
+        self.kmeans_init = kmeans_init
+        if kmeans_init:
+            self.init_rng = BufferedGenerator(seed + 3)
+            self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
         # Training steps taken (forward passes in training mode); rewrites counted, and per code the count at its
         # last wholesale rewrite (re-estimation, replacement) — seqvq.reset_optimizer_state compares them with the
         # count it last saw.
@@ -120,12 +154,12 @@ class VectorQuantizer(nn.Module):
 
     # ----------------------------------------------------------------------------------------------- codebook
     def effective_codebook(self) -> torch.Tensor:
-        """The code vectors (G, K, d) that inputs are compared with."""
-        return self.codebook
+        """The code vectors (G, K, d) that inputs are compared with (through the affine map when there is one)."""
+        return self.codebook if self.affine is None else self.affine(self.codebook)
 
     def signal_from_effective(self, vectors: torch.Tensor) -> torch.Tensor:
         """Inverse of :meth:`effective_codebook`'s map, for writing chosen code vectors into the parameters."""
-        return vectors
+        return vectors if self.affine is None else self.affine.inverse(vectors)
 
     @torch.no_grad()
     def store_codebook(self, vectors: torch.Tensor, rows: torch.Tensor | None = None) -> None:
@@ -192,24 +226,71 @@ class VectorQuantizer(nn.Module):
         """Quantize the valid vectors ``z`` (N, dim); returns (quantized, codes (N, G), loss, losses, metrics)."""
         groups = self.num_codebooks
         z_e = self._comparison_space(z.reshape(z.shape[0], groups, self.code_dim))
-        codebook = self._comparison_space(self.effective_codebook())
+        if self.training:
+            self.step += 1
+            self._prepare_codebook(z_e.detach())
+        # In training the codebook may be rewritten in place after assignment (EMA, replacement); the graph uses a
+        # copy so backward sees the values the forward pass used.
+        signal = self.codebook.clone() if self.training else self.codebook
+        codebook = self._comparison_space(signal if self.affine is None else self.affine(signal))
         codes = self.assign(z_e.detach(), codebook.detach())
         offsets = torch.arange(groups, device=z.device) * self.codebook_size
         z_q = codebook.reshape(-1, self.code_dim)[codes + offsets]  # (N, G, d), differentiable w.r.t. codebook
 
         commitment = squared_error(z_e, z_q.detach())
         codebook_term = squared_error(z_e.detach(), z_q)
-        loss = self.alpha * (1.0 - self.beta) * commitment
-        if self.codebook_update == "gradient":
-            loss = loss + self.alpha * self.beta * codebook_term
-        quantized = z_e + (z_q - z_e).detach()  # straight-through estimator, Huh eq. 7
+        if self.reestimation is not None and self.reestimation.passes_through(int(self.step)):
+            quantized, loss = z_e, z_e.new_zeros(())  # Algorithm 1: no quantization before M_init
+        else:
+            loss = self.alpha * (1.0 - self.beta) * commitment
+            if self.codebook_update == "gradient":
+                loss = loss + self.alpha * self.beta * codebook_term
+            quantized = z_e + (z_q - z_e).detach()  # straight-through estimator, Huh eq. 7
+            if self.sync_nu:
+                quantized = quantized + self.sync_nu * (z_q - z_q.detach())  # Huh eq. 21
 
+        counts = self.code_counts(codes)
         if self.training:
-            self.step += 1
-            if self.ema is not None:
-                self.store_codebook(self.ema.update(z_e.detach(), codes))
-        metrics = self.usage_metrics(codes, commitment.detach())
+            self._update_codebook(z_e.detach(), codes, counts)
+        metrics = self.usage_metrics(counts, commitment.detach())
         return quantized.reshape(z.shape), codes, loss, {"codebook": codebook_term, "commitment": commitment}, metrics
+
+    @torch.no_grad()
+    def _prepare_codebook(self, z_e: torch.Tensor) -> None:
+        """Before assignment: reservoir, data-dependent re-estimation (Algorithm 1) or first-batch k-means."""
+        step, flat = int(self.step), z_e.reshape(z_e.shape[0], self.dim)
+        if self.reestimation is not None:
+            if self.reestimation.collecting(step):
+                self.reestimation.reservoir.add(flat)
+            if self.reestimation.reestimates_at(step) and self.reestimation.reservoir.filled:
+                self.rewrite_codes(broadcast(self.reestimation.codebook(self.num_codebooks, self.codebook_size)))
+        elif self.kmeans_init and not self.initialized:
+            points = all_gather_rows(flat).view(-1, self.num_codebooks, self.code_dim)
+            if points.shape[0]:
+                with self.init_rng.generator() as generator:
+                    centroids = torch.stack([kmeans(points[:, g].contiguous(), self.codebook_size, 5, generator)
+                                             for g in range(self.num_codebooks)])
+                self.rewrite_codes(broadcast(centroids))
+                self.initialized.fill_(True)
+
+    @torch.no_grad()
+    def _update_codebook(self, z_e: torch.Tensor, codes: torch.Tensor, counts: torch.Tensor) -> None:
+        """After assignment: EMA codebook (eq. 4), affine statistics (A.12), LRU replacement."""
+        if self.ema is not None:
+            self.store_codebook(self.ema.update(z_e, codes))
+        if self.affine is not None:
+            offsets = torch.arange(self.num_codebooks, device=codes.device) * self.codebook_size
+            selected_signal = self.codebook.reshape(-1, self.code_dim)[codes + offsets]
+            self.affine.update_statistics(z_e, selected_signal, codes)
+        if self.replacement is not None:
+            dead = self.replacement.dead_codes(counts, int(self.step))
+            candidates = z_e
+            if self.reestimation is not None and self.reestimation.reservoir.filled:
+                reservoir = self.reestimation.reservoir
+                candidates = reservoir.samples[: reservoir.filled].view(-1, self.num_codebooks, self.code_dim)
+            vectors = self.replacement.replacements(dead, candidates, int(self.step))
+            if vectors is not None:
+                self.rewrite_codes(vectors, dead)
 
     def assign(self, z_e: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
         """Nearest code per group: (N, G, d) x (G, K, d) -> (N, G) int64, chunked (never N x K in memory)."""
@@ -219,16 +300,16 @@ class VectorQuantizer(nn.Module):
         return torch.stack([nearest_codes(z_e[:, g].contiguous(), codebook[g], low_precision=bool(low_precision))[0]
                             for g in range(self.num_codebooks)], dim=1)
 
-    @torch.no_grad()
-    def usage_metrics(self, codes: torch.Tensor, quantization_error: torch.Tensor) -> dict[str, torch.Tensor]:
+    @staticmethod
+    def usage_metrics(counts: torch.Tensor, quantization_error: torch.Tensor) -> dict[str, torch.Tensor]:
         """Batch perplexity 2^H and active codes (both averaged over codebooks), and mean quantization error."""
-        counts = self.code_counts(codes)
         return {
             "perplexity": perplexity(counts).mean(),
             "active_codes": (counts > 0).sum(dim=-1).float().mean(),
             "quantization_error": quantization_error,
         }
 
+    @torch.no_grad()
     def code_counts(self, codes: torch.Tensor) -> torch.Tensor:
         """Usage counts (G, K) of the valid ``codes`` (N, G), summed over ranks."""
         offsets = torch.arange(self.num_codebooks, device=codes.device) * self.codebook_size
