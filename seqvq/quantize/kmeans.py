@@ -27,18 +27,17 @@ def kmeans_plus_plus(points: torch.Tensor, num_centroids: int, generator: torch.
     chosen = torch.empty(num_centroids, dtype=torch.long)
     chosen[0] = torch.randint(count, (1,), generator=generator)
     closest = torch.full((count,), float("inf"), dtype=points.dtype, device=points.device)
-    uniforms = torch.rand(num_centroids, generator=generator, dtype=torch.float64)
+    thresholds = torch.rand(num_centroids, generator=generator).to(points.device)
     for index in range(num_centroids):
         if index:
-            cumulative = torch.cumsum(closest.double(), dim=0).cpu()
-            total = float(cumulative[-1])
-            if total > 0:
-                pick = torch.searchsorted(cumulative, uniforms[index:index + 1] * total, right=True)
-                chosen[index] = pick.clamp_max(count - 1)
+            cumulative = torch.cumsum(closest, dim=0)
+            if cumulative[-1] > 0:
+                pick = torch.searchsorted(cumulative, thresholds[index:index + 1] * cumulative[-1], right=True)
+                chosen[index] = pick.clamp_max(count - 1).cpu()
             else:  # every point coincides with a centroid already: draw uniformly
-                chosen[index] = int(uniforms[index] * count)
+                chosen[index] = int(thresholds[index] * count)
         centre = centred[int(chosen[index])]
-        distance = torch.addmv(squared_norms + centre.pow(2).sum(), centred, centre, alpha=-2.0).clamp_min_(0.0)
+        distance = torch.addmv(squared_norms, centred, centre, alpha=-2.0).add_(centre.dot(centre)).clamp_min_(0.0)
         torch.minimum(closest, distance, out=closest)
     return points[chosen.to(points.device)].clone()
 
