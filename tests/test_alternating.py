@@ -12,17 +12,33 @@ from seqvq.quantize.alternating import AlternatingOptimizer, split_batch
 from seqvq.quantize.optim import is_codebook_parameter
 
 
-class AffineQuantizer(seqvq.VectorQuantizer):
-    """Stand-in for the affine re-parameterization (Huh eq. 15): codebook-marked scale and shift."""
+class StandInAffine(nn.Module):
+    """Codebook-marked shared scale and shift, c = c_mean + c_std * c_signal (Huh eq. 15), plugged in where the
+    core's affine map goes (``VectorQuantizer.affine`` / ``effective_codebook``)."""
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.code_std = nn.Parameter(torch.full((self.code_dim,), 1.5))
-        self.code_mean = nn.Parameter(torch.full((self.code_dim,), 0.1))
+    def __init__(self, dim):
+        super().__init__()
+        self.code_std = nn.Parameter(torch.full((dim,), 1.5))
+        self.code_mean = nn.Parameter(torch.full((dim,), 0.1))
         self.code_std._seqvq_codebook = self.code_mean._seqvq_codebook = True
 
+    def forward(self, signal):
+        return self.code_mean + self.code_std * signal
+
+    def inverse(self, vectors):
+        return (vectors - self.code_mean) / self.code_std
+
+    def update_statistics(self, z_e, signal_codes, codes):  # learned, not EMA: nothing to track
+        pass
+
+
+class AffineQuantizer(seqvq.VectorQuantizer):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.affine = StandInAffine(self.code_dim)
+
     def effective_codebook(self):
-        return self.code_mean + self.code_std * self.codebook
+        return self.affine(self.codebook)
 
 
 class Model(nn.Module):
@@ -133,9 +149,9 @@ def test_inner_loop_sends_no_gradient_outside_the_codebook_even_from_a_careless_
 
     helper.step(make_batch(), task_loss, careless_inner_loss)
     inner = {name for phase_name, name in received if phase_name == "inner"}
-    assert inner == {"quantizer.codebook", "quantizer.code_std", "quantizer.code_mean"}
+    assert inner == {"quantizer.codebook", "quantizer.affine.code_std", "quantizer.affine.code_mean"}
     assert all(count == 2 for (phase_name, _), count in received.items() if phase_name == "inner")
-    affine = [model.quantizer.code_std, model.quantizer.code_mean, model.quantizer.codebook]
+    affine = [model.quantizer.affine.code_std, model.quantizer.affine.code_mean, model.quantizer.codebook]
     assert all(p.grad is None for p in affine)
 
 

@@ -4,7 +4,6 @@ import copy
 import pytest
 import torch
 
-import seqvq
 from seqvq.quantize.residual import ResidualVectorQuantizer
 
 # Every value of every core option, each paired with several others (the full product is the core's test).
