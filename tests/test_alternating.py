@@ -185,6 +185,22 @@ def test_optimizers_are_checked_and_state_round_trips():
     assert restored.codebook_optimizer.param_groups[0]["lr"] == 0.1
 
 
+def test_task_gradient_clipping_bounds_the_task_step_only():
+    torch.manual_seed(0)
+    model, reference = Model(), Model()
+    reference.load_state_dict(model.state_dict())
+    clipped, plain = sgd_helper(model, clip_grad_norm=1e-3), sgd_helper(reference)
+    batch = make_batch()
+    task_before = [p.detach().clone() for p in split_parameters(model)[0]]
+    result = clipped.step(batch, model, model.codebook_loss)
+    plain.step(batch, reference, reference.codebook_loss)
+    assert result.grad_norm > 1e-3
+    moved = torch.cat([(p - b).flatten() for p, b in zip(split_parameters(model)[0], task_before)])
+    torch.testing.assert_close(moved.norm(), torch.tensor(0.1 * 1e-3))  # lr x the clipped norm
+    for a, b in zip(split_parameters(model)[1], split_parameters(reference)[1]):
+        torch.testing.assert_close(a, b)  # the inner codebook steps are not clipped
+
+
 @dataclasses.dataclass
 class Batch:
     x: torch.Tensor

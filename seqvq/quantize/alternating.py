@@ -51,6 +51,7 @@ class AlternatingStepResult:
     loss: torch.Tensor  # the task step's loss, detached
     output: Any  # whatever task_loss(batch) returned (e.g. the StepOutput to log)
     inner_losses: torch.Tensor  # (k,) detached codebook losses of the inner steps
+    grad_norm: torch.Tensor | None = None  # the task gradient's norm before clipping, when clipping is on
 
 
 class AlternatingOptimizer:
@@ -65,11 +66,12 @@ class AlternatingOptimizer:
         fused: take the single inner step and the task step from one forward pass (requires ``inner_steps=1``).
         split: ``split(batch, k) -> list of k sub-batches``; the default :func:`split_batch` slices every tensor
             along its first (batch) axis.
+        clip_grad_norm: clip the task step's gradient to this total norm (the trainer's ``clip_grad_norm``).
     """
 
     def __init__(self, model: nn.Module, task_optimizer: torch.optim.Optimizer,
                  codebook_optimizer: torch.optim.Optimizer | None, inner_steps: int = 1, fused: bool = False,
-                 split: Callable[[Any, int], list] | None = None):
+                 split: Callable[[Any, int], list] | None = None, clip_grad_norm: float | None = None):
         if inner_steps < 1:
             raise ValueError(f"AlternatingOptimizer: inner_steps must be >= 1, got {inner_steps}")
         if fused and inner_steps != 1:
@@ -85,6 +87,7 @@ class AlternatingOptimizer:
                              "give it only seqvq.param_groups' 'codebook' group")
         self.model, self.task_optimizer, self.codebook_optimizer = model, task_optimizer, codebook_optimizer
         self.inner_steps, self.fused, self.split = inner_steps, fused, split or split_batch
+        self.task_parameters, self.clip_grad_norm = task_parameters, clip_grad_norm
 
     @classmethod
     def from_model(cls, model: nn.Module, lr: float, codebook_lr: float | None = None, weight_decay: float = 0.0,
@@ -126,12 +129,14 @@ class AlternatingOptimizer:
         loss = _loss_value(output)
         self.task_optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        grad_norm = (nn.utils.clip_grad_norm_(self.task_parameters, self.clip_grad_norm)
+                     if self.clip_grad_norm is not None else None)
         self.task_optimizer.step()
         for parameter in self.codebook_parameters:  # the task backward's codebook gradients are not used
             parameter.grad = None
         if codebook_grads is not None:
             self._codebook_step(codebook_grads)
-        return AlternatingStepResult(loss.detach(), output, torch.stack(inner_losses))
+        return AlternatingStepResult(loss.detach(), output, torch.stack(inner_losses), grad_norm)
 
     def _codebook_gradients(self, loss: torch.Tensor, retain_graph: bool) -> list[torch.Tensor | None]:
         """Gradients of ``loss`` for the codebook parameters alone (nothing else receives any), averaged over
