@@ -68,7 +68,7 @@ def test_loss_is_nll_per_pixel_plus_vq_loss():
     model = _model().train()
     batch = collate_lines(_lines([12, 7]))
     out = model(batch.images, batch.mask)
-    assert float(out.loss) == pytest.approx(float(out.nll) / out.num_pixels + float(out.vq_loss), rel=1e-6)
+    assert out.loss.item() == pytest.approx(out.nll.item() / out.num_pixels + out.vq_loss.item(), rel=1e-6)
     out.loss.backward()
     assert model.encoder.convs[0].weight.grad.abs().sum() > 0  # straight-through reaches the encoder
     assert model.quantizer.codebook.grad.abs().sum() > 0
