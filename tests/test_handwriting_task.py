@@ -68,3 +68,15 @@ def test_smoke_run_loss_falls_and_evaluation(tmp_path):
     assert (out / "reconstructions.png").stat().st_size > 0
     codes = (out / "codes.txt").read_text().splitlines()
     assert len(codes) == 2 and all(line.split("\t")[1].split() for line in codes)
+
+
+def test_codebook_loss_reaches_only_the_codebook(tmp_path):
+    (tmp_path / "corpus").mkdir()
+    _corpus(tmp_path / "corpus")
+    bundle = build_task(_config(tmp_path))
+    batch = bundle.collate_fn([bundle.train_dataset[i] for i in range(4)])
+    loss = bundle.model.codebook_loss(batch)
+    loss.backward()
+    for name, parameter in bundle.model.named_parameters():
+        has_grad = parameter.grad is not None and bool(parameter.grad.abs().sum() > 0)
+        assert has_grad == (name == "autoencoder.quantizer.codebook"), name

@@ -44,6 +44,17 @@ class HandwritingTask(nn.Module):
                    **{name: value for name, value in out.vq_metrics.items()}}
         return StepOutput(out.loss, metrics, weight=out.num_pixels)
 
+    def codebook_loss(self, batch: LineBatch) -> torch.Tensor:
+        """The quantizer's codebook term on `batch`, encoder run under no_grad: the inner loss (eq. 17) of Huh's
+        alternating optimization, `seqvq.quantize.AlternatingOptimizer.step(batch, task, task.codebook_loss)`."""
+        autoencoder = self.autoencoder
+        with torch.no_grad():
+            features, mask = autoencoder.encoder(batch.images, batch.mask.sum(1))
+            if autoencoder.encoder_norm is not None:
+                features = autoencoder.encoder_norm(features, mask)
+            latents = autoencoder.projection(features)
+        return autoencoder.quantizer(latents, mask=mask).losses["codebook"]
+
 
 def open_lines(corpus: str, split: str, height: int, levels: int, colormode: str = "bw") -> Dataset:
     """One split of a ScribbleLens zip or of a built line corpus (folder with <split>.npz, or the .npz)."""
