@@ -28,22 +28,26 @@ class GatedLayer(nn.Module):
         super().__init__()
         self.half, self.first = kernel // 2, first
         reach = self.half if first else self.half + 1  # first layer: strictly earlier columns / pixels
-        self.vertical = nn.Conv2d(in_channels, 2 * channels, (reach, kernel))
-        self.horizontal = nn.Conv2d(in_channels, 2 * channels, (1, reach))
+        self.vertical_conv = nn.Conv2d(in_channels, 2 * channels, (reach, kernel))
+        self.horizontal_conv = nn.Conv2d(in_channels, 2 * channels, (1, reach))
         self.vertical_to_horizontal = nn.Conv2d(2 * channels, 2 * channels, 1)
         self.horizontal_out = nn.Conv2d(channels, channels, 1)
         self.cond = nn.Linear(cond_dim, 4 * channels) if cond_dim else None
 
-    def forward(self, vertical, horizontal, cond):
-        columns, rows = vertical.shape[2:]
-        v = self.vertical(F.pad(vertical, (self.half, self.half, self.half, 0)))[:, :, :columns]
-        h = self.horizontal(F.pad(horizontal, (self.half, 0, 0, 0)))[:, :, :, :rows]
-        h = h + self.vertical_to_horizontal(v)
+    def vertical(self, vertical, cond):
+        """Vertical stack output and what it adds to the horizontal stack (both see only earlier columns)."""
+        v = self.vertical_conv(F.pad(vertical, (self.half, self.half, self.half, 0)))[:, :, :vertical.shape[2]]
+        to_horizontal = self.vertical_to_horizontal(v)
         if self.cond is not None:
             cond_v, cond_h = self.cond(cond).permute(0, 2, 1).unsqueeze(-1).chunk(2, dim=1)
-            v, h = v + cond_v, h + cond_h
-        h = self.horizontal_out(_gate(h))
-        return _gate(v), (h if self.first else horizontal + h)
+            v, to_horizontal = v + cond_v, to_horizontal + cond_h
+        return _gate(v), to_horizontal
+
+    def horizontal(self, horizontal, to_horizontal):
+        """Horizontal stack: the pixels above in the same column, plus the vertical stack's contribution."""
+        h = self.horizontal_conv(F.pad(horizontal, (self.half, 0, 0, 0)))[:, :, :, :horizontal.shape[3]]
+        h = self.horizontal_out(_gate(h + to_horizontal))
+        return h if self.first else horizontal + h
 
 
 class GatedPixelCNN(nn.Module):
@@ -70,10 +74,20 @@ class GatedPixelCNN(nn.Module):
     def forward_onehot(self, onehot: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         """Logits from a (B, H, W, levels) one-hot (or any real) encoding of the image."""
         x = onehot.permute(0, 3, 2, 1)  # (B, levels, W, H): a column is a conv row
-        vertical, horizontal = x, x
+        return self._horizontal_pass(x, self._vertical_pass(x, cond)).permute(0, 3, 2, 1)
+
+    def _vertical_pass(self, x, cond) -> list[torch.Tensor]:
+        """Per layer, the vertical stack's contribution to the horizontal stack (B, 2C, W, H)."""
+        contributions = []
         for layer in self.layers:
-            vertical, horizontal = layer(vertical, horizontal, cond)
-        return self.head(horizontal).permute(0, 3, 2, 1)
+            x, to_horizontal = layer.vertical(x, cond)
+            contributions.append(to_horizontal)
+        return contributions
+
+    def _horizontal_pass(self, x, contributions) -> torch.Tensor:
+        for layer, to_horizontal in zip(self.layers, contributions):
+            x = layer.horizontal(x, to_horizontal)
+        return self.head(x)
 
     @torch.no_grad()
     def sample(self, cond: torch.Tensor | None, widths: torch.Tensor, height: int,
@@ -81,19 +95,28 @@ class GatedPixelCNN(nn.Module):
         """Draw lines (B, height, max width) pixel by pixel; columns past each line's width stay 0.
 
         `cond` is (B, W, cond_dim) (or None with an unconditional model); `temperature` 0 takes the argmax.
+        The vertical stacks of a column depend only on earlier columns: they run once per column, on the last
+        `context_columns`, and only the horizontal stacks run per pixel, on the pixels above it.
         """
         batch, width = len(widths), int(widths.max())
         device = widths.device if cond is None else cond.device
+        dtype = self.head[1].weight.dtype
         images = torch.zeros(batch, height, width, dtype=torch.long, device=device)
         for column in range(width):
             start = max(0, column - self.context_columns)
+            window = F.one_hot(images[:, :, start: column + 1], self.levels).to(dtype).permute(0, 3, 2, 1)
             window_cond = None if cond is None else cond[:, start: column + 1]
+            contributions = [c[:, :, -1:] for c in self._vertical_pass(window, window_cond)]
             for row in range(height):
-                logits = self(images[:, :, start: column + 1], window_cond)[:, row, -1]
+                above = window[:, :, -1:, : row + 1]  # this column up to the pixel being drawn
+                rows = [c[..., : row + 1] for c in contributions]
+                logits = self._horizontal_pass(above, rows)[:, :, 0, row]
                 if temperature == 0:
-                    images[:, row, column] = logits.argmax(-1)
+                    drawn = logits.argmax(-1)
                 else:
                     probs = torch.softmax(logits.float() / temperature, dim=-1)
-                    images[:, row, column] = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+                    drawn = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+                images[:, row, column] = drawn
+                window[:, :, -1, row] = F.one_hot(drawn, self.levels).to(dtype)
         valid = torch.arange(width, device=device)[None, :] < widths.to(device)[:, None]
         return images * valid[:, None, :]
