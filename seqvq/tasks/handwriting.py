@@ -115,8 +115,10 @@ def write_reconstructions(model: nn.Module, lines: Dataset, out_dir: str, count:
     batch = collate_lines([lines[i] for i in range(min(count, len(lines)))]).to(device)
     generator = torch.Generator(device=device).manual_seed(seed)
     samples, codes = autoencoder.reconstruct(batch.images, batch.mask, generator, temperature)
+    labels = [f"{os.path.basename(name)} {text!r}" if text else os.path.basename(name)
+              for name, text in zip(batch.names, batch.texts)]
     save_reconstruction_grid(os.path.join(out_dir, "reconstructions.png"), batch.images, samples, codes,
-                             batch.widths, autoencoder.levels, batch.names)
+                             batch.widths, autoencoder.levels, labels)
     text = "".join(f"{name}\t{' '.join(map(str, row[row >= 0].tolist()))}\n"
                    for name, row in zip(batch.names, codes.cpu()))
     tmp_path = os.path.join(out_dir, "codes.txt.tmp")
