@@ -28,7 +28,7 @@ Contract (the task supplies two callables; nothing runs ``backward()`` inside a 
   :class:`VectorQuantizer` that ran during ``task_loss(batch)``.
 
 No gradient leaks either way: inner gradients are computed with ``torch.autograd.grad`` for the codebook
-optimizer's parameters alone (those marked ``_seqvq_codebook``: codebooks and their affine parameters), stepped,
+optimizer's parameters alone (``seqvq.quantize.optim.codebook_parameters``: codebooks and their affine parameters), stepped,
 and cleared; the task optimizer may hold no codebook parameter.
 """
 from __future__ import annotations
@@ -43,7 +43,7 @@ from torch import nn
 
 from .core import VectorQuantizer
 from .distributed import all_reduce_sum, is_distributed
-from .optim import is_codebook_parameter, param_groups, reset_optimizer_state
+from .optim import codebook_parameters, param_groups, reset_optimizer_state
 
 
 @dataclass
@@ -79,11 +79,13 @@ class AlternatingOptimizer:
                              f"inner_steps={inner_steps}")
         task_parameters = _parameters(task_optimizer)
         self.codebook_parameters = _parameters(codebook_optimizer) if codebook_optimizer is not None else []
-        if any(is_codebook_parameter(p) for p in task_parameters):
+        codebook_ids = {id(p) for p in codebook_parameters(model)}
+        if any(id(p) in codebook_ids for p in task_parameters):
             raise ValueError("AlternatingOptimizer: task_optimizer holds codebook parameters; give it only the "
                              "non-codebook ones (seqvq.param_groups' 'model' group)")
-        if not all(is_codebook_parameter(p) for p in self.codebook_parameters):
-            raise ValueError("AlternatingOptimizer: codebook_optimizer holds parameters not marked _seqvq_codebook; "
+        if not all(id(p) in codebook_ids for p in self.codebook_parameters):
+            raise ValueError("AlternatingOptimizer: codebook_optimizer holds parameters that are not codebook "
+                             "parameters; "
                              "give it only seqvq.param_groups' 'codebook' group")
         self.model, self.task_optimizer, self.codebook_optimizer = model, task_optimizer, codebook_optimizer
         self.inner_steps, self.fused, self.split = inner_steps, fused, split or split_batch

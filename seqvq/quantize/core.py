@@ -127,7 +127,6 @@ class VectorQuantizer(nn.Module):
 
         init = torch.randn(num_codebooks, codebook_size, self.code_dim) * (init_scale / math.sqrt(self.code_dim))
         self.codebook = nn.Parameter(init, requires_grad=codebook_update == "gradient")
-        self.codebook._seqvq_codebook = True
         self.norm = MaskedBatchNorm(dim) if pre_norm else None
         self.ema = (EMACodebookUpdate(num_codebooks, codebook_size, self.code_dim, ema_decay, ema_eps)
                     if codebook_update == "ema" else None)
@@ -160,6 +159,10 @@ class VectorQuantizer(nn.Module):
     def signal_from_effective(self, vectors: torch.Tensor) -> torch.Tensor:
         """Inverse of :meth:`effective_codebook`'s map, for writing chosen code vectors into the parameters."""
         return vectors if self.affine is None else self.affine.inverse(vectors)
+
+    def codebook_parameters(self) -> list[nn.Parameter]:
+        """The parameters that define the codes: the codebook and the learned affine map (Huh §4.1)."""
+        return [self.codebook] + (list(self.affine.parameters()) if self.affine is not None else [])
 
     @torch.no_grad()
     def store_codebook(self, vectors: torch.Tensor, rows: torch.Tensor | None = None) -> None:

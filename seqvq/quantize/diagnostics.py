@@ -24,7 +24,7 @@ from torch import nn
 from .core import VectorQuantizer, perplexity
 from .distance import nearest_codes
 from .distributed import all_reduce_sum, is_distributed
-from .optim import is_codebook_parameter
+from .optim import codebook_parameters
 
 
 # ------------------------------------------------------------------------------------------------ code usage
@@ -237,7 +237,8 @@ def gradient_gap(model: nn.Module, loss_fn: Callable, batch, parameters: Iterabl
         raise ValueError("gradient_gap: the model holds no VectorQuantizer to bypass")
     names = {id(parameter): name for name, parameter in model.named_parameters()}
     if parameters is None:
-        parameters = [p for p in model.parameters() if p.requires_grad and not is_codebook_parameter(p)]
+        codebook_ids = {id(p) for p in codebook_parameters(model)}
+        parameters = [p for p in model.parameters() if p.requires_grad and id(p) not in codebook_ids]
     parameters = list(parameters)
     all_parameters = list(model.parameters())
     saved_grads = [p.grad for p in all_parameters]
