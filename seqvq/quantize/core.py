@@ -32,6 +32,7 @@ from .norm import MaskedBatchNorm
 from .reestimation import DataDependentReestimation
 from .replacement import LRUReplacement
 from .rng import BufferedGenerator
+from .stochastic import annealed_temperature, gumbel_softmax_quantize, stochastic_codes
 
 
 @dataclass
@@ -84,7 +85,13 @@ class VectorQuantizer(nn.Module):
             ``reservoir_size``, ``kmeans_iterations``, ``steps_per_epoch``) — Łańcucki Algorithm 1.
         replace_dead_after: LRU life span in steps; codes unused that long are replaced by random valid inputs of
             the batch (or the reservoir) — Huh §3.
-        seed: seeds the buffered generators (reservoir, k-means++, replacement).
+        assignment: ``"nearest"`` (eq. 5), or the baselines of Huh Table 3 while training: ``"stochastic"``
+            (SQ-VAE sampling, Huh eq. 12; straight-through as usual) or ``"gumbel"`` (Gumbel-softmax: the output
+            is the hard sample with gradients through the soft weights, no straight-through; keeps N x K weights
+            for backward).  Evaluation always uses the nearest code.
+        temperature: tau of the stochastic assignments; a number, or ``{"start", "end", "decay_steps"}`` for the
+            exponential anneal over training steps.
+        seed: seeds the buffered generators (reservoir, k-means++, replacement, sampling).
     """
 
     def __init__(
@@ -108,6 +115,8 @@ class VectorQuantizer(nn.Module):
         kmeans_init: bool = False,
         reestimate: dict | None = None,
         replace_dead_after: int | None = None,
+        assignment: str = "nearest",
+        temperature: float | dict = 1.0,
         seed: int = 0,
     ):
         super().__init__()
@@ -117,6 +126,8 @@ class VectorQuantizer(nn.Module):
             raise ValueError(f"distance must be 'l2' or 'cosine', got {distance!r}")
         if codebook_update not in ("gradient", "ema"):
             raise ValueError(f"codebook_update must be 'gradient' or 'ema', got {codebook_update!r}")
+        if assignment not in ("nearest", "stochastic", "gumbel"):
+            raise ValueError(f"assignment must be 'nearest', 'stochastic' or 'gumbel', got {assignment!r}")
         if not 0.0 <= beta <= 1.0:
             raise ValueError(f"beta must be in [0, 1], got {beta}")
         self.dim, self.codebook_size, self.num_codebooks = dim, codebook_size, num_codebooks
@@ -138,6 +149,9 @@ class VectorQuantizer(nn.Module):
         self.replacement = (LRUReplacement(num_codebooks, codebook_size, replace_dead_after, seed=seed + 2)
                             if replace_dead_after else None)
         self.kmeans_init = kmeans_init
+        self.assignment, self.temperature = assignment, temperature
+        if assignment != "nearest":
+            self.sampling_rng = BufferedGenerator(seed + 4)
         if kmeans_init:
             self.init_rng = BufferedGenerator(seed + 3)
             self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
@@ -236,7 +250,11 @@ class VectorQuantizer(nn.Module):
         # copy so backward sees the values the forward pass used.
         signal = self.codebook.clone() if self.training else self.codebook
         codebook = self._comparison_space(signal if self.affine is None else self.affine(signal))
-        codes = self.assign(z_e.detach(), codebook.detach())
+        sampled = None
+        if self.training and self.assignment != "nearest":
+            codes, sampled = self.sample(z_e, codebook)
+        else:
+            codes = self.assign(z_e.detach(), codebook.detach())
         offsets = torch.arange(groups, device=z.device) * self.codebook_size
         z_q = codebook.reshape(-1, self.code_dim)[codes + offsets]  # (N, G, d), differentiable w.r.t. codebook
 
@@ -249,7 +267,9 @@ class VectorQuantizer(nn.Module):
             if self.codebook_update == "gradient":
                 loss = loss + self.alpha * self.beta * codebook_term
             quantized = z_e + (z_q - z_e).detach()  # straight-through estimator, Huh eq. 7
-            if self.sync_nu:
+            if sampled is not None:
+                quantized = sampled  # Gumbel-softmax: gradients through the soft weights instead
+            elif self.sync_nu:
                 quantized = quantized + self.sync_nu * (z_q - z_q.detach())  # Huh eq. 21
 
         counts = self.code_counts(codes)
@@ -294,6 +314,26 @@ class VectorQuantizer(nn.Module):
             vectors = self.replacement.replacements(dead, candidates, int(self.step))
             if vectors is not None:
                 self.rewrite_codes(vectors, dead)
+
+    def current_temperature(self) -> float:
+        if isinstance(self.temperature, dict):
+            return annealed_temperature(int(self.step), **self.temperature)
+        return float(self.temperature)
+
+    def sample(self, z_e: torch.Tensor, codebook: torch.Tensor):
+        """Training-time stochastic assignment: codes (N, G) and, for Gumbel-softmax, the differentiable output
+        (N, G, d).  The device generator is seeded from a buffered CPU generator, so resuming is exact."""
+        with self.sampling_rng.generator() as generator:
+            seed = int(torch.randint(2**62, (1,), generator=generator))
+        device_generator = torch.Generator(device=z_e.device).manual_seed(seed)
+        tau = self.current_temperature()
+        if self.assignment == "stochastic":
+            codes = [stochastic_codes(z_e[:, g].detach(), codebook[g].detach(), tau, device_generator)
+                     for g in range(self.num_codebooks)]
+            return torch.stack(codes, dim=1), None
+        outputs = [gumbel_softmax_quantize(z_e[:, g], codebook[g], tau, hard=True, generator=device_generator)
+                   for g in range(self.num_codebooks)]
+        return torch.stack([c for _, c in outputs], dim=1), torch.stack([q for q, _ in outputs], dim=1)
 
     def assign(self, z_e: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
         """Nearest code per group: (N, G, d) x (G, K, d) -> (N, G) int64, chunked (never N x K in memory)."""
