@@ -340,7 +340,8 @@ class VectorQuantizer(nn.Module):
         low_precision = self.low_precision_search
         if low_precision == "auto":
             low_precision = z_e.is_cuda
-        return torch.stack([nearest_codes(z_e[:, g].contiguous(), codebook[g], low_precision=bool(low_precision))[0]
+        return torch.stack([nearest_codes(z_e[:, g].contiguous(), codebook[g], low_precision=bool(low_precision),
+                                          with_distances=False)[0]
                             for g in range(self.num_codebooks)], dim=1)
 
     @staticmethod
