@@ -58,6 +58,28 @@ def perplexity(counts: torch.Tensor) -> torch.Tensor:
     return torch.exp2(entropy)
 
 
+def channel_last_with_mask(x: torch.Tensor, dim: int, channel_dim: int, mask: torch.Tensor | None,
+                           lengths: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Move the channels of ``x`` last and turn ``mask`` / ``lengths`` into one bool mask of ``x`` without its
+    channel dim (None when every position is valid)."""
+    x_last = x.movedim(channel_dim % x.dim(), -1)
+    if x_last.shape[-1] != dim:
+        raise ValueError(f"expected {dim} channels at dim {channel_dim}, got shape {tuple(x.shape)}")
+    if mask is not None and lengths is not None:
+        raise ValueError("pass either mask or lengths, not both")
+    if lengths is not None:
+        if x_last.dim() != 3:
+            raise ValueError(f"lengths needs (B, T, D) input; got {x_last.dim()} dims — pass a mask instead")
+        positions = torch.arange(x_last.shape[1], device=x_last.device)
+        return x_last, positions.unsqueeze(0) < lengths.to(x_last.device).unsqueeze(1)
+    if mask is not None:
+        if mask.shape != x_last.shape[:-1]:
+            raise ValueError(f"mask shape {tuple(mask.shape)} must be the input shape without the channel "
+                             f"dim, {tuple(x_last.shape[:-1])}")
+        return x_last, mask.to(torch.bool)
+    return x_last, None
+
+
 class VectorQuantizer(nn.Module):
     """Vector quantization layer with ``num_codebooks`` independent codebooks of ``codebook_size`` codes.
 
@@ -218,10 +240,7 @@ class VectorQuantizer(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
                 lengths: torch.Tensor | None = None) -> QuantizedResult:
         channel_dim = self.channel_dim % x.dim()
-        x_last = x.movedim(channel_dim, -1)
-        if x_last.shape[-1] != self.dim:
-            raise ValueError(f"expected {self.dim} channels at dim {self.channel_dim}, got shape {tuple(x.shape)}")
-        mask = self._resolve_mask(x_last, mask, lengths)
+        x_last, mask = channel_last_with_mask(x, self.dim, self.channel_dim, mask, lengths)
         if self.norm is not None:
             x_last = self.norm(x_last, mask)
         z = x_last.reshape(-1, self.dim) if mask is None else x_last[mask]
@@ -359,19 +378,3 @@ class VectorQuantizer(nn.Module):
         offsets = torch.arange(self.num_codebooks, device=codes.device) * self.codebook_size
         counts = torch.bincount((codes + offsets).reshape(-1), minlength=self.num_codebooks * self.codebook_size)
         return all_reduce_sum(counts.view(self.num_codebooks, self.codebook_size).float())
-
-    @staticmethod
-    def _resolve_mask(x_last: torch.Tensor, mask: torch.Tensor | None, lengths: torch.Tensor | None):
-        if mask is not None and lengths is not None:
-            raise ValueError("pass either mask or lengths, not both")
-        if lengths is not None:
-            if x_last.dim() != 3:
-                raise ValueError(f"lengths needs (B, T, D) input; got {x_last.dim()} dims — pass a mask instead")
-            positions = torch.arange(x_last.shape[1], device=x_last.device)
-            return positions.unsqueeze(0) < lengths.to(x_last.device).unsqueeze(1)
-        if mask is not None:
-            if mask.shape != x_last.shape[:-1]:
-                raise ValueError(f"mask shape {tuple(mask.shape)} must be the input shape without the channel "
-                                 f"dim, {tuple(x_last.shape[:-1])}")
-            return mask.to(torch.bool)
-        return None
