@@ -24,11 +24,12 @@ Contract (the task supplies two callables; nothing runs ``backward()`` inside a 
           return model.quantizer(z_e, mask=mask).losses["codebook"]
 
   Under DDP call the bare module here, not the DDP wrapper: the inner gradients are averaged over ranks by this
-  helper.  The fused variant needs no ``inner_loss``: it sums ``losses["codebook"]`` of every
-  :class:`VectorQuantizer` that ran during ``task_loss(batch)``.
+  helper.  Without ``inner_loss`` the helper runs the bare model's forward on each sub-batch and sums
+  ``losses["codebook"]`` of every :class:`VectorQuantizer` that ran (simpler, at the cost of full forward
+  passes); the fused variant sums them from the task's own forward pass.
 
 No gradient leaks either way: inner gradients are computed with ``torch.autograd.grad`` for the codebook
-optimizer's parameters alone (those marked ``_seqvq_codebook``: codebooks and their affine parameters), stepped,
+optimizer's parameters alone (``seqvq.quantize.optim.codebook_parameters``: codebooks and their affine parameters), stepped,
 and cleared; the task optimizer may hold no codebook parameter.
 """
 from __future__ import annotations
@@ -43,7 +44,7 @@ from torch import nn
 
 from .core import VectorQuantizer
 from .distributed import all_reduce_sum, is_distributed
-from .optim import is_codebook_parameter, param_groups, reset_optimizer_state
+from .optim import codebook_parameters, param_groups, reset_optimizer_state
 
 
 @dataclass
@@ -79,11 +80,13 @@ class AlternatingOptimizer:
                              f"inner_steps={inner_steps}")
         task_parameters = _parameters(task_optimizer)
         self.codebook_parameters = _parameters(codebook_optimizer) if codebook_optimizer is not None else []
-        if any(is_codebook_parameter(p) for p in task_parameters):
+        codebook_ids = {id(p) for p in codebook_parameters(model)}
+        if any(id(p) in codebook_ids for p in task_parameters):
             raise ValueError("AlternatingOptimizer: task_optimizer holds codebook parameters; give it only the "
                              "non-codebook ones (seqvq.param_groups' 'model' group)")
-        if not all(is_codebook_parameter(p) for p in self.codebook_parameters):
-            raise ValueError("AlternatingOptimizer: codebook_optimizer holds parameters not marked _seqvq_codebook; "
+        if not all(id(p) in codebook_ids for p in self.codebook_parameters):
+            raise ValueError("AlternatingOptimizer: codebook_optimizer holds parameters that are not codebook "
+                             "parameters; "
                              "give it only seqvq.param_groups' 'codebook' group")
         self.model, self.task_optimizer, self.codebook_optimizer = model, task_optimizer, codebook_optimizer
         self.inner_steps, self.fused, self.split = inner_steps, fused, split or split_batch
@@ -113,10 +116,9 @@ class AlternatingOptimizer:
             codebook_grads = self._codebook_gradients(codebook_loss, retain_graph=True)
             inner_losses = [codebook_loss.detach()]
         else:
-            if inner_loss is None:
-                raise ValueError("AlternatingOptimizer.step: pass inner_loss(part) (or build it with fused=True)")
+            inner_loss = inner_loss or self._codebook_loss_of_forward
             parts = self.split(batch, self.inner_steps)
-            if len(parts) != self.inner_steps:
+            if not 1 <= len(parts) <= self.inner_steps:
                 raise ValueError(f"AlternatingOptimizer: split returned {len(parts)} parts for "
                                  f"inner_steps={self.inner_steps}")
             inner_losses = []
@@ -137,6 +139,15 @@ class AlternatingOptimizer:
         if codebook_grads is not None:
             self._codebook_step(codebook_grads)
         return AlternatingStepResult(loss.detach(), output, torch.stack(inner_losses), grad_norm)
+
+    def _codebook_loss_of_forward(self, part) -> torch.Tensor:
+        """The default ``inner_loss``: the bare model's forward on ``part``, keeping only the quantizers'
+        codebook terms (the rest of the graph is never differentiated)."""
+        with _captured_codebook_losses(self.model) as captured:
+            self.model(part)
+        if not captured:
+            raise RuntimeError("AlternatingOptimizer: no VectorQuantizer ran during model(part)")
+        return torch.stack([loss.reshape(()) for loss in captured]).sum()
 
     def _codebook_gradients(self, loss: torch.Tensor, retain_graph: bool) -> list[torch.Tensor | None]:
         """Gradients of ``loss`` for the codebook parameters alone (nothing else receives any), averaged over
@@ -204,7 +215,8 @@ def _captured_codebook_losses(model: nn.Module):
 
 # --------------------------------------------------------------------------------------------- sub-batches
 def split_batch(batch, parts: int) -> list:
-    """Split ``batch`` into ``parts`` near-equal sub-batches along the batch axis (Huh §5.4).
+    """Split ``batch`` into ``parts`` near-equal sub-batches along the batch axis (Huh §5.4); a batch of fewer
+    than ``parts`` items gives one sub-batch per item.
 
     Tensors (in any nesting of dicts, lists, tuples, named tuples and dataclasses) are sliced along dim 0, which
     must be the batch size (the leading size of the first tensor found); 0-d tensors and non-tensors are shared
@@ -214,9 +226,7 @@ def split_batch(batch, parts: int) -> list:
     if size is None:
         raise ValueError("split_batch: the batch holds no tensor with a batch axis; pass split= to "
                          "AlternatingOptimizer")
-    if parts > size:
-        raise ValueError(f"split_batch: cannot split a batch of {size} into {parts} sub-batches; use a larger "
-                         f"batch or fewer inner_steps")
+    parts = min(parts, size)  # e.g. an epoch's last, short batch: fewer inner steps on it
     return [_slice(batch, index, parts, size, "batch") for index in range(parts)]
 
 

@@ -24,7 +24,7 @@ from torch import nn
 from .core import VectorQuantizer, perplexity
 from .distance import nearest_codes
 from .distributed import all_reduce_sum, is_distributed
-from .optim import is_codebook_parameter
+from .optim import codebook_parameters
 
 
 # ------------------------------------------------------------------------------------------------ code usage
@@ -163,13 +163,11 @@ class GradientGap(NamedTuple):
 
 
 @contextlib.contextmanager
-def quantizers_bypassed(model: nn.Module):
-    """Within the block every :class:`VectorQuantizer` in ``model`` returns its input unchanged (identity) with
-    zero loss and detached ``losses``; codes and metrics are still computed (so task code that reads them runs).
-    """
+def _quantize_vectors_wrapped(model: nn.Module, wrapper):
+    """Within the block every :class:`VectorQuantizer` in ``model`` runs ``wrapper(its quantize_vectors)``."""
     quantizers = [module for module in model.modules() if isinstance(module, VectorQuantizer)]
     for quantizer in quantizers:
-        quantizer.quantize_vectors = _identity_quantization(quantizer.quantize_vectors)
+        quantizer.quantize_vectors = wrapper(quantizer.quantize_vectors)
     try:
         yield quantizers
     finally:
@@ -177,18 +175,17 @@ def quantizers_bypassed(model: nn.Module):
             del quantizer.quantize_vectors  # the instance attribute; the class method shows through again
 
 
-@contextlib.contextmanager
+def quantizers_bypassed(model: nn.Module):
+    """Within the block every :class:`VectorQuantizer` in ``model`` returns its input unchanged (identity) with
+    zero loss and detached ``losses``; codes and metrics are still computed (so task code that reads them runs).
+    """
+    return _quantize_vectors_wrapped(model, _identity_quantization)
+
+
 def quantizer_losses_zeroed(model: nn.Module):
     """Within the block every :class:`VectorQuantizer` quantizes as usual but returns zero loss (and detached
     ``losses``), so a backward pass carries the task gradient alone (eq. 14 is about ``L_task``)."""
-    quantizers = [module for module in model.modules() if isinstance(module, VectorQuantizer)]
-    for quantizer in quantizers:
-        quantizer.quantize_vectors = _without_loss(quantizer.quantize_vectors)
-    try:
-        yield quantizers
-    finally:
-        for quantizer in quantizers:
-            del quantizer.quantize_vectors
+    return _quantize_vectors_wrapped(model, _without_loss)
 
 
 def _identity_quantization(quantize_vectors):
@@ -237,7 +234,8 @@ def gradient_gap(model: nn.Module, loss_fn: Callable, batch, parameters: Iterabl
         raise ValueError("gradient_gap: the model holds no VectorQuantizer to bypass")
     names = {id(parameter): name for name, parameter in model.named_parameters()}
     if parameters is None:
-        parameters = [p for p in model.parameters() if p.requires_grad and not is_codebook_parameter(p)]
+        codebook_ids = {id(p) for p in codebook_parameters(model)}
+        parameters = [p for p in model.parameters() if p.requires_grad and id(p) not in codebook_ids]
     parameters = list(parameters)
     all_parameters = list(model.parameters())
     saved_grads = [p.grad for p in all_parameters]

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .core import QuantizedResult, VectorQuantizer, squared_error
+from .core import QuantizedResult, VectorQuantizer, channel_last_with_mask, squared_error
 from .norm import MaskedBatchNorm
 
 
@@ -47,15 +47,7 @@ class ResidualVectorQuantizer(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
                 lengths: torch.Tensor | None = None) -> QuantizedResult:
         channel_dim = self.channel_dim % x.dim()
-        x_last = x.movedim(channel_dim, -1)
-        if x_last.shape[-1] != self.dim:
-            raise ValueError(f"expected {self.dim} channels at dim {self.channel_dim}, got shape {tuple(x.shape)}")
-        if lengths is not None:
-            if mask is not None:
-                raise ValueError("pass either mask or lengths, not both")
-            if x_last.dim() != 3:
-                raise ValueError(f"lengths needs (B, T, D) input; got {x_last.dim()} dims — pass a mask instead")
-            mask = torch.arange(x_last.shape[1], device=x.device).unsqueeze(0) < lengths.to(x.device).unsqueeze(1)
+        x_last, mask = channel_last_with_mask(x, self.dim, self.channel_dim, mask, lengths)
         if self.norm is not None:
             x_last = self.norm(x_last, mask)
 
