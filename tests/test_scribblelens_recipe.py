@@ -10,7 +10,7 @@ from seqvq.train import TrainConfig, load_config
 
 RECIPE = os.path.join(os.path.dirname(__file__), os.pardir, "recipes", "scribblelens")
 ROWS = ["vanilla", "bn", "bn_codebook_lr", "bn_ema", "bn_reestimation", "bn_reestimation_codebook_lr",
-        "huh_affine", "huh_sync", "huh_replacement"]
+        "huh_affine", "huh_sync", "huh_alternating", "huh_replacement"]
 
 
 def mini_overrides(row):
