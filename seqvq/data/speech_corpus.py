@@ -95,7 +95,7 @@ def compute_cmvn(features: Mapping[str, np.ndarray], deltas: bool) -> np.ndarray
     """Global CMVN statistics over every utterance of a (training) split, after optional deltas."""
     def matrices():
         for utt in features:
-            matrix = torch.from_numpy(np.asarray(features[utt], dtype=np.float32))
+            matrix = torch.from_numpy(np.array(features[utt], dtype=np.float32))
             yield (add_deltas(matrix) if deltas else matrix).numpy()
 
     return GlobalCMVN.accumulate(matrices())

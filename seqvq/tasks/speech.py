@@ -97,7 +97,7 @@ class SpeechDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> tuple[str, torch.Tensor, torch.Tensor]:
         utt = self.utterances[index]
-        matrix = torch.from_numpy(np.asarray(self.features[utt], dtype=np.float32))
+        matrix = torch.from_numpy(np.array(self.features[utt], dtype=np.float32))
         if self.deltas:
             matrix = add_deltas(matrix)
         if matrix.shape[1] != self.cmvn.dim:
