@@ -1,1 +1,5 @@
-"""seqvq: vector-quantized bottlenecks that do not collapse."""
+"""seqvq: vector-quantized bottlenecks that do not collapse (Łańcucki et al. 2020; Huh et al. 2023)."""
+from .quantize import QuantizedResult, VectorQuantizer, param_groups, reset_optimizer_state
+
+__all__ = ["QuantizedResult", "VectorQuantizer", "param_groups", "reset_optimizer_state"]
+__version__ = "0.1.0"

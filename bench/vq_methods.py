@@ -1,0 +1,91 @@
+"""Cost of the collapse remedies: ``python bench/vq_methods.py``.
+
+1. One data-dependent re-estimation (Łańcucki Algorithm 1): k-means++ seeding + Lloyd iterations on a full
+   reservoir of 20,480 x 64 vectors, to 2,048 and to 4,096 codes (target: under 2 s on 2 cores).
+2. The per-step overhead of each method: one training step (forward, backward, reset_optimizer_state, Adam step)
+   of a quantizer on a (16, 200, 64) padded batch with 512 codes, relative to plain VQ.  Re-estimation is timed in
+   its steady state between k-means runs (reservoir updates only); the k-means itself is row 1.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+import seqvq
+from seqvq.quantize.reestimation import DataDependentReestimation
+
+METHODS = {
+    "plain VQ": {},
+    "+ BN": {"pre_norm": True},
+    "EMA codebook": {"codebook_update": "ema"},
+    "cosine distance": {"distance": "cosine"},
+    "affine (learned)": {"affine": "learned"},
+    "affine (EMA statistics)": {"affine": "ema"},
+    "sync update nu=1": {"sync_nu": 1.0},
+    "LRU replacement (20)": {"replace_dead_after": 20},
+    "re-estimation (reservoir steps)": {"reestimate": {"init_steps": 0, "every": 10**9, "steps": 10**9,
+                                                       "reservoir_size": 20480}},
+    "all of the above (l2)": {"pre_norm": True, "affine": "learned", "sync_nu": 1.0, "replace_dead_after": 20,
+                              "reestimate": {"init_steps": 0, "every": 10**9, "steps": 10**9,
+                                             "reservoir_size": 20480}},
+}
+
+
+def reestimation_seconds(codes: int, repeats: int) -> float:
+    module = DataDependentReestimation(64, reservoir_size=20480)
+    module.reservoir.add(torch.randn(40000, 64))
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        module.codebook(1, codes)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def step_seconds(options: dict, steps: int) -> float:
+    torch.manual_seed(0)
+    quantizer = seqvq.VectorQuantizer(64, 512, **options)
+    groups = seqvq.param_groups(quantizer, 1e-3, 1e-2)
+    optimizer = torch.optim.Adam(groups if groups else [torch.zeros(1, requires_grad=True)])
+    x = torch.randn(16, 200, 64, requires_grad=True)
+    lengths = torch.randint(100, 201, (16,), generator=torch.Generator().manual_seed(0))
+
+    def one_step():
+        optimizer.zero_grad()
+        out = quantizer(x, lengths=lengths)
+        (out.loss + out.quantized.pow(2).mean()).backward()
+        seqvq.reset_optimizer_state(quantizer, optimizer)
+        optimizer.step()
+
+    for _ in range(3):
+        one_step()
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        one_step()
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print("| re-estimation (reservoir 20,480 x 64) | seconds |\n|---|---|")
+    for codes in (2048, 4096):
+        print(f"| k-means++ + 5 Lloyd iterations -> {codes} codes | {reestimation_seconds(codes, args.repeats):.2f} |",
+              flush=True)
+    print("\n| method (K=512, batch 16 x 200 x 64) | step (ms, median) | relative to plain VQ |\n|---|---|---|")
+    baseline = None
+    for name, options in METHODS.items():
+        seconds = step_seconds(options, args.steps)
+        baseline = baseline or seconds
+        print(f"| {name} | {seconds * 1e3:.1f} | {seconds / baseline:.2f}x |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+"""Affine re-parameterization of the codebook (Huh et al. 2023, §4.1 eq. 15; App. A.1 and A.12).
+
+``c_i = c_mean + c_std * c_signal_i`` with ``c_mean, c_std`` shared by every code of a codebook (or of a group
+of ``codes_per_group`` codes): every code moves with the shared parameters even when it is not selected, which
+keeps the codebook matched to the moments of the encoder outputs ("internal codebook covariate shift").
+
+* ``mode="learned"`` (A.1): ``c_std = 1 + lr_scale * s``, ``c_mean = lr_scale * b`` with s, b trained by the task
+  gradient; ``lr_scale`` is the affine parameters' learning-rate scale.
+* ``mode="ema"`` (A.12, eq. 38-45): running moments of the encoder outputs z_e and of the selected codes z_q (in the
+  signal space) with momentum m; the codes are centred and rescaled to the embedding moments,
+  ``c = sigma_e / sigma_q * (c_signal - mu_q) + mu_e``.  (Eq. 43 prints ``+ sigma_ema(z_e)``; matching the
+  moments needs ``+ mu_ema(z_e)``, which is what we use.)
+
+``inverse`` maps effective codes back to the signal space, so k-means, re-estimation, replacement and the EMA
+codebook update all write the effective codes they intend.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .distributed import all_reduce_sum
+
+
+class AffineReparameterization(nn.Module):
+    def __init__(self, num_codebooks: int, codebook_size: int, dim: int, mode: str = "learned",
+                 lr_scale: float = 1.0, momentum: float = 0.1, codes_per_group: int | None = None,
+                 eps: float = 1e-5):
+        super().__init__()
+        if mode not in ("learned", "ema"):
+            raise ValueError(f"affine mode must be 'learned' or 'ema', got {mode!r}")
+        codes_per_group = codes_per_group or codebook_size
+        if codebook_size % codes_per_group:
+            raise ValueError(f"codes_per_group={codes_per_group} does not divide codebook_size={codebook_size}")
+        self.mode, self.lr_scale, self.momentum, self.eps = mode, lr_scale, momentum, eps
+        self.codes_per_group = codes_per_group
+        shape = (num_codebooks, codebook_size // codes_per_group, dim)
+        if mode == "learned":
+            self.scale = nn.Parameter(torch.zeros(shape))
+            self.shift = nn.Parameter(torch.zeros(shape))
+            self.scale._seqvq_codebook = self.shift._seqvq_codebook = True
+        else:
+            self.register_buffer("embedding_mean", torch.zeros(shape))
+            self.register_buffer("embedding_var", torch.ones(shape))
+            self.register_buffer("code_mean", torch.zeros(shape))
+            self.register_buffer("code_var", torch.ones(shape))
+
+    def coefficients(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(c_std, c_mean)`` with shape (G, groups, d)."""
+        if self.mode == "learned":
+            return 1.0 + self.lr_scale * self.scale, self.lr_scale * self.shift
+        ratio = torch.sqrt((self.embedding_var + self.eps) / (self.code_var + self.eps))
+        return ratio, self.embedding_mean - ratio * self.code_mean
+
+    def _grouped(self, codebook: torch.Tensor) -> torch.Tensor:
+        groups, size, dim = codebook.shape
+        return codebook.view(groups, size // self.codes_per_group, self.codes_per_group, dim)
+
+    def forward(self, signal: torch.Tensor) -> torch.Tensor:
+        """Effective codes (G, K, d) from the signal codebook (eq. 15)."""
+        std, mean = self.coefficients()
+        return (self._grouped(signal) * std.unsqueeze(2) + mean.unsqueeze(2)).reshape(signal.shape)
+
+    def inverse(self, effective: torch.Tensor) -> torch.Tensor:
+        std, mean = self.coefficients()
+        return ((self._grouped(effective) - mean.unsqueeze(2)) / std.unsqueeze(2)).reshape(effective.shape)
+
+    @torch.no_grad()
+    def update_statistics(self, z_e: torch.Tensor, signal_codes: torch.Tensor, codes: torch.Tensor) -> None:
+        """EMA variant: fold in the moments of the valid z_e (N, G, d) and of their selected signal codes, per
+        code group (eq. 38-41), summed over ranks."""
+        if self.mode != "ema" or z_e.shape[0] == 0:
+            return
+        groups, code_groups, dim = self.embedding_mean.shape
+        group_index = codes // self.codes_per_group  # (N, G)
+        flat = (group_index + torch.arange(groups, device=codes.device) * code_groups).reshape(-1)
+
+        def moments(vectors):
+            flat_vectors = vectors.reshape(-1, dim)
+            count = torch.bincount(flat, minlength=groups * code_groups).to(vectors.dtype)
+            total = torch.zeros(groups * code_groups, dim, dtype=vectors.dtype, device=vectors.device)
+            squares = torch.zeros_like(total)
+            total.index_add_(0, flat, flat_vectors)
+            squares.index_add_(0, flat, flat_vectors.pow(2))
+            stacked = all_reduce_sum(torch.cat([count.unsqueeze(1), total, squares], dim=1))
+            count, total, squares = stacked[:, :1], stacked[:, 1:dim + 1], stacked[:, dim + 1:]
+            mean = total / count.clamp_min(1)
+            var = (squares / count.clamp_min(1) - mean.pow(2)).clamp_min(0.0)
+            seen = (count > 1).view(groups, code_groups, 1)
+            return mean.view(groups, code_groups, dim), var.view(groups, code_groups, dim), seen
+
+        for (mean, var, seen), (running_mean, running_var) in (
+            (moments(z_e), (self.embedding_mean, self.embedding_var)),
+            (moments(signal_codes), (self.code_mean, self.code_var)),
+        ):
+            running_mean.copy_(torch.where(seen, running_mean.lerp(mean, self.momentum), running_mean))
+            running_var.copy_(torch.where(seen, running_var.lerp(var, self.momentum), running_var))

@@ -1,0 +1,46 @@
+"""BatchNorm over valid positions only — the "+BN" of Łańcucki et al. 2020, §III-A.
+
+Łańcucki et al. put BatchNorm before the quantizer so that encoder outputs keep a fixed scale relative to the
+codewords (codewords smaller in norm than the encoder outputs keep many codes in use, Fig. 1).  Padded frames must
+not move the statistics, so the moments are computed from the valid vectors alone (and summed over ranks under
+DDP, like SyncBatchNorm).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .distributed import all_reduce_sum, differentiable_all_reduce_sum
+
+
+class MaskedBatchNorm(nn.Module):
+    """BatchNorm over the last (channel) dimension of ``(..., C)`` input, ignoring positions where mask is False.
+
+    Training uses the batch moments of the valid vectors and updates running moments (unbiased variance, as
+    ``nn.BatchNorm1d``); with fewer than two valid vectors the running moments are used instead and left alone.
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, affine: bool = True):
+        super().__init__()
+        self.eps, self.momentum = eps, momentum
+        self.weight = nn.Parameter(torch.ones(num_features)) if affine else None
+        self.bias = nn.Parameter(torch.zeros(num_features)) if affine else None
+        self.register_buffer("running_mean", torch.zeros(num_features))
+        self.register_buffer("running_var", torch.ones(num_features))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        mean, var = self.running_mean, self.running_var
+        if self.training:
+            valid = x.reshape(-1, x.shape[-1]) if mask is None else x[mask]
+            count = all_reduce_sum(valid.new_tensor(float(valid.shape[0])))
+            if count.item() >= 2:
+                # Two passes (mean, then centred squares) stay accurate for data far from the origin.
+                mean = differentiable_all_reduce_sum(valid.sum(0)) / count
+                var = differentiable_all_reduce_sum((valid - mean).pow(2).sum(0)) / count
+                with torch.no_grad():
+                    self.running_mean.lerp_(mean.detach(), self.momentum)
+                    self.running_var.lerp_(var.detach() * count / (count - 1), self.momentum)
+        out = (x - mean) * torch.rsqrt(var + self.eps)
+        if self.weight is not None:
+            out = out * self.weight + self.bias
+        return out

@@ -1,0 +1,54 @@
+"""Data-dependent codebook re-estimation (Łańcucki et al. 2020, §III-B, Algorithm 1).
+
+Every training step offers the valid encoder outputs to a reservoir.  For the first ``init_steps`` (M_init) steps
+nothing is quantized — the layer passes its input through — so the encoder can settle.  At step M_init the codebook
+is set by k-means++ on the reservoir, and again every ``every`` (r_reestim) steps while the step is below
+``init_steps + steps`` (M_init + M_reestim); after that training is ordinary VQ.  Algorithm 1 re-estimates at
+multiples of r_reestim; here the count starts at M_init so that the first quantized step always has a
+data-dependent codebook (identical when M_init is a multiple of r_reestim).
+
+DistSup ran the schedule per epoch; give ``steps_per_epoch`` and the three counts are read in epochs.
+
+Every re-estimation rewrites the codes through the quantizer's ``rewrite_codes``, which writes through the affine
+map, restarts the EMA statistics and marks the codes for ``seqvq.reset_optimizer_state``.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .kmeans import kmeans
+from .reservoir import Reservoir
+from .rng import BufferedGenerator
+
+
+class DataDependentReestimation(nn.Module):
+    def __init__(self, dim: int, init_steps: int = 1000, every: int = 100, steps: int = 5000,
+                 reservoir_size: int = 20480, kmeans_iterations: int = 5, steps_per_epoch: int | None = None,
+                 seed: int = 0):
+        super().__init__()
+        scale = steps_per_epoch or 1
+        self.init_steps, self.every, self.steps = init_steps * scale, max(1, every * scale), steps * scale
+        self.kmeans_iterations = kmeans_iterations
+        self.reservoir = Reservoir(reservoir_size, dim, seed=seed)
+        self.rng = BufferedGenerator(seed + 1)
+
+    def passes_through(self, step: int) -> bool:
+        """Before M_init the layer does not quantize (Algorithm 1, ``quantized = x``)."""
+        return step < self.init_steps
+
+    def collecting(self, step: int) -> bool:
+        return step < self.init_steps + max(self.steps, 1)
+
+    def reestimates_at(self, step: int) -> bool:
+        if step == self.init_steps:
+            return True
+        return self.init_steps < step < self.init_steps + self.steps and (step - self.init_steps) % self.every == 0
+
+    def codebook(self, num_codebooks: int, codebook_size: int):
+        """k-means++ + Lloyd on the (rank-merged) reservoir, one codebook per group: (G, K, d)."""
+        samples = self.reservoir.contents()
+        groups = samples.view(samples.shape[0], num_codebooks, -1)
+        with self.rng.generator() as generator:
+            return torch.stack([kmeans(groups[:, g].contiguous(), codebook_size, self.kmeans_iterations, generator)
+                                for g in range(num_codebooks)])

@@ -1,0 +1,84 @@
+"""Atomic checkpoints (temp file in the same directory + os.replace) and the RNG state they carry."""
+from __future__ import annotations
+
+import os
+import random
+import re
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+CHECKPOINT_NAME = re.compile(r"^step_(\d+)\.pt$")
+
+
+def atomic_save(obj, path: str | Path) -> None:
+    """``torch.save`` to a temp file next to ``path``, then rename over it: a crash never leaves a partial file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def checkpoint_path(exp_dir: str | Path, step: int) -> Path:
+    return Path(exp_dir) / "checkpoints" / f"step_{step:06d}.pt"
+
+
+def prune_checkpoints(checkpoint_dir: str | Path, keep: int) -> None:
+    """Delete all but the newest ``keep`` ``step_*.pt`` files (``keep=0`` keeps all); ``last.pt`` stays."""
+    if keep <= 0:
+        return
+    found = [(int(m.group(1)), p) for p in Path(checkpoint_dir).iterdir() if (m := CHECKPOINT_NAME.match(p.name))]
+    for _, path in sorted(found)[:-keep]:
+        path.unlink()
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: checkpoint not found")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def load_checkpoint(path: str | Path, model: nn.Module, use_polyak: bool = True) -> dict:
+    """Load a trainer checkpoint into ``model`` for evaluation, with the Polyak-averaged parameters when the
+    run kept them and ``use_polyak``. Returns the checkpoint dict (``config``, ``step``, ...)."""
+    checkpoint = read_checkpoint(path)
+    model.load_state_dict(checkpoint["model"])
+    polyak = checkpoint.get("polyak")
+    if use_polyak and polyak is not None:
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if name in polyak["shadow"]:
+                    p.copy_(polyak["shadow"][name])
+    return checkpoint
+
+
+def rng_state() -> dict:
+    """Python, numpy and torch (CPU and CUDA) RNG states, in types ``torch.load(weights_only=True)`` accepts."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

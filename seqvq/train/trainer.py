@@ -1,0 +1,256 @@
+"""The shared trainer of the seqvq recipes (Łańcucki 2020 §IV: Adam with the codebook in its own LR group,
+LR schedules, gradient clipping, Polyak averaging for evaluation).
+
+Contract
+--------
+* A task is an ``nn.Module`` whose ``forward(batch)`` returns a :class:`~seqvq.train.types.StepOutput`:
+  ``loss`` (scalar tensor, quantizer ``res.loss`` already added by the task), ``metrics`` (name -> float or
+  0-d tensor) and ``weight`` (how many items ``loss`` averages). Logged figures are weight-averaged over the
+  ``log_every`` steps (and over ranks under DDP).
+* ``Trainer(model, config, train_dataset, collate_fn, evaluate=None, exp_dir=...)``; ``fit()`` trains to
+  ``config.steps``. ``train_dataset`` is indexable with ``len``; batches are ``collate_fn(items)`` moved to
+  the device (tensors inside dicts, lists, tuples and dataclasses). Data randomness: if ``collate_fn``
+  takes a ``generator`` keyword it gets a ``torch.Generator`` seeded per (seed, epoch, batch, rank) — see
+  :mod:`seqvq.train.data`.
+* ``evaluate(model) -> dict[str, float]`` runs every ``eval_every`` steps and at the end, on rank 0, under
+  ``model.eval()`` and ``torch.no_grad()``, with the Polyak-averaged parameters swapped in when
+  ``polyak_decay`` is set, and with the training RNG state saved and restored around it. Its figures are
+  logged with ``split="dev"``.
+* Optimizer: ``Adam(seqvq.param_groups(model, lr, codebook_lr, weight_decay))``;
+  ``seqvq.reset_optimizer_state(model, optimizer)`` runs after backward and before the step.
+* Checkpoints: ``exp_dir/checkpoints/step_NNNNNN.pt`` every ``checkpoint_every`` steps and at the end, plus
+  ``last.pt``, written atomically. A trainer whose ``exp_dir`` holds ``last.pt`` resumes from it exactly: model,
+  optimizer, schedule, Polyak shadow, step, epoch and position in the epoch, Python/numpy/torch RNG states
+  of every rank. Evaluate a checkpoint with :func:`seqvq.train.checkpoint.load_checkpoint`.
+* Logs: ``exp_dir/metrics.jsonl`` and ``metrics.csv``; PNGs from :func:`seqvq.train.logs.plot_metrics` at the end.
+* DDP: under ``torchrun`` (``WORLD_SIZE`` > 1) the process group is initialised (nccl on CUDA, gloo on CPU),
+  the model is wrapped in ``DistributedDataParallel``, each rank reads its shard with ``batch_size`` items
+  per step, and only rank 0 writes files.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+import seqvq
+from seqvq.train.checkpoint import (atomic_save, checkpoint_path, prune_checkpoints, read_checkpoint,
+                                    rng_state, set_rng_state)
+from seqvq.train.config import TrainConfig
+from seqvq.train.data import EpochBatchSampler, SeededCollate, SeededItems
+from seqvq.train.logs import MetricsLog, plot_metrics
+from seqvq.train.polyak import PolyakAverage
+from seqvq.train.schedule import LRFactor
+from seqvq.train.types import StepOutput
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def init_distributed(device: torch.device) -> tuple[int, int]:
+    """Initialise the process group when launched by torchrun with ``WORLD_SIZE`` > 1; returns (rank, world)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0, 1
+    if not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend=backend)
+    return dist.get_rank(), dist.get_world_size()
+
+
+def resolve_device(name: str | None) -> torch.device:
+    """``name`` (None -> cuda if available else cpu); a bare "cuda" means this process's ``LOCAL_RANK`` GPU."""
+    device = torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return device
+
+
+def move_to(value, device: torch.device):
+    """Move every tensor inside (nested) dicts, lists, tuples and dataclasses to ``device``."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device, non_blocking=True)
+    if isinstance(value, dict):
+        return {key: move_to(item, device) for key, item in value.items()}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.replace(value, **{f.name: move_to(getattr(value, f.name), device)
+                                             for f in dataclasses.fields(value) if f.init})
+    if isinstance(value, tuple) and hasattr(value, "_fields"):
+        return type(value)(*(move_to(item, device) for item in value))
+    if isinstance(value, (list, tuple)):
+        return type(value)(move_to(item, device) for item in value)
+    return value
+
+
+class Trainer:
+    """Trains a task model; see the module docstring for the contract."""
+
+    def __init__(self, model: nn.Module, config: TrainConfig, train_dataset, collate_fn, evaluate=None,
+                 exp_dir: str | Path = "exp", run_config: dict | None = None):
+        self.config, self.exp_dir, self.run_config = config, Path(exp_dir), run_config
+        self.train_dataset, self.collate_fn, self.evaluate = train_dataset, collate_fn, evaluate
+        self.device = resolve_device(config.device)
+        self.rank, self.world_size = init_distributed(self.device)
+        self.model = model.to(self.device)
+        self.optimizer = torch.optim.Adam(
+            seqvq.param_groups(self.model, config.lr, config.codebook_lr, weight_decay=config.weight_decay),
+            lr=config.lr, weight_decay=config.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, LRFactor(
+            config.schedule, config.steps, config.step_size, config.gamma, config.warmup_steps,
+            config.min_lr_ratio))
+        self.ddp_model = self.model
+        if self.world_size > 1:  # wrapping broadcasts rank 0's parameters and buffers to every rank
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.ddp_model = DistributedDataParallel(self.model, device_ids=ids,
+                                                     find_unused_parameters=config.find_unused_parameters)
+        self.polyak = PolyakAverage(self.model, config.polyak_decay) if config.polyak_decay is not None else None
+        self.step = self.epoch = self.batch_in_epoch = 0
+        seed_everything(config.seed + self.rank)
+        self.last_path = self.exp_dir / "checkpoints" / "last.pt"
+        if self.last_path.is_file():
+            self._resume(read_checkpoint(self.last_path))
+        self.log = MetricsLog(self.exp_dir, self.step) if self.rank == 0 else None
+
+    # ---- data -----------------------------------------------------------------------------------------
+    def _batches(self):
+        """Batches forever, advancing ``epoch`` / ``batch_in_epoch`` as they are consumed."""
+        while True:
+            sampler = EpochBatchSampler(len(self.train_dataset), self.config.batch_size, self.config.seed,
+                                        self.epoch, self.rank, self.world_size, start_batch=self.batch_in_epoch)
+            loader = DataLoader(SeededItems(self.train_dataset), batch_sampler=sampler,
+                                collate_fn=SeededCollate(self.collate_fn), num_workers=self.config.num_workers,
+                                generator=torch.Generator(), pin_memory=self.device.type == "cuda")
+            for batch in loader:
+                self.batch_in_epoch += 1
+                yield move_to(batch, self.device)
+            self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+
+    # ---- training -------------------------------------------------------------------------------------
+    def train_step(self, batch) -> StepOutput:
+        self.model.train()
+        out = self.ddp_model(batch)
+        if not isinstance(out, StepOutput):
+            raise TypeError(f"{type(self.model).__name__}.forward must return seqvq.train.StepOutput, "
+                            f"got {type(out).__name__}")
+        self.optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        seqvq.reset_optimizer_state(self.model, self.optimizer)
+        if self.config.clip_grad_norm is not None:
+            grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_grad_norm)
+            out.metrics = {**out.metrics, "grad_norm": grad_norm}
+        self.optimizer.step()
+        self.scheduler.step()
+        if self.polyak is not None:
+            self.polyak.update(self.model)
+        self.step += 1
+        return out
+
+    def fit(self) -> dict[str, float]:
+        """Train to ``config.steps``; returns the last evaluation's figures (empty without ``evaluate``)."""
+        cfg, dev_figures = self.config, {}
+        sums: dict[str, torch.Tensor] = {}
+        batches = self._batches()
+        bar = tqdm(total=cfg.steps, initial=self.step, dynamic_ncols=True,
+                   disable=self.rank != 0 or not sys.stderr.isatty())
+        while self.step < cfg.steps:
+            out = self.train_step(next(batches))
+            weight = torch.as_tensor(out.weight, dtype=torch.float32, device=self.device)
+            for name, value in {"loss": out.loss, **out.metrics}.items():
+                value = torch.as_tensor(value, dtype=torch.float32, device=self.device).detach()
+                sums[name] = sums.get(name, 0.0) + value * weight
+            sums["_weight"] = sums.get("_weight", 0.0) + weight
+            bar.update(1)
+            done = self.step == cfg.steps
+            if self.step % cfg.log_every == 0 or done:
+                record = self._log_train(sums)
+                bar.set_postfix(loss=f"{record['loss']:.4g}")
+                sums = {}
+            if self.evaluate is not None and (self.step % cfg.eval_every == 0 or done):
+                dev_figures = self.run_evaluation()
+            if self.step % cfg.checkpoint_every == 0 or done:
+                self.save_checkpoint()
+        bar.close()
+        if self.rank == 0:
+            plot_metrics(self.exp_dir)
+        return dev_figures
+
+    def _log_train(self, sums: dict[str, torch.Tensor]) -> dict:
+        names = sorted(sums)
+        totals = torch.stack([torch.as_tensor(sums[name], device=self.device) for name in names])
+        if self.world_size > 1:
+            dist.all_reduce(totals)
+        totals = dict(zip(names, totals.tolist()))
+        weight = totals.pop("_weight")
+        record = {"step": self.step, "split": "train", "epoch": self.epoch,
+                  "lr": self.optimizer.param_groups[0]["lr"], **{k: v / weight for k, v in totals.items()}}
+        if self.log is not None:
+            self.log.write(record)
+        return record
+
+    def run_evaluation(self) -> dict[str, float]:
+        """Evaluate on rank 0 (Polyak weights swapped in when on), log as ``dev``; other ranks wait."""
+        figures: dict[str, float] = {}
+        if self.rank == 0:
+            saved_rng, was_training = rng_state(), self.model.training
+            self.model.eval()
+            try:
+                with torch.no_grad():
+                    if self.polyak is not None:
+                        with self.polyak.swapped_in(self.model):
+                            figures = dict(self.evaluate(self.model))
+                    else:
+                        figures = dict(self.evaluate(self.model))
+            finally:
+                self.model.train(was_training)
+                set_rng_state(saved_rng)
+            figures = {k: float(v) for k, v in figures.items()}
+            self.log.write({"step": self.step, "split": "dev", "epoch": self.epoch, **figures})
+        if self.world_size > 1:
+            dist.barrier()
+        return figures
+
+    # ---- checkpoints ----------------------------------------------------------------------------------
+    def save_checkpoint(self) -> None:
+        """Write ``step_NNNNNN.pt`` and ``last.pt`` atomically (rank 0), with every rank's RNG state."""
+        rng_states = [rng_state()]
+        if self.world_size > 1:
+            rng_states = [None] * self.world_size
+            dist.all_gather_object(rng_states, rng_state())
+        if self.rank != 0:
+            return
+        state = {
+            "step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "polyak": self.polyak.state_dict() if self.polyak is not None else None,
+            "rng": rng_states, "train_config": dataclasses.asdict(self.config), "config": self.run_config,
+        }
+        path = checkpoint_path(self.exp_dir, self.step)
+        atomic_save(state, path)
+        atomic_save(state, self.last_path)
+        prune_checkpoints(path.parent, self.config.keep_checkpoints)
+
+    def _resume(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        # The schedule's shape comes from the current config (e.g. more steps), its position from the checkpoint.
+        no_lambdas = [None] * len(self.optimizer.param_groups)
+        self.scheduler.load_state_dict({**state["scheduler"], "lr_lambdas": no_lambdas})
+        if self.polyak is not None and state["polyak"] is not None:
+            self.polyak.load_state_dict(state["polyak"])
+        self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
+        rng = state["rng"]
+        set_rng_state(rng[self.rank] if len(rng) == self.world_size else rng[0])

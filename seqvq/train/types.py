@@ -1,0 +1,33 @@
+"""Typed values exchanged between a task and the trainer."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+
+@dataclass
+class StepOutput:
+    """What a task model's ``forward(batch)`` returns.
+
+    loss: scalar tensor to minimise (quantizer losses already added by the task).
+    metrics: name -> float or 0-d tensor, logged as weighted averages.
+    weight: number of items ``loss`` averages over (utterances, frames, pixels...), the weight of this step in the
+        logged averages.
+    """
+
+    loss: torch.Tensor
+    metrics: dict[str, float | torch.Tensor] = field(default_factory=dict)
+    weight: float = 1.0
+
+
+@dataclass
+class TaskBundle:
+    """What a task module's ``build_task(config)`` returns: everything the trainer needs."""
+
+    model: nn.Module
+    train_dataset: Any
+    collate_fn: Callable
+    evaluate: Callable[[nn.Module], dict[str, float]] | None = None

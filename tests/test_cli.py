@@ -1,0 +1,50 @@
+"""The seqvq CLI: train a run config through the task registry, evaluate its checkpoint, plot its log."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+import seqvq
+import toy_task
+from seqvq import cli
+from seqvq.tasks import TASKS, get_task
+
+
+@pytest.fixture(autouse=True)
+def toy_registered(monkeypatch):
+    monkeypatch.setitem(TASKS, "toy", "toy_task")
+    if not hasattr(seqvq, "param_groups"):
+        monkeypatch.setattr(seqvq, "param_groups", toy_task.stand_in_param_groups, raising=False)
+    if not hasattr(seqvq, "reset_optimizer_state"):
+        monkeypatch.setattr(seqvq, "reset_optimizer_state", toy_task.stand_in_reset_optimizer_state, raising=False)
+
+
+def test_train_then_evaluate(tmp_path, capsys):
+    config = tmp_path / "toy.yaml"
+    config.write_text(yaml.safe_dump({"task": "toy", "model": {"dim": 4},
+                                      "train": {"steps": 100, "batch_size": 4, "log_every": 2, "eval_every": 2,
+                                                "checkpoint_every": 2, "device": "cpu", "polyak_decay": 0.5}}))
+    exp_dir = tmp_path / "exp"
+    cli.main(["train", str(config), "train.steps=4", "--exp-dir", str(exp_dir)])
+    final = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert final["step"] == 4 and {"mse", "perplexity"} <= set(final)
+    saved = yaml.safe_load((exp_dir / "config.yaml").read_text())
+    assert saved["train"]["steps"] == 4 and saved["exp_dir"] == str(exp_dir)
+
+    cli.main(["evaluate", str(exp_dir / "checkpoints" / "last.pt"), "some/data"])
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["data"] == "some/data" and result["mse"] == pytest.approx(final["mse"])
+
+    cli.main(["plot", str(exp_dir)])
+    assert str(exp_dir / "plots" / "loss.png") in capsys.readouterr().out
+
+
+def test_unknown_task_and_missing_exp_dir(tmp_path):
+    with pytest.raises(ValueError, match="unknown task 'nope'.*speech_ctc"):
+        get_task("nope")
+    config = tmp_path / "c.yaml"
+    config.write_text("task: toy\n")
+    with pytest.raises(SystemExit, match="exp_dir"):
+        cli.main(["train", str(config)])

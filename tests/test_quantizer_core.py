@@ -1,0 +1,220 @@
+"""Behaviour of the VectorQuantizer core (issue 2): masking, exact search, EMA, straight-through, state."""
+import copy
+import itertools
+
+import pytest
+import torch
+
+import seqvq
+from seqvq.quantize import nearest_codes
+from seqvq.quantize.core import perplexity
+
+CORE_OPTIONS = [
+    dict(distance=distance, codebook_update=update, pre_norm=pre_norm, num_codebooks=groups)
+    for distance, update, pre_norm, groups in itertools.product(("l2", "cosine"), ("gradient", "ema"),
+                                                                (False, True), (1, 2))
+]
+
+
+def option_id(options):
+    return "-".join(f"{k}={v}" for k, v in options.items())
+
+
+def padded_batch(lengths, dim, seed=0, scale=1.0):
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(len(lengths), max(lengths), dim, generator=generator) * scale
+    mask = torch.arange(max(lengths)).unsqueeze(0) < torch.tensor(lengths).unsqueeze(1)
+    x[~mask] = 1e3  # garbage in the padding must not matter
+    return x, mask
+
+
+@pytest.mark.parametrize("options", CORE_OPTIONS, ids=option_id)
+def test_padded_batch_equals_the_same_frames_unpadded(options):
+    torch.manual_seed(0)
+    padded_vq = seqvq.VectorQuantizer(8, 16, **options)
+    packed_vq = copy.deepcopy(padded_vq)
+    x, mask = padded_batch([5, 2, 7], 8)
+    x_packed = x[mask].unsqueeze(0).clone()
+    x.requires_grad_(True)
+    x_packed.requires_grad_(True)
+    for _ in range(3):  # several steps, so state updated from padded input feeds the next step
+        padded, packed = padded_vq(x, mask=mask), packed_vq(x_packed)
+        torch.testing.assert_close(padded.quantized[mask], packed.quantized[0])
+        assert torch.equal(padded.codes[mask], packed.codes[0])
+        assert (padded.codes[~mask] == -1).all()
+        assert torch.equal(padded.quantized[~mask].detach(), x[~mask].detach()) or options["pre_norm"]
+        torch.testing.assert_close(padded.loss, packed.loss)
+        for key in padded.losses:
+            torch.testing.assert_close(padded.losses[key], packed.losses[key])
+        for key in padded.metrics:
+            torch.testing.assert_close(padded.metrics[key], packed.metrics[key])
+        (padded.quantized.pow(2).sum() * 0 + padded.quantized[mask].pow(2).sum() + padded.loss).backward()
+        (packed.quantized.pow(2).sum() + packed.loss).backward()
+        torch.testing.assert_close(x.grad[mask], x_packed.grad[0])
+        for (name, a), b in zip(padded_vq.state_dict().items(), packed_vq.state_dict().values()):
+            torch.testing.assert_close(a, b, msg=name)
+        for a, b in zip(padded_vq.parameters(), packed_vq.parameters()):
+            if a.grad is not None:
+                torch.testing.assert_close(a.grad, b.grad)
+        x.grad = x_packed.grad = None
+
+
+def test_lengths_and_mask_are_the_same_thing():
+    vq = seqvq.VectorQuantizer(4, 8).eval()
+    x, mask = padded_batch([3, 1], 4)
+    a, b = vq(x, mask=mask), vq(x, lengths=torch.tensor([3, 1]))
+    assert torch.equal(a.codes, b.codes)
+    torch.testing.assert_close(a.quantized, b.quantized)
+
+
+@pytest.mark.parametrize("offset", [0.0, 10.0, 50.0])
+def test_chunked_argmin_equals_float64_brute_force(offset):
+    generator = torch.Generator().manual_seed(int(offset))
+    z = torch.randn(3000, 32, generator=generator) + offset
+    codes = torch.randn(700, 32, generator=generator) + offset
+    brute = torch.cdist(z.double(), codes.double()).argmin(dim=1)
+    for kwargs in (dict(), dict(block_elements=1000, code_chunk=128), dict(low_precision=True)):
+        indices, distances = nearest_codes(z, codes, **kwargs)
+        assert torch.equal(indices, brute), kwargs
+        expected = (z.double() - codes.double()[brute]).pow(2).sum(1)
+        torch.testing.assert_close(distances.double(), expected, rtol=1e-4, atol=1e-3)
+
+
+def test_cosine_distance_picks_the_most_similar_code():
+    torch.manual_seed(1)
+    vq = seqvq.VectorQuantizer(16, 32, distance="cosine").eval()
+    z = torch.randn(1, 50, 16) * 7  # the scale must not matter
+    similarity = torch.nn.functional.normalize(z[0], dim=-1) @ torch.nn.functional.normalize(vq.codebook[0], dim=-1).T
+    assert torch.equal(vq(z).codes[0], similarity.argmax(dim=1))
+
+
+def test_ema_with_constant_counts_is_sgd_with_the_rate_of_proposition_1():
+    """Łańcucki Prop. 1: EMA (N_i = 1) == SGD on ||sg e - w||^2 with lr (1 - gamma) / 2."""
+    gamma, size, dim = 0.9, 6, 3
+    torch.manual_seed(2)
+    ema_vq = seqvq.VectorQuantizer(dim, size, codebook_update="ema", ema_decay=gamma, ema_eps=0.0)
+    sgd_vq = seqvq.VectorQuantizer(dim, size, alpha=1.0, beta=1.0)
+    sgd_vq.codebook.data.copy_(ema_vq.codebook.data)
+    optimizer = torch.optim.SGD(sgd_vq.parameters(), lr=(1 - gamma) / 2)
+    for _ in range(4):
+        # one input near every code, so each code is picked exactly once and its count stays 1
+        x = (ema_vq.codebook.detach()[0] + 0.05 * torch.randn(size, dim)).unsqueeze(0)
+        ema_out, sgd_out = ema_vq(x), sgd_vq(x)
+        assert torch.equal(ema_out.codes, sgd_out.codes)
+        assert sorted(ema_out.codes[0].tolist()) == list(range(size))
+        optimizer.zero_grad()
+        (sgd_out.losses["codebook"] * x.numel()).backward()  # the sum-of-squares form of eq. 2
+        optimizer.step()
+        torch.testing.assert_close(ema_vq.ema.cluster_size, torch.ones(1, size))
+        torch.testing.assert_close(ema_vq.codebook, sgd_vq.codebook)
+
+
+def test_straight_through_gradient_reaches_the_encoder_unchanged():
+    vq = seqvq.VectorQuantizer(8, 16, alpha=0.0)
+    x = torch.randn(2, 5, 8, requires_grad=True)
+    upstream = torch.randn(2, 5, 8)
+    (vq(x).quantized * upstream).sum().backward()
+    torch.testing.assert_close(x.grad, upstream)
+
+
+def test_codebook_term_trains_the_codebook_and_commitment_trains_the_encoder():
+    vq = seqvq.VectorQuantizer(4, 8, alpha=2.0, beta=0.25)
+    x = torch.randn(1, 10, 4, requires_grad=True)
+    out = vq(x)
+    out.loss.backward()
+    z_q = vq.codes_to_vectors(out.codes).detach()
+    n = x.numel()
+    torch.testing.assert_close(x.grad, 2.0 * 0.75 * 2 * (x.detach() - z_q) / n)
+    assert vq.codebook.grad.abs().sum() > 0
+
+
+def test_state_dict_round_trip_restores_every_piece_of_state():
+    torch.manual_seed(3)
+    vq = seqvq.VectorQuantizer(8, 16, num_codebooks=2, codebook_update="ema", pre_norm=True)
+    for _ in range(3):
+        vq(torch.randn(4, 6, 8))
+    clone = seqvq.VectorQuantizer(8, 16, num_codebooks=2, codebook_update="ema", pre_norm=True)
+    clone.load_state_dict(vq.state_dict())
+    for (name, a), b in zip(vq.state_dict().items(), clone.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert int(clone.step) == 3
+    x = torch.randn(2, 3, 8)
+    a, b = vq(x), clone(x)
+    assert torch.equal(a.codes, b.codes) and torch.equal(vq.codebook, clone.codebook)
+
+
+@pytest.mark.parametrize("options", CORE_OPTIONS, ids=option_id)
+def test_no_nan_on_an_all_padded_or_constant_batch(options):
+    vq = seqvq.VectorQuantizer(8, 16, **options)
+    empty = vq(torch.randn(2, 4, 8), mask=torch.zeros(2, 4, dtype=torch.bool))
+    assert (empty.codes == -1).all() and empty.loss.item() == 0.0
+    constant = vq(torch.full((2, 4, 8), 3.0))
+    for result in (empty, constant):
+        assert torch.isfinite(result.loss) and torch.isfinite(result.quantized).all()
+        assert all(torch.isfinite(v) for v in result.metrics.values())
+    assert torch.isfinite(vq.codebook).all()
+    assert all(torch.isfinite(b).all() for b in vq.buffers() if b.is_floating_point())
+
+
+@pytest.mark.parametrize("channel_dim,shape", [(1, (2, 8, 5)), (1, (2, 8, 3, 4))])
+def test_channel_first_layouts_match_channel_last(channel_dim, shape):
+    torch.manual_seed(4)
+    first = seqvq.VectorQuantizer(8, 16, channel_dim=channel_dim).eval()
+    last = copy.deepcopy(first)
+    last.channel_dim = -1
+    x = torch.randn(*shape)
+    a, b = first(x), last(x.movedim(1, -1))
+    assert torch.equal(a.codes, b.codes)
+    torch.testing.assert_close(a.quantized, b.quantized.movedim(-1, 1))
+
+
+def test_multi_codebook_codes_have_a_trailing_axis_and_decode_back():
+    vq = seqvq.VectorQuantizer(12, 5, num_codebooks=3).eval()
+    out = vq(torch.randn(2, 4, 12), lengths=torch.tensor([4, 2]))
+    assert out.codes.shape == (2, 4, 3) and out.codes.dtype == torch.int64
+    valid = out.codes[0]
+    torch.testing.assert_close(vq.codes_to_vectors(valid), out.quantized[0])
+    assert (vq.codes_to_vectors(out.codes[1, 2:]) == 0).all()
+
+
+def test_metrics_count_codes_of_valid_positions_only():
+    vq = seqvq.VectorQuantizer(2, 4).eval()
+    vq.codebook.data[0] = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0], [10.0, 10.0]])
+    x = torch.tensor([[[0.1, 0.0], [9.9, 0.1], [0.0, 9.0], [10.0, 10.0]]])
+    out = vq(x, lengths=torch.tensor([2]))
+    assert out.codes.tolist() == [[0, 1, -1, -1]]
+    assert float(out.metrics["active_codes"]) == 2.0
+    torch.testing.assert_close(out.metrics["perplexity"], torch.tensor(2.0))
+    torch.testing.assert_close(perplexity(torch.tensor([1.0, 1.0, 1.0, 1.0])), torch.tensor(4.0))
+
+
+def test_param_groups_give_the_codebook_its_own_rate_without_weight_decay():
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), seqvq.VectorQuantizer(4, 8))
+    groups = seqvq.param_groups(model, lr=1e-3, codebook_lr=1e-2, weight_decay=0.1)
+    by_name = {g["name"]: g for g in groups}
+    assert by_name["codebook"]["lr"] == 1e-2 and by_name["codebook"]["weight_decay"] == 0.0
+    assert by_name["codebook"]["params"] == [model[1].codebook]
+    assert len(by_name["model"]["params"]) == 2
+    ema_model = torch.nn.Sequential(torch.nn.Linear(4, 4), seqvq.VectorQuantizer(4, 8, codebook_update="ema"))
+    assert [g["name"] for g in seqvq.param_groups(ema_model, 1e-3, 1e-2)] == ["model"]
+
+
+def test_reset_optimizer_state_clears_moments_of_rewritten_codes_only():
+    vq = seqvq.VectorQuantizer(4, 8)
+    optimizer = torch.optim.Adam(seqvq.param_groups(vq, 1e-2))
+    for _ in range(2):
+        optimizer.zero_grad()
+        vq(torch.randn(1, 32, 4)).loss.backward()
+        seqvq.reset_optimizer_state(vq, optimizer)
+        optimizer.step()
+    rows = torch.zeros(1, 8, dtype=torch.bool)
+    rows[0, 3] = True
+    vq.rewrite_codes(torch.zeros(1, 8, 4), rows)
+    assert torch.equal(vq.codebook[0, 3], torch.zeros(4))
+    state = optimizer.state[vq.codebook]
+    seqvq.reset_optimizer_state(vq, optimizer)
+    assert (state["exp_avg"][0, 3] == 0).all() and (state["exp_avg_sq"][0, 3] == 0).all()
+    assert state["exp_avg_sq"][0, [0, 1, 2, 4, 5, 6, 7]].abs().sum() > 0
+    vq.rewrite_codes(torch.zeros(1, 8, 4))
+    seqvq.reset_optimizer_state(vq, optimizer)
+    assert vq.codebook not in optimizer.state

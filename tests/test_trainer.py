@@ -1,0 +1,212 @@
+"""Trainer behaviour on a toy regression task: learning, exact resume, schedules, Polyak, checkpoints, logs."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+import seqvq
+import toy_task
+from seqvq.train import Trainer, TrainConfig, load_checkpoint, read_metrics
+from seqvq.train.checkpoint import atomic_save
+from seqvq.train.polyak import PolyakAverage
+from seqvq.train.schedule import LRFactor
+
+
+@pytest.fixture(autouse=True)
+def quantizer_api(monkeypatch):
+    """Stand-ins for the core's optimizer helpers only while the core is not merged."""
+    if not hasattr(seqvq, "param_groups"):
+        monkeypatch.setattr(seqvq, "param_groups", toy_task.stand_in_param_groups, raising=False)
+    if not hasattr(seqvq, "reset_optimizer_state"):
+        monkeypatch.setattr(seqvq, "reset_optimizer_state", toy_task.stand_in_reset_optimizer_state, raising=False)
+
+
+def make_trainer(exp_dir, evaluate=toy_task.evaluate, **overrides) -> Trainer:
+    values = dict(steps=10, batch_size=4, lr=0.05, codebook_lr=0.5, schedule="warmup_cosine", warmup_steps=3,
+                  min_lr_ratio=0.1, clip_grad_norm=1.0, polyak_decay=0.9, checkpoint_every=5, eval_every=3,
+                  log_every=5, seed=7, device="cpu")
+    values.update(overrides)
+    torch.manual_seed(0)
+    return Trainer(toy_task.ToyRegression(), TrainConfig(**values), toy_task.make_dataset(), toy_task.collate,
+                   evaluate, exp_dir=exp_dir)
+
+
+def test_loss_falls(tmp_path):
+    trainer = make_trainer(tmp_path, steps=60, log_every=10, polyak_decay=None, schedule="constant")
+    trainer.fit()
+    losses = [r["loss"] for r in read_metrics(tmp_path) if r["split"] == "train"]
+    assert len(losses) == 6
+    assert losses[-1] < 0.3 * losses[0]
+
+
+class Killed(Exception):
+    pass
+
+
+def test_kill_and_resume_is_bit_identical(tmp_path):
+    straight = make_trainer(tmp_path / "straight")
+    straight.fit()
+
+    killed = make_trainer(tmp_path / "resumed")
+    original_step = killed.train_step
+
+    def die_at_step_7(batch):
+        if killed.step == 7:
+            raise Killed
+        return original_step(batch)
+
+    killed.train_step = die_at_step_7
+    with pytest.raises(Killed):
+        killed.fit()
+    assert max(r["step"] for r in read_metrics(tmp_path / "resumed")) == 6  # a dev record after the checkpoint
+
+    resumed = make_trainer(tmp_path / "resumed")
+    assert resumed.step == 5
+    resumed.fit()
+    for name, value in straight.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[name]), name
+    for a, b in zip(straight.optimizer.state.values(), resumed.optimizer.state.values()):
+        assert all(torch.equal(a[key], b[key]) for key in a)
+    assert straight.optimizer.state_dict()["param_groups"] == resumed.optimizer.state_dict()["param_groups"]
+    for name, value in straight.polyak.shadow.items():
+        assert torch.equal(value, resumed.polyak.shadow[name]), name
+    assert (straight.epoch, straight.batch_in_epoch) == (resumed.epoch, resumed.batch_in_epoch)
+    assert read_metrics(tmp_path / "straight") == read_metrics(tmp_path / "resumed")
+    csv_files = [(tmp_path / run / "metrics.csv").read_text() for run in ("straight", "resumed")]
+    assert csv_files[0] == csv_files[1]
+
+
+def test_uninterrupted_runs_differ_with_seed(tmp_path):
+    a, b = make_trainer(tmp_path / "a", steps=3), make_trainer(tmp_path / "b", steps=3, seed=8)
+    a.fit(), b.fit()
+    assert not torch.equal(a.model.linear.weight, b.model.linear.weight)
+
+
+def test_schedule_shapes():
+    step = LRFactor("step", total_steps=100, step_size=10, gamma=0.5)
+    assert [step(s) for s in (0, 9, 10, 25, 99)] == [1.0, 1.0, 0.5, 0.25, 0.5**9]
+    cosine = LRFactor("warmup_cosine", total_steps=100, warmup_steps=10, min_lr_ratio=0.1)
+    warm = [cosine(s) for s in range(10)]
+    assert warm == pytest.approx([(s + 1) / 10 for s in range(10)])
+    decay = [cosine(s) for s in range(10, 101)]
+    assert decay[0] == pytest.approx(1.0) and decay[-1] == pytest.approx(0.1)
+    assert cosine(55) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
+    assert all(x >= y for x, y in zip(decay, decay[1:]))
+    with pytest.raises(ValueError, match="unknown LR schedule"):
+        LRFactor("linear", 10)
+
+
+def test_codebook_group_follows_schedule_at_its_own_lr(tmp_path):
+    trainer = make_trainer(tmp_path, steps=6, schedule="step", step_size=2, gamma=0.5, polyak_decay=None)
+    seen = []
+    for batch in trainer._batches():
+        trainer.train_step(batch)
+        seen.extend(group["lr"] for group in trainer.optimizer.param_groups)
+        if trainer.step == 6:
+            break
+    assert seen == pytest.approx([lr * 0.5 ** (s // 2) for s in range(1, 7) for lr in (0.05, 0.5)])
+    codebook_group = [g for g in trainer.optimizer.param_groups if any(p is trainer.model.codebook for p in g["params"])]
+    assert codebook_group[0]["weight_decay"] == 0.0
+
+
+def test_polyak_shadow_is_the_ema_of_the_trajectory(tmp_path):
+    trainer = make_trainer(tmp_path, steps=5, polyak_decay=0.8)
+    expected = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    batches = trainer._batches()
+    for _ in range(5):
+        trainer.train_step(next(batches))
+        for name, p in trainer.model.named_parameters():
+            expected[name] = 0.8 * expected[name] + 0.2 * p.detach()
+    for name, value in expected.items():
+        assert torch.allclose(trainer.polyak.shadow[name], value, atol=1e-6), name
+    live = trainer.model.linear.weight.detach().clone()
+    with trainer.polyak.swapped_in(trainer.model):
+        assert torch.allclose(trainer.model.linear.weight, expected["linear.weight"], atol=1e-6)
+    assert torch.equal(trainer.model.linear.weight, live)
+
+
+def test_polyak_rejects_bad_decay():
+    with pytest.raises(ValueError, match="polyak_decay"):
+        PolyakAverage(toy_task.ToyRegression(), 1.0)
+
+
+def test_load_checkpoint_uses_polyak_weights(tmp_path):
+    trainer = make_trainer(tmp_path, steps=5)
+    trainer.fit()
+    last = tmp_path / "checkpoints" / "last.pt"
+    averaged, live = toy_task.ToyRegression(), toy_task.ToyRegression()
+    load_checkpoint(last, averaged)
+    load_checkpoint(last, live, use_polyak=False)
+    assert torch.equal(averaged.linear.weight, trainer.polyak.shadow["linear.weight"])
+    assert torch.equal(live.linear.weight, trainer.model.linear.weight)
+    assert not torch.equal(averaged.linear.weight, live.linear.weight)
+
+
+def test_checkpoint_files_and_pruning(tmp_path):
+    make_trainer(tmp_path, steps=20, checkpoint_every=4, keep_checkpoints=2).fit()
+    names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert names == ["last.pt", "step_000016.pt", "step_000020.pt"]
+
+
+def test_atomic_save_never_leaves_a_partial_file(tmp_path, monkeypatch):
+    target = tmp_path / "ckpt.pt"
+    atomic_save({"value": torch.ones(3)}, target)
+    before = target.read_bytes()
+
+    def failing_save(obj, f):
+        f.write(b"partial bytes")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", failing_save)
+    with pytest.raises(OSError, match="disk full"):
+        atomic_save({"value": torch.zeros(3)}, target)
+    assert target.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]
+
+
+def test_metrics_logs_and_plots(tmp_path):
+    make_trainer(tmp_path, steps=6, log_every=2, eval_every=3).fit()
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in records if r["split"] == "train"]
+    dev = [r for r in records if r["split"] == "dev"]
+    assert [r["step"] for r in train] == [2, 4, 6] and [r["step"] for r in dev] == [3, 6]
+    assert {"loss", "lr", "mse", "pull", "grad_norm", "epoch"} <= set(train[0])
+    assert {"mse", "perplexity"} <= set(dev[0])
+    with open(tmp_path / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0])[:2] == ["step", "split"] and len(rows) == len(records)
+    for row, record in zip(rows, records):
+        assert {k: v for k, v in row.items() if v != ""} == {k: str(v) for k, v in record.items()}
+    plots = {p.name for p in (tmp_path / "plots").iterdir()}
+    assert {"loss.png", "mse.png", "perplexity.png", "lr.png"} <= plots
+    assert (tmp_path / "plots" / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_weighted_log_average(tmp_path):
+    """Batches of 4, 4, 4, 1 items (13 items): the logged loss weights each step by its item count."""
+    trainer = make_trainer(tmp_path, steps=4, log_every=4, polyak_decay=None, evaluate=None)
+    losses, weights = [], []
+    original = trainer.train_step
+
+    def recording(batch):
+        out = original(batch)
+        losses.append(float(out.loss.detach())), weights.append(out.weight)
+        return out
+
+    trainer.train_step = recording
+    trainer.fit()
+    assert weights == [4, 4, 4, 1]
+    logged = read_metrics(tmp_path)[0]["loss"]
+    assert logged == pytest.approx(sum(l * w for l, w in zip(losses, weights)) / 13, rel=1e-5)
+
+
+def test_forward_must_return_step_output(tmp_path):
+    trainer = make_trainer(tmp_path, steps=1)
+    trainer.model.forward = lambda batch: torch.tensor(0.0, requires_grad=True)
+    with pytest.raises(TypeError, match="StepOutput"):
+        trainer.fit()
