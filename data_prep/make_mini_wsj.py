@@ -99,7 +99,7 @@ def main() -> None:
     if shutil.which("espeak-ng") is None:
         sys.exit("espeak-ng not found; install it with `sudo apt-get install -y espeak-ng`")
     complete = args.out / ".complete"
-    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in ("jobs", "force")}
+    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in ("out", "jobs", "force")}
     if complete.exists() and not args.force:
         if json.loads(complete.read_text()) == settings:
             print(f"{args.out}: corpus already built with these settings; reusing it (--force to rebuild)")
