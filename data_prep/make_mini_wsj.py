@@ -99,7 +99,8 @@ def main() -> None:
     if shutil.which("espeak-ng") is None:
         sys.exit("espeak-ng not found; install it with `sudo apt-get install -y espeak-ng`")
     complete = args.out / ".complete"
-    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in ("out", "jobs", "force")}
+    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
+                if k not in ("out", "jobs", "force")}
     if complete.exists() and not args.force:
         if json.loads(complete.read_text()) == settings:
             print(f"{args.out}: corpus already built with these settings; reusing it (--force to rebuild)")
@@ -121,6 +122,8 @@ def main() -> None:
             speaker_id = f"s{voice_index:02d}{variant}"
             voice_index += 1
             per_speaker = counts[split] // speaker_count + (speaker < counts[split] % speaker_count)
+            if per_speaker == 0:
+                continue
             (args.out / "wav" / speaker_id).mkdir(parents=True, exist_ok=True)
             utterance_ids = []
             for index in range(per_speaker):
