@@ -8,7 +8,8 @@ import torch
 
 from seqvq.data.lexicon import PHONES, write_phone_transcripts
 from seqvq.data.speech_corpus import compute_cmvn, read_features, save_cmvn
-from seqvq.tasks.speech import SYMBOLS, SpeechDataset, build_task, collate_speech, ctc_feasible, evaluate_cli
+from seqvq.cli import main
+from seqvq.tasks.speech import SYMBOLS, SpeechDataset, build_task, collate_speech, ctc_feasible
 from seqvq.train import Trainer, TrainConfig, seed_everything
 
 USED_PHONES = PHONES[:6]
@@ -85,7 +86,7 @@ def test_dataset_normalizes_and_batches(corpus):
 
 
 @pytest.mark.parametrize("quantizer", [None, {"codebook_size": 16, "pre_norm": True}])
-def test_ctc_loss_falls_and_evaluation_reports(corpus, tmp_path, quantizer):
+def test_ctc_loss_falls_and_evaluation_reports(corpus, tmp_path, capsys, quantizer):
     config = make_config(corpus, tmp_path / "exp", steps=40, quantizer=quantizer)
     _, figures = run(config)
     losses = train_losses(tmp_path / "exp")
@@ -94,7 +95,9 @@ def test_ctc_loss_falls_and_evaluation_reports(corpus, tmp_path, quantizer):
     assert ("code_perplexity" in figures) == (quantizer is not None)
     assert len((tmp_path / "exp" / "dev_hyp.txt").read_text().splitlines()) == 6
 
-    result = evaluate_cli(str(tmp_path / "exp" / "checkpoints" / "last.pt"), str(corpus / "dev"), config)
+    capsys.readouterr()
+    main(["evaluate", str(tmp_path / "exp" / "checkpoints" / "last.pt"), str(corpus / "dev")])  # `seqvq evaluate`
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["per"] == pytest.approx(figures["per"])
     assert (tmp_path / "exp" / "decode_dev" / "hyp.txt").exists()
     assert json.loads((tmp_path / "exp" / "decode_dev" / "figures.json").read_text())["per"] == result["per"]

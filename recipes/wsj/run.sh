@@ -15,6 +15,8 @@
 #   --exp DIR, --nj N (parallel synthesis jobs), --train-utts N (built corpus size), --train-set/--dev-set/
 #   --test-set NAMES (Kaldi dir names under --data; defaults train_si284 test_dev93 test_eval92),
 #   --phones-dir DIR (DIR/<set>.txt phone transcripts, e.g. from ali-to-phones, instead of CMUdict),
+#   --lexicon FILE (Kaldi lexicon.txt; default with --data: DIR/local/dict/lexicon.txt if present, which has
+#   WSJ's verbalized punctuation, else CMUdict),
 #   --threads N (torch CPU threads for training; default: all cores),
 #   and anything after `--` is passed to `seqvq train` as dotted overrides (e.g. -- train.steps=200).
 set -euo pipefail
@@ -32,6 +34,7 @@ train_set=train_si284
 dev_set=test_dev93
 test_set=test_eval92
 phones_dir=""
+lexicon=""
 threads=$(nproc)
 overrides=()
 
@@ -50,9 +53,10 @@ while [[ $# -gt 0 ]]; do
     --dev-set) dev_set=$2; shift 2 ;;
     --test-set) test_set=$2; shift 2 ;;
     --phones-dir) phones_dir=$2; shift 2 ;;
+    --lexicon) lexicon=$2; shift 2 ;;
     --threads) threads=$2; shift 2 ;;
     --) shift; overrides=("$@"); break ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown option $1 (see --help)" >&2; exit 1 ;;
   esac
 done
@@ -64,8 +68,14 @@ conf=recipes/wsj/conf
 python=${PYTHON:-python3}
 
 if $mini && [[ -n $data ]]; then echo "run.sh: give --mini or --data, not both" >&2; exit 1; fi
-if ! $mini && [[ -z $data ]]; then echo "run.sh: give --mini (built corpus) or --data DIR (Kaldi WSJ data)" >&2; exit 1; fi
-[[ -f $conf/$variant.yaml ]] || { echo "run.sh: no $conf/$variant.yaml; variants: $(ls $conf | grep -v -e base -e size_ | sed 's/.yaml//' | tr '\n' ' ')" >&2; exit 1; }
+if ! $mini && [[ -z $data ]]; then
+  echo "run.sh: give --mini (built corpus) or --data DIR (Kaldi WSJ data)" >&2; exit 1
+fi
+if [[ ! -f $conf/$variant.yaml ]]; then
+  known=$(ls $conf | grep -v -e base -e size_ | sed "s/.yaml//" | tr "\n" " ")
+  echo "run.sh: no $conf/$variant.yaml; variants: $known" >&2
+  exit 1
+fi
 [[ $size == cpu || $size == paper ]] || { echo "run.sh: --size must be cpu or paper" >&2; exit 1; }
 if $mini; then
   data=data/wsj_mini; train_set=train; dev_set=dev; test_set=test; exp=${exp:-exp/wsj_mini}
@@ -111,6 +121,10 @@ if [[ $stage -le 2 && $stop_stage -ge 2 ]]; then
     phone_args=(--phones "train=$phones_dir/$train_set.txt" --phones "dev=$phones_dir/$dev_set.txt"
                 --phones "test=$phones_dir/$test_set.txt")
   fi
+  if [[ -z $lexicon && $mini != true && -f $data/local/dict/lexicon.txt ]]; then
+    lexicon=$data/local/dict/lexicon.txt
+  fi
+  if [[ -n $lexicon ]]; then phone_args+=(--lexicon "$lexicon"); fi
   $python data_prep/make_targets.py --out "$feats" "${splits[@]}" ${phone_args[@]+"${phone_args[@]}"}
 fi
 
@@ -138,4 +152,5 @@ print(f"{sys.argv[2]} ({sys.argv[3]}, step {f['step']}): PER {f['per']:.1f}%{ext
 EOF
   done
 fi
-echo "run.sh: stages $stage-$stop_stage done in $(( (SECONDS - start_time) / 60 )) min $(( (SECONDS - start_time) % 60 )) s"
+elapsed=$((SECONDS - start_time))
+echo "run.sh: stages $stage-$stop_stage done in $((elapsed / 60)) min $((elapsed % 60)) s"

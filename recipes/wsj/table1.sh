@@ -44,7 +44,10 @@ for variant in $variants; do
   bash "$here/run.sh" "${run_args[@]}" --variant "$variant" --stage 3 --stop-stage 4 -- \
     "threads=$threads" ${overrides[@]+"${overrides[@]}"} > "$exp/logs/$variant.log" 2>&1 &
   running=$((running + 1))
-  if (( running >= jobs )); then wait -n || echo "table1.sh: a variant failed; see $exp/logs" >&2; running=$((running - 1)); fi
+  if (( running >= jobs )); then
+    wait -n || echo "table1.sh: a variant failed; see $exp/logs" >&2
+    running=$((running - 1))
+  fi
 done
 while (( running > 0 )); do
   wait -n || echo "table1.sh: a variant failed; see $exp/logs" >&2
