@@ -134,7 +134,7 @@ class SpeechCTCTask(nn.Module):
         if out.vq_loss is not None:
             loss = loss + out.vq_loss
             metrics["vq_loss"] = out.vq_loss.detach()
-            metrics.update({name: value for name, value in out.vq_metrics.items()})
+            metrics.update(out.vq_metrics)
         return StepOutput(loss=loss, metrics=metrics, weight=float(len(batch.utterances)))
 
 
