@@ -137,5 +137,5 @@ def write_phone_transcripts(targets: dict[str, list[str]], path: str | Path) -> 
     temporary = path.with_name(path.name + ".tmp")
     with open(temporary, "w", encoding="utf-8") as handle:
         for utt in sorted(targets):
-            handle.write(f"{utt} {' '.join(targets[utt])}\n")
+            handle.write(" ".join([utt, *targets[utt]]) + "\n")
     os.replace(temporary, path)
