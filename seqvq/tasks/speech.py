@@ -196,7 +196,9 @@ def build_task(config: dict) -> TaskBundle:
     exp_dir = Path(config.get("exp_dir", "."))
 
     def evaluate(task_model: nn.Module) -> dict[str, float]:
-        return evaluate_dataset(task_model, dev_set, hypothesis_file=exp_dir / "dev_hyp.txt")
+        """Dev PER and code usage for the training log (the S/D/I counts go to ``seqvq evaluate``'s output)."""
+        figures = evaluate_dataset(task_model, dev_set, hypothesis_file=exp_dir / "dev_hyp.txt")
+        return {name: figures[name] for name in ("per", "code_perplexity", "codes_used") if name in figures}
 
     return TaskBundle(model=model, train_dataset=train_set, collate_fn=collate_speech,
                       evaluate=evaluate if dev_set is not None else None)
