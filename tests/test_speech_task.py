@@ -91,14 +91,14 @@ def test_ctc_loss_falls_and_evaluation_reports(corpus, tmp_path, capsys, quantiz
     _, figures = run(config)
     losses = train_losses(tmp_path / "exp")
     assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
-    assert 0 <= figures["per"] < 100 and figures["utterances"] == 6
+    assert 0 <= figures["per"] < 100 and "substitutions" not in figures
     assert ("code_perplexity" in figures) == (quantizer is not None)
     assert len((tmp_path / "exp" / "dev_hyp.txt").read_text().splitlines()) == 6
 
     capsys.readouterr()
     main(["evaluate", str(tmp_path / "exp" / "checkpoints" / "last.pt"), str(corpus / "dev")])  # `seqvq evaluate`
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert result["per"] == pytest.approx(figures["per"])
+    assert result["per"] == pytest.approx(figures["per"]) and result["utterances"] == 6
     assert (tmp_path / "exp" / "decode_dev" / "hyp.txt").exists()
     assert json.loads((tmp_path / "exp" / "decode_dev" / "figures.json").read_text())["per"] == result["per"]
 
