@@ -10,7 +10,7 @@
 set -euo pipefail
 
 variants="no_bottleneck vanilla_vq bn bn_codebook_lr bn_ema bn_reestimation bn_reestimation_codebook_lr
-huh_affine huh_sync huh_replacement"
+huh_affine huh_sync huh_replacement huh_alternating"
 jobs=2
 run_args=()
 overrides=()
@@ -63,6 +63,7 @@ names = {
     "bn_codebook_lr": "+ BN + codebook LR", "bn_ema": "+ BN + EMA", "bn_reestimation": "+ BN + data-dep reest",
     "bn_reestimation_codebook_lr": "+ BN + data-dep reest + codebook LR", "huh_affine": "Huh: affine",
     "huh_sync": "Huh: synchronized update", "huh_replacement": "Huh: dead-code replacement",
+    "huh_alternating": "Huh: alternating optimization",
 }
 exp = Path(sys.argv[1])
 print("| Model | Dev PER (%) | Code perplexity | Codes used | Steps |")
