@@ -218,3 +218,12 @@ def test_reset_optimizer_state_clears_moments_of_rewritten_codes_only():
     vq.rewrite_codes(torch.zeros(1, 8, 4))
     seqvq.reset_optimizer_state(vq, optimizer)
     assert vq.codebook not in optimizer.state
+
+
+def test_codebook_parameters_are_found_by_ownership_also_in_a_deep_copy():
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), seqvq.VectorQuantizer(4, 8, affine="learned"))
+    clone = copy.deepcopy(model)
+    for m in (model, clone):
+        groups = {g["name"]: g["params"] for g in seqvq.param_groups(m, 1e-3, 1e-2)}
+        assert groups["codebook"] == [m[1].codebook, m[1].affine.scale, m[1].affine.shift]
+        assert len(groups["model"]) == 2

@@ -19,6 +19,8 @@ METHODS = {
     "kmeans-init": {"kmeans_init": True},
     "reestimate": {"reestimate": SMALL_REESTIMATION},
     "replacement": {"replace_dead_after": 1},
+    "stochastic": {"assignment": "stochastic", "temperature": {"start": 1.0, "end": 0.1, "decay_steps": 5}},
+    "gumbel": {"assignment": "gumbel", "temperature": 0.5},
 }
 COMBINATIONS = dict(METHODS)
 COMBINATIONS["affine+reestimate+replacement+sync"] = {
@@ -67,6 +69,28 @@ def test_collapse_toy_orders_the_remedies_above_plain_vq():
     for name in ("affine (learned)", "affine (EMA statistics)", "LRU replacement", "data-dependent re-estimation",
                  "k-means init"):
         assert demo.run_method(demo.METHODS[name])["active_codes"] > plain, name
+
+
+def test_stochastic_assignment_samples_in_training_and_is_nearest_in_evaluation():
+    torch.manual_seed(5)
+    vq = seqvq.VectorQuantizer(4, 16, assignment="stochastic", temperature=100.0)
+    x = torch.randn(1, 200, 4)
+    nearest = vq.eval()(x).codes
+    assert torch.equal(vq(x).codes, nearest)
+    sampled = vq.train()(x).codes
+    assert (sampled != nearest).float().mean() > 0.5  # tau = 100: nearly uniform over 16 codes
+    cold = seqvq.VectorQuantizer(4, 16, assignment="stochastic", temperature=1e-6)
+    cold.load_state_dict(vq.state_dict())
+    assert torch.equal(cold.train()(x).codes, nearest)
+
+
+def test_gumbel_assignment_sends_gradients_to_the_encoder_through_the_soft_weights():
+    vq = seqvq.VectorQuantizer(4, 8, assignment="gumbel", temperature=1.0, alpha=0.0)
+    x = torch.randn(1, 30, 4, requires_grad=True)
+    out = vq(x)
+    torch.testing.assert_close(out.quantized.detach(), vq.codes_to_vectors(out.codes).detach())
+    (out.quantized * torch.randn(1, 30, 4)).sum().backward()
+    assert x.grad.abs().sum() > 0 and vq.codebook.grad.abs().sum() > 0
 
 
 def test_sync_update_gives_the_codebook_nu_times_the_task_gradient():

@@ -210,3 +210,43 @@ def test_forward_must_return_step_output(tmp_path):
     trainer.model.forward = lambda batch: torch.tensor(0.0, requires_grad=True)
     with pytest.raises(TypeError, match="StepOutput"):
         trainer.fit()
+
+
+def test_alternating_training_steps_codebook_and_task_separately_and_resumes_exactly(tmp_path):
+    """Huh §4.2 through the trainer: inner codebook steps, then the task step; resume is exact."""
+    import seqvq
+    from seqvq.train import StepOutput, TrainConfig, Trainer
+
+    class Quantized(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.encoder = torch.nn.Linear(4, 4)
+            self.quantizer = seqvq.VectorQuantizer(4, 8, affine="learned")
+            self.head = torch.nn.Linear(4, 1)
+
+        def forward(self, batch):
+            out = self.quantizer(self.encoder(batch["x"]).unsqueeze(1))
+            mse = (self.head(out.quantized).squeeze(-1).squeeze(-1) - batch["y"]).pow(2).mean()
+            return StepOutput(loss=mse + out.loss, metrics={"mse": mse}, weight=len(batch["x"]))
+
+    def train(directory, steps, kill_at=None):
+        torch.manual_seed(0)
+        config = TrainConfig(steps=steps, batch_size=4, lr=0.01, codebook_lr=0.1, alternating_inner_steps=2,
+                             checkpoint_every=3, eval_every=100, log_every=1, seed=1, device="cpu")
+        trainer = Trainer(Quantized(), config, toy_task.make_dataset(), toy_task.collate,
+                          exp_dir=tmp_path / directory)
+        if kill_at is not None:
+            config.steps = kill_at
+        trainer.fit()
+        return trainer
+
+    straight = train("straight", 8)
+    assert len(straight.optimizers) == 2
+    assert {id(p) for g in straight.optimizers[1].param_groups for p in g["params"]} == {
+        id(p) for p in seqvq.quantize.codebook_parameters(straight.model)}
+    train("resumed", 8, kill_at=6)
+    resumed = train("resumed", 8)
+    for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), name
+    rows = [json.loads(line) for line in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
+    assert all("inner_codebook_loss" in row for row in rows if row["split"] == "train")

@@ -38,7 +38,6 @@ class AffineReparameterization(nn.Module):
         if mode == "learned":
             self.scale = nn.Parameter(torch.zeros(shape))
             self.shift = nn.Parameter(torch.zeros(shape))
-            self.scale._seqvq_codebook = self.shift._seqvq_codebook = True
         else:
             self.register_buffer("embedding_mean", torch.zeros(shape))
             self.register_buffer("embedding_var", torch.ones(shape))

@@ -32,6 +32,7 @@ from .norm import MaskedBatchNorm
 from .reestimation import DataDependentReestimation
 from .replacement import LRUReplacement
 from .rng import BufferedGenerator
+from .stochastic import annealed_temperature, gumbel_softmax_quantize, stochastic_codes
 
 
 @dataclass
@@ -55,6 +56,28 @@ def perplexity(counts: torch.Tensor) -> torch.Tensor:
     probs = counts / counts.sum(dim=-1, keepdim=True).clamp_min(1)
     entropy = -(probs * torch.log2(probs.clamp_min(1e-30))).sum(dim=-1)
     return torch.exp2(entropy)
+
+
+def channel_last_with_mask(x: torch.Tensor, dim: int, channel_dim: int, mask: torch.Tensor | None,
+                           lengths: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Move the channels of ``x`` last and turn ``mask`` / ``lengths`` into one bool mask of ``x`` without its
+    channel dim (None when every position is valid)."""
+    x_last = x.movedim(channel_dim % x.dim(), -1)
+    if x_last.shape[-1] != dim:
+        raise ValueError(f"expected {dim} channels at dim {channel_dim}, got shape {tuple(x.shape)}")
+    if mask is not None and lengths is not None:
+        raise ValueError("pass either mask or lengths, not both")
+    if lengths is not None:
+        if x_last.dim() != 3:
+            raise ValueError(f"lengths needs (B, T, D) input; got {x_last.dim()} dims — pass a mask instead")
+        positions = torch.arange(x_last.shape[1], device=x_last.device)
+        return x_last, positions.unsqueeze(0) < lengths.to(x_last.device).unsqueeze(1)
+    if mask is not None:
+        if mask.shape != x_last.shape[:-1]:
+            raise ValueError(f"mask shape {tuple(mask.shape)} must be the input shape without the channel "
+                             f"dim, {tuple(x_last.shape[:-1])}")
+        return x_last, mask.to(torch.bool)
+    return x_last, None
 
 
 class VectorQuantizer(nn.Module):
@@ -84,7 +107,13 @@ class VectorQuantizer(nn.Module):
             ``reservoir_size``, ``kmeans_iterations``, ``steps_per_epoch``) — Łańcucki Algorithm 1.
         replace_dead_after: LRU life span in steps; codes unused that long are replaced by random valid inputs of
             the batch (or the reservoir) — Huh §3.
-        seed: seeds the buffered generators (reservoir, k-means++, replacement).
+        assignment: ``"nearest"`` (eq. 5), or the baselines of Huh Table 3 while training: ``"stochastic"``
+            (SQ-VAE sampling, Huh eq. 12; straight-through as usual) or ``"gumbel"`` (Gumbel-softmax: the output
+            is the hard sample with gradients through the soft weights, no straight-through; keeps N x K weights
+            for backward).  Evaluation always uses the nearest code.
+        temperature: tau of the stochastic assignments; a number, or ``{"start", "end", "decay_steps"}`` for the
+            exponential anneal over training steps.
+        seed: seeds the buffered generators (reservoir, k-means++, replacement, sampling).
     """
 
     def __init__(
@@ -108,6 +137,8 @@ class VectorQuantizer(nn.Module):
         kmeans_init: bool = False,
         reestimate: dict | None = None,
         replace_dead_after: int | None = None,
+        assignment: str = "nearest",
+        temperature: float | dict = 1.0,
         seed: int = 0,
     ):
         super().__init__()
@@ -117,6 +148,8 @@ class VectorQuantizer(nn.Module):
             raise ValueError(f"distance must be 'l2' or 'cosine', got {distance!r}")
         if codebook_update not in ("gradient", "ema"):
             raise ValueError(f"codebook_update must be 'gradient' or 'ema', got {codebook_update!r}")
+        if assignment not in ("nearest", "stochastic", "gumbel"):
+            raise ValueError(f"assignment must be 'nearest', 'stochastic' or 'gumbel', got {assignment!r}")
         if not 0.0 <= beta <= 1.0:
             raise ValueError(f"beta must be in [0, 1], got {beta}")
         self.dim, self.codebook_size, self.num_codebooks = dim, codebook_size, num_codebooks
@@ -127,7 +160,6 @@ class VectorQuantizer(nn.Module):
 
         init = torch.randn(num_codebooks, codebook_size, self.code_dim) * (init_scale / math.sqrt(self.code_dim))
         self.codebook = nn.Parameter(init, requires_grad=codebook_update == "gradient")
-        self.codebook._seqvq_codebook = True
         self.norm = MaskedBatchNorm(dim) if pre_norm else None
         self.ema = (EMACodebookUpdate(num_codebooks, codebook_size, self.code_dim, ema_decay, ema_eps)
                     if codebook_update == "ema" else None)
@@ -139,6 +171,9 @@ class VectorQuantizer(nn.Module):
         self.replacement = (LRUReplacement(num_codebooks, codebook_size, replace_dead_after, seed=seed + 2)
                             if replace_dead_after else None)
         self.kmeans_init = kmeans_init
+        self.assignment, self.temperature = assignment, temperature
+        if assignment != "nearest":
+            self.sampling_rng = BufferedGenerator(seed + 4)
         if kmeans_init:
             self.init_rng = BufferedGenerator(seed + 3)
             self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
@@ -160,6 +195,10 @@ class VectorQuantizer(nn.Module):
     def signal_from_effective(self, vectors: torch.Tensor) -> torch.Tensor:
         """Inverse of :meth:`effective_codebook`'s map, for writing chosen code vectors into the parameters."""
         return vectors if self.affine is None else self.affine.inverse(vectors)
+
+    def codebook_parameters(self) -> list[nn.Parameter]:
+        """The parameters that define the codes: the codebook and the learned affine map (Huh §4.1)."""
+        return [self.codebook] + (list(self.affine.parameters()) if self.affine is not None else [])
 
     @torch.no_grad()
     def store_codebook(self, vectors: torch.Tensor, rows: torch.Tensor | None = None) -> None:
@@ -201,10 +240,7 @@ class VectorQuantizer(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
                 lengths: torch.Tensor | None = None) -> QuantizedResult:
         channel_dim = self.channel_dim % x.dim()
-        x_last = x.movedim(channel_dim, -1)
-        if x_last.shape[-1] != self.dim:
-            raise ValueError(f"expected {self.dim} channels at dim {self.channel_dim}, got shape {tuple(x.shape)}")
-        mask = self._resolve_mask(x_last, mask, lengths)
+        x_last, mask = channel_last_with_mask(x, self.dim, self.channel_dim, mask, lengths)
         if self.norm is not None:
             x_last = self.norm(x_last, mask)
         z = x_last.reshape(-1, self.dim) if mask is None else x_last[mask]
@@ -233,7 +269,11 @@ class VectorQuantizer(nn.Module):
         # copy so backward sees the values the forward pass used.
         signal = self.codebook.clone() if self.training else self.codebook
         codebook = self._comparison_space(signal if self.affine is None else self.affine(signal))
-        codes = self.assign(z_e.detach(), codebook.detach())
+        sampled = None
+        if self.training and self.assignment != "nearest":
+            codes, sampled = self.sample(z_e, codebook)
+        else:
+            codes = self.assign(z_e.detach(), codebook.detach())
         offsets = torch.arange(groups, device=z.device) * self.codebook_size
         z_q = codebook.reshape(-1, self.code_dim)[codes + offsets]  # (N, G, d), differentiable w.r.t. codebook
 
@@ -246,7 +286,9 @@ class VectorQuantizer(nn.Module):
             if self.codebook_update == "gradient":
                 loss = loss + self.alpha * self.beta * codebook_term
             quantized = z_e + (z_q - z_e).detach()  # straight-through estimator, Huh eq. 7
-            if self.sync_nu:
+            if sampled is not None:
+                quantized = sampled  # Gumbel-softmax: gradients through the soft weights instead
+            elif self.sync_nu:
                 quantized = quantized + self.sync_nu * (z_q - z_q.detach())  # Huh eq. 21
 
         counts = self.code_counts(codes)
@@ -292,12 +334,33 @@ class VectorQuantizer(nn.Module):
             if vectors is not None:
                 self.rewrite_codes(vectors, dead)
 
+    def current_temperature(self) -> float:
+        if isinstance(self.temperature, dict):
+            return annealed_temperature(int(self.step), **self.temperature)
+        return float(self.temperature)
+
+    def sample(self, z_e: torch.Tensor, codebook: torch.Tensor):
+        """Training-time stochastic assignment: codes (N, G) and, for Gumbel-softmax, the differentiable output
+        (N, G, d).  The device generator is seeded from a buffered CPU generator, so resuming is exact."""
+        with self.sampling_rng.generator() as generator:
+            seed = int(torch.randint(2**62, (1,), generator=generator))
+        device_generator = torch.Generator(device=z_e.device).manual_seed(seed)
+        tau = self.current_temperature()
+        if self.assignment == "stochastic":
+            codes = [stochastic_codes(z_e[:, g].detach(), codebook[g].detach(), tau, device_generator)
+                     for g in range(self.num_codebooks)]
+            return torch.stack(codes, dim=1), None
+        outputs = [gumbel_softmax_quantize(z_e[:, g], codebook[g], tau, hard=True, generator=device_generator)
+                   for g in range(self.num_codebooks)]
+        return torch.stack([c for _, c in outputs], dim=1), torch.stack([q for q, _ in outputs], dim=1)
+
     def assign(self, z_e: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
         """Nearest code per group: (N, G, d) x (G, K, d) -> (N, G) int64, chunked (never N x K in memory)."""
         low_precision = self.low_precision_search
         if low_precision == "auto":
             low_precision = z_e.is_cuda
-        return torch.stack([nearest_codes(z_e[:, g].contiguous(), codebook[g], low_precision=bool(low_precision))[0]
+        return torch.stack([nearest_codes(z_e[:, g].contiguous(), codebook[g], low_precision=bool(low_precision),
+                                          with_distances=False)[0]
                             for g in range(self.num_codebooks)], dim=1)
 
     @staticmethod
@@ -315,19 +378,3 @@ class VectorQuantizer(nn.Module):
         offsets = torch.arange(self.num_codebooks, device=codes.device) * self.codebook_size
         counts = torch.bincount((codes + offsets).reshape(-1), minlength=self.num_codebooks * self.codebook_size)
         return all_reduce_sum(counts.view(self.num_codebooks, self.codebook_size).float())
-
-    @staticmethod
-    def _resolve_mask(x_last: torch.Tensor, mask: torch.Tensor | None, lengths: torch.Tensor | None):
-        if mask is not None and lengths is not None:
-            raise ValueError("pass either mask or lengths, not both")
-        if lengths is not None:
-            if x_last.dim() != 3:
-                raise ValueError(f"lengths needs (B, T, D) input; got {x_last.dim()} dims — pass a mask instead")
-            positions = torch.arange(x_last.shape[1], device=x_last.device)
-            return positions.unsqueeze(0) < lengths.to(x_last.device).unsqueeze(1)
-        if mask is not None:
-            if mask.shape != x_last.shape[:-1]:
-                raise ValueError(f"mask shape {tuple(mask.shape)} must be the input shape without the channel "
-                                 f"dim, {tuple(x_last.shape[:-1])}")
-            return mask.to(torch.bool)
-        return None

@@ -2,12 +2,18 @@
 
 The assignment of eq. 5 (Huh) / eq. 1 (Łańcucki) is ``argmin_j ||z_i - c_j||^2``.  Expanding the square gives
 ``||z_i||^2 - 2 z_i . c_j + ||c_j||^2``; the first term does not change the argmin, so each chunk of rows costs one
-``addmm`` (the matmul that is the floor of any exact search) and one ``min`` over a cache-sized block.
+``addmm`` (the matmul that is the floor of any exact search) into a reused cache-sized buffer, and an argmin.
+
+The argmin is two-level: PyTorch's row-wise min-with-index costs about as much as the matmul itself at d = 64,
+while a value-only ``amin`` is nearly free.  So the codes are taken in groups of ``GROUP`` (the codebook padded
+with dummy codes scored +inf), ``amin`` finds each group's best score, an argmin over the K / GROUP group minima
+picks the group, and an argmin inside that group the code — the first minimum, exactly as ``argmin`` would.
 
 Precision: the expansion cancels catastrophically in float32 when data and codes sit far from the origin
-(``||z||^2`` ~ offset^2 * D while the gaps between codes are O(1)).  Distances are translation invariant, so both
-sides are first shifted by the codebook mean, which keeps the argmin equal to a float64 brute force for
-mean-shifted inputs (tested at offsets 0, 10, 50).
+(``||c||^2`` ~ offset^2 * D while the gaps between codes are O(1)).  Distances are translation invariant, so the
+codes are centred on their mean mu, ``c' = c - mu``, and the scores are ``||c'||^2 + 2 mu.c' - 2 z.c'``
+(= ``||z - c||^2 - ||z - mu||^2``): no term grows with offset^2 any more, the inputs need no shifted copy, and the
+argmin equals a float64 brute force for mean-shifted inputs (tested at offsets 0, 10, 50).
 
 Cosine distance is the same search on l2-normalised vectors (``||a - b||^2 = 2 - 2 cos(a, b)``); the caller
 normalises.
@@ -25,6 +31,8 @@ import torch
 DEFAULT_BLOCK_ELEMENTS = 1 << 18
 # Codes per block for very large codebooks: above this the codes are searched in slices with a running minimum.
 DEFAULT_CODE_CHUNK = 8192
+# Codes per group of the two-level argmin (a divisor of DEFAULT_CODE_CHUNK).
+GROUP = 32
 
 
 @torch.no_grad()
@@ -36,8 +44,10 @@ def nearest_codes(
     code_chunk: int = DEFAULT_CODE_CHUNK,
     low_precision: bool = False,
     rerank: int = 8,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return ``(indices, squared_distances)`` of the nearest row of ``codebook`` (K, D) for each row of z (N, D).
+    with_distances: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Return ``(indices, squared_distances)`` of the nearest row of ``codebook`` (K, D) for each row of z (N, D);
+    the distances are None with ``with_distances=False``.
 
     Memory is O(block_elements) beyond the inputs; the full N x K matrix is never allocated.
     """
@@ -46,36 +56,47 @@ def nearest_codes(
                          f"{tuple(codebook.shape)}")
     num_vectors, num_codes = z.shape[0], codebook.shape[0]
     indices = torch.empty(num_vectors, dtype=torch.long, device=z.device)
-    distances = torch.empty(num_vectors, dtype=z.dtype, device=z.device)
     if num_vectors == 0:
-        return indices, distances
+        return indices, z.new_empty(0) if with_distances else None
 
     shift = codebook.mean(dim=0)
     codes = codebook - shift
-    search_codes = codes.to(torch.bfloat16) if low_precision else codes
-    code_sq_norms = search_codes.float().pow(2).sum(dim=1).to(search_codes.dtype)
-    codes_per_block = min(num_codes, code_chunk)
+    bias = codes.pow(2).sum(dim=1) + 2.0 * (codes @ shift)
+    if low_precision:  # bfloat16 cannot hold the mu.c' term precisely: shift the rows instead (cheap on a GPU)
+        search_codes, search_bias = codes.to(torch.bfloat16), codes.pow(2).sum(dim=1).to(torch.bfloat16)
+    else:
+        padding = -num_codes % GROUP
+        search_codes = torch.cat([codes, codes.new_zeros(padding, codes.shape[1])])
+        search_bias = torch.cat([bias, bias.new_full((padding,), float("inf"))])
+    codes_per_block = min(search_codes.shape[0], code_chunk - code_chunk % GROUP or GROUP)
     rows_per_block = max(1, block_elements // codes_per_block)
+    buffer = None if low_precision else z.new_empty(rows_per_block, codes_per_block)
 
     for start in range(0, num_vectors, rows_per_block):
-        rows = z[start:start + rows_per_block] - shift
-        search_rows = rows.to(search_codes.dtype)
+        rows = z[start:start + rows_per_block]
         if low_precision:
-            best = _rerank_candidates(rows, codes, search_rows, search_codes, code_sq_norms, rerank)
+            best = _rerank_candidates(rows - shift, codes, search_codes, search_bias, rerank)
         else:
-            best = _exact_block_min(search_rows, search_codes, code_sq_norms, codes_per_block)
+            best = _exact_block_argmin(rows, search_codes, search_bias, codes_per_block, buffer)
+            best.clamp_max_(num_codes - 1)  # only NaN scores could select a padding code
         indices[start:start + rows.shape[0]] = best
-        distances[start:start + rows.shape[0]] = (rows - codes[best]).pow(2).sum(dim=1)
+    distances = None
+    if with_distances:
+        distances = torch.cat([(z[s:s + rows_per_block] - codebook[indices[s:s + rows_per_block]]).pow(2).sum(1)
+                               for s in range(0, num_vectors, rows_per_block)])
     return indices, distances
 
 
-def _exact_block_min(rows, codes, code_sq_norms, codes_per_block):
+def _exact_block_argmin(rows, codes, code_sq_norms, codes_per_block, buffer):
     """argmin over codes of ``||c||^2 - 2 z.c`` for one block of rows, slicing the codes when K is large."""
+    count = rows.shape[0]
     best_value, best_index = None, None
     for code_start in range(0, codes.shape[0], codes_per_block):
         code_slice = slice(code_start, code_start + codes_per_block)
-        scores = torch.addmm(code_sq_norms[code_slice], rows, codes[code_slice].T, alpha=-2.0)
-        value, index = scores.min(dim=1)
+        width = codes[code_slice].shape[0]
+        scores = buffer[:count, :width]
+        torch.addmm(code_sq_norms[code_slice], rows, codes[code_slice].T, alpha=-2.0, out=scores)
+        value, index = _two_level_min(scores)
         if best_value is None:
             best_value, best_index = value, index
         else:
@@ -85,9 +106,20 @@ def _exact_block_min(rows, codes, code_sq_norms, codes_per_block):
     return best_index
 
 
-def _rerank_candidates(rows, codes, search_rows, search_codes, code_sq_norms, rerank):
-    """Low-precision scores pick ``rerank`` candidates per row; float32 distances choose among them."""
-    scores = torch.addmm(code_sq_norms, search_rows, search_codes.T, alpha=-2.0)
-    candidates = scores.topk(min(rerank, codes.shape[0]), dim=1, largest=False).indices  # (rows, r)
-    exact = (rows.unsqueeze(1) - codes[candidates]).pow(2).sum(dim=2)
+def _two_level_min(scores):
+    """Row-wise (min, first argmin) of ``scores`` (rows, K), K a multiple of GROUP; see the module docstring."""
+    count, width = scores.shape
+    groups = scores.view(count, width // GROUP, GROUP)
+    best_group = groups.amin(dim=2).argmin(dim=1)
+    members = groups[torch.arange(count, device=scores.device), best_group]  # (rows, GROUP)
+    within = members.argmin(dim=1, keepdim=True)
+    return members.gather(1, within).squeeze(1), best_group * GROUP + within.squeeze(1)
+
+
+def _rerank_candidates(rows, codebook, search_codes, search_bias, rerank):
+    """Low-precision scores pick ``rerank`` candidates per row; float32 distances choose among them (``rows`` and
+    ``codebook`` shifted alike)."""
+    scores = torch.addmm(search_bias, rows.to(search_codes.dtype), search_codes.T, alpha=-2.0)
+    candidates = scores.topk(min(rerank, codebook.shape[0]), dim=1, largest=False).indices  # (rows, r)
+    exact = (rows.unsqueeze(1) - codebook[candidates]).pow(2).sum(dim=2)
     return candidates.gather(1, exact.argmin(dim=1, keepdim=True)).squeeze(1)

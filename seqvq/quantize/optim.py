@@ -2,8 +2,12 @@
 
 Łańcucki et al. 2020 (§III-C, §IV-A) show that EMA is SGD with a rescaled codebook learning rate, and that simply
 giving the codebook its own, larger learning rate (10x the model's, their rule of thumb) recovers much of the
-codebook usage.  ``param_groups`` puts every codebook parameter (marked ``_seqvq_codebook``) in its own group,
-without weight decay (Huh et al. A.1 apply none to codebooks).
+codebook usage.  ``param_groups`` puts every codebook parameter in its own group, without weight decay (Huh et al.
+A.1 apply none to codebooks).
+
+Codebook parameters are found by ownership — the codebook and learned affine parameters of every
+``VectorQuantizer`` in the model — so copies (``copy.deepcopy``, which drops Python attributes of parameters) are
+classified like the original.  A custom module can add its own by setting ``parameter._seqvq_codebook = True``.
 """
 from __future__ import annotations
 
@@ -11,8 +15,17 @@ import torch
 from torch import nn
 
 
-def is_codebook_parameter(parameter: torch.Tensor) -> bool:
-    return bool(getattr(parameter, "_seqvq_codebook", False))
+def codebook_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The trainable codebook parameters of ``model``: those its quantizers own, and any marked
+    ``_seqvq_codebook``."""
+    from .core import VectorQuantizer
+
+    found: dict[int, nn.Parameter] = {}
+    for module in model.modules():
+        if isinstance(module, VectorQuantizer):
+            found.update((id(p), p) for p in module.codebook_parameters())
+    found.update((id(p), p) for p in model.parameters() if getattr(p, "_seqvq_codebook", False))
+    return [p for p in found.values() if p.requires_grad]
 
 
 def param_groups(model: nn.Module, lr: float, codebook_lr: float | None = None,
@@ -21,10 +34,9 @@ def param_groups(model: nn.Module, lr: float, codebook_lr: float | None = None,
 
     Frozen parameters (e.g. an EMA-updated codebook) are left out; an empty group is dropped.
     """
-    model_params, codebook_params = [], []
-    for parameter in model.parameters():
-        if parameter.requires_grad:
-            (codebook_params if is_codebook_parameter(parameter) else model_params).append(parameter)
+    codebook_params = codebook_parameters(model)
+    codebook_ids = {id(p) for p in codebook_params}
+    model_params = [p for p in model.parameters() if p.requires_grad and id(p) not in codebook_ids]
     groups = [
         {"name": "model", "params": model_params, "lr": lr, "weight_decay": weight_decay},
         {"name": "codebook", "params": codebook_params, "lr": lr if codebook_lr is None else codebook_lr,

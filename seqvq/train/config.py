@@ -33,6 +33,10 @@ class TrainConfig:
     keep_checkpoints: int = 3  # step_*.pt files kept besides last.pt; 0 keeps all
     device: str | None = None  # None -> cuda if available else cpu
     find_unused_parameters: bool = False  # DDP: set when some parameters get no gradient in some steps
+    # Huh et al. 2023 §4.2 alternating optimization: k > 0 inner codebook steps (on k sub-batches) before each task
+    # step; alternating_fused takes the single inner step from the task's own forward pass (k = 1).
+    alternating_inner_steps: int = 0
+    alternating_fused: bool = False
 
     @classmethod
     def from_dict(cls, values: dict | None) -> "TrainConfig":

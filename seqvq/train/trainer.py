@@ -17,7 +17,11 @@ Contract
   ``polyak_decay`` is set, and with the training RNG state saved and restored around it. Its figures are
   logged with ``split="dev"``.
 * Optimizer: ``Adam(seqvq.param_groups(model, lr, codebook_lr, weight_decay))``;
-  ``seqvq.reset_optimizer_state(model, optimizer)`` runs after backward and before the step.
+  ``seqvq.reset_optimizer_state(model, optimizer)`` runs after backward and before the step.  With
+  ``alternating_inner_steps: k`` (or ``alternating_fused: true``) the step is Huh et al.'s alternating one
+  (:class:`seqvq.AlternatingOptimizer`: k codebook-only steps on sub-batches, then the task step) with one Adam
+  for the codebook group and one for the rest; a model with a batch layout that slicing every tensor along dim 0
+  cannot split provides ``split_batch(batch, parts)``.
 * Checkpoints: ``exp_dir/checkpoints/step_NNNNNN.pt`` every ``checkpoint_every`` steps and at the end, plus
   ``last.pt``, written atomically. A trainer whose ``exp_dir`` holds ``last.pt`` resumes from it exactly: model,
   optimizer, schedule, Polyak shadow, step, epoch and position in the epoch, Python/numpy/torch RNG states
@@ -44,6 +48,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 import seqvq
+from seqvq.quantize import AlternatingOptimizer
 from seqvq.train.checkpoint import (atomic_save, checkpoint_path, prune_checkpoints, read_checkpoint,
                                     rng_state, set_rng_state)
 from seqvq.train.config import TrainConfig
@@ -105,12 +110,24 @@ class Trainer:
         self.device = resolve_device(config.device)
         self.rank, self.world_size = init_distributed(self.device)
         self.model = model.to(self.device)
-        self.optimizer = torch.optim.Adam(
-            seqvq.param_groups(self.model, config.lr, config.codebook_lr, weight_decay=config.weight_decay),
-            lr=config.lr, weight_decay=config.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, LRFactor(
+        groups = seqvq.param_groups(self.model, config.lr, config.codebook_lr, weight_decay=config.weight_decay)
+        self.alternating = None
+        if config.alternating_inner_steps or config.alternating_fused:
+            # Huh §4.2: the codebook (eq. 17) and the rest (eq. 18) are stepped by separate optimizers.
+            by_name = {group["name"]: group for group in groups}
+            self.optimizers = [torch.optim.Adam([by_name["model"]])]
+            if "codebook" in by_name:
+                self.optimizers.append(torch.optim.Adam([by_name["codebook"]]))
+            self.alternating = AlternatingOptimizer(
+                self.model, self.optimizers[0], self.optimizers[1] if len(self.optimizers) > 1 else None,
+                inner_steps=max(1, config.alternating_inner_steps), fused=config.alternating_fused,
+                split=getattr(model, "split_batch", None), clip_grad_norm=config.clip_grad_norm)
+        else:
+            self.optimizers = [torch.optim.Adam(groups, lr=config.lr, weight_decay=config.weight_decay)]
+        self.optimizer = self.optimizers[0]
+        self.schedulers = [torch.optim.lr_scheduler.LambdaLR(optimizer, LRFactor(
             config.schedule, config.steps, config.step_size, config.gamma, config.warmup_steps,
-            config.min_lr_ratio))
+            config.min_lr_ratio)) for optimizer in self.optimizers]
         self.ddp_model = self.model
         if self.world_size > 1:  # wrapping broadcasts rank 0's parameters and buffers to every rank
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -141,21 +158,33 @@ class Trainer:
     # ---- training -------------------------------------------------------------------------------------
     def train_step(self, batch) -> StepOutput:
         self.model.train()
+        if self.alternating is not None:
+            result = self.alternating.step(batch, self._task_output)
+            out = result.output
+            out.metrics = {**out.metrics, "inner_codebook_loss": result.inner_losses.mean()}
+            if result.grad_norm is not None:
+                out.metrics["grad_norm"] = result.grad_norm
+        else:
+            out = self._task_output(batch)
+            self.optimizer.zero_grad(set_to_none=True)
+            out.loss.backward()
+            seqvq.reset_optimizer_state(self.model, self.optimizer)
+            if self.config.clip_grad_norm is not None:
+                grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_grad_norm)
+                out.metrics = {**out.metrics, "grad_norm": grad_norm}
+            self.optimizer.step()
+        for scheduler in self.schedulers:
+            scheduler.step()
+        if self.polyak is not None:
+            self.polyak.update(self.model)
+        self.step += 1
+        return out
+
+    def _task_output(self, batch) -> StepOutput:
         out = self.ddp_model(batch)
         if not isinstance(out, StepOutput):
             raise TypeError(f"{type(self.model).__name__}.forward must return seqvq.train.StepOutput, "
                             f"got {type(out).__name__}")
-        self.optimizer.zero_grad(set_to_none=True)
-        out.loss.backward()
-        seqvq.reset_optimizer_state(self.model, self.optimizer)
-        if self.config.clip_grad_norm is not None:
-            grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_grad_norm)
-            out.metrics = {**out.metrics, "grad_norm": grad_norm}
-        self.optimizer.step()
-        self.scheduler.step()
-        if self.polyak is not None:
-            self.polyak.update(self.model)
-        self.step += 1
         return out
 
     def fit(self) -> dict[str, float]:
@@ -233,8 +262,8 @@ class Trainer:
             return
         state = {
             "step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
-            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
+            "model": self.model.state_dict(), "optimizers": [o.state_dict() for o in self.optimizers],
+            "schedulers": [s.state_dict() for s in self.schedulers],
             "polyak": self.polyak.state_dict() if self.polyak is not None else None,
             "rng": rng_states, "train_config": dataclasses.asdict(self.config), "config": self.run_config,
         }
@@ -245,10 +274,11 @@ class Trainer:
 
     def _resume(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
         # The schedule's shape comes from the current config (e.g. more steps), its position from the checkpoint.
-        no_lambdas = [None] * len(self.optimizer.param_groups)
-        self.scheduler.load_state_dict({**state["scheduler"], "lr_lambdas": no_lambdas})
+        for optimizer, scheduler, optimizer_state, scheduler_state in zip(
+                self.optimizers, self.schedulers, state["optimizers"], state["schedulers"], strict=True):
+            optimizer.load_state_dict(optimizer_state)
+            scheduler.load_state_dict({**scheduler_state, "lr_lambdas": [None] * len(optimizer.param_groups)})
         if self.polyak is not None and state["polyak"] is not None:
             self.polyak.load_state_dict(state["polyak"])
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]

@@ -1,0 +1,201 @@
+"""Alternating optimization (Huh eq. 17-18, §5.4): inner codebook steps on sub-batches, then the task step."""
+import collections
+import copy
+import dataclasses
+
+import pytest
+import torch
+from torch import nn
+
+import seqvq
+from seqvq.quantize.alternating import AlternatingOptimizer, split_batch
+from seqvq.quantize.optim import codebook_parameters
+
+
+class Model(nn.Module):
+    def __init__(self, codebook_update="gradient"):
+        super().__init__()
+        self.encoder = nn.Linear(3, 4)
+        affine = "learned" if codebook_update == "gradient" else None
+        self.quantizer = seqvq.VectorQuantizer(4, 6, codebook_update=codebook_update, alpha=2.0, beta=0.7,
+                                               affine=affine)
+        if affine:  # start the affine map away from identity, so its gradients are not trivially zero
+            with torch.no_grad():
+                self.quantizer.affine.scale.fill_(0.5)
+                self.quantizer.affine.shift.fill_(0.1)
+        self.decoder = nn.Linear(4, 2)
+
+    def encode(self, batch):
+        return self.encoder(batch["x"]), batch["mask"]
+
+    def forward(self, batch):
+        z_e, mask = self.encode(batch)
+        res = self.quantizer(z_e, mask=mask)
+        error = (self.decoder(res.quantized) - batch["y"]).pow(2).sum(-1)
+        return (error * mask).sum() / mask.sum() + res.loss
+
+    def codebook_loss(self, part):
+        with torch.no_grad():
+            z_e, mask = self.encode(part)
+        return self.quantizer(z_e, mask=mask).losses["codebook"]
+
+
+def make_batch(seed=0, size=4):
+    generator = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(2, 6, (size,), generator=generator)
+    return {"x": torch.randn(size, 5, 3, generator=generator),
+            "mask": torch.arange(5).unsqueeze(0) < lengths.unsqueeze(1),
+            "y": torch.randn(size, 5, 2, generator=generator), "name": "batch"}
+
+
+def split_parameters(model):
+    codebook = codebook_parameters(model)
+    codebook_ids = {id(p) for p in codebook}
+    task = [p for p in model.parameters() if id(p) not in codebook_ids]
+    return task, codebook
+
+
+def sgd_helper(model, lr=0.1, codebook_lr=0.3, **options):
+    task, codebook = split_parameters(model)
+    return AlternatingOptimizer(model, torch.optim.SGD(task, lr=lr), torch.optim.SGD(codebook, lr=codebook_lr),
+                                **options)
+
+
+def reference_step(model, batch, inner_steps, fused, lr=0.1, codebook_lr=0.3):
+    """Eq. 17-18 by hand: plain SGD, gradients with torch.autograd.grad."""
+    task, codebook = split_parameters(model)
+    if fused:
+        captured = []
+        handle = model.quantizer.register_forward_hook(lambda m, i, out: captured.append(out.losses["codebook"]))
+        loss = model(batch)
+        handle.remove()
+        codebook_grads = torch.autograd.grad(captured[0], codebook, retain_graph=True)
+        task_grads = torch.autograd.grad(loss, task)
+        with torch.no_grad():
+            for p, g in zip(codebook, codebook_grads):
+                p -= codebook_lr * g
+            for p, g in zip(task, task_grads):
+                p -= lr * g
+        return
+    for part in split_batch(batch, inner_steps):
+        grads = torch.autograd.grad(model.codebook_loss(part), codebook)
+        with torch.no_grad():
+            for p, g in zip(codebook, grads):
+                p -= codebook_lr * g
+    grads = torch.autograd.grad(model(batch), task)
+    with torch.no_grad():
+        for p, g in zip(task, grads):
+            p -= lr * g
+
+
+@pytest.mark.parametrize("inner_steps, fused", [(1, False), (2, False), (4, False), (1, True)])
+def test_steps_equal_eq_17_then_eq_18_by_hand(inner_steps, fused):
+    torch.manual_seed(0)
+    model, reference = Model(), Model()
+    reference.load_state_dict(model.state_dict())
+    helper = sgd_helper(model, inner_steps=inner_steps, fused=fused)
+    for seed in range(3):
+        batch = make_batch(seed)
+        result = helper.step(batch, model, model.codebook_loss)
+        reference_step(reference, batch, inner_steps, fused)
+        assert result.inner_losses.shape == (inner_steps,)
+        for (name, a), b in zip(model.named_parameters(), reference.parameters()):
+            torch.testing.assert_close(a, b, msg=name)
+            assert a.grad is None or all(a is not p for p in codebook_parameters(model)), name  # no inner grad left
+    for (name, a), b in zip(model.state_dict().items(), reference.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=name)
+
+
+def test_inner_loop_sends_no_gradient_outside_the_codebook_even_from_a_careless_inner_loss():
+    torch.manual_seed(0)
+    model = Model()
+    helper = sgd_helper(model, inner_steps=2)
+    phase, received = ["inner"], collections.Counter()
+    for name, parameter in model.named_parameters():
+        parameter.register_hook(lambda grad, name=name: received.update([(phase[0], name)]))
+
+    def careless_inner_loss(part):  # encoder WITH gradients, and the loss includes the commitment term that
+        z_e, mask = model.encode(part)  # reaches it: the helper must still send nothing outside the codebook
+        return model.quantizer(z_e, mask=mask).loss
+
+    def task_loss(batch):
+        phase[0] = "task"
+        for parameter in model.parameters():
+            assert parameter.grad is None  # nothing from the inner loop waits to be added to the task gradient
+        return model(batch)
+
+    helper.step(make_batch(), task_loss, careless_inner_loss)
+    inner = {name for phase_name, name in received if phase_name == "inner"}
+    assert inner == {"quantizer.codebook", "quantizer.affine.scale", "quantizer.affine.shift"}
+    assert all(count == 2 for (phase_name, _), count in received.items() if phase_name == "inner")
+    affine = [model.quantizer.affine.scale, model.quantizer.affine.shift, model.quantizer.codebook]
+    assert all(p.grad is None for p in affine)
+
+
+def test_ema_codebooks_are_moved_by_the_inner_forward_passes():
+    torch.manual_seed(0)
+    model = Model(codebook_update="ema")
+    helper = AlternatingOptimizer.from_model(model, lr=0.01, inner_steps=2)
+    assert helper.codebook_optimizer is None  # nothing to step: the EMA update is the inner step
+    before = model.quantizer.codebook.detach().clone()
+    steps = int(model.quantizer.step)
+    helper.step(make_batch(), model, model.codebook_loss)
+    assert int(model.quantizer.step) == steps + 3  # two inner forwards and the task forward
+    assert not torch.equal(before, model.quantizer.codebook)
+
+
+def test_optimizers_are_checked_and_state_round_trips():
+    model = Model()
+    task, codebook = split_parameters(model)
+    with pytest.raises(ValueError, match="task_optimizer holds codebook parameters"):
+        AlternatingOptimizer(model, torch.optim.SGD(model.parameters(), lr=0.1), torch.optim.SGD(codebook, lr=0.1))
+    with pytest.raises(ValueError, match="not codebook parameters"):
+        AlternatingOptimizer(model, torch.optim.SGD(task, lr=0.1), torch.optim.SGD(model.parameters(), lr=0.1))
+    with pytest.raises(ValueError, match="exactly one inner step"):
+        sgd_helper(model, inner_steps=2, fused=True)
+    helper = AlternatingOptimizer.from_model(model, lr=0.01, codebook_lr=0.1, inner_steps=2)
+    helper.step(make_batch(), model, model.codebook_loss)
+    restored = AlternatingOptimizer.from_model(Model(), lr=0.01, codebook_lr=0.1, inner_steps=2)
+    restored.load_state_dict(copy.deepcopy(helper.state_dict()))
+    assert restored.codebook_optimizer.state_dict()["state"].keys() == helper.codebook_optimizer.state_dict()[
+        "state"].keys()
+    assert restored.codebook_optimizer.param_groups[0]["lr"] == 0.1
+
+
+def test_task_gradient_clipping_bounds_the_task_step_only():
+    torch.manual_seed(0)
+    model, reference = Model(), Model()
+    reference.load_state_dict(model.state_dict())
+    clipped, plain = sgd_helper(model, clip_grad_norm=1e-3), sgd_helper(reference)
+    batch = make_batch()
+    task_before = [p.detach().clone() for p in split_parameters(model)[0]]
+    result = clipped.step(batch, model, model.codebook_loss)
+    plain.step(batch, reference, reference.codebook_loss)
+    assert result.grad_norm > 1e-3
+    moved = torch.cat([(p - b).flatten() for p, b in zip(split_parameters(model)[0], task_before)])
+    torch.testing.assert_close(moved.norm(), torch.tensor(0.1 * 1e-3))  # lr x the clipped norm
+    for a, b in zip(split_parameters(model)[1], split_parameters(reference)[1]):
+        torch.testing.assert_close(a, b)  # the inner codebook steps are not clipped
+
+
+@dataclasses.dataclass
+class Batch:
+    x: torch.Tensor
+    lengths: torch.Tensor
+    names: tuple
+
+
+Pair = collections.namedtuple("Pair", "a b")
+
+
+def test_split_batch_slices_every_tensor_along_the_batch_axis():
+    batch = {"data": Batch(torch.arange(10).view(5, 2), torch.arange(5), ("u1", "u2")),
+             "pair": Pair(torch.arange(5), torch.tensor(7.0)), "tag": "train"}
+    parts = split_batch(batch, 2)
+    assert [part["data"].x.shape[0] for part in parts] == [3, 2]
+    assert torch.equal(torch.cat([part["data"].x for part in parts]), batch["data"].x)
+    assert torch.equal(parts[1]["pair"].a, torch.tensor([3, 4])) and isinstance(parts[1]["pair"], Pair)
+    assert parts[1]["pair"].b == 7.0 and parts[0]["tag"] == "train" and parts[0]["data"].names == ("u1", "u2")
+    with pytest.raises(ValueError, match=r"batch\['targets'\] has leading size 7"):
+        split_batch({"x": torch.zeros(5, 2), "targets": torch.zeros(7)}, 2)
+    assert [p["x"].shape[0] for p in split_batch({"x": torch.zeros(5, 2)}, 6)] == [1] * 5  # short batch
