@@ -11,7 +11,6 @@ import statistics
 import time
 
 import torch
-import torch.nn.functional as F
 
 from seqvq import param_groups, reset_optimizer_state
 from seqvq.tasks.speech import SpeechBatch, build_model
