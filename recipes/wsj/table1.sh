@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Table I of Łańcucki et al. 2020 (Dev PER and code perplexity per VQ training variant), plus the Huh et al. 2023
+# remedies, on the built corpus (--mini, default) or real WSJ (--data DIR). Prepares data once (run.sh stages
+# 0-2), trains and evaluates every variant (stages 3-4, --jobs at a time), then prints a markdown table.
+#
+#   bash recipes/wsj/table1.sh [--mini | --data DIR] [--jobs 2] [--variants "vanilla_vq bn ..."] [-- train.steps=N]
+#
+# Other options are passed to run.sh (--exp, --size, --train-utts, ...). Variants that already have
+# decode_dev/figures.json are not retrained (delete EXP/VARIANT to redo one).
+set -euo pipefail
+
+variants="no_bottleneck vanilla_vq bn bn_codebook_lr bn_ema bn_reestimation bn_reestimation_codebook_lr
+huh_affine huh_sync huh_replacement huh_alternating"
+jobs=2
+run_args=()
+overrides=()
+exp=""
+mini=true
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --variants) variants=$2; shift 2 ;;
+    --jobs) jobs=$2; shift 2 ;;
+    --exp) exp=$2; run_args+=(--exp "$2"); shift 2 ;;
+    --data) mini=false; run_args+=(--data "$2"); shift 2 ;;
+    --mini) shift ;;
+    --) shift; overrides=("$@"); break ;;
+    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    *) run_args+=("$1" "$2"); shift 2 ;;
+  esac
+done
+$mini && run_args+=(--mini)
+$mini && exp=${exp:-exp/wsj_mini} || exp=${exp:-exp/wsj}
+here=$(cd "$(dirname "$0")" && pwd)
+start_time=$SECONDS
+
+bash "$here/run.sh" "${run_args[@]}" --stage 0 --stop-stage 2
+
+threads=$(( $(nproc) / jobs )); (( threads >= 1 )) || threads=1
+mkdir -p "$exp/logs"
+running=0
+for variant in $variants; do
+  if [[ -f $exp/$variant/decode_dev/figures.json ]]; then continue; fi
+  echo "table1.sh: training $variant (log: $exp/logs/$variant.log)"
+  bash "$here/run.sh" "${run_args[@]}" --variant "$variant" --stage 3 --stop-stage 4 -- \
+    "threads=$threads" ${overrides[@]+"${overrides[@]}"} > "$exp/logs/$variant.log" 2>&1 &
+  running=$((running + 1))
+  if (( running >= jobs )); then
+    wait -n || echo "table1.sh: a variant failed; see $exp/logs" >&2
+    running=$((running - 1))
+  fi
+done
+while (( running > 0 )); do
+  wait -n || echo "table1.sh: a variant failed; see $exp/logs" >&2
+  running=$((running - 1))
+done
+
+python3 - "$exp" $variants <<'EOF'
+import json, sys
+from pathlib import Path
+
+names = {
+    "no_bottleneck": "no bottleneck", "vanilla_vq": "vanilla VQ", "bn": "+ BN",
+    "bn_codebook_lr": "+ BN + codebook LR", "bn_ema": "+ BN + EMA", "bn_reestimation": "+ BN + data-dep reest",
+    "bn_reestimation_codebook_lr": "+ BN + data-dep reest + codebook LR", "huh_affine": "Huh: affine",
+    "huh_sync": "Huh: synchronized update", "huh_replacement": "Huh: dead-code replacement",
+    "huh_alternating": "Huh: alternating optimization",
+}
+exp = Path(sys.argv[1])
+print("| Model | Dev PER (%) | Code perplexity | Codes used | Steps |")
+print("|---|---|---|---|---|")
+for variant in sys.argv[2:]:
+    path = exp / variant / "decode_dev" / "figures.json"
+    if not path.exists():
+        print(f"| {names.get(variant, variant)} | (failed or not run) | | | |")
+        continue
+    f = json.loads(path.read_text())
+    perplexity = f"{f['code_perplexity']:.1f}" if "code_perplexity" in f else "N/A"
+    print(f"| {names.get(variant, variant)} | {f['per']:.1f} | {perplexity} | {f.get('codes_used', 'N/A')} "
+          f"| {f['step']} |")
+EOF
+echo "table1.sh: done in $(( (SECONDS - start_time) / 60 )) min"

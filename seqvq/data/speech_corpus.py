@@ -1,0 +1,157 @@
+"""Prepared speech splits: fbank features as ark/scp, phone targets and global CMVN statistics.
+
+A prepared split directory holds ``feats.scp`` (+ ``feats.ark`` when computed here), ``phones.txt``
+(``utt PH PH ...``) and, for the training split, ``cmvn.ark`` (global statistics of the features the model sees,
+deltas included; Kaldi layout). ``data_prep/compute_features.py`` and ``data_prep/make_targets.py`` write them
+once; training and evaluation only read them. :func:`load_split` also accepts a raw Kaldi data directory and
+then computes features and lexicon targets in memory (for ``seqvq evaluate`` on any data dir).
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from seqvq.data.features import Fbank, FbankOptions, GlobalCMVN, add_deltas
+from seqvq.data.kaldi import DataDirError, KaldiDataDir, read_data_dir, read_table
+from seqvq.data.lexicon import (PhoneTargets, cmudict_lexicon, read_lexicon, read_phone_transcripts,
+                                words_to_phones, write_phone_transcripts)
+
+FEATS_SCP, PHONES, CMVN = "feats.scp", "phones.txt", "cmvn.ark"
+
+
+def utterance_fbank(samples: np.ndarray, fbank: Fbank) -> np.ndarray:
+    """Float waveform in [-1, 1] -> fbank ``(T, D)``; Kaldi works on the int16 scale, so scale by 2^15."""
+    with torch.no_grad():
+        return fbank(torch.from_numpy(samples).float() * 32768.0).numpy()
+
+
+def iter_fbank(data: KaldiDataDir, options: FbankOptions = FbankOptions()) -> Iterator[tuple[str, np.ndarray]]:
+    """Features per utterance: the directory's own ``feats.scp`` as it is, else fbank computed from audio."""
+    if data.feats:
+        import kaldiio
+
+        for utt in data.utterances:
+            yield utt, np.asarray(kaldiio.load_mat(data.feats[utt]), dtype=np.float32)
+        return
+    fbank = Fbank(options)
+    for utt in data.utterances:
+        samples, rate = data.load_audio(utt)
+        if rate != options.sample_rate:
+            raise DataDirError(f"{data.path / 'wav.scp'}: {utt} is {rate} Hz but features expect "
+                               f"{options.sample_rate} Hz; set the sample rate option or resample the audio")
+        yield utt, utterance_fbank(samples, fbank)
+
+
+def write_features(data: KaldiDataDir, out_dir: str | Path, options: FbankOptions = FbankOptions()) -> int:
+    """Write ``out_dir/feats.{ark,scp}`` (Kaldi-compressed) or, if the data dir has features, its feats.scp.
+
+    Returns the number of frames. Files appear atomically: written under temporary names, then renamed.
+    """
+    import kaldiio
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    frames = 0
+    scp_tmp = out_dir / (FEATS_SCP + ".tmp")
+    if data.feats:
+        with open(scp_tmp, "w", encoding="utf-8") as handle:
+            for utt, matrix in iter_fbank(data, options):
+                handle.write(f"{utt} {data.feats[utt]}\n")
+                frames += len(matrix)
+    else:
+        ark_tmp, ark = (out_dir / "feats.ark.tmp").resolve(), (out_dir / "feats.ark").resolve()
+        raw_scp = out_dir / (FEATS_SCP + ".raw.tmp")
+        with kaldiio.WriteHelper(f"ark,scp:{ark_tmp},{raw_scp}", compression_method=2) as writer:
+            for utt, matrix in iter_fbank(data, options):
+                if len(matrix) == 0:
+                    raise DataDirError(f"{data.path}: utterance {utt} is shorter than one 25 ms frame; drop it "
+                                       f"(utils/fix_data_dir.sh after removing it from the lists)")
+                writer(utt, matrix)
+                frames += len(matrix)
+        with open(raw_scp, encoding="utf-8") as source, open(scp_tmp, "w", encoding="utf-8") as handle:
+            for line in source:
+                utt, entry = line.rstrip("\n").split(" ", 1)
+                handle.write(f"{utt} {ark}:{entry.rsplit(':', 1)[1]}\n")
+        raw_scp.unlink()
+        os.replace(ark_tmp, ark)
+    os.replace(scp_tmp, out_dir / FEATS_SCP)
+    return frames
+
+
+def read_features(split_dir: str | Path) -> Mapping[str, np.ndarray]:
+    """Lazy ``utt -> (T, D)`` mapping over ``split_dir/feats.scp``."""
+    import kaldiio
+
+    path = Path(split_dir) / FEATS_SCP
+    read_table(path, 2, 2, rest_of_line=True)  # validates the lines with file:line errors
+    return kaldiio.load_scp(str(path))
+
+
+def compute_cmvn(features: Mapping[str, np.ndarray], deltas: bool) -> np.ndarray:
+    """Global CMVN statistics over every utterance of a (training) split, after optional deltas."""
+    def matrices():
+        for utt in features:
+            matrix = torch.from_numpy(np.array(features[utt], dtype=np.float32))
+            yield (add_deltas(matrix) if deltas else matrix).numpy()
+
+    return GlobalCMVN.accumulate(matrices())
+
+
+def save_cmvn(stats: np.ndarray, path: str | Path) -> None:
+    import kaldiio
+
+    path = Path(path)
+    temporary = path.with_name(path.name + ".tmp")
+    kaldiio.save_mat(str(temporary), stats)
+    os.replace(temporary, path)
+
+
+def load_cmvn(path: str | Path) -> GlobalCMVN:
+    import kaldiio
+
+    if not Path(path).exists():
+        raise FileNotFoundError(f"{path}: CMVN statistics missing; run data_prep/compute_features.py on the "
+                                f"training split first")
+    return GlobalCMVN(kaldiio.load_mat(str(path)))
+
+
+def make_targets(data: KaldiDataDir, phone_file: str | Path | None = None, lexicon_file: str | Path | None = None,
+                 oov_policy: str = "drop_utterance") -> PhoneTargets:
+    """Phone targets from a phone transcript file, else from ``text`` through a lexicon (CMUdict by default)."""
+    if phone_file is not None:
+        result = read_phone_transcripts(phone_file)
+        missing = [utt for utt in data.utterances if utt not in result.targets]
+        result.dropped_utterances = sorted(set(result.dropped_utterances) | set(missing))
+        result.targets = {utt: result.targets[utt] for utt in data.utterances if utt in result.targets}
+        return result
+    if not data.text:
+        raise DataDirError(f"{data.path / 'text'}: missing; targets need transcripts or a phone file")
+    lexicon = read_lexicon(lexicon_file) if lexicon_file is not None else cmudict_lexicon()
+    return words_to_phones(data.text, lexicon, oov_policy)
+
+
+def save_targets(targets: PhoneTargets, split_dir: str | Path) -> None:
+    """Write ``phones.txt`` and an ``oov_report.txt`` (the report plus every OOV word with its count)."""
+    split_dir = Path(split_dir)
+    split_dir.mkdir(parents=True, exist_ok=True)
+    write_phone_transcripts(targets.targets, split_dir / PHONES)
+    lines = [targets.report()] + [f"{word} {count}" for word, count in targets.oov_words.most_common()]
+    temporary = split_dir / "oov_report.txt.tmp"
+    temporary.write_text("\n".join(lines) + "\n")
+    os.replace(temporary, split_dir / "oov_report.txt")
+
+
+def load_split(path: str | Path, options: FbankOptions = FbankOptions(),
+               oov_policy: str = "drop_utterance") -> tuple[Mapping[str, np.ndarray], dict[str, list[str]]]:
+    """``(features, targets)`` of a prepared split, or of a raw Kaldi data dir computed in memory."""
+    path = Path(path)
+    if (path / FEATS_SCP).exists() and (path / PHONES).exists():
+        return read_features(path), read_phone_transcripts(path / PHONES).targets
+    data = read_data_dir(path)
+    targets = make_targets(data, oov_policy=oov_policy)
+    print(f"{path}: {targets.report()}")
+    return dict(iter_fbank(data, options)), targets.targets
