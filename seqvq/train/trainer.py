@@ -20,8 +20,9 @@ Contract
   ``seqvq.reset_optimizer_state(model, optimizer)`` runs after backward and before the step.  With
   ``alternating_inner_steps: k`` (or ``alternating_fused: true``) the step is Huh et al.'s alternating one
   (:class:`seqvq.AlternatingOptimizer`: k codebook-only steps on sub-batches, then the task step) with one Adam
-  for the codebook group and one for the rest; a model with a batch layout that slicing every tensor along dim 0
-  cannot split provides ``split_batch(batch, parts)``.
+  for the codebook group and one for the rest.  A model may provide ``codebook_loss(part)`` (its quantizers'
+  codebook terms with the encoder under no_grad; else the whole forward pass runs per inner step) and
+  ``split_batch(batch, parts)`` (for batch layouts that slicing every tensor along dim 0 cannot split).
 * Checkpoints: ``exp_dir/checkpoints/step_NNNNNN.pt`` every ``checkpoint_every`` steps and at the end, plus
   ``last.pt``, written atomically. A trainer whose ``exp_dir`` holds ``last.pt`` resumes from it exactly: model,
   optimizer, schedule, Polyak shadow, step, epoch and position in the epoch, Python/numpy/torch RNG states
@@ -159,7 +160,7 @@ class Trainer:
     def train_step(self, batch) -> StepOutput:
         self.model.train()
         if self.alternating is not None:
-            result = self.alternating.step(batch, self._task_output)
+            result = self.alternating.step(batch, self._task_output, getattr(self.model, "codebook_loss", None))
             out = result.output
             out.metrics = {**out.metrics, "inner_codebook_loss": result.inner_losses.mean()}
             if result.grad_norm is not None:
