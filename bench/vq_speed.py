@@ -1,6 +1,7 @@
 """Nearest-code search speed and memory: ``python bench/vq_speed.py [--quick]``.
 
-For each (N, K, D) the assignment time of ``seqvq.quantize.nearest_codes`` is divided by the floor: the bare
+For each (N, K, D) the assignment time of ``seqvq.quantize.nearest_codes`` (indices only, as the quantizer calls
+it) is divided by the floor: the bare
 ``x @ C.T`` product over the same row blocks into a preallocated buffer (the arithmetic any exact search must do;
 a single ``x @ C.T`` of the full shape would need N*K*4 bytes — 16 GB at N = 10^6, K = 4096).  Peak memory is the
 growth of the process's peak RSS while searching, measured in a fresh subprocess per shape.  Where
@@ -50,9 +51,9 @@ def measure(n: int, k: int, d: int, repeats: int, compare_vqp: bool) -> dict:
     """Runs in a fresh process (see main) so that peak RSS belongs to this shape alone."""
     torch.manual_seed(0)
     z, codebook = torch.randn(n, d), torch.randn(k, d)
-    nearest_codes(z[:10], codebook)  # warm-up
+    nearest_codes(z[:10], codebook, with_distances=False)  # warm-up
     before = peak_rss_mb()
-    search_time = best_time(lambda: nearest_codes(z, codebook), repeats)
+    search_time = best_time(lambda: nearest_codes(z, codebook, with_distances=False), repeats)
     peak = peak_rss_mb() - before
     floor_time = best_time(floor_function(z, codebook), repeats)
     row = {"N": n, "K": k, "D": d, "seqvq_s": search_time, "floor_s": floor_time,
