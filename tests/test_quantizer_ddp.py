@@ -2,6 +2,7 @@
 EMA sums and counts are all-reduced, reservoirs merged before k-means, k-means and replacement broadcast."""
 from __future__ import annotations
 
+import datetime
 import os
 import socket
 
@@ -17,7 +18,7 @@ OPTIONS = dict(num_codebooks=2, codebook_update="ema", pre_norm=True, affine={"m
 
 def _worker(rank: int, port: int, out_dir: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=2)
+    dist.init_process_group("gloo", rank=rank, world_size=2, timeout=datetime.timedelta(seconds=60))
     torch.set_num_threads(1)
     torch.manual_seed(0)  # same initial codebook on both ranks
     quantizer = seqvq.VectorQuantizer(8, 16, **OPTIONS)
@@ -29,6 +30,10 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         quantizer(x, lengths=lengths)
         snapshots.append({k: v.clone() for k, v in quantizer.state_dict().items()
                           if "rng" not in k and "reservoir.samples" not in k and "reservoir.seen" not in k})
+    if rank == 0:  # evaluation on one rank (as the trainer does) must issue no collective
+        quantizer.eval()
+        quantizer(torch.randn(2, 5, 8))
+    dist.barrier()
     torch.save(snapshots, os.path.join(out_dir, f"rank{rank}.pt"))
     dist.destroy_process_group()
 

@@ -150,6 +150,8 @@ def test_reestimation_schedule_follows_algorithm_1():
         if step < 3:
             torch.testing.assert_close(out.quantized, x)  # pass-through before M_init
             assert out.loss.item() == 0.0
+            out.loss.backward()  # the codebook stays in the graph (DDP needs every parameter used)
+            assert vq.codebook.grad is not None and (vq.codebook.grad == 0).all()
         snapshots.append(vq.codebook.detach().clone())
     changed = [i + 1 for i in range(1, len(snapshots)) if not torch.equal(snapshots[i], snapshots[i - 1])]
     # k-means at M_init = 3, then every 2 steps while step < M_init + M_reestim = 7; only the gradient-free steps

@@ -280,7 +280,9 @@ class VectorQuantizer(nn.Module):
         commitment = squared_error(z_e, z_q.detach())
         codebook_term = squared_error(z_e.detach(), z_q)
         if self.reestimation is not None and self.reestimation.passes_through(int(self.step)):
-            quantized, loss = z_e, z_e.new_zeros(())  # Algorithm 1: no quantization before M_init
+            # Algorithm 1: no quantization before M_init.  The zero-weighted term keeps the codebook in the graph,
+            # so DistributedDataParallel does not stop on parameters without a gradient.
+            quantized, loss = z_e, 0.0 * z_q.sum()
         else:
             loss = self.alpha * (1.0 - self.beta) * commitment
             if self.codebook_update == "gradient":
@@ -374,7 +376,9 @@ class VectorQuantizer(nn.Module):
 
     @torch.no_grad()
     def code_counts(self, codes: torch.Tensor) -> torch.Tensor:
-        """Usage counts (G, K) of the valid ``codes`` (N, G), summed over ranks."""
+        """Usage counts (G, K) of the valid ``codes`` (N, G); in training summed over ranks (replacement needs the
+        global usage).  Evaluation may run on one rank alone, so in eval mode no collective is issued."""
         offsets = torch.arange(self.num_codebooks, device=codes.device) * self.codebook_size
         counts = torch.bincount((codes + offsets).reshape(-1), minlength=self.num_codebooks * self.codebook_size)
-        return all_reduce_sum(counts.view(self.num_codebooks, self.codebook_size).float())
+        counts = counts.view(self.num_codebooks, self.codebook_size).float()
+        return all_reduce_sum(counts) if self.training else counts
