@@ -8,12 +8,7 @@ from seqvq.models.handwriting_ae import HandwritingAutoencoder
 LEVELS, HEIGHT = 4, 16
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _model(**quantizer):

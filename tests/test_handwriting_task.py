@@ -13,12 +13,7 @@ from seqvq.train import Trainer, TrainConfig, read_metrics
 HEIGHT, LEVELS = 16, 4
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _corpus(folder, seed=0):

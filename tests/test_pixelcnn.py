@@ -7,13 +7,7 @@ from seqvq.models.pixelcnn import GatedPixelCNN
 HEIGHT, WIDTH, LEVELS, COND = 6, 14, 4, 3
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Pixel-by-pixel sampling is many tiny ops: extra threads only contend on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _model(**kwargs):
