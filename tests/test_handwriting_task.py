@@ -4,7 +4,6 @@ import math
 
 import numpy as np
 import pytest
-import torch
 
 from seqvq.data.lines import save_line_corpus
 from seqvq.tasks.handwriting import build_task, evaluate_cli
