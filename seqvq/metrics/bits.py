@@ -10,6 +10,8 @@ import math
 
 import torch
 
+from seqvq.quantize.core import perplexity
+
 
 def bits_per_dim(nll_nats: float, num_pixels: int) -> float:
     """Reconstruction bits/dim = summed NLL in nats / (ln 2 * number of pixels)."""
@@ -28,9 +30,7 @@ def code_perplexity(codes: torch.Tensor, codebook_size: int) -> float:
     valid = codes[codes >= 0].reshape(-1)
     if valid.numel() == 0:
         raise ValueError("code_perplexity needs at least one valid code")
-    counts = torch.bincount(valid, minlength=codebook_size).double()
-    probs = counts[counts > 0] / counts.sum()
-    return float(torch.exp2(-(probs * torch.log2(probs)).sum()))
+    return float(perplexity(torch.bincount(valid, minlength=codebook_size).double()))
 
 
 def nelbo_bits(bpd: float, bits_per_latent: float, pixels_per_latent: float) -> float:

@@ -188,9 +188,11 @@ class VectorQuantizer(nn.Module):
             self.ema.reset(self.effective_codebook().detach())
 
     # ----------------------------------------------------------------------------------------------- codebook
-    def effective_codebook(self) -> torch.Tensor:
-        """The code vectors (G, K, d) that inputs are compared with (through the affine map when there is one)."""
-        return self.codebook if self.affine is None else self.affine(self.codebook)
+    def effective_codebook(self, signal: torch.Tensor | None = None) -> torch.Tensor:
+        """The code vectors (G, K, d) that inputs are compared with: ``signal`` (default the codebook parameter)
+        through the affine map when there is one."""
+        signal = self.codebook if signal is None else signal
+        return signal if self.affine is None else self.affine(signal)
 
     def signal_from_effective(self, vectors: torch.Tensor) -> torch.Tensor:
         """Inverse of :meth:`effective_codebook`'s map, for writing chosen code vectors into the parameters."""
@@ -268,7 +270,7 @@ class VectorQuantizer(nn.Module):
         # In training the codebook may be rewritten in place after assignment (EMA, replacement); the graph uses a
         # copy so backward sees the values the forward pass used.
         signal = self.codebook.clone() if self.training else self.codebook
-        codebook = self._comparison_space(signal if self.affine is None else self.affine(signal))
+        codebook = self._comparison_space(self.effective_codebook(signal))
         sampled = None
         if self.training and self.assignment != "nearest":
             codes, sampled = self.sample(z_e, codebook)
