@@ -47,6 +47,12 @@ class Reservoir(nn.Module):
             self.samples[taken.to(self.samples.device)] = rest[winner[taken].to(rest.device)]
         self.seen += count
 
+    @torch.no_grad()
+    def restart(self) -> None:
+        """Empty the sample; the generator's stream goes on."""
+        self.samples.zero_()
+        self.seen.zero_()
+
     def contents(self) -> torch.Tensor:
         """The filled part of the reservoir, merged over ranks under DDP."""
         return all_gather_rows(self.samples[: self.filled])
