@@ -195,3 +195,105 @@ def test_split_batch_slices_every_tensor_along_the_batch_axis():
     with pytest.raises(ValueError, match=r"batch\['targets'\] has leading size 7"):
         split_batch({"x": torch.zeros(5, 2), "targets": torch.zeros(7)}, 2)
     assert [p["x"].shape[0] for p in split_batch({"x": torch.zeros(5, 2)}, 6)] == [1] * 5  # short batch
+
+
+class SyncModel(nn.Module):
+    """No affine map, so the nu term lands on the codebook rows of the selected codes, readable by hand."""
+
+    def __init__(self, sync_nu):
+        super().__init__()
+        torch.manual_seed(3)
+        self.encoder = nn.Linear(3, 4)
+        self.quantizer = seqvq.VectorQuantizer(4, 6, sync_nu=sync_nu, alpha=2.0, beta=0.7)
+        self.decoder = nn.Linear(4, 2)
+
+    def forward(self, batch):
+        z_e, mask = self.encoder(batch["x"]), batch["mask"]
+        self.result = self.quantizer(z_e, mask=mask)
+        self.result.quantized.retain_grad()
+        error = (self.decoder(self.result.quantized) - batch["y"]).pow(2).sum(-1)
+        return (error * mask).sum() / mask.sum() + self.result.loss
+
+
+@pytest.mark.parametrize("inner_steps, fused", [(1, True), (1, False), (2, False)])
+def test_sync_nu_adds_exactly_nu_times_the_task_gradient_to_the_codebook_update(inner_steps, fused):
+    """Huh eq. 21 under alternating optimization: with SGD at codebook rate lr, the codebook after a step with nu
+    differs from the one with nu = 0 by -lr * nu * sum_{i: code k} dL_task/dz_q_i, and nothing else differs."""
+    nu, codebook_lr = 0.6, 0.3
+    synced, plain = SyncModel(nu), SyncModel(0.0)
+    batch = make_batch(seed=4)
+    for model in (synced, plain):
+        sgd_helper(model, codebook_lr=codebook_lr, inner_steps=inner_steps, fused=fused).step(batch, model)
+    mask = batch["mask"]
+    task_gradient = synced.result.quantized.grad[mask]  # dL/d(output) at the valid positions, the task pass's
+    codes = synced.result.codes[mask]
+    assert torch.equal(codes, plain.result.codes[mask])
+    expected = -codebook_lr * nu * torch.zeros(6, 4).index_add_(0, codes, task_gradient)
+    difference = synced.quantizer.codebook.detach()[0] - plain.quantizer.codebook.detach()[0]
+    assert expected.abs().max() > 1e-3
+    torch.testing.assert_close(difference, expected)
+    for (name, a), b in zip(synced.named_parameters(), plain.parameters()):
+        if name != "quantizer.codebook":
+            torch.testing.assert_close(a, b, msg=name)
+
+
+def test_nu_and_gumbel_need_what_ema_and_gumbel_lack():
+    with pytest.raises(ValueError, match="sync_nu.*codebook_update='ema'.*use one or the other"):
+        seqvq.VectorQuantizer(4, 6, sync_nu=0.5, codebook_update="ema")
+    with pytest.raises(ValueError, match="sync_nu.*assignment='gumbel'.*use one or the other"):
+        seqvq.VectorQuantizer(4, 6, sync_nu=0.5, assignment="gumbel")
+
+
+class PassModel(nn.Module):
+    """Every quantizer state that a step changes: step, reservoir, affine EMA statistics, LRU clocks and
+    replacement, EMA-free temperature anneal."""
+
+    def __init__(self, **options):
+        super().__init__()
+        torch.manual_seed(0)
+        self.encoder = nn.Linear(3, 4)
+        self.quantizer = seqvq.VectorQuantizer(4, 16, **options)
+        self.decoder = nn.Linear(4, 2)
+
+    def forward(self, batch):
+        res = self.quantizer(self.encoder(batch["x"]), mask=batch["mask"])
+        error = (self.decoder(res.quantized) - batch["y"]).pow(2).sum(-1)
+        return (error * batch["mask"]).sum() / batch["mask"].sum() + res.loss
+
+
+STATEFUL = dict(affine={"mode": "ema", "momentum": 0.3}, replace_dead_after=1, assignment="stochastic",
+                temperature={"start": 2.0, "end": 0.1, "decay_steps": 10},
+                reestimate={"init_steps": 2, "every": 2, "steps": 6, "reservoir_size": 1000,
+                            "restart_reservoir": False})
+
+
+def test_an_inner_pass_changes_no_quantizer_state():
+    model = PassModel(**STATEFUL)
+    model(make_batch(seed=0))  # past step 0, so the clocks and statistics hold something
+    before = copy.deepcopy(model.quantizer.state_dict())
+    with quantizer_passes(model, "codebook_fit") as terms:
+        model(make_batch(seed=1))
+    assert len(terms) == 1 and terms[0].requires_grad
+    for name, value in model.quantizer.state_dict().items():
+        if name != "sampling_rng.state":  # the sampler draws, as in every training pass
+            assert torch.equal(value, before[name]), name
+
+
+@pytest.mark.parametrize("inner_steps, fused", [(3, False), (1, True)])
+def test_one_optimizer_step_is_one_quantizer_step(inner_steps, fused):
+    model = PassModel(**STATEFUL)
+    helper = sgd_helper(model, inner_steps=inner_steps, fused=fused)
+    valid = 0
+    rewrites_at = {}
+    for step in range(1, 6):
+        batch = make_batch(seed=step)
+        valid += int(batch["mask"].sum())
+        before = int(model.quantizer.rewrites)
+        helper.step(batch, model)
+        rewrites_at[step] = int(model.quantizer.rewrites) - before
+    quantizer = model.quantizer
+    assert int(quantizer.step) == 5
+    assert int(quantizer.reestimation.reservoir.seen) == valid  # every vector entered once (steps 1-5 <= 6)
+    assert quantizer.current_temperature() == seqvq.quantize.annealed_temperature(5, 2.0, 0.1, 10)
+    assert rewrites_at[1] == 0 and rewrites_at[2] == 1 and rewrites_at[4] == 1  # k-means at 2 and 4, nothing else
+    assert int(quantizer.replacement.last_used.max()) <= 5
