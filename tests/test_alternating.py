@@ -297,3 +297,34 @@ def test_one_optimizer_step_is_one_quantizer_step(inner_steps, fused):
     assert quantizer.current_temperature() == seqvq.quantize.annealed_temperature(5, 2.0, 0.1, 10)
     assert rewrites_at[1] == 0 and rewrites_at[2] == 1 and rewrites_at[4] == 1  # k-means at 2 and 4, nothing else
     assert int(quantizer.replacement.last_used.max()) <= 5
+
+
+def test_trainer_steps_with_inner_steps_count_once(tmp_path):
+    """Through the trainer (k = 2 sub-batches per step): N optimizer steps are N quantizer steps; every vector
+    enters the reservoir once; Algorithm 1, the LRU clock and the anneal run at the optimizer-step rate."""
+    import toy_task
+    from seqvq.train import StepOutput, TrainConfig, Trainer
+
+    class Quantized(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.encoder = nn.Linear(4, 4)
+            self.quantizer = seqvq.VectorQuantizer(4, 8, **STATEFUL)
+            self.head = nn.Linear(4, 1)
+
+        def forward(self, batch):
+            out = self.quantizer(self.encoder(batch["x"]).unsqueeze(1))
+            mse = (self.head(out.quantized).squeeze(-1).squeeze(-1) - batch["y"]).pow(2).mean()
+            return StepOutput(loss=mse + out.loss, metrics={"mse": mse}, weight=len(batch["x"]))
+
+    torch.manual_seed(0)
+    config = TrainConfig(steps=5, batch_size=4, lr=0.01, codebook_lr=0.1, alternating_inner_steps=2,
+                         checkpoint_every=100, eval_every=100, log_every=1, seed=1, device="cpu")
+    trainer = Trainer(Quantized(), config, toy_task.make_dataset(size=12), toy_task.collate, exp_dir=tmp_path)
+    trainer.fit()
+    quantizer = trainer.model.quantizer
+    assert int(quantizer.step) == 5
+    assert int(quantizer.reestimation.reservoir.seen) == 5 * 4  # 5 batches of 4 one-vector items, each once
+    assert int(quantizer.rewrites) >= 2  # k-means at steps 2 and 4 (replacements may add more)
+    assert int(quantizer.replacement.last_used.max()) == 5
+    assert quantizer.current_temperature() == seqvq.quantize.annealed_temperature(5, 2.0, 0.1, 10)
