@@ -66,11 +66,9 @@ def reference_step(model, batch, inner_steps, fused, lr=0.1, codebook_lr=0.3):
     """Eq. 17-18 by hand: plain SGD, gradients with torch.autograd.grad."""
     task, codebook = split_parameters(model)
     if fused:
-        captured = []
-        handle = model.quantizer.register_forward_hook(lambda m, i, out: captured.append(out.losses["codebook"]))
-        loss = model(batch)
-        handle.remove()
-        codebook_grads = torch.autograd.grad(captured[0], codebook, retain_graph=True)
+        with quantizer_passes(model, "task_step") as codebook_terms:
+            loss = model(batch)
+        codebook_grads = torch.autograd.grad(codebook_terms[0], codebook, retain_graph=True)
         task_grads = torch.autograd.grad(loss, task)
         with torch.no_grad():
             for p, g in zip(codebook, codebook_grads):
@@ -328,3 +326,15 @@ def test_trainer_steps_with_inner_steps_count_once(tmp_path):
     assert int(quantizer.rewrites) >= 2  # k-means at steps 2 and 4 (replacements may add more)
     assert int(quantizer.replacement.last_used.max()) == 5
     assert quantizer.current_temperature() == seqvq.quantize.annealed_temperature(5, 2.0, 0.1, 10)
+
+
+def test_pass_kinds_are_checked_and_restored():
+    model = Model()
+    with pytest.raises(ValueError, match="pass kind must be one of"):
+        with quantizer_passes(model, "inner"):
+            pass
+    with quantizer_passes(model, "codebook_fit"):
+        with quantizer_passes(model, "bypass"):
+            assert model.quantizer.pass_kind == "bypass"
+        assert model.quantizer.pass_kind == "codebook_fit"
+    assert model.quantizer.pass_kind == "step" and model.quantizer.codebook_terms is None

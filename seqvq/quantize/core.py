@@ -328,8 +328,10 @@ class VectorQuantizer(nn.Module):
             quantized, codebook_term = z_e, 0.0 * codebook_term
             loss = codebook_term
         else:
-            codebook_weight = 0.0 if kind == "task_step" or self.ema is not None else 1.0
-            loss = self.alpha * ((1.0 - self.beta) * commitment + codebook_weight * self.beta * codebook_term)
+            loss = self.alpha * (1.0 - self.beta) * commitment
+            if self.ema is None:  # an EMA codebook is moved by eq. 4, not by this term
+                codebook_weight = 0.0 if kind == "task_step" else self.alpha * self.beta
+                loss = loss + codebook_weight * codebook_term
             if sampled is not None:
                 quantized = sampled  # Gumbel-softmax: gradients through the soft weights, no straight-through
             else:

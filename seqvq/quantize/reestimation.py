@@ -61,15 +61,20 @@ class DataDependentReestimation(nn.Module):
 
     @torch.no_grad()
     def new_codebook(self, step: int, num_codebooks: int, codebook_size: int) -> torch.Tensor | None:
-        """Phase 2: at a scheduled step with a non-empty reservoir, k-means++ + Lloyd on the (rank-merged)
-        reservoir, one codebook per group (G, K, d), and the reservoir restarts; otherwise None."""
+        """Phase 2: at a scheduled step with a non-empty reservoir, :meth:`codebook`, after which the reservoir
+        restarts (unless ``restart_reservoir=False``); otherwise None."""
         if not self.reestimates_at(step) or not self.reservoir.filled:
             return None
-        samples = self.reservoir.contents()
-        groups = samples.view(samples.shape[0], num_codebooks, -1)
-        with self.rng.generator() as generator:
-            centroids = torch.stack([kmeans(groups[:, g].contiguous(), codebook_size, self.kmeans_iterations,
-                                            generator) for g in range(num_codebooks)])
+        centroids = self.codebook(num_codebooks, codebook_size)
         if self.restart_reservoir:
             self.reservoir.restart()
         return centroids
+
+    @torch.no_grad()
+    def codebook(self, num_codebooks: int, codebook_size: int) -> torch.Tensor:
+        """k-means++ + Lloyd on the (rank-merged) reservoir, one codebook per group: (G, K, d)."""
+        samples = self.reservoir.contents()
+        groups = samples.view(samples.shape[0], num_codebooks, -1)
+        with self.rng.generator() as generator:
+            return torch.stack([kmeans(groups[:, g].contiguous(), codebook_size, self.kmeans_iterations, generator)
+                                for g in range(num_codebooks)])
