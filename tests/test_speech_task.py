@@ -99,8 +99,10 @@ def test_ctc_loss_falls_and_evaluation_reports(corpus, tmp_path, capsys, quantiz
     main(["evaluate", str(tmp_path / "exp" / "checkpoints" / "last.pt"), str(corpus / "dev")])  # `seqvq evaluate`
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["per"] == pytest.approx(figures["per"]) and result["utterances"] == 6
-    assert (tmp_path / "exp" / "decode_dev" / "hyp.txt").exists()
-    assert json.loads((tmp_path / "exp" / "decode_dev" / "figures.json").read_text())["per"] == result["per"]
+    out_dir = tmp_path / "exp" / result["out_dir"]
+    assert out_dir.parent == tmp_path / "exp" and out_dir.name.startswith("decode_dev_")
+    assert len((out_dir / "hyp.txt").read_text().splitlines()) == 6
+    assert json.loads((out_dir / "figures.json").read_text())["per"] == result["per"]
 
 
 def test_resumed_speech_run_equals_uninterrupted(corpus, tmp_path):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 
+from seqvq import UserError
 from seqvq.train import TrainConfig, load_config
 
 
@@ -30,7 +31,7 @@ def test_bad_overrides_and_files(tmp_path):
             load_config(config, [bad])
     with pytest.raises(ValueError, match="not a mapping"):
         load_config(config, ["train.steps.x=1"])
-    with pytest.raises(FileNotFoundError, match="missing.yaml"):
+    with pytest.raises(UserError, match="missing.yaml: config file not found"):
         load_config(tmp_path / "missing.yaml")
     loop = write(tmp_path / "loop.yaml", "base: loop.yaml\n")
     with pytest.raises(ValueError, match="cycle"):
@@ -44,7 +45,7 @@ def test_train_config_from_dict():
     config = TrainConfig.from_dict({"lr": "1e-3", "steps": 10, "codebook_lr": 1, "polyak_decay": None})
     assert config.lr == 0.001 and isinstance(config.codebook_lr, float) and config.polyak_decay is None
     assert TrainConfig.from_dict(None) == TrainConfig()
-    with pytest.raises(ValueError, match="unknown train option.*learning_rate"):
+    with pytest.raises(UserError, match="train.learning_rate: unknown key; train takes .*lr"):
         TrainConfig.from_dict({"learning_rate": 0.1})
-    with pytest.raises(ValueError, match="train.steps must be an integer"):
+    with pytest.raises(UserError, match="train.steps: expected an integer, got str 'many'"):
         TrainConfig.from_dict({"steps": "many"})
