@@ -15,16 +15,16 @@ from seqvq.train import Trainer, TrainConfig, seed_everything
 USED_PHONES = PHONES[:6]
 
 
-def write_split(directory, count, seed):
-    """Utterances whose 12-dim frames are noisy per-phone templates, 6 frames per phone."""
+def write_split(directory, count, seed, dim=12):
+    """Utterances whose ``dim``-dim frames are noisy per-phone templates, 6 frames per phone."""
     rng = np.random.default_rng(seed)
-    templates = np.random.default_rng(123).normal(0, 2, size=(len(USED_PHONES), 12))
+    templates = np.random.default_rng(123).normal(0, 2, size=(len(USED_PHONES), dim))
     directory.mkdir(parents=True)
     features, targets = {}, {}
     for index in range(count):
         utt = f"u{index:03d}"
         phones = rng.choice(len(USED_PHONES), size=int(rng.integers(3, 7)))
-        frames = np.repeat(templates[phones], 6, axis=0) + rng.normal(0, 0.3, size=(6 * len(phones), 12))
+        frames = np.repeat(templates[phones], 6, axis=0) + rng.normal(0, 0.3, size=(6 * len(phones), dim))
         features[utt] = frames.astype(np.float32)
         targets[utt] = [USED_PHONES[p] for p in phones]
     kaldiio.save_ark(str(directory / "feats.ark"), features, scp=str(directory / "feats.scp"))

@@ -219,7 +219,7 @@ class Trainer:
         return bool(finite)
 
     def _stop_nonfinite(self, step: int, loss: torch.Tensor, grad_norm: torch.Tensor | None) -> None:
-        what = (f"the loss is {float(loss):g}" if not torch.isfinite(loss.detach()).all()
+        what = (f"the loss is {float(loss.detach()):g}" if not torch.isfinite(loss.detach()).all()
                 else f"the gradient norm is {float(grad_norm):g}" if grad_norm is not None
                 else "a rank's loss or gradient is not finite")
         kept = (f"{self.last_path} (step {read_checkpoint(self.last_path)['step']}) is the last good checkpoint"
