@@ -53,22 +53,35 @@ def iter_fbank(data: KaldiDataDir, options: FbankOptions = FbankOptions()) -> It
 def write_features(data: KaldiDataDir, out_dir: str | Path, options: FbankOptions = FbankOptions()) -> int:
     """Write ``out_dir/feats.{ark,scp}`` (Kaldi-compressed) or, if the data dir has features, its feats.scp.
 
-    Returns the number of frames. Files appear atomically: written under temporary names, then renamed.
+    Returns the number of frames. Files appear atomically: written under temporary names, then renamed; a failure
+    removes the temporary files.
     """
-    import kaldiio
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    frames = 0
     scp_tmp = out_dir / (FEATS_SCP + ".tmp")
+    ark_tmp, ark = (out_dir / "feats.ark.tmp").resolve(), (out_dir / "feats.ark").resolve()
+    raw_scp = out_dir / (FEATS_SCP + ".raw.tmp")
+    try:
+        frames = _write_features(data, options, scp_tmp, ark_tmp, ark, raw_scp)
+    except BaseException:  # a failed stage leaves no temporary files behind
+        for temporary in (scp_tmp, ark_tmp, raw_scp):
+            temporary.unlink(missing_ok=True)
+        raise
+    os.replace(scp_tmp, out_dir / FEATS_SCP)
+    return frames
+
+
+def _write_features(data: KaldiDataDir, options: FbankOptions, scp_tmp: Path, ark_tmp: Path, ark: Path,
+                    raw_scp: Path) -> int:
+    import kaldiio
+
+    frames = 0
     if data.feats:
         with open(scp_tmp, "w", encoding="utf-8") as handle:
             for utt, matrix in iter_fbank(data, options):
                 handle.write(f"{utt} {data.feats[utt]}\n")
                 frames += len(matrix)
     else:
-        ark_tmp, ark = (out_dir / "feats.ark.tmp").resolve(), (out_dir / "feats.ark").resolve()
-        raw_scp = out_dir / (FEATS_SCP + ".raw.tmp")
         with kaldiio.WriteHelper(f"ark,scp:{ark_tmp},{raw_scp}", compression_method=2) as writer:
             for utt, matrix in iter_fbank(data, options):
                 if len(matrix) == 0:
@@ -82,7 +95,6 @@ def write_features(data: KaldiDataDir, out_dir: str | Path, options: FbankOption
                 handle.write(f"{utt} {ark}:{entry.rsplit(':', 1)[1]}\n")
         raw_scp.unlink()
         os.replace(ark_tmp, ark)
-    os.replace(scp_tmp, out_dir / FEATS_SCP)
     return frames
 
 
@@ -138,8 +150,12 @@ def save_cmvn(stats: np.ndarray, path: str | Path) -> None:
 
     path = Path(path)
     temporary = path.with_name(path.name + ".tmp")
-    kaldiio.save_mat(str(temporary), stats)
-    os.replace(temporary, path)
+    try:
+        kaldiio.save_mat(str(temporary), stats)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
 
 
 def load_cmvn(path: str | Path) -> GlobalCMVN:
