@@ -27,7 +27,8 @@ Contract
   before the optimizer step and before any checkpoint is written, so ``last.pt`` keeps the last good state (a
   checkpoint is never written from parameters or buffers that hold NaN/Inf). With ``skip_nonfinite`` such a
   batch is skipped instead: no update, the forward pass's in-place changes (BatchNorm moments, EMA codebooks,
-  reservoirs) undone, counted in ``skipped_nonfinite`` (logged and checkpointed).
+  reservoirs, rewritten codes) undone from a copy of the model state taken before each step, counted in
+  ``skipped_nonfinite`` (logged and checkpointed).
 * Checkpoints: ``exp_dir/checkpoints/step_NNNNNN.pt`` every ``checkpoint_every`` steps and at the end, plus
   ``last.pt``, written atomically; each carries the task's ``evaluation_state`` (see
   :class:`~seqvq.train.types.TaskBundle`). A trainer whose ``exp_dir`` holds ``last.pt`` resumes from it exactly: model,
@@ -183,17 +184,16 @@ class Trainer:
             out = self._task_output(batch)
             self.optimizer.zero_grad(set_to_none=True)
             out.loss.backward()
-            seqvq.reset_optimizer_state(self.model, self.optimizer)
-            if self.config.clip_grad_norm is not None:
-                grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_grad_norm)
-                out.metrics = {**out.metrics, "grad_norm": grad_norm}
-            else:
-                grad_norm = nn.utils.get_total_norm([p.grad for p in self.model.parameters() if p.grad is not None])
+            grad_norm = nn.utils.get_total_norm([p.grad for p in self.model.parameters() if p.grad is not None])
             if not self._all_finite(out.loss, grad_norm):
                 if before is None:
                     self._stop_nonfinite(self.step + 1, out.loss, grad_norm)
                 self._skip_batch(before)
                 return None
+            seqvq.reset_optimizer_state(self.model, self.optimizer)
+            if self.config.clip_grad_norm is not None:
+                nn.utils.clip_grads_with_norm_(self.model.parameters(), self.config.clip_grad_norm, grad_norm)
+                out.metrics = {**out.metrics, "grad_norm": grad_norm}
             self.optimizer.step()
         for scheduler in self.schedulers:
             scheduler.step()
@@ -203,10 +203,9 @@ class Trainer:
         return out
 
     def _forward_state(self) -> dict[str, torch.Tensor]:
-        """Copies of the tensors a forward pass may change in place: buffers and parameters without gradients."""
-        frozen = {name for name, p in self.model.named_parameters() if not p.requires_grad}
-        return {name: tensor.detach().clone() for name, tensor in self.model.state_dict(keep_vars=True).items()
-                if name in frozen or not isinstance(tensor, nn.Parameter)}
+        """A copy of the model's state: a forward pass changes buffers in place (BatchNorm moments, EMA statistics,
+        reservoirs, step counters) and may rewrite codes (re-estimation, replacement, k-means init)."""
+        return {name: tensor.detach().clone() for name, tensor in self.model.state_dict().items()}
 
     def _all_finite(self, loss: torch.Tensor, grad_norm: torch.Tensor | None) -> bool:
         """Whether the loss (and the gradient norm) is finite on every rank: one device sync per step."""
@@ -230,7 +229,7 @@ class Trainer:
 
     def _skip_batch(self, before: dict[str, torch.Tensor]) -> None:
         """Undo the forward pass's in-place changes and take no update; the step still counts."""
-        self.model.load_state_dict(before, strict=False)
+        self.model.load_state_dict(before)
         self.optimizer.zero_grad(set_to_none=True)
         self.skipped_nonfinite += 1
         if self.rank == 0:
