@@ -165,6 +165,11 @@ def test_typo_in_a_base_file_names_that_file(config_file, tmp_path, capsys):
                                      f"'model.quantizer.distance'?")
 
 
+def test_evaluate_overrides_are_checked(trained, corpus, capsys):
+    code, _, err = run_cli(capsys, "evaluate", trained / "checkpoints" / "last.pt", corpus / "dev", "thredas=1")
+    assert_one_line_error(code, err, "error: thredas=1: thredas: unknown key; did you mean 'threads'?")
+
+
 def test_handwriting_keys_are_checked_too(tmp_path, capsys):
     config = ROOT / "recipes" / "scribblelens" / "conf" / "bn.yaml"
     for override, message in [("model.encoder.lstm_hiden=8", "did you mean 'model.encoder.lstm_hidden'?"),
