@@ -316,7 +316,7 @@ def _apply(config: dict, layer: ConfigLayer) -> dict:
     """Merge a YAML layer into ``config``, or set an override's key (its parents become mappings where null)."""
     if not layer.key:
         return _merge(config, layer.values)
-    config, node, value = copy.deepcopy(config), config, layer.values
+    config, value = copy.deepcopy(config), layer.values
     node = config
     for part in layer.key[:-1]:
         value = value[part]
@@ -332,9 +332,10 @@ def _apply(config: dict, layer: ConfigLayer) -> dict:
 
 def apply_overrides(config: dict, overrides: list[str]) -> dict:
     """Apply ``a.b.c=value`` overrides (value parsed as YAML) to a copy of a nested dict."""
+    config = copy.deepcopy(config)
     for item in overrides:
         config = _apply(config, override_layer(item))
-    return copy.deepcopy(config)
+    return config
 
 
 def load_config_layers(path: str | Path, overrides: list[str] | None = None) -> list[ConfigLayer]:
