@@ -118,3 +118,12 @@ def test_masked_batch_norm_takes_bfloat16(autocast):
     expected = reference(x.float(), mask)
     assert out.dtype == torch.bfloat16 and torch.equal(out, expected.to(torch.bfloat16))
     assert norm.running_mean.dtype == torch.float32 and torch.equal(norm.running_var, reference.running_var)
+
+
+@pytest.mark.parametrize("name", ["plain", "stochastic", "gumbel", "residual"])
+def test_unmasked_half_precision_input_keeps_its_dtype(name):
+    quantizer = make_quantizer(OPTIONS[name])
+    x = torch.randn(2, 5, 8, dtype=torch.bfloat16, requires_grad=True)
+    result = quantizer(x)
+    result.quantized.float().sum().backward()
+    assert result.quantized.dtype == x.grad.dtype == torch.bfloat16

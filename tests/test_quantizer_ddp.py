@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 
+import pytest
 import torch
 import torch.distributed as dist
 
@@ -29,8 +30,24 @@ def rank_batch(rank: int, step: int):
     return torch.randn(3, 6, 8, generator=generator) + 10.0 * rank, lengths
 
 
-def _identical_state_worker(rank: int, init_file: str, out_dir: str) -> None:
-    init_rank(rank, init_file)
+def _worker(rank: int, init_file: str, out_dir: str) -> None:
+    """All scenarios in one pair of processes (starting them is what takes time)."""
+    init_rank(rank, init_file, timeout_s=20.0)
+    results = {"identical_state": identical_state_scenario(rank), "reservoir": reservoir_scenario(rank),
+               "empty_batch": empty_batch_scenario(rank)}
+    torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
+    dist.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory):
+    """What each of the two ranks recorded in every scenario below."""
+    out_dir = tmp_path_factory.mktemp("gloo")
+    run_ranks(_worker, (str(out_dir / "init"), str(out_dir)), timeout_s=300)
+    return [torch.load(out_dir / f"rank{rank}.pt") for rank in range(2)]
+
+
+def identical_state_scenario(rank: int) -> list[dict]:
     torch.manual_seed(0)  # same initial codebook on both ranks
     quantizer = seqvq.VectorQuantizer(8, 16, **OPTIONS)
     snapshots = []
@@ -42,13 +59,11 @@ def _identical_state_worker(rank: int, init_file: str, out_dir: str) -> None:
         quantizer.eval()
         quantizer(torch.randn(2, 5, 8))
     dist.barrier()
-    torch.save(snapshots, os.path.join(out_dir, f"rank{rank}.pt"))
-    dist.destroy_process_group()
+    return snapshots
 
 
-def test_two_gloo_ranks_hold_identical_codebooks_and_statistics(tmp_path):
-    run_ranks(_identical_state_worker, (str(tmp_path / "init"), str(tmp_path)))
-    rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt") for r in range(2))
+def test_two_gloo_ranks_hold_identical_codebooks_and_statistics(ranks):
+    rank0, rank1 = (result["identical_state"] for result in ranks)
     for step, (a, b) in enumerate(zip(rank0, rank1)):
         for name in a:
             assert torch.equal(a[name], b[name]), f"{name} differs across ranks after step {step + 1}"
@@ -61,25 +76,21 @@ RESERVOIR = {"init_steps": 100, "every": 1, "steps": 1, "reservoir_size": 24}
 RESERVOIR_STEPS = 5
 
 
-def _reservoir_worker(rank: int, init_file: str, out_dir: str) -> None:
-    init_rank(rank, init_file)
+def reservoir_scenario(rank: int) -> dict:
     quantizer = seqvq.VectorQuantizer(8, 16, reestimate=RESERVOIR, seed=3)
     for step in range(RESERVOIR_STEPS):
         x, lengths = rank_batch(rank, step)
         quantizer(x, lengths=lengths)
     reservoir = quantizer.reestimation.reservoir
-    torch.save({"state": reservoir.state_dict(), "contents": reservoir.contents()},
-               os.path.join(out_dir, f"rank{rank}.pt"))
-    dist.destroy_process_group()
+    return {"state": reservoir.state_dict(), "contents": reservoir.contents()}
 
 
 def valid_rows(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     return x[torch.arange(x.shape[1]).unsqueeze(0) < lengths.unsqueeze(1)]
 
 
-def test_reservoir_is_one_uniform_sample_of_every_ranks_vectors(tmp_path):
-    run_ranks(_reservoir_worker, (str(tmp_path / "init"), str(tmp_path)))
-    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+def test_reservoir_is_one_uniform_sample_of_every_ranks_vectors(ranks):
+    ranks = [result["reservoir"] for result in ranks]
     # Algorithm R in one process over the stream the two ranks saw together, rank 0's rows first at every step.
     reference = Reservoir(RESERVOIR["reservoir_size"], 8, seed=3)
     offered = [0, 0]
@@ -118,8 +129,7 @@ REDUCING_OPTIONS = {
 EMPTY_AT = [1, 0, None, 0, "both", None]
 
 
-def _empty_batch_worker(rank: int, init_file: str, out_dir: str) -> None:
-    init_rank(rank, init_file, timeout_s=20.0)
+def empty_batch_scenario(rank: int) -> dict:
     results = {}
     for name, options in REDUCING_OPTIONS.items():
         torch.manual_seed(0)
@@ -135,11 +145,11 @@ def _empty_batch_worker(rank: int, init_file: str, out_dir: str) -> None:
             if empty == rank or empty == "both":
                 lengths = torch.zeros_like(lengths)
             x.requires_grad_(True)
+            mask = torch.arange(6).unsqueeze(0) < lengths.unsqueeze(1)
             try:
                 result = quantizer(x, lengths=lengths)
-                (result.quantized.pow(2).sum() + result.loss).backward()
+                (result.quantized[mask].pow(2).sum() + result.loss).backward()  # a task loss over valid positions
                 tracker.update(result.codes)
-                mask = torch.arange(6).unsqueeze(0) < lengths.unsqueeze(1)
                 divergence = codebook_divergence(x.detach()[mask], torch.randn(8, 8, generator=torch.Generator().manual_seed(1)))
             except Exception as error:
                 raise RuntimeError(f"option {name!r}, step {step} (empty rank: {empty}): {error}") from error
@@ -147,13 +157,11 @@ def _empty_batch_worker(rank: int, init_file: str, out_dir: str) -> None:
                               "tracker": tracker.counts().clone(), "divergence": torch.stack(tuple(divergence)),
                               "finite": bool(torch.isfinite(result.quantized).all() and torch.isfinite(x.grad).all())})
         results[name] = snapshots
-    torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
-    dist.destroy_process_group()
+    return results
 
 
-def test_a_rank_with_an_all_padding_batch_issues_every_collective(tmp_path):
-    run_ranks(_empty_batch_worker, (str(tmp_path / "init"), str(tmp_path)), timeout_s=240)
-    rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt") for r in range(2))
+def test_a_rank_with_an_all_padding_batch_issues_every_collective(ranks):
+    rank0, rank1 = (result["empty_batch"] for result in ranks)
     for name in REDUCING_OPTIONS:
         for step, (a, b) in enumerate(zip(rank0[name], rank1[name])):
             assert a["finite"] and b["finite"], f"{name}: non-finite output or gradient at step {step}"

@@ -1,21 +1,23 @@
-"""Two-process DDP (gloo on CPU): both ranks end with identical parameters, only rank 0 writes files, and a run
-killed after a checkpoint resumes to the same parameters as an uninterrupted one."""
+"""Two-process DDP (gloo on CPU) through the trainer: both ranks end with identical parameters, only rank 0 writes
+files, a run killed after a checkpoint resumes to the same parameters as an uninterrupted one, and Algorithm 1's
+reservoir is one uniform sample of both ranks' vectors — through the Trainer and through ``seqvq train`` under
+torchrun."""
 from __future__ import annotations
 
 import os
-import socket
 
+import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 import toy_task
+from distributed_helpers import init_rank, run_ranks
+from seqvq.quantize.reservoir import Reservoir
 
 
-def _worker(rank: int, port: int, exp_dir: str, out_dir: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2", RANK=str(rank),
-                      LOCAL_RANK=str(rank))
-    torch.set_num_threads(1)
+def _worker(rank: int, init_file: str, exp_dir: str, out_dir: str) -> None:
+    os.environ.update(WORLD_SIZE="2", RANK=str(rank), LOCAL_RANK=str(rank))
+    init_rank(rank, init_file)  # the trainer joins this process group
     toy_task.install_stand_ins()
     from seqvq.train import Trainer, TrainConfig
 
@@ -46,22 +48,29 @@ def _worker(rank: int, port: int, exp_dir: str, out_dir: str) -> None:
     resumed = make_trainer("resumed")
     assert resumed.step == 3
     resumed.fit()
+
+    probe_config = TrainConfig(steps=PROBE_STEPS, batch_size=2, checkpoint_every=100, log_every=100, device="cpu")
+    probe = Trainer(ReservoirProbe(), probe_config, probe_dataset(), pad, exp_dir=os.path.join(exp_dir, "probe"))
+    probe.fit()
     torch.save({"model": straight.model.state_dict(), "shadow": straight.polyak.shadow,
-                "resumed": resumed.model.state_dict()}, os.path.join(out_dir, f"rank{rank}.pt"))
+                "resumed": resumed.model.state_dict(), "offered": probe.model.offered,
+                "reservoir": probe.model.quantizer.reestimation.reservoir.state_dict()},
+               os.path.join(out_dir, f"rank{rank}.pt"))
     dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_two_process_gloo_run_keeps_ranks_identical_and_resumes_exactly(tmp_path):
-    exp_dir, out_dir = tmp_path / "exp", tmp_path / "out"
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """(experiment directory, what each rank recorded) of the two-process runs above."""
+    root = tmp_path_factory.mktemp("ddp")
+    exp_dir, out_dir = root / "exp", root / "out"
     out_dir.mkdir()
-    mp.spawn(_worker, args=(_free_port(), str(exp_dir), str(out_dir)), nprocs=2, join=True)
-    states = [torch.load(out_dir / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    run_ranks(_worker, (str(root / "init"), str(exp_dir), str(out_dir)), timeout_s=300)
+    return exp_dir, [torch.load(out_dir / f"rank{r}.pt", weights_only=True) for r in range(2)]
+
+
+def test_two_process_gloo_run_keeps_ranks_identical_and_resumes_exactly(run):
+    exp_dir, states = run
     for name, value in states[0]["model"].items():
         assert torch.equal(value, states[1]["model"][name]), name
         assert torch.equal(value, states[0]["resumed"][name]), name
@@ -113,27 +122,8 @@ def pad(items):
     return padded, lengths
 
 
-def _reservoir_worker(rank: int, port: int, exp_dir: str, out_dir: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2", RANK=str(rank),
-                      LOCAL_RANK=str(rank))
-    torch.set_num_threads(1)
-    from seqvq.train import Trainer, TrainConfig
-
-    config = TrainConfig(steps=PROBE_STEPS, batch_size=2, checkpoint_every=100, log_every=100, device="cpu")
-    trainer = Trainer(ReservoirProbe(), config, probe_dataset(), pad, exp_dir=exp_dir)
-    trainer.fit()
-    reservoir = trainer.model.quantizer.reestimation.reservoir
-    torch.save({"offered": trainer.model.offered, "reservoir": reservoir.state_dict()},
-               os.path.join(out_dir, f"rank{rank}.pt"))
-    dist.destroy_process_group()
-
-
-def test_ddp_trainer_reservoir_is_one_uniform_sample_of_both_ranks(tmp_path):
-    from distributed_helpers import run_ranks
-    from seqvq.quantize.reservoir import Reservoir
-
-    run_ranks(_reservoir_worker, (_free_port(), str(tmp_path / "exp"), str(tmp_path)))
-    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+def test_ddp_trainer_reservoir_is_one_uniform_sample_of_both_ranks(run):
+    _, ranks = run
     offered = [result["offered"] for result in ranks]
     assert len(offered[0]) == len(offered[1]) == PROBE_STEPS
     reference = Reservoir(RESERVOIR_SIZE, 2, seed=7)  # Algorithm R in one process over the ranks' joint stream
