@@ -125,6 +125,7 @@ REDUCING_OPTIONS = {
                 num_codebooks=2),
     "residual": dict(num_quantizers=2, pre_norm=True, codebook_update="ema", affine="ema", replace_dead_after=1),
 }
+PROBE_CODEBOOK = torch.randn(8, 8, generator=torch.Generator().manual_seed(1))  # for codebook_divergence
 # Which rank sees only padding at each step (None: both have data, "both": neither has).
 EMPTY_AT = [1, 0, None, 0, "both", None]
 
@@ -150,7 +151,7 @@ def empty_batch_scenario(rank: int) -> dict:
                 result = quantizer(x, lengths=lengths)
                 (result.quantized[mask].pow(2).sum() + result.loss).backward()  # a task loss over valid positions
                 tracker.update(result.codes)
-                divergence = codebook_divergence(x.detach()[mask], torch.randn(8, 8, generator=torch.Generator().manual_seed(1)))
+                divergence = codebook_divergence(x.detach()[mask], PROBE_CODEBOOK)
             except Exception as error:
                 raise RuntimeError(f"option {name!r}, step {step} (empty rank: {empty}): {error}") from error
             snapshots.append({"state": {k: v.clone() for k, v in quantizer.state_dict().items()},

@@ -34,7 +34,7 @@ def test_ema_affine_scale_ratio_is_bounded():
 
 
 class TwoCodebooks(nn.Module):
-    """A gradient-trained codebook, an EMA codebook (a parameter without gradient) and a BatchNorm."""
+    """An encoder, a gradient-trained codebook and an EMA codebook (a parameter without gradient)."""
 
     def __init__(self):
         super().__init__()

@@ -4,7 +4,8 @@ Dhariwal et al. 2020).
 A code not selected for ``life_span`` training steps (Huh et al.: 20 works best) is replaced by a random valid
 encoder output of the current batch — or of the reservoir when the quantizer keeps one.  Active codes are left
 untouched.  Under DDP usage is counted over all ranks and the replacements are drawn uniformly from every rank's
-vectors, the same on every rank (see ``replacements``).  Replacement goes through ``rewrite_codes`` (affine inverse, EMA reset, optimizer reset).
+vectors, the same on every rank (see ``replacements``).  Replacement goes through ``rewrite_codes`` (affine
+inverse, EMA reset, optimizer reset).
 """
 from __future__ import annotations
 
