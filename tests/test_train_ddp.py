@@ -1,7 +1,7 @@
 """Two-process DDP (gloo on CPU) through the trainer: both ranks end with identical parameters, only rank 0 writes
 files, a run killed after a checkpoint resumes to the same parameters as an uninterrupted one, and Algorithm 1's
-reservoir is one uniform sample of both ranks' vectors — through the Trainer and through ``seqvq train`` under
-torchrun."""
+reservoir is one uniform sample of both ranks' vectors, also when one rank's batch is all padding — through the
+Trainer and through ``seqvq train`` under torchrun."""
 from __future__ import annotations
 
 import os
@@ -49,12 +49,13 @@ def _worker(rank: int, init_file: str, exp_dir: str, out_dir: str) -> None:
     assert resumed.step == 3
     resumed.fit()
 
-    probe_config = TrainConfig(steps=PROBE_STEPS, batch_size=2, checkpoint_every=100, log_every=100, device="cpu")
+    probe_config = TrainConfig(steps=PROBE_STEPS, batch_size=PROBE_BATCH, lr=0.1, checkpoint_every=100, log_every=100,
+                               device="cpu")
     probe = Trainer(ReservoirProbe(), probe_config, probe_dataset(), pad, exp_dir=os.path.join(exp_dir, "probe"))
     probe.fit()
     torch.save({"model": straight.model.state_dict(), "shadow": straight.polyak.shadow,
                 "resumed": resumed.model.state_dict(), "offered": probe.model.offered,
-                "reservoir": probe.model.quantizer.reestimation.reservoir.state_dict()},
+                "quantizer": probe.model.quantizer.state_dict(), "scale": float(probe.model.scale)},
                os.path.join(out_dir, f"rank{rank}.pt"))
     dist.destroy_process_group()
 
@@ -84,39 +85,49 @@ def test_two_process_gloo_run_keeps_ranks_identical_and_resumes_exactly(run):
 
 
 # ------------------------------------------------------------------ Algorithm 1's reservoir under the trainer
-RESERVOIR_SIZE, PROBE_STEPS = 32, 4
+RESERVOIR_SIZE, PROBE_STEPS, PROBE_BATCH = 32, 4, 2
 
 
 class ReservoirProbe(torch.nn.Module):
-    """A task that only feeds its batch to a quantizer in Algorithm 1's warm-up (pass-through, reservoir filling),
-    and remembers the valid vectors it offered (a plain list, for the test only)."""
+    """A task that feeds its batch, times a trained scale, to a quantizer in Algorithm 1's warm-up (pass-through,
+    reservoir filling; EMA codebook, EMA affine statistics and replacement reduce over ranks all the same), and
+    remembers the valid vectors it offered (a plain list, for the test only)."""
 
     def __init__(self):
         super().__init__()
         import seqvq
 
-        self.quantizer = seqvq.VectorQuantizer(2, 4, reestimate={"init_steps": 100, "reservoir_size": RESERVOIR_SIZE},
-                                               seed=7)
+        self.scale = torch.nn.Parameter(torch.ones(()))
+        self.quantizer = seqvq.VectorQuantizer(
+            2, 4, reestimate={"init_steps": 100, "reservoir_size": RESERVOIR_SIZE}, codebook_update="ema",
+            affine="ema", replace_dead_after=1, seed=7)
         self.offered = []
 
     def forward(self, batch):
         from seqvq.train import StepOutput
 
         x, lengths = batch
-        self.offered.append(x[torch.arange(x.shape[1]).unsqueeze(0) < lengths.unsqueeze(1)].clone())
+        mask = torch.arange(x.shape[1]).unsqueeze(0) < lengths.unsqueeze(1)
+        x = x * self.scale
+        self.offered.append(x[mask].detach().clone())
         result = self.quantizer(x, lengths=lengths)
-        return StepOutput(result.loss, weight=len(x))
+        return StepOutput(result.loss + 1e-3 * result.quantized[mask].pow(2).sum(), weight=len(x))
 
 
 def probe_dataset():
-    """Utterances of 1-5 vectors (item index, position): every vector says where it came from."""
+    """Utterances of 1-5 vectors (item index, position): every vector says where it came from.  Rank 1's second
+    batch holds only empty utterances: an all-padding batch on one rank under DDP."""
+    from seqvq.train.data import EpochBatchSampler
+
     lengths = torch.randint(1, 6, (16,), generator=torch.Generator().manual_seed(2))
+    for index, _ in list(EpochBatchSampler(16, PROBE_BATCH, seed=0, epoch=0, rank=1, world_size=2))[1]:
+        lengths[index] = 0
     return [torch.stack([torch.full((n,), float(i)), torch.arange(float(n))], dim=1) for i, n in enumerate(lengths)]
 
 
 def pad(items):
     lengths = torch.tensor([len(item) for item in items])
-    padded = torch.zeros(len(items), int(lengths.max()), 2)
+    padded = torch.zeros(len(items), 5, 2)
     for row, item in enumerate(items):
         padded[row, : len(item)] = item
     return padded, lengths
@@ -129,9 +140,13 @@ def test_ddp_trainer_reservoir_is_one_uniform_sample_of_both_ranks(run):
     reference = Reservoir(RESERVOIR_SIZE, 2, seed=7)  # Algorithm R in one process over the ranks' joint stream
     for step in range(PROBE_STEPS):
         reference.add(torch.cat([offered[0][step], offered[1][step]]))
+    assert offered[1][1].shape[0] == 0 < offered[0][1].shape[0]  # rank 1's all-padding batch
+    assert ranks[0]["scale"] == ranks[1]["scale"] != 1.0  # DDP trained the scale, the empty rank included
     for result in ranks:
-        assert torch.equal(result["reservoir"]["samples"], reference.samples)
-        assert int(result["reservoir"]["seen"]) == int(reference.seen)
+        assert torch.equal(result["quantizer"]["reestimation.reservoir.samples"], reference.samples)
+        assert int(result["quantizer"]["reestimation.reservoir.seen"]) == int(reference.seen)
+    for name, value in ranks[0]["quantizer"].items():
+        assert torch.equal(value, ranks[1]["quantizer"][name]), name
     # In proportion: each rank's share of the reservoir is its share of the stream.
     items = [{int(i) for i in torch.cat(part)[:, 0]} for part in offered]
     sample = reference.samples[: reference.filled]
