@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -62,6 +62,7 @@ from .ema import EMACodebookUpdate
 from .groups import code_vectors, grouped_counts
 from .kmeans import kmeans
 from .norm import MaskedBatchNorm
+from .precision import autocast_disabled
 from .reestimation import DataDependentReestimation
 from .replacement import LRUReplacement
 from .rng import BufferedGenerator
@@ -77,6 +78,10 @@ class QuantizedResult:
     loss: torch.Tensor  # scalar to add to the task loss
     losses: dict[str, torch.Tensor] = field(default_factory=dict)  # "codebook", "commitment" (unweighted d)
     metrics: dict[str, torch.Tensor] = field(default_factory=dict)  # "perplexity", "active_codes", ...
+
+    def with_output_dtype(self, dtype: torch.dtype) -> "QuantizedResult":
+        """The same result with ``quantized`` cast (differentiably) to ``dtype``, e.g. the input's."""
+        return replace(self, quantized=self.quantized.to(dtype))
 
 
 def squared_error(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -282,6 +287,12 @@ class VectorQuantizer(nn.Module):
     # ------------------------------------------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
                 lengths: torch.Tensor | None = None) -> QuantizedResult:
+        """Quantize ``x`` (any floating dtype; computed in the codebook's dtype, see :mod:`.precision`)."""
+        with autocast_disabled(x.device):
+            result = self._forward(x.to(self.codebook.dtype), mask, lengths)
+        return result.with_output_dtype(x.dtype)
+
+    def _forward(self, x: torch.Tensor, mask: torch.Tensor | None, lengths: torch.Tensor | None) -> QuantizedResult:
         channel_dim = self.channel_dim % x.dim()
         x_last, mask = channel_last_with_mask(x, self.dim, self.channel_dim, mask, lengths)
         if self.norm is not None:

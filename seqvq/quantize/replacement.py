@@ -2,8 +2,9 @@
 Dhariwal et al. 2020).
 
 A code not selected for ``life_span`` training steps (Huh et al.: 20 works best) is replaced by a random valid
-encoder output of the current batch.  Active codes are left untouched.  Usage is counted over all ranks and rank
-0's draw is broadcast, so every rank replaces the same codes with the same vectors.  Replacement goes through the
+encoder output of the current batch.  Active codes are left untouched.  Under DDP usage is counted over all ranks
+and the replacements are drawn uniformly from every rank's vectors, the same on every rank (see
+``replacements``).  Replacement goes through the
 quantizer's ``rewrite_codes`` (affine inverse, EMA reset, optimizer reset), which also restarts the clock of every
 rewritten code — whether replaced here or re-estimated by k-means — so a fresh code gets a whole life span.
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .distributed import broadcast
+from .distributed import all_reduce_sum, rank, row_counts
 from .rng import BufferedGenerator
 
 
@@ -49,16 +50,25 @@ class LRUReplacement(nn.Module):
 
     @torch.no_grad()
     def replacements(self, dead: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor | None:
-        """Vectors (G, K, d) holding, at the dead codes, random rows of ``candidates`` (N, G, d); None when nothing
-        can be replaced (no dead code, or no valid vector on rank 0 this step)."""
+        """Vectors (G, K, d) holding, at the dead codes, rows of ``candidates`` (N, G, d) drawn uniformly from the
+        candidates of all ranks; None when nothing can be replaced (no dead code, or no candidate on any rank).
+
+        Every rank draws the same row numbers of the rank-ordered concatenation from the same generator; the rank
+        that holds a drawn row writes it, the others zeros, and one all-reduce hands every rank the same vectors
+        (no rows are gathered).  A rank without candidates (an all-padding batch) takes part all the same."""
         if not dead.any():  # usage counts are rank-summed, so every rank agrees here
             return None
-        if broadcast(torch.tensor(float(candidates.shape[0]), device=dead.device)).item() == 0:
+        counts = row_counts(candidates.shape[0], dead.device)
+        if sum(counts) == 0:
             return None
         groups, size = dead.shape
+        with self.rng.generator() as generator:
+            picks = torch.randint(sum(counts), (groups, size), generator=generator).to(candidates.device)
+        local = picks - sum(counts[: rank()])
+        mine = (local >= 0) & (local < candidates.shape[0])
         vectors = candidates.new_zeros(groups, size, candidates.shape[-1])
         if candidates.shape[0]:
-            with self.rng.generator() as generator:
-                picks = torch.randint(candidates.shape[0], (groups, size), generator=generator)
-            vectors = candidates[picks.to(candidates.device), torch.arange(groups, device=candidates.device)[:, None]]
-        return broadcast(vectors.contiguous())
+            rows = local.clamp(0, candidates.shape[0] - 1)
+            chosen = candidates[rows, torch.arange(groups, device=candidates.device)[:, None]]
+            vectors = torch.where(mine.unsqueeze(-1), chosen, vectors)
+        return all_reduce_sum(vectors)

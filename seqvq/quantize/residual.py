@@ -24,6 +24,7 @@ from torch import nn
 
 from .core import QuantizedResult, VectorQuantizer, channel_last_with_mask, squared_error
 from .norm import MaskedBatchNorm
+from .precision import autocast_disabled
 
 
 class ResidualVectorQuantizer(nn.Module):
@@ -54,6 +55,12 @@ class ResidualVectorQuantizer(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
                 lengths: torch.Tensor | None = None) -> QuantizedResult:
+        """Quantize ``x`` (any floating dtype; computed in the codebooks' dtype, see :mod:`.precision`)."""
+        with autocast_disabled(x.device):
+            result = self._forward(x.to(self.stages[0].codebook.dtype), mask, lengths)
+        return result.with_output_dtype(x.dtype)
+
+    def _forward(self, x: torch.Tensor, mask: torch.Tensor | None, lengths: torch.Tensor | None) -> QuantizedResult:
         channel_dim = self.channel_dim % x.dim()
         x_last, mask = channel_last_with_mask(x, self.dim, self.channel_dim, mask, lengths)
         if self.norm is not None:

@@ -37,7 +37,9 @@ Contract
 * Logs: ``exp_dir/metrics.jsonl`` and ``metrics.csv``; PNGs from :func:`seqvq.train.logs.plot_metrics` at the end.
 * DDP: under ``torchrun`` (``WORLD_SIZE`` > 1) the process group is initialised (nccl on CUDA, gloo on CPU),
   the model is wrapped in ``DistributedDataParallel``, each rank reads its shard with ``batch_size`` items
-  per step, and only rank 0 writes files.
+  per step, and only rank 0 writes files.  DDP broadcasts rank 0's buffers before every forward pass (for the
+  task's own buffers); the quantizers' buffers are already identical on every rank — their statistics are
+  reduced and their reservoir is fed with every rank's vectors — so the broadcast changes none of them.
 """
 from __future__ import annotations
 
