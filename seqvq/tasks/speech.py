@@ -1,12 +1,14 @@
-"""The speech task (``task: speech_ctc``): CTC phone recognition with a VQ bottleneck (Łańcucki 2020 §IV-A).
+"""The speech task (``task: speech_ctc``): CTC recognition with a VQ bottleneck (Łańcucki 2020 §IV-A), on phones
+(the paper), characters or sentencepiece subwords (:mod:`seqvq.data.units`).
 
 Run config keys read here (besides ``train:``, which the trainer reads):
 
 ```yaml
 data:
-  train: exp/mini/feats/train      # prepared split (feats.scp + phones.txt); see seqvq/data/speech_corpus.py
+  train: exp/mini/feats/train      # prepared split (feats.scp + phones.txt, or + text for chars/bpe units)
   dev: exp/mini/feats/dev          # prepared split or a raw Kaldi data dir
   cmvn: exp/mini/feats/train/cmvn.ark
+  units: exp/mini/feats/units.json # unit model from data_prep/make_targets.py --units; null/absent = phones
   deltas: true                     # append Δ, ΔΔ to the stored features on the fly
 model: {...}                       # DeepSpeech2CTC keyword arguments; model.quantizer: null = no bottleneck
 threads: 2                         # torch CPU threads (optional)
@@ -16,9 +18,13 @@ Training uses whole utterances. The paper trained on 64-frame chunks with target
 tri3b); CTC on a chunk needs the phones inside that chunk, which only an alignment gives, and the built corpus
 has none -- so this task trains on whole utterances, which CTC handles without alignments.
 
-Evaluation (during training on ``data.dev``, and ``seqvq evaluate CHECKPOINT DATA``): greedy CTC decoding,
-corpus PER = (S + D + I) / N, code perplexity 2^H over all valid frames and the number of codes used, and a
-hypothesis file with one ``utt PH PH ...`` line per utterance.
+The unit model is stored in the model's ``unit_model`` buffer, so every checkpoint carries it and
+``seqvq evaluate`` decodes with the units the model was trained on, whatever ``data.units`` points at then.
+
+Evaluation (during training on ``data.dev``, and ``seqvq evaluate CHECKPOINT DATA``): greedy CTC decoding, the
+error rate of the unit -- corpus PER = (S + D + I) / N for phones; CER and WER on the normalized transcripts for
+characters and subwords (words rebuilt from the units) -- code perplexity 2^H over all valid frames, the number of
+codes used, and a hypothesis file with one ``utt PH PH ...`` (phones) or ``utt word word ...`` line per utterance.
 """
 from __future__ import annotations
 
@@ -34,17 +40,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from seqvq.data.features import GlobalCMVN, add_deltas
-from seqvq.data.lexicon import PHONES, write_phone_transcripts
-from seqvq.data.speech_corpus import load_cmvn, load_split
+from seqvq.data.kaldi import read_data_dir
+from seqvq.data.lexicon import write_phone_transcripts
+from seqvq.data.speech_corpus import FEATS_SCP, iter_fbank, load_cmvn, load_split, read_features
+from seqvq.data.units import TEXT, UnitInventory, normalize_transcript, read_transcripts
 from seqvq.metrics.ctc import ctc_greedy_decode
 from seqvq.metrics.per import error_counts
+from seqvq.metrics.wer import character_error_counts, word_error_counts
 from seqvq.models.deepspeech2 import DeepSpeech2CTC
 from seqvq.quantize import perplexity
 from seqvq.train.types import StepOutput, TaskBundle
 
-BLANK = "<blk>"
-SYMBOLS = (BLANK, *PHONES)  # CTC label i <-> SYMBOLS[i]; the blank is 0
-PHONE_IDS = {phone: index for index, phone in enumerate(SYMBOLS)}
+BLANK = 0  # CTC label 0 is the blank; label i > 0 is the unit ``inventory.symbols[i - 1]``
 
 
 @dataclass
@@ -65,21 +72,24 @@ def ctc_feasible(latent_frames: int, targets: list[int]) -> bool:
 class SpeechDataset(torch.utils.data.Dataset):
     """Utterances with both features and targets, normalized with global CMVN (deltas appended first).
 
-    With ``output_lengths`` (the encoder's frames -> latents map; for training) utterances too short for their
+    ``targets`` are unit sequences of ``inventory``; ``references`` (characters and subwords) the normalized
+    transcripts they are scored against. With ``output_lengths`` (the encoder's frames -> latents map; for training) utterances too short for their
     targets are left out and counted in ``skipped``: CTC could not align them.
     """
 
     def __init__(self, features: Mapping[str, np.ndarray], targets: Mapping[str, list[str]], cmvn: GlobalCMVN,
-                 deltas: bool, output_lengths=None, name: str = "data"):
+                 deltas: bool, output_lengths=None, name: str = "data", inventory: UnitInventory | None = None,
+                 references: Mapping[str, str] | None = None):
         self.features, self.cmvn, self.deltas = features, cmvn, deltas
-        self.utterances, self.targets = [], []
+        self.inventory = inventory or UnitInventory.phones()
+        self.utterances, self.targets, self.references = [], [], []
         self.skipped = {"no_features": 0, "no_targets": 0, "too_short": 0}
         self.skipped["no_targets"] = sum(utt not in targets for utt in features)
         for utt in sorted(targets):
             if utt not in features:
                 self.skipped["no_features"] += 1
                 continue
-            ids = [PHONE_IDS[p] for p in targets[utt]]
+            ids = [self.inventory.ids[unit] + 1 for unit in targets[utt]]
             if output_lengths is not None:
                 frames = int(output_lengths(torch.tensor([len(features[utt])]))[0])
                 if not ctc_feasible(frames, ids):
@@ -87,8 +97,10 @@ class SpeechDataset(torch.utils.data.Dataset):
                     continue
             self.utterances.append(utt)
             self.targets.append(torch.tensor(ids, dtype=torch.long))
+            self.references.append(references[utt] if references is not None else None)
         if not self.utterances:
-            raise ValueError(f"{name}: no utterance has both features and phone targets ({self.skipped})")
+            raise ValueError(f"{name}: no utterance has both features and {self.inventory.kind} targets "
+                             f"({self.skipped})")
         if any(self.skipped.values()):
             print(f"{name}: {len(self.utterances)} utterances; left out: {self.skipped}")
 
@@ -118,11 +130,20 @@ def collate_speech(items: list[tuple[str, torch.Tensor, torch.Tensor]]) -> Speec
 
 
 class SpeechCTCTask(nn.Module):
-    """Trainer-facing wrapper: ``forward(batch) -> StepOutput`` with loss = CTC + the quantizer's loss."""
+    """Trainer-facing wrapper: ``forward(batch) -> StepOutput`` with loss = CTC + the quantizer's loss.
 
-    def __init__(self, model: DeepSpeech2CTC):
+    ``unit_model`` (uint8 buffer) holds the unit inventory's bytes (:meth:`UnitInventory.to_bytes`), so the
+    checkpoint carries the units; :attr:`inventory` reads them back.
+    """
+
+    def __init__(self, model: DeepSpeech2CTC, inventory: UnitInventory):
         super().__init__()
         self.model = model
+        self.register_buffer("unit_model", torch.tensor(list(inventory.to_bytes()), dtype=torch.uint8))
+
+    @property
+    def inventory(self) -> UnitInventory:
+        return UnitInventory.from_bytes(bytes(self.unit_model.cpu().tolist()), "the model's unit_model buffer")
 
     def forward(self, batch: SpeechBatch) -> StepOutput:
         out = self.model(batch.features, batch.lengths)
@@ -138,9 +159,46 @@ class SpeechCTCTask(nn.Module):
         return StepOutput(loss=loss, metrics=metrics, weight=float(len(batch.utterances)))
 
 
-def build_model(config: dict, input_dim: int) -> SpeechCTCTask:
+def build_model(config: dict, input_dim: int, inventory: UnitInventory) -> SpeechCTCTask:
     options = dict(config.get("model") or {})
-    return SpeechCTCTask(DeepSpeech2CTC(input_dim=input_dim, num_classes=len(SYMBOLS), **options))
+    model = DeepSpeech2CTC(input_dim=input_dim, num_classes=len(inventory.symbols) + 1, **options)
+    return SpeechCTCTask(model, inventory)
+
+
+def config_units(config: dict) -> UnitInventory:
+    """The unit model named by ``data.units`` (phones when it is absent or null)."""
+    path = (config.get("data") or {}).get("units")
+    return UnitInventory.load(path) if path else UnitInventory.phones()
+
+
+def checkpoint_units(model_state: Mapping[str, torch.Tensor], where: str) -> UnitInventory:
+    """The unit model a checkpoint's model state carries (phones for checkpoints written before units existed)."""
+    if "unit_model" not in model_state:
+        return UnitInventory.phones()
+    return UnitInventory.from_bytes(bytes(model_state["unit_model"].cpu().tolist()), where)
+
+
+def load_unit_split(path: str | Path, inventory: UnitInventory):
+    """``(features, targets, references)`` of a split for ``inventory``'s units; references are None for phones.
+
+    Characters and subwords read a prepared split's ``text`` (normalized transcripts, written by
+    data_prep/make_targets.py) or a raw Kaldi data dir's ``text`` (features computed in memory), and encode it
+    with the unit model.
+    """
+    if inventory.kind == "phones":
+        return (*load_split(path), None)
+    path = Path(path)
+    if (path / FEATS_SCP).exists() and (path / TEXT).exists():
+        features, transcripts = read_features(path), read_transcripts(path / TEXT)
+    else:
+        data = read_data_dir(path)
+        if not data.text:
+            raise ValueError(f"{path / 'text'}: missing; {inventory.kind} units need transcripts")
+        features, transcripts = dict(iter_fbank(data)), data.text
+    references = {utt: normalize_transcript(text) for utt, text in transcripts.items()}
+    references = {utt: text for utt, text in references.items() if text}
+    targets = {utt: inventory.encode(text) for utt, text in references.items()}
+    return features, targets, references
 
 
 def _input_dim(features: Mapping[str, np.ndarray], deltas: bool) -> int:
@@ -150,27 +208,41 @@ def _input_dim(features: Mapping[str, np.ndarray], deltas: bool) -> int:
 
 def evaluate_dataset(model: SpeechCTCTask, dataset: SpeechDataset, batch_size: int = 32,
                      hypothesis_file: str | Path | None = None) -> dict[str, float]:
-    """Greedy CTC over ``dataset``: corpus PER (%), code perplexity and codes used over all valid frames."""
+    """Greedy CTC over ``dataset``: corpus PER (%) for phones, CER and WER (%) for characters and subwords,
+    code perplexity and codes used over all valid frames."""
     device = next(model.parameters()).device
+    inventory = model.inventory
+    symbols = inventory.symbols
     order = sorted(range(len(dataset)), key=lambda i: len(dataset.features[dataset.utterances[i]]))
     references, hypotheses, utterances, counts = [], [], [], None
     quantizer = model.model.quantizer
     for start in range(0, len(order), batch_size):
-        batch = collate_speech([dataset[i] for i in order[start:start + batch_size]])
+        indices = order[start:start + batch_size]
+        batch = collate_speech([dataset[i] for i in indices])
         out = model.model(batch.features.to(device), batch.lengths.to(device))
-        for utt, ids, target, length in zip(batch.utterances, ctc_greedy_decode(out.log_probs, out.lengths),
-                                            batch.targets, batch.target_lengths):
-            references.append([SYMBOLS[i] for i in target[:length].tolist()])
-            hypotheses.append([SYMBOLS[i] for i in ids])
-            utterances.append(utt)
+        for index, ids, target, length in zip(indices, ctc_greedy_decode(out.log_probs, out.lengths),
+                                              batch.targets, batch.target_lengths):
+            references.append(dataset.references[index]
+                              or [symbols[i - 1] for i in target[:length].tolist()])
+            hypotheses.append([symbols[i - 1] for i in ids])
+            utterances.append(dataset.utterances[index])
         if out.codes is not None:
             valid = out.codes[out.codes >= 0].reshape(-1).cpu()
             batch_counts = torch.bincount(valid, minlength=quantizer.codebook_size)
             counts = batch_counts if counts is None else counts + batch_counts
-    errors = error_counts(references, hypotheses)
-    figures = {"per": 100.0 * errors.rate, "substitutions": errors.substitutions, "deletions": errors.deletions,
-               "insertions": errors.insertions, "reference_phones": errors.reference_length,
-               "utterances": len(utterances)}
+    if inventory.has_words:
+        hypotheses = [inventory.to_text(units) for units in hypotheses]
+        characters, words = character_error_counts(references, hypotheses), word_error_counts(references, hypotheses)
+        figures = {"cer": 100.0 * characters.rate, "wer": 100.0 * words.rate,
+                   "reference_characters": characters.reference_length, "reference_words": words.reference_length,
+                   "word_substitutions": words.substitutions, "word_deletions": words.deletions,
+                   "word_insertions": words.insertions, "utterances": len(utterances)}
+        hypotheses = [text.split() for text in hypotheses]
+    else:
+        errors = error_counts(references, hypotheses)
+        figures = {"per": 100.0 * errors.rate, "substitutions": errors.substitutions, "deletions": errors.deletions,
+                   "insertions": errors.insertions, "reference_phones": errors.reference_length,
+                   "utterances": len(utterances)}
     if counts is not None:
         figures["code_perplexity"] = float(perplexity(counts.double()))
         figures["codes_used"] = int((counts > 0).sum())
@@ -185,20 +257,24 @@ def build_task(config: dict) -> TaskBundle:
         torch.set_num_threads(int(config["threads"]))
     data = config["data"]
     cmvn = load_cmvn(data["cmvn"])
-    train_features, train_targets = load_split(data["train"])
+    inventory = config_units(config)
+    train_features, train_targets, train_references = load_unit_split(data["train"], inventory)
     deltas = bool(data.get("deltas", True))
-    model = build_model(config, _input_dim(train_features, deltas))
+    model = build_model(config, _input_dim(train_features, deltas), inventory)
     train_set = SpeechDataset(train_features, train_targets, cmvn, deltas, model.model.output_lengths,
-                              data["train"])
+                              data["train"], inventory, train_references)
     dev_set = None
-    if data.get("dev"):  # every dev utterance counts in the PER, so none is left out for being short
-        dev_set = SpeechDataset(*load_split(data["dev"]), cmvn, deltas, name=data["dev"])
+    if data.get("dev"):  # every dev utterance counts in the error rate, so none is left out for being short
+        features, targets, references = load_unit_split(data["dev"], inventory)
+        dev_set = SpeechDataset(features, targets, cmvn, deltas, name=data["dev"], inventory=inventory,
+                                references=references)
     exp_dir = Path(config.get("exp_dir", "."))
 
     def evaluate(task_model: nn.Module) -> dict[str, float]:
-        """Dev PER and code usage for the training log (the S/D/I counts go to ``seqvq evaluate``'s output)."""
+        """Dev error rate and code usage for the training log (the counts go to ``seqvq evaluate``'s output)."""
         figures = evaluate_dataset(task_model, dev_set, hypothesis_file=exp_dir / "dev_hyp.txt")
-        return {name: figures[name] for name in ("per", "code_perplexity", "codes_used") if name in figures}
+        return {name: figures[name] for name in ("per", "cer", "wer", "code_perplexity", "codes_used")
+                if name in figures}
 
     return TaskBundle(model=model, train_dataset=train_set, collate_fn=collate_speech,
                       evaluate=evaluate if dev_set is not None else None)
@@ -206,17 +282,19 @@ def build_task(config: dict) -> TaskBundle:
 
 def evaluate_cli(checkpoint: str, data: str, config: dict) -> dict[str, float]:
     """``seqvq evaluate CHECKPOINT DATA``: figures as a dict; hypotheses and figures under ``decode_<name>/``."""
-    from seqvq.train.checkpoint import load_checkpoint
+    from seqvq.train.checkpoint import load_checkpoint, read_checkpoint
 
     if config.get("threads"):
         torch.set_num_threads(int(config["threads"]))
     cmvn = load_cmvn(config["data"]["cmvn"])
-    features, targets = load_split(data)
+    inventory = checkpoint_units(read_checkpoint(checkpoint)["model"], checkpoint)
+    features, targets, references = load_unit_split(data, inventory)
     deltas = bool(config["data"].get("deltas", True))
-    model = build_model(config, _input_dim(features, deltas))
+    model = build_model(config, _input_dim(features, deltas), inventory)
     state = load_checkpoint(checkpoint, model, use_polyak=True)
     model.eval()
-    dataset = SpeechDataset(features, targets, cmvn, deltas, name=data)
+    dataset = SpeechDataset(features, targets, cmvn, deltas, name=data, inventory=inventory,
+                            references=references)
     out_dir = Path(checkpoint).resolve().parent.parent / f"decode_{Path(data).name}"
     out_dir.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():
