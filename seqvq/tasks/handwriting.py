@@ -2,8 +2,10 @@
 
 Run config keys read here (besides `train:`):
 
-    data:   corpus: a ScribbleLens zip, or a folder with train.npz/test.npz (the built --mini corpus)
-            train_split: train, test_split: test, colormode: bw     (zip only; height/levels from model:)
+    data:   corpus: a ScribbleLens zip, a folder with train.npz/test.npz (the built --mini corpus), or a folder
+                    of PNG/JPEG line images (seqvq/data/image_folder.py; nothing is written into it)
+            train_split: train, test_split: test, colormode: bw     (colormode: zip only; height/levels from model:)
+            test_fraction: 0.1, transcripts, train_list, test_list, ink: dark   (folder of images only)
     model:  HandwritingAutoencoder keywords: levels, height, latent_dim, encoder_norm, encoder, decoder,
             quantizer (VectorQuantizer keywords, e.g. codebook_size, pre_norm, codebook_update, reestimate...)
     eval:   batch_size, max_lines (null = whole test split), grid_lines, temperature, seed
@@ -22,6 +24,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from seqvq.data.image_folder import ImageFolderLines, find_images
 from seqvq.data.lines import LineBatch, LineCorpus, collate_lines
 from seqvq.data.scribblelens import ScribbleLensLines
 from seqvq.metrics.bits import (bits_per_dim, code_perplexity, pixels_per_latent, uniform_nelbo,
@@ -56,14 +59,25 @@ class HandwritingTask(nn.Module):
         return autoencoder.quantizer(latents, mask=mask).losses["codebook"]
 
 
-def open_lines(corpus: str, split: str, height: int, levels: int, colormode: str = "bw") -> Dataset:
-    """One split of a ScribbleLens zip or of a built line corpus (folder with <split>.npz, or the .npz)."""
+FOLDER_KEYS = ("test_fraction", "transcripts", "train_list", "test_list", "ink")
+
+
+def open_lines(corpus: str, split: str, height: int, levels: int, colormode: str = "bw",
+               folder_options: dict | None = None) -> Dataset:
+    """One split of a ScribbleLens zip, of a built line corpus (folder with <split>.npz, or the .npz), or of a
+    folder of line images (``folder_options``: :class:`ImageFolderLines` keywords)."""
     if str(corpus).endswith(".zip"):
         return ScribbleLensLines(corpus, split, colormode, height, levels)
+    if os.path.isdir(corpus) and not os.path.isfile(os.path.join(corpus, f"{split}.npz")):
+        if find_images(Path(corpus)):
+            return ImageFolderLines(corpus, split, height, levels, **(folder_options or {}))
+        raise FileNotFoundError(f"{corpus}: holds neither line images (.png/.jpg/.jpeg) nor {split}.npz; pass a "
+                                f"folder of line images or a ScribbleLens zip (recipes/scribblelens/run.sh --mini "
+                                f"builds a corpus of its own under data/mini_handwriting)")
     path = os.path.join(corpus, f"{split}.npz") if os.path.isdir(corpus) else corpus
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: no such line corpus; build it with "
-                                f"data_prep/make_mini_handwriting.py --out {corpus}")
+        raise FileNotFoundError(f"{path}: no such line corpus; pass a ScribbleLens zip, a folder of line images, "
+                                f"or a built corpus (recipes/scribblelens/run.sh --mini)")
     lines = LineCorpus(path)
     if lines.levels != levels or lines.height != height:
         raise ValueError(f"{path}: lines are {lines.height} px with {lines.levels} levels but the model expects "
@@ -76,8 +90,9 @@ def _split(config: dict, key: str, default: str, corpus: str | None = None) -> D
     corpus = corpus or data.get("corpus")
     if not corpus:
         raise ValueError("the config has no data.corpus: pass --data ZIP or --mini to the recipe, or set it")
+    folder_options = {name: data[name] for name in FOLDER_KEYS if data.get(name) is not None}
     return open_lines(corpus, data.get(key, default), int(model.get("height", 32)), int(model.get("levels", 4)),
-                      data.get("colormode", "bw"))
+                      data.get("colormode", "bw"), folder_options)
 
 
 def _autoencoder(model: nn.Module) -> HandwritingAutoencoder:
