@@ -72,8 +72,8 @@ if [ "$print_exp" = 1 ]; then echo "$exp"; exit 0; fi  # for table2.sh
 # the row's overrides: the --size cpu lines that apply to it (conf/mini.overrides), then the command line's
 overrides=()
 if [ "$size" = cpu ]; then
-  mapfile -t overrides < <(grep -v '^\s*#' "$recipe/conf/mini.overrides" |
-    awk -v row="$row" -F': ' '$1 == "*" { print $2 } $1 == row { later[++n] = $2 } END { for (i = 1; i <= n; i++) print later[i] }')
+  mapfile -t overrides < <(grep -v '^\s*#' "$recipe/conf/mini.overrides" | awk -v row="$row" -F': ' \
+    '$1 == "*" { print $2 } $1 == row { later[++n] = $2 } END { for (i = 1; i <= n; i++) print later[i] }')
 fi
 overrides+=("data.corpus=$corpus" ${extra[@]+"${extra[@]}"})
 

@@ -28,7 +28,9 @@ while [ $# -gt 0 ]; do
 done
 
 if [ "$table_only" = 0 ]; then
-  [ ${#run_args[@]} -gt 0 ] || { echo "table2.sh: give --mini or --data CORPUS (or --table-only --exp DIR)" >&2; exit 1; }
+  if [ ${#run_args[@]} -eq 0 ]; then
+    echo "table2.sh: give --mini or --data CORPUS (or --table-only --exp DIR)" >&2; exit 1
+  fi
   if [ -z "$exp" ]; then  # the directory run.sh would choose, so that every row lands in the same one
     exp=$(bash "$recipe/run.sh" "${run_args[@]}" --print-exp)
   fi

@@ -73,8 +73,9 @@ class SpeechDataset(torch.utils.data.Dataset):
     """Utterances with both features and targets, normalized with global CMVN (deltas appended first).
 
     ``targets`` are unit sequences of ``inventory``; ``references`` (characters and subwords) the normalized
-    transcripts they are scored against. With ``output_lengths`` (the encoder's frames -> latents map; for training) utterances too short for their
-    targets are left out and counted in ``skipped``: CTC could not align them.
+    transcripts they are scored against. With ``output_lengths`` (the encoder's frames -> latents map; for
+    training) utterances too short for their targets are left out and counted in ``skipped``: CTC could not
+    align them.
     """
 
     def __init__(self, features: Mapping[str, np.ndarray], targets: Mapping[str, list[str]], cmvn: GlobalCMVN,
@@ -149,7 +150,7 @@ class SpeechCTCTask(nn.Module):
         out = self.model(batch.features, batch.lengths)
         # Mean over utterances of the per-utterance loss divided by its target length (PyTorch's "mean").
         ctc = F.ctc_loss(out.log_probs.transpose(0, 1), batch.targets, out.lengths, batch.target_lengths,
-                         blank=0, reduction="mean", zero_infinity=True)
+                         blank=BLANK, reduction="mean", zero_infinity=True)
         metrics = {"ctc_loss": ctc.detach()}
         loss = ctc
         if out.vq_loss is not None:
@@ -172,9 +173,10 @@ def config_units(config: dict) -> UnitInventory:
 
 
 def checkpoint_units(model_state: Mapping[str, torch.Tensor], where: str) -> UnitInventory:
-    """The unit model a checkpoint's model state carries (phones for checkpoints written before units existed)."""
+    """The unit model a checkpoint's model state carries."""
     if "unit_model" not in model_state:
-        return UnitInventory.phones()
+        raise ValueError(f"{where}: the checkpoint carries no unit model (written before seqvq stored one); "
+                         f"retrain it with this version")
     return UnitInventory.from_bytes(bytes(model_state["unit_model"].cpu().tolist()), where)
 
 
@@ -220,7 +222,7 @@ def evaluate_dataset(model: SpeechCTCTask, dataset: SpeechDataset, batch_size: i
         indices = order[start:start + batch_size]
         batch = collate_speech([dataset[i] for i in indices])
         out = model.model(batch.features.to(device), batch.lengths.to(device))
-        for index, ids, target, length in zip(indices, ctc_greedy_decode(out.log_probs, out.lengths),
+        for index, ids, target, length in zip(indices, ctc_greedy_decode(out.log_probs, out.lengths, BLANK),
                                               batch.targets, batch.target_lengths):
             references.append(dataset.references[index]
                               or [symbols[i - 1] for i in target[:length].tolist()])
