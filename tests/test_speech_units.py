@@ -39,6 +39,10 @@ def test_chars_come_from_training_text_and_spell_words_back():
     assert units == ["d", "e", WORD_BOUNDARY, "k", "a", "t"] and chars.to_text(units) == "de kat"
     assert chars.encode("zoë")[-1] == UNKNOWN  # never in training: unknown, read "⁇", never matches
     assert chars.to_text(chars.encode("de zoë")) == "de zo\u2047"
+    for script in ("Привет мир", "你好 世界", "مرحبا بالعالم"):
+        for kind, size in (("chars", None), ("bpe", 12)):
+            other = UnitInventory.train(kind, [script] * 3, size)
+            assert other.to_text(other.encode(script)) == script.lower()
 
 
 def test_bpe_is_trained_on_training_text_only_deterministic_and_round_trips():
