@@ -82,6 +82,8 @@ def test_held_out_split_is_deterministic_disjoint_and_stable(folder):
     grown = held_out(names + [f"new{i}.png" for i in range(30)], 0.2)  # more images: old ones keep their split
     assert set(test.names) == grown & set(names)
     assert len(ImageFolderLines(root, "test", HEIGHT, LEVELS, test_fraction=1).names) == len(names)
+    with pytest.raises(ValueError, match="no training images .* lower data.test_fraction"):
+        ImageFolderLines(root, "train", HEIGHT, LEVELS, test_fraction=1)
     sample = test[0]
     assert sample.image.shape[0] == HEIGHT and sample.text.startswith("words of line")
     assert sample.name == str(root / test.names[0])

@@ -104,6 +104,8 @@ class ImageFolderLines(Dataset):
                 raise ValueError(f"{missing[0]}: missing; give both split lists or neither (then "
                                  f"data.test_fraction holds images out)")
             selected = read_name_list(lists[split], known)
+            if not selected:
+                raise ValueError(f"{lists[split]}: lists no images; add the {split} images' names")
             shared = set(selected) & set(read_name_list(lists["test" if split == "train" else "train"], known))
             if shared:
                 raise ValueError(f"{lists[split]}: {len(shared)} images are in both split lists (e.g. "
@@ -111,9 +113,9 @@ class ImageFolderLines(Dataset):
         else:
             test = held_out(names, float(test_fraction))
             selected = [name for name in names if (name in test) == (split == "test")]
-        if not selected:
-            raise ValueError(f"{self.folder}: the {split} split is empty ({len(names)} images, "
-                             f"test_fraction {test_fraction}); add images or lower data.test_fraction")
+            if not selected:  # only the training split can be empty: the test split holds at least one image
+                raise ValueError(f"{self.folder}: no training images ({len(names)} images, all held out by "
+                                 f"data.test_fraction {test_fraction}); add images or lower data.test_fraction")
         transcript_path = Path(transcripts) if transcripts else self.folder / TRANSCRIPTS
         if transcripts and not transcript_path.is_file():
             raise ValueError(f"{transcript_path}: transcript file missing; fix data.transcripts")
@@ -136,11 +138,10 @@ class ImageFolderLines(Dataset):
     def __getitem__(self, index: int) -> LineSample:
         name = self.names[index]
         path = self.folder / name
+        image = self._open(name)
         try:
-            with self._open(name) as image:
+            with image:
                 levels = image_to_levels(image, self.height, self.levels, self.ink_is_dark)
         except (OSError, ValueError, Image.DecompressionBombError) as error:
-            if str(error).startswith(str(path)):
-                raise
             raise ValueError(f"{path}: not a readable image ({error}); replace or remove the file") from None
         return LineSample(torch.from_numpy(levels), self.texts[index], str(path))
