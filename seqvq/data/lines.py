@@ -41,8 +41,8 @@ class LineBatch:
 
 
 def to_gray(image: Image.Image) -> Image.Image:
-    """8-bit grayscale (PIL's ITU-R 601 luma): transparency is flattened onto white paper first, and 16/32-bit
-    gray images are scaled to 8 bits by their type's range (float images are taken as 0..1)."""
+    """8-bit grayscale (PIL's ITU-R 601 luma): transparency is flattened onto white paper first; 16-bit gray
+    (PIL modes I;16* and I, as 16-bit PNGs open) is scaled from 0..65535, float gray (F) from 0..1."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         values = np.asarray(image, dtype=np.float64)
         scale = {"I": 255.0 / 65535.0, "F": 255.0}.get(image.mode, 255.0 / 65535.0)
