@@ -25,7 +25,7 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 row=bn_reestimation_codebook_lr
 stage=0 stop_stage=2 corpus="" mini=0 exp="" size="" extra=() print_exp=0
 
-usage() { sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit "${1:-1}"; }
+usage() { sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit "${1:-1}"; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --data) corpus=$2; shift 2 ;;

@@ -21,7 +21,7 @@ while [ $# -gt 0 ]; do
     --table-only) table_only=1; shift ;;
     --mini) run_args+=(--mini); shift ;;
     --data|--size) run_args+=("$1" "$2"); shift 2 ;;
-    -h|--help) sed -n '2,10p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,9p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     --) shift; extra=("$@"); break ;;
     *) echo "table2.sh: unknown option $1 (see --help)" >&2; exit 1 ;;
   esac

@@ -67,7 +67,7 @@ while [[ $# -gt 0 ]]; do
     --lexicon) lexicon=$2; shift 2 ;;
     --threads) threads=$2; shift 2 ;;
     --) shift; overrides=("$@"); break ;;
-    -h|--help) sed -n '2,33p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown option $1 (see --help)" >&2; exit 1 ;;
   esac
 done
