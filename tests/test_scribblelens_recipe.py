@@ -1,9 +1,11 @@
-"""The ScribbleLens recipe's configs build (paper scale and --mini), and table2.sh prints Table II."""
+"""The ScribbleLens recipe's configs build (paper scale and --mini), run.sh picks its corpus, size and output
+directory (one model) and checks a folder of line images read-only, and table2.sh prints Table II."""
 import json
 import os
 import subprocess
-
+import numpy as np
 import pytest
+from PIL import Image
 
 from seqvq.models.handwriting_ae import HandwritingAutoencoder
 from seqvq.train import TrainConfig, load_config
@@ -45,7 +47,55 @@ def test_table2_prints_markdown(tmp_path):
                "unigram_nelbo": 0.2877, "pixels_per_latent": 128.0, "lines": 10.0}
     (tmp_path / "bn_reestimation" / "eval").mkdir(parents=True)
     (tmp_path / "bn_reestimation" / "eval" / "metrics.json").write_text(json.dumps(figures))
-    out = subprocess.run([os.path.join(RECIPE, "table2.sh"), str(tmp_path), "bn_reestimation", "vanilla"],
-                         capture_output=True, text=True, check=True).stdout
+    command = [os.path.join(RECIPE, "table2.sh"), "--table-only", "--exp", str(tmp_path)]
+    out = subprocess.run(command + ["--rows", "bn_reestimation vanilla"], capture_output=True, text=True,
+                         check=True).stdout
     assert "| + BN + data-dep reest | 0.200 | 2388.0 | 3000 | 0.294 | 0.288 |" in out
     assert "| vanilla VQ | not evaluated |" in out and "128 pixels per latent" in out
+    every_evaluated = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    assert "+ BN + data-dep reest" in every_evaluated and "vanilla" not in every_evaluated
+
+
+def run_sh(*arguments):
+    env = {**os.environ, "PYTHONPATH": os.path.join(RECIPE, os.pardir, os.pardir), "OMP_NUM_THREADS": "1"}
+    return subprocess.run(["bash", os.path.join(RECIPE, "run.sh"), *map(str, arguments)], capture_output=True,
+                          text=True, env=env)
+
+
+def test_run_sh_output_directory_per_corpus_and_errors(tmp_path):
+    (tmp_path / "lines").mkdir()
+    (tmp_path / "scribblelens.corpus.v1.2.zip").write_bytes(b"")
+    repo = os.path.realpath(os.path.join(RECIPE, os.pardir, os.pardir))
+    assert run_sh("--mini", "--print-exp").stdout.strip() == f"{repo}/exp/scribblelens/mini"
+    assert run_sh("--data", tmp_path / "lines", "--print-exp").stdout.strip() == f"{repo}/exp/scribblelens/lines"
+    assert run_sh("--data", tmp_path / "scribblelens.corpus.v1.2.zip", "--print-exp").stdout.strip() == \
+        f"{repo}/exp/scribblelens/full"
+    for arguments, message in ((["--mini", "--config", "nope"], "no conf/nope.yaml; configs: bn "),
+                               (["--data", tmp_path / "missing"], "no such file or folder"),
+                               (["--mini", "--size", "huge"], "--size must be cpu or paper"),
+                               (["--rows", "bn"], "unknown option --rows")):
+        result = run_sh(*arguments)
+        assert result.returncode == 1 and message in result.stderr, (arguments, result.stderr)
+
+
+def test_run_sh_checks_a_folder_of_line_images_without_writing_into_it(tmp_path):
+    folder = tmp_path / "lines"
+    folder.mkdir()
+    for index, (height, width, mode) in enumerate([(20, 60, "L"), (48, 200, "RGB"), (64, 90, "RGBA")] * 4):
+        gray = np.full((height, width), 255, dtype=np.uint8)
+        gray[height // 4: 3 * height // 4, 5: width - 5: 6] = 0
+        image = Image.fromarray(gray, "L").convert(mode)
+        image.save(folder / f"line{index}.png")
+    (folder / "transcripts.txt").write_text("line0.png een regel\n")
+    before = sorted(os.listdir(folder))
+    result = run_sh("--data", folder, "--stop-stage", 0, "--exp", tmp_path / "exp", "--", "data.test_fraction=0.25")
+    assert result.returncode == 0, result.stderr
+    assert "checking" in result.stdout and "at 32 px high" in result.stdout
+    counts = [int(line.split("split: ")[1].split()[0]) for line in result.stdout.splitlines() if "split: " in line]
+    assert sum(counts) == 12 and counts[1] >= 1
+    assert sorted(os.listdir(folder)) == before and not (tmp_path / "exp").exists()
+    (folder / "line3.png").write_bytes(b"broken")
+    result = run_sh("--data", folder, "--stop-stage", 0)
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"error: {folder / 'line3.png'}: not a readable image " \
+        f"(cannot identify image file '{folder / 'line3.png'}'); replace or remove the file"

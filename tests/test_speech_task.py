@@ -9,7 +9,7 @@ import torch
 from seqvq.data.lexicon import PHONES, write_phone_transcripts
 from seqvq.data.speech_corpus import compute_cmvn, read_features, save_cmvn
 from seqvq.cli import main
-from seqvq.tasks.speech import SYMBOLS, SpeechDataset, build_task, collate_speech, ctc_feasible
+from seqvq.tasks.speech import SpeechDataset, build_task, collate_speech, ctc_feasible
 from seqvq.train import Trainer, TrainConfig, seed_everything
 
 USED_PHONES = PHONES[:6]
@@ -79,7 +79,7 @@ def test_dataset_normalizes_and_batches(corpus):
     assert torch.allclose(stacked.mean(0), torch.zeros(36), atol=1e-3)
     batch = collate_speech([dataset[0], dataset[1]])
     assert batch.features.shape[0] == 2 and batch.lengths.tolist() == [len(dataset[0][1]), len(dataset[1][1])]
-    assert [SYMBOLS[i] for i in batch.targets[0, :batch.target_lengths[0]].tolist()] == \
+    assert [PHONES[i - 1] for i in batch.targets[0, :batch.target_lengths[0]].tolist()] == \
         (corpus / "train" / "phones.txt").read_text().split("\n")[0].split()[1:]
     with pytest.raises(ValueError, match="CMVN statistics 36"):
         SpeechDataset(*load_split(corpus / "train"), load_cmvn(corpus / "train" / "cmvn.ark"), deltas=False)[0]

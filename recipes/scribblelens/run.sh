@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
-# ScribbleLens recipe (Łańcucki et al. 2020 §IV-B): train the VQ autoencoder for every Table II row (and the Huh
-# remedies), evaluate each on the test split, print Table II.
+# ScribbleLens recipe (Łańcucki et al. 2020 §IV-B): trains ONE VQ autoencoder (one Table II row, --config),
+# evaluates it on the test split and prints its figures. recipes/scribblelens/table2.sh trains every row.
 #
-#   recipes/scribblelens/run.sh --data scribblelens.corpus.v1.2.zip   # the real corpus, read in place (paper scale)
-#   recipes/scribblelens/run.sh --mini                                 # built MNIST-lines corpus, minutes per row
+#   recipes/scribblelens/run.sh --mini                                 # built MNIST-lines corpus, minutes
+#   recipes/scribblelens/run.sh --data scribblelens.corpus.v1.2.zip   # the real corpus, read in place (paper size)
+#   recipes/scribblelens/run.sh --data FOLDER                          # your own PNG/JPEG line images (CPU size)
 #
-# Options: --stage N / --stop-stage N (0 data, 1 train, 2 evaluate, 3 table), --rows "vanilla bn ..."
-# (default: all), --exp DIR (default exp/scribblelens/{full,mini}), and after `--` extra dotted overrides for
-# every row, e.g. `-- train.steps=100 train.seed=1`. Training resumes from a row's last checkpoint when re-run.
+# Stages (--stage N / --stop-stage N): 0 data (--mini: build data/mini_handwriting; a folder: decode and count
+# every line, writing nothing into it), 1 train, 2 evaluate and print.
+# Options: --config ROW (a file in conf/; default bn_reestimation_codebook_lr), --size cpu|paper (cpu applies
+# conf/mini.overrides, the --mini settings; default: paper for the ScribbleLens zip, cpu otherwise), --exp DIR
+# (default exp/scribblelens/{mini,full,<folder name>}; the model goes to EXP/ROW), and after `--` extra dotted
+# overrides, e.g. `-- train.steps=100 data.test_fraction=0.2 model.height=48`. A folder of line images takes
+# FOLDER/transcripts.txt and FOLDER/train.txt + test.txt when present, else holds out data.test_fraction (0.1)
+# of the images (seqvq/data/image_folder.py). Training resumes from the row's last checkpoint when re-run.
 # Threads: OMP_NUM_THREADS (default 2 here).
 set -euo pipefail
 
@@ -16,77 +22,91 @@ repo=$(cd "$recipe/../.." && pwd)
 export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}"
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 
-TABLE_ROWS="vanilla bn bn_codebook_lr bn_ema bn_reestimation bn_reestimation_codebook_lr"
-HUH_ROWS="huh_affine huh_sync huh_alternating huh_replacement"
-rows="$TABLE_ROWS $HUH_ROWS"
-stage=0 stop_stage=3 corpus="" mini=0 exp="" extra=()
+row=bn_reestimation_codebook_lr
+stage=0 stop_stage=2 corpus="" mini=0 exp="" size="" extra=() print_exp=0
 
-usage() { sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit "${1:-1}"; }
+usage() { sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit "${1:-1}"; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --data) corpus=$2; shift 2 ;;
     --mini) mini=1; shift ;;
+    --config) row=$2; shift 2 ;;
+    --size) size=$2; shift 2 ;;
     --stage) stage=$2; shift 2 ;;
     --stop-stage) stop_stage=$2; shift 2 ;;
-    --rows) rows=$2; shift 2 ;;
     --exp) exp=$2; shift 2 ;;
+    --print-exp) print_exp=1; shift ;;
     -h|--help) usage 0 ;;
     --) shift; extra=("$@"); break ;;
-    *) echo "error: run.sh: unknown option $1" >&2; usage ;;
+    *) echo "error: run.sh: unknown option $1 (see --help)" >&2; exit 1 ;;
   esac
 done
-if [ "$mini" = 1 ] && [ -n "$corpus" ]; then echo "error: run.sh: give --data ZIP or --mini, not both" >&2; exit 1; fi
+if [ "$mini" = 1 ] && [ -n "$corpus" ]; then echo "error: run.sh: give --data CORPUS or --mini, not both" >&2; exit 1; fi
+if [ ! -f "$recipe/conf/$row.yaml" ]; then
+  known=$(ls "$recipe/conf" | grep '\.yaml$' | grep -v common | sed 's/\.yaml$//' | tr '\n' ' ')
+  echo "error: run.sh: no conf/$row.yaml; configs: $known" >&2; exit 1
+fi
 if [ "$mini" = 1 ]; then
   corpus=$repo/data/mini_handwriting
   exp=${exp:-$repo/exp/scribblelens/mini}
+  size=${size:-cpu}
 elif [ -n "$corpus" ]; then
-  [ -f "$corpus" ] || { echo "error: run.sh: $corpus: no such file (the ScribbleLens zip, OpenSLR 84)" >&2; exit 1; }
+  [ -e "$corpus" ] || { echo "error: run.sh: $corpus: no such file or folder (the ScribbleLens zip, OpenSLR 84, or a \
+folder of line images)" >&2; exit 1; }
   corpus=$(cd "$(dirname "$corpus")" && pwd)/$(basename "$corpus")
-  exp=${exp:-$repo/exp/scribblelens/full}
-else
-  usage
-fi
-
-# overrides of one row: the --mini lines that apply to it, then the command line's
-row_overrides() {
-  if [ "$mini" = 1 ]; then
-    grep -v '^\s*#' "$recipe/conf/mini.overrides" | awk -v row="$1" -F': ' '$1 == "*" { print $2 }'
-    grep -v '^\s*#' "$recipe/conf/mini.overrides" | awk -v row="$1" -F': ' '$1 == row { print $2 }'
-  fi
-  echo "data.corpus=$corpus"
-  for item in "${extra[@]+"${extra[@]}"}"; do echo "$item"; done
-}
-
-for row in $rows; do
-  [ -f "$recipe/conf/$row.yaml" ] || { echo "error: run.sh: no config conf/$row.yaml" >&2; exit 1; }
-done
-
-if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ] && [ "$mini" = 1 ]; then
-  if [ -f "$corpus/train.npz" ] && [ -f "$corpus/test.npz" ]; then
-    echo "stage 0: $corpus already built"
+  if [ -f "$corpus" ] && [ "${corpus%.zip}" != "$corpus" ]; then
+    exp=${exp:-$repo/exp/scribblelens/full}
+    size=${size:-paper}
   else
-    echo "stage 0: building the mini corpus in $corpus"
-    python "$repo/data_prep/make_mini_handwriting.py" --out "$corpus"
+    exp=${exp:-$repo/exp/scribblelens/$(basename "$corpus")}
+    size=${size:-cpu}
+  fi
+else
+  echo "error: run.sh: give --mini (built corpus) or --data CORPUS (the ScribbleLens zip or a folder of line images)" >&2
+  exit 1
+fi
+[ "$size" = cpu ] || [ "$size" = paper ] || { echo "error: run.sh: --size must be cpu or paper" >&2; exit 1; }
+case "$exp" in /*) ;; *) exp=$PWD/$exp ;; esac
+if [ "$print_exp" = 1 ]; then echo "$exp"; exit 0; fi  # for table2.sh
+
+# the row's overrides: the --size cpu lines that apply to it (conf/mini.overrides), then the command line's
+overrides=()
+if [ "$size" = cpu ]; then
+  mapfile -t overrides < <(grep -v '^\s*#' "$recipe/conf/mini.overrides" | awk -v row="$row" -F': ' \
+    '$1 == "*" { print $2 } $1 == row { later[++n] = $2 } END { for (i = 1; i <= n; i++) print later[i] }')
+fi
+overrides+=("data.corpus=$corpus" ${extra[@]+"${extra[@]}"})
+
+if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
+  if [ "$mini" = 1 ]; then
+    if [ -f "$corpus/train.npz" ] && [ -f "$corpus/test.npz" ]; then
+      echo "stage 0: $corpus already built"
+    else
+      echo "stage 0: building the mini corpus in $corpus"
+      python "$repo/data_prep/make_mini_handwriting.py" --out "$corpus"
+    fi
+  elif [ -d "$corpus" ]; then
+    echo "stage 0: checking $corpus (read only)"
+    python "$repo/data_prep/check_line_images.py" "$recipe/conf/$row.yaml" "${overrides[@]}"
   fi
 fi
 
 if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
-  for row in $rows; do
-    mapfile -t overrides < <(row_overrides "$row")
-    echo "stage 1: training $row -> $exp/$row"
-    start=$(date +%s)
-    python -m seqvq.cli train "$recipe/conf/$row.yaml" "${overrides[@]}" --exp-dir "$exp/$row"
-    echo "$row trained in $(( $(date +%s) - start )) s" | tee -a "$exp/train_times.txt"
-  done
+  echo "stage 1: training $row ($size size) -> $exp/$row"
+  start=$(date +%s)
+  python -m seqvq.cli train "$recipe/conf/$row.yaml" "${overrides[@]}" --exp-dir "$exp/$row"
+  mkdir -p "$exp"
+  echo "$row trained in $(( $(date +%s) - start )) s" | tee -a "$exp/train_times.txt"
 fi
 
 if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
-  for row in $rows; do
-    echo "stage 2: evaluating $row"
-    python -m seqvq.cli evaluate "$exp/$row/checkpoints/last.pt" "$corpus" --out "$exp/$row/eval"
-  done
-fi
-
-if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
-  "$recipe/table2.sh" "$exp" $rows
+  echo "stage 2: evaluating $row on the test split of $corpus"
+  python -m seqvq.cli evaluate "$exp/$row/checkpoints/last.pt" "$corpus" --out "$exp/$row/eval" > /dev/null
+  python - "$exp/$row/eval/metrics.json" "$row" <<'PY'
+import json, sys
+m = json.load(open(sys.argv[1]))
+print(f"{sys.argv[2]} (test, {m['lines']:.0f} lines): Rec. BPD {m['bpd']:.3f} | perplexity {m['perplexity']:.1f} | "
+      f"codes used {m['codes_used']:.0f} | uniform NELBO {m['uniform_nelbo']:.3f} | unigram NELBO "
+      f"{m['unigram_nelbo']:.3f} bits | reconstructions: {sys.argv[1].replace('metrics.json', 'reconstructions.png')}")
+PY
 fi

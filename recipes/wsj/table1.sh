@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Table I of Łańcucki et al. 2020 (Dev PER and code perplexity per VQ training variant), plus the Huh et al. 2023
 # remedies, on the built corpus (--mini, default) or real WSJ (--data DIR). Prepares data once (run.sh stages
-# 0-2), trains and evaluates every variant (stages 3-4, --jobs at a time), then prints a markdown table.
+# 0-2), trains and evaluates every variant (run.sh --config ROW, stages 3-4, --jobs at a time), then prints a
+# markdown table (Dev CER and WER instead of PER with --units chars|bpe).
 #
 #   bash recipes/wsj/table1.sh [--mini | --data DIR] [--jobs 2] [--variants "vanilla_vq bn ..."] [-- train.steps=N]
 #
-# Other options are passed to run.sh (--exp, --size, --train-utts, ...). Variants that already have
-# decode_dev/figures.json are not retrained (delete EXP/VARIANT to redo one).
+# Other options are passed to run.sh (--exp, --size, --train-utts, --units, --vocab-size, ...). Variants that
+# already have decode_dev/figures.json are not retrained (delete EXP/VARIANT to redo one).
 set -euo pipefail
 
 variants="no_bottleneck vanilla_vq bn bn_codebook_lr bn_ema bn_reestimation bn_reestimation_codebook_lr
@@ -16,6 +17,9 @@ run_args=()
 overrides=()
 exp=""
 mini=true
+suffix=""
+units=phones
+vocab_size=300
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --variants) variants=$2; shift 2 ;;
@@ -23,12 +27,15 @@ while [[ $# -gt 0 ]]; do
     --exp) exp=$2; run_args+=(--exp "$2"); shift 2 ;;
     --data) mini=false; run_args+=(--data "$2"); shift 2 ;;
     --mini) shift ;;
+    --units) units=$2; run_args+=(--units "$2"); shift 2 ;;
+    --vocab-size) vocab_size=$2; run_args+=(--vocab-size "$2"); shift 2 ;;
     --) shift; overrides=("$@"); break ;;
     -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
     *) run_args+=("$1" "$2"); shift 2 ;;
   esac
 done
 $mini && run_args+=(--mini)
+case $units in chars) suffix=_chars ;; bpe) suffix=_bpe$vocab_size ;; esac
 $mini && exp=${exp:-exp/wsj_mini} || exp=${exp:-exp/wsj}
 here=$(cd "$(dirname "$0")" && pwd)
 start_time=$SECONDS
@@ -39,9 +46,9 @@ threads=$(( $(nproc) / jobs )); (( threads >= 1 )) || threads=1
 mkdir -p "$exp/logs"
 running=0
 for variant in $variants; do
-  if [[ -f $exp/$variant/decode_dev/figures.json ]]; then continue; fi
+  if [[ -f $exp/$variant$suffix/decode_dev/figures.json ]]; then continue; fi
   echo "table1.sh: training $variant (log: $exp/logs/$variant.log)"
-  bash "$here/run.sh" "${run_args[@]}" --variant "$variant" --stage 3 --stop-stage 4 -- \
+  bash "$here/run.sh" "${run_args[@]}" --config "$variant" --stage 3 --stop-stage 4 -- \
     "threads=$threads" ${overrides[@]+"${overrides[@]}"} > "$exp/logs/$variant.log" 2>&1 &
   running=$((running + 1))
   if (( running >= jobs )); then
@@ -54,7 +61,7 @@ while (( running > 0 )); do
   running=$((running - 1))
 done
 
-python3 - "$exp" $variants <<'EOF'
+python3 - "$exp" "$suffix" $variants <<'EOF'
 import json, sys
 from pathlib import Path
 
@@ -65,17 +72,18 @@ names = {
     "huh_sync": "Huh: synchronized update", "huh_replacement": "Huh: dead-code replacement",
     "huh_alternating": "Huh: alternating optimization",
 }
-exp = Path(sys.argv[1])
-print("| Model | Dev PER (%) | Code perplexity | Codes used | Steps |")
-print("|---|---|---|---|---|")
-for variant in sys.argv[2:]:
-    path = exp / variant / "decode_dev" / "figures.json"
+exp, suffix = Path(sys.argv[1]), sys.argv[2]
+rates = ["cer", "wer"] if suffix else ["per"]
+print(f"| Model | {' | '.join(f'Dev {rate.upper()} (%)' for rate in rates)} | Code perplexity | Codes used | Steps |")
+print("|---|" + "---|" * (len(rates) + 3))
+for variant in sys.argv[3:]:
+    path = exp / (variant + suffix) / "decode_dev" / "figures.json"
     if not path.exists():
-        print(f"| {names.get(variant, variant)} | (failed or not run) | | | |")
+        print(f"| {names.get(variant, variant)} | (failed or not run) |" + " |" * (len(rates) + 2))
         continue
     f = json.loads(path.read_text())
     perplexity = f"{f['code_perplexity']:.1f}" if "code_perplexity" in f else "N/A"
-    print(f"| {names.get(variant, variant)} | {f['per']:.1f} | {perplexity} | {f.get('codes_used', 'N/A')} "
-          f"| {f['step']} |")
+    print(f"| {names.get(variant, variant)} | {' | '.join(f'{f[rate]:.1f}' for rate in rates)} | {perplexity} "
+          f"| {f.get('codes_used', 'N/A')} | {f['step']} |")
 EOF
 echo "table1.sh: done in $(( (SECONDS - start_time) / 60 )) min"

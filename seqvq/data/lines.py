@@ -40,9 +40,23 @@ class LineBatch:
                          self.texts, self.names)
 
 
+def to_gray(image: Image.Image) -> Image.Image:
+    """8-bit grayscale (PIL's ITU-R 601 luma): transparency is flattened onto white paper first; 16-bit gray
+    (PIL modes I;16* and I, as 16-bit PNGs open) is scaled from 0..65535, float gray (F) from 0..1."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        scale = {"I": 255.0 / 65535.0, "F": 255.0}.get(image.mode, 255.0 / 65535.0)
+        return Image.fromarray(np.clip(np.rint(values * scale), 0, 255).astype(np.uint8))
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        paper = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(paper, rgba).convert("L")
+    return image.convert("L")
+
+
 def resize_to_height(image: Image.Image, height: int) -> Image.Image:
-    """Grayscale `image` scaled to `height` pixels with its aspect ratio kept (width at least 1)."""
-    gray = image.convert("L")
+    """Grayscale `image` (:func:`to_gray`) scaled to `height` pixels with its aspect ratio kept (width >= 1)."""
+    gray = to_gray(image)
     width = max(1, round(gray.width * height / gray.height))
     return gray.resize((width, height), Image.BICUBIC)
 
@@ -53,6 +67,11 @@ def quantize_ink(gray: np.ndarray, levels: int, ink_is_dark: bool = True) -> np.
         raise ValueError(f"levels must be in [2, 256], got {levels}")
     ink = 255 - gray.astype(np.int64) if ink_is_dark else gray.astype(np.int64)
     return (ink * levels // 256).astype(np.uint8)
+
+
+def image_to_levels(image: Image.Image, height: int, levels: int, ink_is_dark: bool = True) -> np.ndarray:
+    """A line image of any size and mode -> `(height, W)` int64 levels: gray, scaled to `height`, quantized."""
+    return quantize_ink(np.asarray(resize_to_height(image, height)), levels, ink_is_dark).astype(np.int64)
 
 
 def collate_lines(samples: list[LineSample]) -> LineBatch:

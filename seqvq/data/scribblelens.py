@@ -5,8 +5,9 @@ lists under `corpora/`: `nl.<colormode>.lines.<split>.dat` (colormode `bw`, `gra
 `test`). Each non-empty list line names a line image and optionally its transcript, both relative to the top
 folder. Nothing is unpacked: images are decoded from the archive when a line is requested.
 
-Preprocessing (§IV-B of Łańcucki et al. 2020): grayscale, scaled to `height` (32) pixels with the aspect kept,
-then quantized to `levels` gray levels with level 0 = paper. The recipe uses the `bw` lists and 4 levels: the `bw`
+Preprocessing (§IV-B of Łańcucki et al. 2020; `seqvq.data.lines.image_to_levels`, shared with the reader of a
+folder of line images): grayscale, scaled to `height` (32) pixels with the aspect kept, then quantized to `levels`
+gray levels with level 0 = paper. The recipe uses the `bw` lists and 4 levels: the `bw`
 lines are ink on a whitened background, so 4 levels keep the ink's anti-aliased edge while the bits/dim stay
 comparable with the built corpus (same L); any L in [2, 256] can be configured.
 """
@@ -16,12 +17,11 @@ import io
 import os
 import zipfile
 
-import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from seqvq.data.lines import LineSample, quantize_ink, resize_to_height
+from seqvq.data.lines import LineSample, image_to_levels
 
 LIST_NAME = "corpora/nl.{colormode}.lines.{split}.dat"
 
@@ -93,11 +93,10 @@ class ScribbleLensLines(Dataset):
         payload = self._read(member)
         try:
             with Image.open(io.BytesIO(payload)) as image:
-                gray = np.asarray(resize_to_height(image, self.height))
+                levels = torch.from_numpy(image_to_levels(image, self.height, self.levels))
         except (OSError, ValueError, Image.DecompressionBombError) as err:
             raise ValueError(f"{self.zip_path}: member {member} is not a readable image ({err}); "
                              f"re-download the corpus") from None
         transcript = self.transcripts[index]
         text = self._read(transcript).decode("utf8").strip() if transcript else ""
-        levels = torch.from_numpy(quantize_ink(gray, self.levels).astype(np.int64))
         return LineSample(levels, text, member)

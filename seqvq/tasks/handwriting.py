@@ -2,8 +2,10 @@
 
 Run config keys read here (besides `train:`; declared by `CONFIG`, checked before anything runs):
 
-    data:   corpus: a ScribbleLens zip, or a folder with train.npz/test.npz (the built --mini corpus)
-            train_split: train, test_split: test, colormode: bw     (zip only; height/levels from model:)
+    data:   corpus: a ScribbleLens zip, a folder with train.npz/test.npz (the built --mini corpus), or a folder
+                    of PNG/JPEG line images (seqvq/data/image_folder.py; nothing is written into it)
+            train_split: train, test_split: test, colormode: bw     (colormode: zip only; height/levels from model:)
+            test_fraction: 0.1, transcripts, train_list, test_list, ink: dark   (folder of images only)
     model:  HandwritingAutoencoder keywords: levels, height, latent_dim, encoder_norm, encoder, decoder,
             quantizer (VectorQuantizer keywords, e.g. codebook_size, pre_norm, codebook_update, reestimate...)
     eval:   batch_size, max_lines (null = whole test split), grid_lines, temperature, seed
@@ -23,6 +25,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from seqvq.data.image_folder import ImageFolderLines, find_images
 from seqvq.data.lines import LineBatch, LineCorpus, collate_lines
 from seqvq.data.scribblelens import ScribbleLensLines
 from seqvq.errors import UserError
@@ -41,10 +44,16 @@ from seqvq.train.types import StepOutput, TaskBundle
 class HandwritingData:
     """The ``data:`` section."""
 
-    corpus: str | None = None  # a ScribbleLens zip, or a folder with train.npz / test.npz
+    corpus: str | None = None  # a ScribbleLens zip, a folder with train.npz / test.npz, or of line images
     colormode: str = "bw"  # zip only
     train_split: str = "train"
     test_split: str = "test"
+    # A folder of line images only (seqvq.data.image_folder.ImageFolderLines; None = its default):
+    test_fraction: float | None = None
+    transcripts: str | None = None
+    train_list: str | None = None
+    test_list: str | None = None
+    ink: str | None = None
 
 
 @dataclass
@@ -94,14 +103,25 @@ class HandwritingTask(nn.Module):
         return autoencoder.quantizer(latents, mask=mask).losses["codebook"]
 
 
-def open_lines(corpus: str, split: str, height: int, levels: int, colormode: str = "bw") -> Dataset:
-    """One split of a ScribbleLens zip or of a built line corpus (folder with <split>.npz, or the .npz)."""
+FOLDER_KEYS = ("test_fraction", "transcripts", "train_list", "test_list", "ink")
+
+
+def open_lines(corpus: str, split: str, height: int, levels: int, colormode: str = "bw",
+               folder_options: dict | None = None) -> Dataset:
+    """One split of a ScribbleLens zip, of a built line corpus (folder with <split>.npz, or the .npz), or of a
+    folder of line images (``folder_options``: :class:`ImageFolderLines` keywords)."""
     if str(corpus).endswith(".zip"):
         return ScribbleLensLines(corpus, split, colormode, height, levels)
+    if os.path.isdir(corpus) and not os.path.isfile(os.path.join(corpus, f"{split}.npz")):
+        if find_images(Path(corpus)):
+            return ImageFolderLines(corpus, split, height, levels, **(folder_options or {}))
+        raise UserError(f"{corpus}: holds neither line images (.png/.jpg/.jpeg) nor {split}.npz; pass a "
+                        f"folder of line images or a ScribbleLens zip (recipes/scribblelens/run.sh --mini "
+                        f"builds a corpus of its own under data/mini_handwriting)")
     path = os.path.join(corpus, f"{split}.npz") if os.path.isdir(corpus) else corpus
     if not os.path.isfile(path):
-        raise UserError(f"{path}: no such line corpus; build it with "
-                                f"data_prep/make_mini_handwriting.py --out {corpus}")
+        raise UserError(f"{path}: no such line corpus; pass a ScribbleLens zip, a folder of line images, "
+                        f"or a built corpus (recipes/scribblelens/run.sh --mini)")
     lines = LineCorpus(path)
     if lines.levels != levels or lines.height != height:
         raise UserError(f"{path}: lines are {lines.height} px with {lines.levels} levels but the model expects "
@@ -113,9 +133,10 @@ def _split(config: dict, key: str, corpus: str | None = None) -> Dataset:
     data, model = _section(config, "data", HandwritingData), config.get("model") or {}
     corpus = corpus or data.corpus
     if not corpus:
-        raise UserError("data.corpus: not set; pass --data ZIP or --mini to the recipe, or set it")
+        raise UserError("data.corpus: not set; pass --data ZIP_OR_FOLDER or --mini to the recipe, or set it")
+    folder_options = {name: getattr(data, name) for name in FOLDER_KEYS if getattr(data, name) is not None}
     return open_lines(corpus, getattr(data, key), int(model.get("height", 32)), int(model.get("levels", 4)),
-                      data.colormode)
+                      data.colormode, folder_options)
 
 
 def _autoencoder(model: nn.Module) -> HandwritingAutoencoder:
