@@ -13,8 +13,6 @@ from integration_checks import (QUANTIZER_OPTIONS, assert_codes_on_valid_frames,
                                 assert_same_state, assert_vq_loss_in_total)
 from seqvq.integrations.speechbrain import VQBottleneck, absolute_lengths
 
-sb = pytest.importorskip("speechbrain", reason="SpeechBrain is not installed (bash .ci/install_toolkits.sh)")
-soundfile = pytest.importorskip("soundfile")
 
 RECIPE = pathlib.Path(__file__).resolve().parents[1] / "recipes" / "speechbrain"
 PHONES = ["sil", "aa", "iy", "s", "t"]
@@ -29,6 +27,7 @@ def load_recipe():
 
 def write_corpus(folder: pathlib.Path) -> None:
     """SpeechBrain JSON manifests (TIMIT format) over random-noise waves of different lengths."""
+    soundfile = pytest.importorskip("soundfile")
     generator = torch.Generator().manual_seed(0)
     for split, count in (("train", 8), ("dev", 4), ("test", 4)):
         manifest = {}
@@ -57,6 +56,7 @@ def test_relative_lengths_follow_speechbrain_rounding():
 
 
 def test_recipe_trains_with_brain_fit_and_checkpointer_restores_the_quantizer(tmp_path, one_thread):
+    sb = pytest.importorskip("speechbrain", reason="SpeechBrain is not installed (bash .ci/install_toolkits.sh)")
     recipe = load_recipe()
     write_corpus(tmp_path)
     overrides = dict(OVERRIDES, data_folder=str(tmp_path), output_folder=str(tmp_path / "exp"))

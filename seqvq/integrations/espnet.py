@@ -79,3 +79,24 @@ def register() -> None:
 
     asr.postencoder_choices.classes[POSTENCODER_NAME] = VQPostEncoder
     asr.model_choices.classes[MODEL_NAME] = VQESPnetASRModel
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m seqvq.integrations.espnet train|inference ARGS``: ``espnet2.bin.asr_train`` /
+    ``espnet2.bin.asr_inference`` with the seqvq choices registered (the same arguments; a drop-in for the
+    ``${python} -m espnet2.bin.asr_train`` / ``asr_inference`` lines of ``asr.sh``)."""
+    import sys
+
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] not in ("train", "inference"):
+        raise SystemExit("usage: python -m seqvq.integrations.espnet {train|inference} [ESPnet arguments]")
+    register()
+    if argv[0] == "train":
+        from espnet2.bin.asr_train import main as run
+    else:
+        from espnet2.bin.asr_inference import main as run
+    run(argv[1:])
+
+
+if __name__ == "__main__":
+    main()
