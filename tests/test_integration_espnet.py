@@ -100,3 +100,15 @@ def test_model_refuses_a_postencoder_that_is_not_the_vq_bottleneck(tmp_path):
     args.postencoder = None
     with pytest.raises(ValueError, match="needs postencoder 'vq'"):
         ASRTask.build_model(args)
+
+
+def test_plain_espnet_model_with_the_vq_postencoder_fails_at_its_second_training_step(tmp_path):
+    args = build_args(tmp_path)
+    args.token_list = TOKENS
+    args.model = "espnet"
+    args.model_conf = {key: value for key, value in args.model_conf.items() if key != "vq_loss_weight"}
+    model = ASRTask.build_model(args)
+    batch = make_batch(torch.Generator().manual_seed(0))
+    model(**batch)
+    with pytest.raises(RuntimeError, match="model: espnet_vq"):
+        model(**batch)

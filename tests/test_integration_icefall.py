@@ -2,6 +2,7 @@
 icefall-style compute_loss, and icefall's checkpoint format (a dict with the model's state_dict, loaded strictly)
 restores the quantizer.  k2 / icefall do not install next to current torch, so the encoder is written here to the
 contract ``forward(x, x_lens) -> (encoder_out, encoder_out_lens)`` on (N, T, C) tensors."""
+import pytest
 import torch
 from torch import nn
 
@@ -96,16 +97,21 @@ def test_vq_encoder_trains_in_an_icefall_style_loop_and_checkpoint_restores_the_
     assert torch.equal(actual, expected)
 
 
-def test_take_result_hands_out_each_forward_once():
+def test_take_result_hands_out_each_forward_once_and_training_refuses_an_untaken_loss():
     encoder = VQEncoder(None, make_quantizer(DIM))
-    encoder(torch.randn(2, 5, DIM), torch.tensor([5, 3]))
+    x, lengths = torch.randn(2, 5, DIM), torch.tensor([5, 3])
+    encoder(x, lengths)
     encoder.take_result()
-    try:
+    with pytest.raises(RuntimeError, match="no forward pass"):
         encoder.take_result()
-    except RuntimeError as error:
-        assert "no forward pass" in str(error)
-    else:
-        raise AssertionError("a second take_result() must raise")
+    encoder(x, lengths)
+    with pytest.raises(RuntimeError, match="never taken"):
+        encoder(x, lengths)
+    encoder.eval()
+    encoder(x, lengths)
+    encoder(x, lengths)  # evaluation passes may leave their result untaken
+    encoder.train()
+    encoder(x, lengths)
 
 
 def test_time_first_matches_batch_first_for_zipformer_layout():
