@@ -9,7 +9,8 @@ So the adapter ships
   VQ loss to the loss and reports ``vq_loss``, ``vq_perplexity`` and ``vq_active_codes`` in ``stats``, so
   neither ESPnet's trainer nor the model's forward is edited;
 * :func:`register` — adds both to ``ASRTask``'s choices (``postencoder: vq``, ``model: espnet_vq``); call it
-  before ``ASRTask.main()`` (e.g. in a two-line ``asr_train.py``; see ``recipes/espnet/``).
+  before ESPnet builds the task's parser or model.  ``python -m seqvq.integrations.espnet train|inference`` runs
+  ``espnet2.bin.asr_train`` / ``asr_inference`` after it (see ``recipes/espnet/``).
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import torch
 try:
     from espnet2.asr.espnet_model import ESPnetASRModel
     from espnet2.asr.postencoder.abs_postencoder import AbsPostEncoder
-except ImportError as error:  # pragma: no cover - exercised only without ESPnet
+except ImportError as error:
     raise ImportError("seqvq.integrations.espnet needs ESPnet2: bash .ci/install_toolkits.sh "
                       "(pip install espnet backtracks to an old release; see that script)") from error
 
