@@ -1,7 +1,9 @@
-"""`import seqvq` (and the toolkit-free adapters) import no ASR toolkit; the ESPnet adapter names the install script
-when ESPnet is missing."""
+"""`import seqvq` (and the toolkit-free adapters) import no ASR toolkit; an adapter whose toolkit is missing says how
+to install it."""
 import subprocess
 import sys
+
+import pytest
 
 TOOLKITS = ("speechbrain", "espnet", "espnet2", "k2", "icefall", "nemo", "fairseq", "torchaudio")
 
@@ -17,8 +19,10 @@ def test_core_and_toolkit_free_adapters_import_no_toolkit():
     assert "seqvq" in loaded and not loaded & set(TOOLKITS)
 
 
-def test_espnet_adapter_without_espnet_names_the_install_script():
-    code = ("import sys; sys.modules['espnet2'] = None\n"
-            "try:\n    import seqvq.integrations.espnet\nexcept ImportError as error:\n    print(error)")
+@pytest.mark.parametrize("adapter, toolkit, hint", [("espnet", "espnet2", ".ci/install_toolkits.sh"),
+                                                   ("nemo", "nemo", "nemo_toolkit[asr]")])
+def test_adapter_without_its_toolkit_says_how_to_install_it(adapter, toolkit, hint):
+    code = (f"import sys; sys.modules[{toolkit!r}] = None\n"
+            f"try:\n    import seqvq.integrations.{adapter}\nexcept ImportError as error:\n    print(error)")
     output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert ".ci/install_toolkits.sh" in output
+    assert hint in output
