@@ -88,3 +88,8 @@ def test_recipe_trains_with_brain_fit_and_checkpointer_restores_the_quantizer(tm
     fresh.checkpointer.recover_if_possible()
     assert_same_state(fresh.modules.vq.quantizer, saved)
     assert fresh.hparams.epoch_counter.current == 2
+
+    # The recipe's test stage: loads the best checkpoint by PER and logs the test PER and code perplexity.
+    fresh.evaluate(datasets["test"], min_key="PER", test_loader_kwargs=loader_options)
+    test_line = (tmp_path / "exp" / "train_log.txt").read_text().splitlines()[-1]
+    assert "test PER" in test_line and "test vq_perplexity" in test_line
