@@ -4,6 +4,8 @@ the model's forward/backward train it, the VQ loss reaches the loss and stats, c
 encoder frames, and ESPnet's checkpoint (Trainer.resume) restores all quantizer state.  Skips when ESPnet does
 not import (bash .ci/install_toolkits.sh installs it)."""
 import pathlib
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -112,3 +114,11 @@ def test_plain_espnet_model_with_the_vq_postencoder_fails_at_its_second_training
     model(**batch)
     with pytest.raises(RuntimeError, match="model: espnet_vq"):
         model(**batch)
+
+
+def test_command_line_registers_the_choices_before_espnet_parses():
+    command = [sys.executable, "-m", "seqvq.integrations.espnet", "train", "--print_config", "--model", "espnet_vq",
+               "--postencoder", "vq", "--postencoder_conf", "codebook_size=64"]
+    config = yaml.safe_load(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
+    assert config["model"] == "espnet_vq" and config["postencoder"] == "vq"
+    assert config["postencoder_conf"] == {"codebook_size": 64}
