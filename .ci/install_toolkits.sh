@@ -39,4 +39,5 @@ for requirement in importlib.metadata.requires("espnet"):
 PY
 install -r "$requirements"
 rm -f "$requirements"
-"$PY" -c "import speechbrain, espnet, espnet2.tasks.asr; print('speechbrain', speechbrain.__version__, '/ espnet', espnet.__version__)" 2>&1 | grep -v "^\[nltk_data\]"
+"$PY" -c "import speechbrain, espnet, espnet2.tasks.asr
+print('speechbrain', speechbrain.__version__, '/ espnet', espnet.__version__)" 2>&1 | grep -v "^\[nltk_data\]"

@@ -9,9 +9,10 @@ NeMo builds modules only from ``_target_`` paths inside its own namespaces, so t
 :class:`VQEncoder` keeps the encoder's port types (``('B', 'D', 'T')`` outputs and lengths), so the model calls it
 as it called its encoder.  The VQ loss uses NeMo's own auxiliary-loss route (the one its adapters use): in training
 the module enables access for its model and registers the loss as ``adapter_loss``; the training steps of NeMo's
-ASR models add every registered ``adapter_loss`` to the loss (``ASRModel.add_auxiliary_losses``, logged as
-``adapter_loss/encoder``) and reset the registry.  The quantizer's state is parameters and buffers, so Lightning
-checkpoints (``.ckpt``) and ``.nemo`` weights carry it.
+ASR models (CTC, RNNT, hybrid RNNT-CTC) add every registered ``adapter_loss`` to the loss
+(``ASRModel.add_auxiliary_losses``, logged as ``adapter_loss/encoder``) and reset the registry.  The quantizer's
+state is parameters and buffers, so Lightning checkpoints (``.ckpt``) carry it; load them into a model wrapped the
+same way (``restore_from`` of a ``.nemo`` file rebuilds the model from its config, without the wrapper).
 """
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ try:
     from nemo.core.classes import NeuralModule
     from nemo.core.classes.mixins import AccessMixin
 except ImportError as error:
-    raise ImportError("seqvq.integrations.nemo needs NeMo: pip install -c constraints.txt 'nemo_toolkit[asr]'") from error
+    raise ImportError("seqvq.integrations.nemo needs NeMo: "
+                      "pip install -c constraints.txt 'nemo_toolkit[asr]'") from error
 
 AUXILIARY_LOSS = "adapter_loss"  # the registry key NeMo's ASR training steps add to the loss
 
