@@ -9,6 +9,14 @@ EXTRAS = {
     # Optional audio front ends: tests compare against them where they import (not on CPU torch here).
     "audio": ["torchaudio", "librosa"],
     "test": ["pytest>=7"],
+    # ASR toolkit adapters (seqvq/integrations/).  SpeechBrain's torchaudio may need its compiled extension
+    # renamed to import (.ci/install_toolkits.sh does it).  No `espnet` extra: ESPnet >= 202412 pins
+    # setuptools<74 while torch 2.13 needs setuptools>=77, so pip cannot resolve it (and without the torch pin it
+    # backtracks to ESPnet 202402); .ci/install_toolkits.sh installs ESPnet 202511 with --no-deps plus its other
+    # requirements.  NeMo 3.0 [asr] installs as is (0.9 GB).  icefall needs k2, which has no wheel for
+    # current torch.
+    "speechbrain": ["speechbrain>=1.0"],
+    "nemo": ["nemo_toolkit[asr]>=3.0"],
 }
 EXTRAS["all"] = sorted({dep for name in ("speech", "handwriting", "test") for dep in EXTRAS[name]})
 

@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
 python3 -c "import torch" 2>/dev/null || python3 -m pip install -q torch==2.13.0
 python3 -m pip install -q -c constraints.txt -e ".[all]"
+# SpeechBrain and ESPnet, so tests/test_integration_*.py run rather than skip (about 1.5 min, 0.4 GB).
+bash .ci/install_toolkits.sh python3
 if ! command -v espeak-ng >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ]; then
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng) >/dev/null

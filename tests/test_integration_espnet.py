@@ -1,0 +1,124 @@
+"""ESPnet2 adapter: the recipe's asr.yaml (shrunk) builds, through ASRTask.build_model with the seqvq choices
+registered, a Conformer CTC/attention model whose post-encoder is the VQ bottleneck; ESPnet's optimizer builder and
+the model's forward/backward train it, the VQ loss reaches the loss and stats, codes cover exactly the valid
+encoder frames, and ESPnet's checkpoint (Trainer.resume) restores all quantizer state.  Skips when ESPnet does
+not import (bash .ci/install_toolkits.sh installs it)."""
+import pathlib
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+
+from integration_checks import (QUANTIZER_OPTIONS, assert_codes_on_valid_frames, assert_quantizer_trained,
+                                assert_same_state, assert_vq_loss_in_total)
+
+pytest.importorskip("espnet2.tasks.asr", reason="ESPnet2 is not installed (bash .ci/install_toolkits.sh)")
+from espnet2.asr.espnet_model import ESPnetASRModel  # noqa: E402
+from espnet2.tasks.asr import ASRTask  # noqa: E402
+from espnet2.train.reporter import Reporter  # noqa: E402
+from espnet2.train.trainer import Trainer  # noqa: E402
+
+from seqvq.integrations.espnet import VQESPnetASRModel, VQPostEncoder, register  # noqa: E402
+
+CONFIG = pathlib.Path(__file__).resolve().parents[1] / "recipes" / "espnet" / "asr.yaml"
+TOKENS = ["<blank>", "<unk>", "a", "b", "c", "<sos/eos>"]
+SMALL = {
+    "encoder_conf": {"output_size": 16, "attention_heads": 2, "linear_units": 32, "num_blocks": 1,
+                     "cnn_module_kernel": 3},
+    "decoder_conf": {"attention_heads": 2, "linear_units": 32, "num_blocks": 1},
+    "frontend_conf": {"n_fft": 128, "hop_length": 64, "n_mels": 20},
+    "postencoder_conf": QUANTIZER_OPTIONS,
+}
+
+
+def build_args(output_dir):
+    register()
+    config = yaml.safe_load(CONFIG.read_text())
+    for section, values in SMALL.items():
+        config[section] = {**config.get(section, {}), **values} if section != "postencoder_conf" else dict(values)
+    parser = ASRTask.get_parser()
+    parser.set_defaults(**config)
+    return parser.parse_args(["--token_list", ",".join(TOKENS), "--output_dir", str(output_dir)])
+
+
+def make_batch(generator):
+    speech_lengths = torch.tensor([4000, 3000, 1800])
+    speech = torch.randn(3, 4000, generator=generator) * (torch.arange(4000) < speech_lengths.unsqueeze(1))
+    text = torch.tensor([[2, 3, 4, 2], [3, 3, 2, -1], [4, 2, -1, -1]])
+    return {"speech": speech, "speech_lengths": speech_lengths, "text": text,
+            "text_lengths": torch.tensor([4, 3, 2])}
+
+
+def test_asr_model_with_vq_postencoder_trains_and_resumes(tmp_path, one_thread):
+    args = build_args(tmp_path)
+    args.token_list = TOKENS
+    torch.manual_seed(0)
+    model = ASRTask.build_model(args)
+    assert isinstance(model, VQESPnetASRModel) and isinstance(model.postencoder, VQPostEncoder)
+    optimizers = ASRTask.build_optimizers(args, model)
+    generator = torch.Generator().manual_seed(0)
+    model.train()
+    for _ in range(6):
+        loss, stats, weight = model(**make_batch(generator))
+        optimizers[0].zero_grad()
+        loss.backward()
+        optimizers[0].step()
+    quantizer = model.postencoder.bottleneck.quantizer
+    assert_quantizer_trained(quantizer)
+    assert {"vq_loss", "vq_perplexity", "vq_active_codes", "loss_ctc", "loss_att"} <= stats.keys()
+    assert torch.equal(stats["loss"], loss.detach())
+
+    # Evaluation mode (no dropout / SpecAugment, no state updates): the ESPnet loss of the same batch with and
+    # without the VQ term.
+    model.eval()
+    batch = make_batch(generator)
+    total, stats, _ = model(**batch)
+    task_loss, _, _ = ESPnetASRModel.forward(model, **batch)
+    vq = model.postencoder.take_result()
+    assert torch.allclose(stats["vq_loss"], vq.loss.detach())
+    assert_vq_loss_in_total(total, task_loss, vq.loss, list(model.encoder.parameters()))
+    _, encoder_out_lens = model.encode(batch["speech"], batch["speech_lengths"])
+    assert_codes_on_valid_frames(model.postencoder.take_result().codes, encoder_out_lens)
+
+    # ESPnet's checkpoint.pth layout, read back by Trainer.resume into a freshly built model.
+    saved = {name: tensor.clone() for name, tensor in quantizer.state_dict().items()}
+    torch.save({"model": model.state_dict(), "reporter": Reporter().state_dict(),
+                "optimizers": [optimizer.state_dict() for optimizer in optimizers], "schedulers": [None],
+                "scaler": None}, tmp_path / "checkpoint.pth")
+    torch.manual_seed(1)
+    fresh = ASRTask.build_model(args)
+    fresh_optimizers = ASRTask.build_optimizers(args, fresh)
+    assert not torch.equal(fresh.postencoder.bottleneck.quantizer.codebook, saved["codebook"])
+    Trainer.resume(checkpoint=tmp_path / "checkpoint.pth", model=fresh, reporter=Reporter(),
+                   optimizers=fresh_optimizers, schedulers=[None], scaler=None, ngpu=0)
+    assert_same_state(fresh.postencoder.bottleneck.quantizer, saved)
+
+
+def test_model_refuses_a_postencoder_that_is_not_the_vq_bottleneck(tmp_path):
+    args = build_args(tmp_path)
+    args.token_list = TOKENS
+    args.postencoder = None
+    with pytest.raises(ValueError, match="needs postencoder 'vq'"):
+        ASRTask.build_model(args)
+
+
+def test_plain_espnet_model_with_the_vq_postencoder_fails_at_its_second_training_step(tmp_path):
+    args = build_args(tmp_path)
+    args.token_list = TOKENS
+    args.model = "espnet"
+    args.model_conf = {key: value for key, value in args.model_conf.items() if key != "vq_loss_weight"}
+    model = ASRTask.build_model(args)
+    batch = make_batch(torch.Generator().manual_seed(0))
+    model(**batch)
+    with pytest.raises(RuntimeError, match="model: espnet_vq"):
+        model(**batch)
+
+
+def test_command_line_registers_the_choices_before_espnet_parses():
+    command = [sys.executable, "-m", "seqvq.integrations.espnet", "train", "--print_config", "--model", "espnet_vq",
+               "--postencoder", "vq", "--postencoder_conf", "codebook_size=64"]
+    config = yaml.safe_load(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
+    assert config["model"] == "espnet_vq" and config["postencoder"] == "vq"
+    assert config["postencoder_conf"] == {"codebook_size": 64}
