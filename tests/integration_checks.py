@@ -5,9 +5,12 @@ import torch
 import seqvq
 
 # Every kind of quantizer state: BatchNorm moments, EMA codebook statistics, EMA affine statistics, the
-# re-estimation reservoir and its generators (re-estimation runs at steps 2 and 4 of a short run).
+# re-estimation reservoir and its generators (re-estimation runs at steps 2 and 4 of a short run; the reservoir keeps
+# its whole history and overflows, so its contents and generator end the run away from their initial values --
+# with the default restart after re-estimation it would end empty, which a checkpoint round trip cannot tell apart).
 QUANTIZER_OPTIONS = dict(codebook_size=16, pre_norm=True, codebook_update="ema", affine="ema",
-                         reestimate={"init_steps": 2, "every": 2, "steps": 4, "reservoir_size": 64})
+                         reestimate={"init_steps": 2, "every": 2, "steps": 4, "reservoir_size": 16,
+                                     "restart_reservoir": False})
 TRAINED_STATE = ("step", "rewrites", "norm.running_mean", "ema.cluster_size", "ema.embed_sum",
                  "affine.embedding_mean", "affine.code_var", "reestimation.reservoir.samples",
                  "reestimation.reservoir.seen", "reestimation.reservoir.rng.state")
