@@ -20,8 +20,9 @@ One training step, in order (``VectorQuantizer.quantize_vectors``; the only plac
 2. re-estimate  at Algorithm 1's steps, codebook <- k-means++(reservoir), then the reservoir restarts (default);
                 or, with ``kmeans_init``, k-means on the first batch.
 3. assign       nearest code (eq. 5), or a sampled one (``assignment``), with the codebook as phase 2 left it.
-4. output       before M_init the input passes through (Algorithm 1); else straight-through (eq. 7) plus the
-                sync term (eq. 21), or the Gumbel-softmax output; the losses of eq. 10.
+4. output       before M_init the input passes through (Algorithm 1); else straight-through (eq. 7) or the
+                rotation trick (``rotation.py``), plus the sync term (eq. 21), or the Gumbel-softmax output; the
+                losses of eq. 10.
 5. statistics   EMA codebook (Łańcucki eq. 4), EMA affine moments (Huh A.12), LRU usage clock.
 6. replace      LRU dead codes <- random valid z_e of this batch (Huh §3).
 
@@ -65,6 +66,7 @@ from .norm import MaskedBatchNorm
 from .reestimation import DataDependentReestimation
 from .replacement import LRUReplacement
 from .rng import BufferedGenerator
+from .rotation import rotation_trick
 from .stochastic import annealed_temperature, gumbel_softmax_quantize, stochastic_codes
 
 
@@ -153,6 +155,11 @@ class VectorQuantizer(nn.Module):
             (SQ-VAE sampling, Huh eq. 12; straight-through as usual) or ``"gumbel"`` (Gumbel-softmax: the output
             is the hard sample with gradients through the soft weights, no straight-through; keeps N x K weights
             for backward).  Evaluation always uses the nearest code.
+        rotation_trick: carry the gradient from z_q to z_e by the rotation and rescaling that maps z_e onto z_q
+            (Fifty et al. 2024) instead of the identity (eq. 7).  Composes with ``sync_nu`` (the sync term is
+            added to the codebook's gradient as usual), the affine map (the rotation is onto the effective code)
+            and ``assignment="stochastic"`` (the rotation is onto the sampled code, so a far sample rotates the
+            gradient far); not with ``assignment="gumbel"``, whose output is not a straight-through one.
         temperature: tau of the stochastic assignments; a number, or ``{"start", "end", "decay_steps"}`` for the
             exponential anneal over training steps.
         seed: seeds the buffered generators (reservoir, k-means++, replacement, sampling).
@@ -180,6 +187,7 @@ class VectorQuantizer(nn.Module):
         reestimate: dict | None = None,
         replace_dead_after: int | None = None,
         assignment: str = "nearest",
+        rotation_trick: bool = False,
         temperature: float | dict = 1.0,
         seed: int = 0,
     ):
@@ -187,12 +195,13 @@ class VectorQuantizer(nn.Module):
         if isinstance(affine, str):
             affine = {"mode": affine}
         _check_options(dim, num_codebooks, distance, codebook_update, assignment, beta, affine, sync_nu,
-                       kmeans_init, reestimate)
+                       kmeans_init, reestimate, rotation_trick)
         self.dim, self.codebook_size, self.num_codebooks = dim, codebook_size, num_codebooks
         self.code_dim = dim // num_codebooks
         self.distance, self.alpha, self.beta = distance, alpha, beta
         self.codebook_update, self.channel_dim = codebook_update, channel_dim
         self.low_precision_search, self.sync_nu = low_precision_search, sync_nu
+        self.rotation_trick = rotation_trick
         self.pass_kind = "step"  # see the module docstring; set model-wide with quantizer_passes()
         self.codebook_terms: list[torch.Tensor] | None = None  # where quantizer_passes() collects them
 
@@ -335,7 +344,10 @@ class VectorQuantizer(nn.Module):
             if sampled is not None:
                 quantized = sampled  # Gumbel-softmax: gradients through the soft weights, no straight-through
             else:
-                quantized = z_e + (z_q - z_e).detach()  # straight-through estimator, Huh eq. 7
+                if self.rotation_trick:
+                    quantized = rotation_trick(z_e, z_q)  # Fifty et al. 2024
+                else:
+                    quantized = z_e + (z_q - z_e).detach()  # straight-through estimator, Huh eq. 7
                 if self.sync_nu:
                     quantized = quantized + self.sync_nu * (z_q - z_q.detach())  # Huh eq. 21
         losses = {"codebook": codebook_term, "commitment": commitment}
@@ -449,7 +461,7 @@ class VectorQuantizer(nn.Module):
 
 
 def _check_options(dim, num_codebooks, distance, codebook_update, assignment, beta, affine, sync_nu, kmeans_init,
-                   reestimate) -> None:
+                   reestimate, rotation_trick) -> None:
     """Refuse bad values and the combinations that cannot work, naming both options."""
     if dim % num_codebooks:
         raise ValueError(f"dim={dim} is not divisible by num_codebooks={num_codebooks}")
@@ -466,6 +478,9 @@ def _check_options(dim, num_codebooks, distance, codebook_update, assignment, be
                          "codebook_update='ema' takes no codebook gradient; use one or the other")
     if sync_nu and assignment == "gumbel":
         raise ValueError("sync_nu acts through the straight-through output (Huh eq. 21), which "
+                         "assignment='gumbel' replaces by the Gumbel-softmax one; use one or the other")
+    if rotation_trick and assignment == "gumbel":
+        raise ValueError("rotation_trick rotates the straight-through output (Fifty et al. 2024), which "
                          "assignment='gumbel' replaces by the Gumbel-softmax one; use one or the other")
     if affine and affine.get("mode", "learned") == "learned" and codebook_update == "ema":
         raise ValueError("affine='learned' is trained by the codebook gradient, which codebook_update='ema' does "

@@ -7,8 +7,9 @@ commitment term ``||r_i - sg q_i||^2`` reaches the encoder through ``r_i``, and 
 trains that stage's codebook towards its own residuals.  The loss is the sum of the stage losses.
 
 Stage options that have no meaning on residuals are refused at construction (one line naming the option):
-``sync_nu`` and ``assignment="gumbel"`` act through a stage's output gradient, but the stage outputs are detached
-(only the total carries a straight-through gradient), so neither would reach anything; ``distance="cosine"``
+``sync_nu``, ``rotation_trick`` and ``assignment="gumbel"`` act through a stage's output gradient, but the stage
+outputs are detached (only the total carries a straight-through gradient), so none would reach anything;
+``distance="cosine"``
 would normalise the residuals, whose norms are exactly what the later stages code; and ``reestimate`` passes the
 input through for M_init steps, so stages >= 1 would see zero residuals and fill their reservoirs with zeros.
 (``kmeans_init`` works: each stage runs its k-means on the first batch's residuals, in stage order.)
@@ -95,6 +96,8 @@ def _check_stage_options(options: dict) -> None:
     """Refuse the stage options the module docstring explains, naming each."""
     reasons = {
         "sync_nu": "the stage outputs are detached, so the sync term has no gradient to carry",
+        "rotation_trick": "the stage outputs are detached (one straight-through estimator on the sum), so the "
+                          "rotated gradient would reach nothing",
         "reestimate": "stages >= 1 would see zero residuals during the pass-through warm-up",
     }
     for name, reason in reasons.items():

