@@ -3,16 +3,20 @@ codebook map.  Each: its gradient against a hand-derived case, and, combined wit
 test_remedy_combinations (refused pairs raise naming both options), padded == unpadded, exact resume and no NaN.
 """
 import copy
+import math
 
 import pytest
 import torch
 
 import seqvq
+from seqvq.demo import run_method
 from seqvq.quantize.rotation import rotation_trick
+from seqvq.quantize.usage import kl_to_uniform, mean_soft_assignment
 from test_remedy_combinations import REMEDIES, STEPS, RESUME_AT, SAME_OPTION, Run
 
 MODERN = {
     "rotation": {"rotation_trick": True},
+    "usage": {"usage_regularizer": {"weight": 0.5}},
 }
 MODERN_REFUSED = {
     frozenset({"rotation", "gumbel"}): "rotation_trick.*assignment='gumbel'.*use one or the other",
@@ -111,3 +115,64 @@ def test_modern_combination_pads_resumes_and_stays_finite(remedies, one_thread):
     resumed.train(range(RESUME_AT + 1, STEPS + 1))
     for (name, a), b in zip(run.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.equal(a, b), name
+
+
+# -------------------------------------------------------------------------------------------- usage regularizer
+def test_usage_kl_gradient_matches_hand_derivation():
+    # 1-D, codes +1 and -1, tau = 1: p_1 = sigmoid(4 z), KL = p log p + (1-p) log(1-p) + log 2,
+    # dKL/dz = log(p / (1 - p)) * 4 p (1 - p) = 4 z * 4 p (1 - p).
+    z = torch.tensor([[[0.25]]], requires_grad=True)
+    codebook = torch.tensor([[[1.0], [-1.0]]])
+    kl = kl_to_uniform(mean_soft_assignment(z, codebook, 1.0, reduce_over_ranks=False))
+    p = torch.sigmoid(torch.tensor(1.0))
+    expected = p * torch.log(p) + (1 - p) * torch.log(1 - p) + math.log(2)
+    torch.testing.assert_close(kl, expected)
+    kl.backward()
+    torch.testing.assert_close(z.grad.reshape(()), 1.0 * 4 * p * (1 - p))
+
+
+def test_usage_chunked_equals_dense_and_keeps_no_n_by_k_tensor():
+    generator = torch.Generator().manual_seed(0)
+    n, k = 300, 40
+    z = torch.randn(n, 2, 3, generator=generator, dtype=torch.float64).requires_grad_()
+    codebook = torch.randn(2, k, 3, generator=generator, dtype=torch.float64).requires_grad_()
+    dense_p = torch.stack([torch.softmax(-torch.cdist(z[:, g], codebook[g]).pow(2) / 0.7, dim=1).mean(0)
+                           for g in range(2)])
+    dense = ((dense_p * dense_p.log()).sum(-1) + math.log(k)).mean()
+    dense_grads = torch.autograd.grad(dense, (z, codebook))
+    saved = []
+
+    def pack(tensor):
+        saved.append(tensor.numel())
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        chunked = kl_to_uniform(mean_soft_assignment(z, codebook, 0.7, reduce_over_ranks=False,
+                                                     block_elements=32 * k))
+    assert max(saved) < n * k  # only inputs and (K,) sums are kept for backward
+    torch.testing.assert_close(chunked, dense)
+    for a, b in zip(torch.autograd.grad(chunked, (z, codebook)), dense_grads):
+        torch.testing.assert_close(a, b)
+
+
+def test_usage_regularizer_reported_weighted_and_only_in_training():
+    torch.manual_seed(0)
+    quantizer = seqvq.VectorQuantizer(4, 8, usage_regularizer={"weight": 0.5, "temperature": 2.0})
+    torch.manual_seed(0)
+    plain = seqvq.VectorQuantizer(4, 8)
+    x = torch.randn(2, 5, 4)
+    result, plain_result = quantizer(x), plain(x)
+    assert result.losses["usage"] > 0
+    torch.testing.assert_close(result.loss, plain_result.loss + 0.5 * result.losses["usage"])
+    quantizer.eval()
+    assert "usage" not in quantizer(x).losses
+    with pytest.raises(ValueError, match="usage_regularizer takes 'weight' and 'temperature'"):
+        seqvq.VectorQuantizer(4, 8, usage_regularizer={"tau": 1.0})
+
+
+def test_usage_regularizer_spreads_a_collapsed_codebook():
+    # The collapse toy of Huh Fig. 10 (seqvq.demo): the regularizer brings unused codes into use.
+    plain = run_method({})
+    regularized = run_method({"usage_regularizer": {"weight": 5.0, "temperature": 0.1}})
+    assert regularized["active_codes"] > plain["active_codes"] + 5
+    assert regularized["perplexity"] > plain["perplexity"]

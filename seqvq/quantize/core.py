@@ -22,7 +22,7 @@ One training step, in order (``VectorQuantizer.quantize_vectors``; the only plac
 3. assign       nearest code (eq. 5), or a sampled one (``assignment``), with the codebook as phase 2 left it.
 4. output       before M_init the input passes through (Algorithm 1); else straight-through (eq. 7) or the
                 rotation trick (``rotation.py``), plus the sync term (eq. 21), or the Gumbel-softmax output; the
-                losses of eq. 10.
+                losses of eq. 10, and the usage regularizer (``usage.py``) while training.
 5. statistics   EMA codebook (Łańcucki eq. 4), EMA affine moments (Huh A.12), LRU usage clock.
 6. replace      LRU dead codes <- random valid z_e of this batch (Huh §3).
 
@@ -38,7 +38,8 @@ steps and every vector enters the reservoir, the EMA and the affine statistics o
 * ``"step"`` (default): all six phases; ``loss`` is eq. 10.
 * ``"task_step"``: the task pass of alternating optimization (Huh eq. 18): all six phases, but the codebook
   term enters ``loss`` with weight 0 — the inner passes train the codebook — so the codebook's gradient from
-  this pass is exactly the sync term (eq. 21) or the Gumbel-softmax one.
+  this pass is exactly the sync term (eq. 21), the Gumbel-softmax one, or the usage regularizer's (part of the
+  task loss, like them).
 * ``"codebook_fit"``: an inner pass of alternating optimization (eq. 17): phases 3-4 with the state as it is.
 * ``"bypass"``: the gradient gap's unquantized pass (Huh eq. 14): phases 3-4, output = input, zero loss.
 * ``"zero_loss"``: phases 3-4, quantized output, zero loss (eq. 14 is about the task loss alone).
@@ -68,6 +69,7 @@ from .replacement import LRUReplacement
 from .rng import BufferedGenerator
 from .rotation import rotation_trick
 from .stochastic import annealed_temperature, gumbel_softmax_quantize, stochastic_codes
+from .usage import kl_to_uniform, mean_soft_assignment
 
 
 @dataclass
@@ -160,6 +162,10 @@ class VectorQuantizer(nn.Module):
             added to the codebook's gradient as usual), the affine map (the rotation is onto the effective code)
             and ``assignment="stochastic"`` (the rotation is onto the sampled code, so a far sample rotates the
             gradient far); not with ``assignment="gumbel"``, whose output is not a straight-through one.
+        usage_regularizer: ``{"weight": w, "temperature": tau}`` (defaults 0.1 and 1.0): adds w x KL(mean soft
+            assignment || uniform) to ``loss`` while training, reported as ``losses["usage"]`` (Zhang et al.
+            2023; wav2vec 2.0's diversity loss).  Chunked, never N x K in memory; global under DDP.  With
+            ``codebook_update="ema"`` only the inputs receive its gradient.
         temperature: tau of the stochastic assignments; a number, or ``{"start", "end", "decay_steps"}`` for the
             exponential anneal over training steps.
         seed: seeds the buffered generators (reservoir, k-means++, replacement, sampling).
@@ -188,6 +194,7 @@ class VectorQuantizer(nn.Module):
         replace_dead_after: int | None = None,
         assignment: str = "nearest",
         rotation_trick: bool = False,
+        usage_regularizer: dict | None = None,
         temperature: float | dict = 1.0,
         seed: int = 0,
     ):
@@ -195,13 +202,14 @@ class VectorQuantizer(nn.Module):
         if isinstance(affine, str):
             affine = {"mode": affine}
         _check_options(dim, num_codebooks, distance, codebook_update, assignment, beta, affine, sync_nu,
-                       kmeans_init, reestimate, rotation_trick)
+                       kmeans_init, reestimate, rotation_trick, usage_regularizer)
         self.dim, self.codebook_size, self.num_codebooks = dim, codebook_size, num_codebooks
         self.code_dim = dim // num_codebooks
         self.distance, self.alpha, self.beta = distance, alpha, beta
         self.codebook_update, self.channel_dim = codebook_update, channel_dim
         self.low_precision_search, self.sync_nu = low_precision_search, sync_nu
         self.rotation_trick = rotation_trick
+        self.usage_regularizer = {"weight": 0.1, "temperature": 1.0, **usage_regularizer} if usage_regularizer else None
         self.pass_kind = "step"  # see the module docstring; set model-wide with quantizer_passes()
         self.codebook_terms: list[torch.Tensor] | None = None  # where quantizer_passes() collects them
 
@@ -234,8 +242,10 @@ class VectorQuantizer(nn.Module):
 
     @property
     def task_gradient_reaches_codebook(self) -> bool:
-        """Whether the task loss itself trains the codebook: the sync term (eq. 21) or Gumbel-softmax weights."""
-        return self.codebook_update == "gradient" and (self.sync_nu != 0 or self.assignment == "gumbel")
+        """Whether the task loss itself trains the codebook: the sync term (eq. 21), Gumbel-softmax weights or the
+        usage regularizer."""
+        return self.codebook_update == "gradient" and (self.sync_nu != 0 or self.assignment == "gumbel"
+                                                       or self.usage_regularizer is not None)
 
     # ----------------------------------------------------------------------------------------------- codebook
     def effective_codebook(self, signal: torch.Tensor | None = None) -> torch.Tensor:
@@ -351,6 +361,13 @@ class VectorQuantizer(nn.Module):
                 if self.sync_nu:
                     quantized = quantized + self.sync_nu * (z_q - z_q.detach())  # Huh eq. 21
         losses = {"codebook": codebook_term, "commitment": commitment}
+        if self.training and self.usage_regularizer is not None:
+            usage = kl_to_uniform(mean_soft_assignment(z_e, codebook, self.usage_regularizer["temperature"],
+                                                       reduce_over_ranks=updates_state))
+            if passes_through:  # no codebook yet (kept in the graph for DDP)
+                usage = 0.0 * usage
+            loss = loss + self.usage_regularizer["weight"] * usage
+            losses["usage"] = usage
         if self.codebook_terms is not None:
             self.codebook_terms.append(codebook_term)
         if kind == "bypass":
@@ -461,7 +478,7 @@ class VectorQuantizer(nn.Module):
 
 
 def _check_options(dim, num_codebooks, distance, codebook_update, assignment, beta, affine, sync_nu, kmeans_init,
-                   reestimate, rotation_trick) -> None:
+                   reestimate, rotation_trick, usage_regularizer) -> None:
     """Refuse bad values and the combinations that cannot work, naming both options."""
     if dim % num_codebooks:
         raise ValueError(f"dim={dim} is not divisible by num_codebooks={num_codebooks}")
@@ -479,6 +496,12 @@ def _check_options(dim, num_codebooks, distance, codebook_update, assignment, be
     if sync_nu and assignment == "gumbel":
         raise ValueError("sync_nu acts through the straight-through output (Huh eq. 21), which "
                          "assignment='gumbel' replaces by the Gumbel-softmax one; use one or the other")
+    if usage_regularizer:
+        unknown = set(usage_regularizer) - {"weight", "temperature"}
+        if unknown:
+            raise ValueError(f"usage_regularizer takes 'weight' and 'temperature'; got {sorted(unknown)}")
+        if usage_regularizer.get("temperature", 1.0) <= 0 or usage_regularizer.get("weight", 0.1) < 0:
+            raise ValueError(f"usage_regularizer needs temperature > 0 and weight >= 0; got {usage_regularizer}")
     if rotation_trick and assignment == "gumbel":
         raise ValueError("rotation_trick rotates the straight-through output (Fifty et al. 2024), which "
                          "assignment='gumbel' replaces by the Gumbel-softmax one; use one or the other")

@@ -1,9 +1,9 @@
-"""The rotation trick (Fifty et al. 2024, "Restructuring Vector Quantization with the Rotation Trick", §4, eq. 3-4).
+"""The rotation trick (Fifty et al. 2024, "Restructuring Vector Quantization with the Rotation Trick", arXiv 2410.06424).
 
 Instead of the identity of the straight-through estimator, the output is ``q~ = sg(lambda R) e`` where ``R`` is the
 rotation that takes the direction of ``e`` onto that of ``q`` and ``lambda = ||q|| / ||e||``: the value is ``q``,
 and the gradient reaching ``e`` is ``lambda R^T`` times the gradient at ``q`` — rotated and rescaled as ``e`` is
-mapped onto ``q``.  With ``e^ = e / ||e||``, ``q^ = q / ||q||`` and ``r = (e^ + q^) / ||e^ + q^||`` (§4.2),
+mapped onto ``q``.  With ``e^ = e / ||e||``, ``q^ = q / ||q||`` and ``r = (e^ + q^) / ||e^ + q^||``,
 
     R e = e - 2 r (r . e) + 2 q^ (e^ . e),
 
