@@ -17,10 +17,13 @@ from test_remedy_combinations import REMEDIES, STEPS, RESUME_AT, SAME_OPTION, Ru
 MODERN = {
     "rotation": {"rotation_trick": True},
     "usage": {"usage_regularizer": {"weight": 0.5}},
+    "linear": {"affine": {"mode": "linear"}},
 }
 MODERN_REFUSED = {
     frozenset({"rotation", "gumbel"}): "rotation_trick.*assignment='gumbel'.*use one or the other",
+    frozenset({"linear", "ema"}): "affine='linear'.*codebook_update='ema'.*use",
 }
+MODERN_SAME_OPTION = [{"linear", "affine_learned"}, {"linear", "affine_ema"}]
 
 
 # ------------------------------------------------------------------------------------------------ rotation trick
@@ -75,7 +78,7 @@ def _pairs():
     for name in MODERN:
         pairs += [{name, other} for other in REMEDIES]
         pairs += [{name, other} for other in MODERN if other < name]
-    return [pair for pair in pairs if pair not in SAME_OPTION]
+    return [pair for pair in pairs if pair not in SAME_OPTION + MODERN_SAME_OPTION]
 
 
 def _run(remedies, **overrides):
@@ -176,3 +179,43 @@ def test_usage_regularizer_spreads_a_collapsed_codebook():
     regularized = run_method({"usage_regularizer": {"weight": 5.0, "temperature": 0.1}})
     assert regularized["active_codes"] > plain["active_codes"] + 5
     assert regularized["perplexity"] > plain["perplexity"]
+
+
+# ----------------------------------------------------------------------------------------- SimVQ linear map
+def test_simvq_one_step_moves_every_code():
+    torch.manual_seed(0)
+    quantizer = seqvq.VectorQuantizer(3, 16, affine={"mode": "linear"})
+    assert not quantizer.codebook.requires_grad  # the basis is frozen
+    before = quantizer.effective_codebook().detach().clone()
+    x = before[0, :2].reshape(1, 2, 3) + 0.1  # two inputs: at most two codes selected
+    optimizer = torch.optim.SGD(seqvq.param_groups(quantizer, 0.1), lr=0.1)
+    result = quantizer(x)
+    assert result.codes.unique().numel() <= 2
+    result.loss.backward()
+    optimizer.step()
+    moved = (quantizer.effective_codebook().detach() - before).norm(dim=-1)
+    assert (moved > 0).all()  # every code, selected or not
+
+
+def test_simvq_rewrites_land_exactly_through_the_map():
+    torch.manual_seed(0)
+    quantizer = seqvq.VectorQuantizer(4, 8, num_codebooks=2, affine={"mode": "linear"})
+    with torch.no_grad():
+        quantizer.affine.weight.add_(0.3 * torch.randn_like(quantizer.affine.weight))
+    wanted = torch.randn(2, 8, 2)
+    rows = torch.zeros(2, 8, dtype=torch.bool)
+    rows[0, 3] = rows[1, 5] = True
+    kept = quantizer.effective_codebook().detach().clone()
+    quantizer.rewrite_codes(wanted, rows)
+    effective = quantizer.effective_codebook().detach()
+    torch.testing.assert_close(effective[rows], wanted[rows])
+    torch.testing.assert_close(effective[~rows], kept[~rows])
+    quantizer.rewrite_codes(wanted)
+    torch.testing.assert_close(quantizer.effective_codebook().detach(), wanted)
+
+
+def test_simvq_refusals():
+    with pytest.raises(ValueError, match="affine='linear'.*codebook_update='ema'"):
+        seqvq.VectorQuantizer(4, 8, affine={"mode": "linear"}, codebook_update="ema")
+    with pytest.raises(ValueError, match="'learned', 'ema' or 'linear'"):
+        seqvq.VectorQuantizer(4, 8, affine={"mode": "full"})

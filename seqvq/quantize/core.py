@@ -63,6 +63,7 @@ from .distributed import all_gather_rows, all_reduce_sum, broadcast
 from .ema import EMACodebookUpdate
 from .groups import code_vectors, grouped_counts
 from .kmeans import kmeans
+from .linear_map import LinearCodebookMap
 from .norm import MaskedBatchNorm
 from .reestimation import DataDependentReestimation
 from .replacement import LRUReplacement
@@ -142,7 +143,8 @@ class VectorQuantizer(nn.Module):
     docstring gives the order they act in within a step).  A combination that cannot work is refused here:
         affine: ``"learned"``, ``"ema"`` or a dict of :class:`AffineReparameterization` options
             (``mode``, ``lr_scale``, ``momentum``, ``codes_per_group``) — Huh §4.1.  ``"learned"`` is trained by
-            the codebook gradient, so not with ``codebook_update="ema"``.
+            the codebook gradient, so not with ``codebook_update="ema"``.  ``"linear"``: SimVQ's frozen basis x
+            learned d x d matrix (:class:`~seqvq.quantize.linear_map.LinearCodebookMap`); also gradient-trained.
         sync_nu: the synchronized commitment update; the codebook receives ``sync_nu`` x the task gradient at
             z_q (Huh §4.3, eq. 21).  0 is the ordinary straight-through estimator.  Needs a codebook gradient
             (not ``codebook_update="ema"``) and a straight-through output (not ``assignment="gumbel"``).
@@ -214,12 +216,18 @@ class VectorQuantizer(nn.Module):
         self.codebook_terms: list[torch.Tensor] | None = None  # where quantizer_passes() collects them
 
         init = torch.randn(num_codebooks, codebook_size, self.code_dim) * (init_scale / math.sqrt(self.code_dim))
-        self.codebook = nn.Parameter(init, requires_grad=codebook_update == "gradient")
+        linear = bool(affine) and affine.get("mode") == "linear"
+        # SimVQ's basis is frozen: the codebook gradient trains its linear map alone.
+        self.codebook = nn.Parameter(init, requires_grad=codebook_update == "gradient" and not linear)
         self.norm = MaskedBatchNorm(dim) if pre_norm else None
         self.ema = (EMACodebookUpdate(num_codebooks, codebook_size, self.code_dim, ema_decay, ema_eps)
                     if codebook_update == "ema" else None)
-        self.affine = (AffineReparameterization(num_codebooks, codebook_size, self.code_dim, **affine)
-                       if affine else None)
+        if linear:
+            self.affine = LinearCodebookMap(num_codebooks, self.code_dim,
+                                            **{k: v for k, v in affine.items() if k != "mode"})
+        else:
+            self.affine = (AffineReparameterization(num_codebooks, codebook_size, self.code_dim, **affine)
+                           if affine else None)
         self.reestimation = (DataDependentReestimation(dim, seed=seed, **reestimate) if reestimate else None)
         self.replacement = (LRUReplacement(num_codebooks, codebook_size, replace_dead_after, seed=seed + 2)
                             if replace_dead_after else None)
@@ -259,7 +267,8 @@ class VectorQuantizer(nn.Module):
         return vectors if self.affine is None else self.affine.inverse(vectors)
 
     def codebook_parameters(self) -> list[nn.Parameter]:
-        """The parameters that define the codes: the codebook and the learned affine map (Huh §4.1)."""
+        """The parameters that define the codes: the codebook and the learned affine (Huh §4.1) or linear (SimVQ)
+        map."""
         return [self.codebook] + (list(self.affine.parameters()) if self.affine is not None else [])
 
     @torch.no_grad()
@@ -411,7 +420,7 @@ class VectorQuantizer(nn.Module):
         """Phase 5: EMA codebook (eq. 4), affine statistics (A.12), LRU usage clock."""
         if self.ema is not None:
             self.store_codebook(self.ema.update(z_e, codes))
-        if self.affine is not None:
+        if isinstance(self.affine, AffineReparameterization):
             self.affine.update_statistics(z_e, code_vectors(self.codebook, codes), codes)
         if self.replacement is not None:
             self.replacement.record_usage(counts, int(self.step))
@@ -505,8 +514,11 @@ def _check_options(dim, num_codebooks, distance, codebook_update, assignment, be
     if rotation_trick and assignment == "gumbel":
         raise ValueError("rotation_trick rotates the straight-through output (Fifty et al. 2024), which "
                          "assignment='gumbel' replaces by the Gumbel-softmax one; use one or the other")
-    if affine and affine.get("mode", "learned") == "learned" and codebook_update == "ema":
-        raise ValueError("affine='learned' is trained by the codebook gradient, which codebook_update='ema' does "
+    if affine and affine.get("mode", "learned") not in ("learned", "ema", "linear"):
+        raise ValueError(f"affine mode must be 'learned', 'ema' or 'linear', got {affine['mode']!r}")
+    if affine and affine.get("mode", "learned") in ("learned", "linear") and codebook_update == "ema":
+        mode = affine.get("mode", "learned")
+        raise ValueError(f"affine='{mode}' is trained by the codebook gradient, which codebook_update='ema' does "
                          "not take; use affine='ema' or codebook_update='gradient'")
     if kmeans_init and reestimate:
         raise ValueError("kmeans_init and reestimate both set the codebook by k-means (reestimate at step "
