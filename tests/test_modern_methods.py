@@ -92,7 +92,8 @@ def _run(remedies, **overrides):
 PAIRS = _pairs()
 
 
-@pytest.mark.parametrize("remedies", [p for p in PAIRS if frozenset(p) in MODERN_REFUSED], ids=lambda p: "+".join(sorted(p)))
+@pytest.mark.parametrize("remedies", [p for p in PAIRS if frozenset(p) in MODERN_REFUSED],
+                         ids=lambda p: "+".join(sorted(p)))
 def test_refused_modern_pairs_name_both_options(remedies):
     with pytest.raises(ValueError, match=MODERN_REFUSED[frozenset(remedies)]):
         _run(remedies)

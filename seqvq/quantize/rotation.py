@@ -1,4 +1,5 @@
-"""The rotation trick (Fifty et al. 2024, "Restructuring Vector Quantization with the Rotation Trick", arXiv 2410.06424).
+"""The rotation trick (Fifty et al. 2024, "Restructuring Vector Quantization with the Rotation Trick",
+arXiv 2410.06424).
 
 Instead of the identity of the straight-through estimator, the output is ``q~ = sg(lambda R) e`` where ``R`` is the
 rotation that takes the direction of ``e`` onto that of ``q`` and ``lambda = ||q|| / ||e||``: the value is ``q``,
