@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import seqvq
+from seqvq import demo
 from seqvq.demo import run_method
 from seqvq.quantize.rotation import rotation_trick
 from seqvq.quantize.usage import kl_to_uniform, mean_soft_assignment
@@ -220,3 +221,11 @@ def test_simvq_refusals():
         seqvq.VectorQuantizer(4, 8, affine={"mode": "linear"}, codebook_update="ema")
     with pytest.raises(ValueError, match="'learned', 'ema' or 'linear'"):
         seqvq.VectorQuantizer(4, 8, affine={"mode": "full"})
+
+
+def test_collapse_toy_rows_of_the_modern_methods():
+    plain = run_method({})
+    assert run_method(demo.METHODS["SimVQ linear map"])["active_codes"] > plain["active_codes"]
+    for name in ("rotation trick + stochastic sampling", "SimVQ + rotation trick"):
+        result = run_method(demo.ENCODER_METHODS[name], train_embeddings=True)
+        assert math.isfinite(result["reconstruction_error"]) and result["active_codes"] > 0
