@@ -22,6 +22,7 @@ from torch import nn
 
 from .core import QuantizedResult, channel_last_with_mask, squared_error
 from .fsq import code_space_metrics, place_valid
+from .norm import MaskedBatchNorm
 
 
 class BinarySphericalQuantizer(nn.Module):
@@ -31,16 +32,19 @@ class BinarySphericalQuantizer(nn.Module):
         dim: channels of the input; projected to ``bits`` and back when they differ.
         bits: quantized channels; ``2^bits`` implicit codes.
         commitment: weight of ``||u - sg q||^2`` in ``loss``.
+        pre_norm: BatchNorm over valid positions before the quantizer (Łańcucki §III-A, "+BN"), as for
+            :class:`VectorQuantizer`.
         channel_dim: where the channels are (-1 = channel-last).
     """
 
-    def __init__(self, dim: int, bits: int, *, commitment: float = 0.25, channel_dim: int = -1):
+    def __init__(self, dim: int, bits: int, *, pre_norm: bool = False, commitment: float = 0.25, channel_dim: int = -1):
         super().__init__()
         if not 1 <= bits <= 62:
             raise ValueError(f"BinarySphericalQuantizer: bits must be in 1..62 (int64 codes), got {bits}")
         self.dim, self.bits, self.commitment, self.channel_dim = dim, bits, commitment, channel_dim
         self.codebook_size = 2**bits
         self.register_buffer("powers", 2 ** torch.arange(bits, dtype=torch.long), persistent=False)
+        self.norm = MaskedBatchNorm(dim) if pre_norm else None
         self.project_in = nn.Linear(dim, bits) if dim != bits else None
         self.project_out = nn.Linear(bits, dim) if dim != bits else None
 
@@ -48,6 +52,8 @@ class BinarySphericalQuantizer(nn.Module):
                 lengths: torch.Tensor | None = None) -> QuantizedResult:
         channel_dim = self.channel_dim % x.dim()
         x_last, mask = channel_last_with_mask(x, self.dim, self.channel_dim, mask, lengths)
+        if self.norm is not None:
+            x_last = self.norm(x_last, mask)
         z = x_last.reshape(-1, self.dim) if mask is None else x_last[mask]
         h = self.project_in(z) if self.project_in is not None else z
         u = F.normalize(h, dim=-1)

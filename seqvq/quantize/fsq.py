@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from .core import QuantizedResult, channel_last_with_mask, perplexity
+from .norm import MaskedBatchNorm
 
 
 def code_space_metrics(codes: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -51,12 +52,15 @@ class FiniteScalarQuantizer(nn.Module):
     Args:
         dim: channels of the input; projected to ``len(levels)`` and back when they differ.
         levels: values per quantized channel, each >= 2.
+        pre_norm: BatchNorm over valid positions before the quantizer (Łańcucki §III-A, "+BN"), as for
+            :class:`VectorQuantizer`.
         channel_dim: where the channels are (-1 = channel-last).
         eps: widens the bound slightly past the outer levels (``1 + eps``), so that ``L = 2`` (``shift =
             atanh(0.5 / half_level)``) is finite and the outer levels are reached.
     """
 
-    def __init__(self, dim: int, levels: list[int], *, channel_dim: int = -1, eps: float = 1e-3):
+    def __init__(self, dim: int, levels: list[int], *, pre_norm: bool = False, channel_dim: int = -1,
+                 eps: float = 1e-3):
         super().__init__()
         if not levels or any(int(level) < 2 for level in levels):
             raise ValueError(f"FiniteScalarQuantizer: levels must be a non-empty list of integers >= 2, got {levels}")
@@ -71,6 +75,7 @@ class FiniteScalarQuantizer(nn.Module):
         self.register_buffer("levels", level_tensor, persistent=False)
         self.register_buffer("basis", basis, persistent=False)
         width = len(levels)
+        self.norm = MaskedBatchNorm(dim) if pre_norm else None
         self.project_in = nn.Linear(dim, width) if dim != width else None
         self.project_out = nn.Linear(width, dim) if dim != width else None
 
@@ -86,6 +91,8 @@ class FiniteScalarQuantizer(nn.Module):
                 lengths: torch.Tensor | None = None) -> QuantizedResult:
         channel_dim = self.channel_dim % x.dim()
         x_last, mask = channel_last_with_mask(x, self.dim, self.channel_dim, mask, lengths)
+        if self.norm is not None:
+            x_last = self.norm(x_last, mask)
         z = x_last.reshape(-1, self.dim) if mask is None else x_last[mask]
         h = self.project_in(z) if self.project_in is not None else z
         bounded = self.bound(h)
