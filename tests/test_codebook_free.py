@@ -111,3 +111,19 @@ def test_config_constructor_and_refusals():
         FiniteScalarQuantizer(4, [2**16] * 4)
     with pytest.raises(ValueError, match="bits must be in 1..62"):
         BinarySphericalQuantizer(4, 63)
+
+
+def test_modern_recipe_configs_build_and_run(one_thread):
+    """recipes/wsj/conf/modern_*.yaml (issue 14's speech table) each build their model and run a forward pass."""
+    from pathlib import Path
+
+    from seqvq.models.deepspeech2 import DeepSpeech2CTC
+    from seqvq.train.config import load_config
+
+    paths = sorted(Path(__file__).parent.parent.glob("recipes/wsj/conf/modern_*.yaml"))
+    assert len(paths) == 8
+    for path in paths:
+        model = DeepSpeech2CTC(input_dim=243, num_classes=40, **load_config(path)["model"])
+        out = model(torch.randn(2, 30, 243), torch.tensor([30, 21]))
+        assert torch.isfinite(out.log_probs).all(), path.name
+        assert (out.codes[1, out.lengths[1]:] == -1).all() and (out.codes[0] >= 0).all(), path.name
