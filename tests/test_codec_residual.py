@@ -95,3 +95,40 @@ def test_inner_passes_draw_no_dropout():
     assert not torch.equal(rvq.dropout_rng.state, state)
     with pytest.raises(ValueError, match="quantizer_dropout must be in"):
         ResidualVectorQuantizer(4, 8, 3, quantizer_dropout=1.5)
+
+
+PROJECTED_OPTIONS = [{}, {"rotation_trick": True}, {"sync_nu": 0.5, "num_codebooks": 2},
+                     {"assignment": "stochastic", "temperature": 0.5, "quantizer_dropout": 0.0}]
+
+
+@pytest.mark.parametrize("options", PROJECTED_OPTIONS, ids=lambda o: "-".join(o) or "plain")
+def test_dac_code_space_pads_decodes_and_trains_every_projection(options):
+    torch.manual_seed(0)
+    rvq = ResidualVectorQuantizer(6, [8, 4, 4], 3, code_dim=4, **options)
+    assert all(stage.distance == "cosine" and stage.dim == 4 for stage in rvq.stages)
+    twin = copy.deepcopy(rvq)
+    x, mask = batch(dim=6)
+    x.requires_grad_(True)
+    packed_x = x.detach()[mask].unsqueeze(0).requires_grad_(True)
+    padded, packed = rvq(x, mask=mask), twin(packed_x)
+    torch.testing.assert_close(padded.quantized[mask], packed.quantized[0])
+    assert torch.equal(padded.codes[mask], packed.codes[0])
+    torch.testing.assert_close(padded.quantized[~mask], x[~mask])  # padding passes through
+    (padded.quantized[mask].pow(2).sum() + padded.loss).backward()
+    (packed.quantized.pow(2).sum() + packed.loss).backward()
+    torch.testing.assert_close(x.grad[mask], packed_x.grad[0])
+    for (name, a), b in zip(rvq.named_parameters(), twin.parameters()):
+        assert a.grad is not None and a.grad.abs().sum() > 0, name  # every projection and codebook trains
+        torch.testing.assert_close(a.grad, b.grad, msg=name)
+    rvq.eval()
+    result = rvq(x, mask=mask)
+    torch.testing.assert_close(rvq.codes_to_vectors(result.codes)[mask], result.quantized[mask])
+    two = rvq(x, mask=mask, num_quantizers=2)
+    torch.testing.assert_close(rvq.codes_to_vectors(two.codes)[mask], two.quantized[mask])
+
+
+def test_dac_code_space_refusals():
+    with pytest.raises(ValueError, match="reestimate"):
+        ResidualVectorQuantizer(6, 8, 2, code_dim=2, reestimate={"init_steps": 1, "every": 1, "steps": 1})
+    with pytest.raises(ValueError, match="code_dim.*distance='l2'"):
+        ResidualVectorQuantizer(6, 8, 2, code_dim=2, distance="l2")

@@ -14,7 +14,7 @@ would normalise the residuals, whose norms are exactly what the later stages cod
 input through for M_init steps, so stages >= 1 would see zero residuals and fill their reservoirs with zeros.
 (``kmeans_init`` works: each stage runs its k-means on the first batch's residuals, in stage order.)
 
-Codec options (SoundStream, Zeghidour et al. 2021 §3.3; EnCodec; DAC, Kumar et al. 2023):
+Codec options (SoundStream, Zeghidour et al. 2021; EnCodec, Défossez et al. 2022; DAC, Kumar et al. 2023):
 
 * ``codebook_size`` may be a list, one size per stage.
 * ``num_quantizers=n`` in ``forward`` / ``codes_to_vectors`` runs / decodes the first n stages only (a lower
@@ -26,6 +26,13 @@ Codec options (SoundStream, Zeghidour et al. 2021 §3.3; EnCodec; DAC, Kumar et 
   comes from a buffered generator (exact resume) and is taken in state-updating passes only (``quantizer_passes``:
   the inner passes of alternating optimization and the diagnostics' passes change no state, so they run every
   stage).
+* ``code_dim=c`` (DAC's factorized codes): stage i quantizes ``in_i(r_i)``, a learned projection to c
+  channels, in an l2-normalised code space (``distance="cosine"``), and adds ``out_i(q_i)`` to the output, a
+  learned projection back.  The stage outputs then carry gradients (straight-through inside each stage, through
+  the projections and the residual chain, as in DAC) instead of one estimator on the total, so the options refused
+  above for detached stage outputs (``sync_nu``, ``rotation_trick``, ``assignment="gumbel"``) and cosine distance
+  (which now normalises projections, not residuals) work here; ``reestimate`` stays refused (during the
+  pass-through warm-up the later stages would sample residuals of a stack that does not quantize).
 
 Padding follows :class:`VectorQuantizer`: padded positions pass the input through, get code -1 at every stage,
 and touch no loss, statistic or codebook.  ``pre_norm=True`` normalises the input once, before the first stage
@@ -49,6 +56,7 @@ class ResidualVectorQuantizer(nn.Module):
         codebook_size: codes per stage; one number for every stage, or a list of ``num_quantizers`` sizes.
         num_quantizers: number of stages.
         quantizer_dropout: probability that a training example uses a random number of stages (module docstring).
+        code_dim: DAC's low-dimensional l2-normalised code space with in/out projections (module docstring).
         pre_norm: masked BatchNorm on the input, once, before the first stage.
         channel_dim: where the channels are (-1 = channel-last).
         **vq_kwargs: every other :class:`VectorQuantizer` option, applied to each stage.
@@ -59,7 +67,7 @@ class ResidualVectorQuantizer(nn.Module):
     """
 
     def __init__(self, dim: int, codebook_size: int | list[int], num_quantizers: int, *, pre_norm: bool = False,
-                 channel_dim: int = -1, quantizer_dropout: float = 0.0, **vq_kwargs):
+                 channel_dim: int = -1, quantizer_dropout: float = 0.0, code_dim: int | None = None, **vq_kwargs):
         super().__init__()
         if num_quantizers < 1:
             raise ValueError(f"ResidualVectorQuantizer: num_quantizers must be >= 1, got {num_quantizers}")
@@ -69,11 +77,15 @@ class ResidualVectorQuantizer(nn.Module):
                              "give one size or one per stage")
         if not 0.0 <= quantizer_dropout <= 1.0:
             raise ValueError(f"ResidualVectorQuantizer: quantizer_dropout must be in [0, 1], got {quantizer_dropout}")
-        _check_stage_options(vq_kwargs)
+        _check_stage_options(vq_kwargs, projected=code_dim is not None)
         self.dim, self.channel_dim, self.quantizer_dropout = dim, channel_dim, quantizer_dropout
         self.norm = MaskedBatchNorm(dim) if pre_norm else None
-        self.stages = nn.ModuleList(VectorQuantizer(dim, size, pre_norm=False, channel_dim=-1, **vq_kwargs)
-                                    for size in sizes)
+        if code_dim is not None:
+            vq_kwargs = {**vq_kwargs, "distance": "cosine"}
+        self.stages = nn.ModuleList(VectorQuantizer(code_dim or dim, size, pre_norm=False, channel_dim=-1,
+                                                    **vq_kwargs) for size in sizes)
+        self.project_in = (nn.ModuleList(nn.Linear(dim, code_dim) for _ in sizes) if code_dim is not None else None)
+        self.project_out = (nn.ModuleList(nn.Linear(code_dim, dim) for _ in sizes) if code_dim is not None else None)
         if quantizer_dropout:
             self.dropout_rng = BufferedGenerator(vq_kwargs.get("seed", 0) + 5)
 
@@ -93,8 +105,12 @@ class ResidualVectorQuantizer(nn.Module):
             if stages_per_example is not None:
                 used = (stages_per_example > index).view(-1, *[1] * (x_last.dim() - 2)).expand(x_last.shape[:-1])
                 stage_mask = used if mask is None else mask & used
-            result = stage(residual, mask=stage_mask)
-            stage_output = result.quantized.detach()  # the codes (input passed through at padded positions)
+            if self.project_in is None:
+                result = stage(residual, mask=stage_mask)
+                stage_output = result.quantized.detach()  # the codes (input passed through at padded positions)
+            else:
+                result = stage(self.project_in[index](residual), mask=stage_mask)
+                stage_output = self.project_out[index](result.quantized)
             if used is not None:  # a dropped stage adds nothing to its examples
                 stage_output = stage_output * used.unsqueeze(-1)
             total = total + stage_output
@@ -111,7 +127,10 @@ class ResidualVectorQuantizer(nn.Module):
         valid_x = x_last.reshape(-1, self.dim) if mask is None else x_last[mask]
         valid_total = total.reshape(-1, self.dim) if mask is None else total[mask]
         metrics["residual_error"] = squared_error(valid_x.detach(), valid_total)
-        quantized = x_last + (total - x_last).detach()  # one straight-through estimator on the sum
+        if self.project_out is None:
+            quantized = x_last + (total - x_last).detach()  # one straight-through estimator on the sum
+        else:  # the stage outputs carry the gradients; padded positions pass the input through
+            quantized = total if mask is None else torch.where(mask.unsqueeze(-1), total, x_last)
         codes = torch.stack(codes, dim=x_last.dim() - 1)
         return QuantizedResult(quantized.movedim(-1, channel_dim), codes, loss, losses, metrics)
 
@@ -123,8 +142,15 @@ class ResidualVectorQuantizer(nn.Module):
             raise ValueError(f"codes of shape {tuple(codes.shape)} need a num_quantizers={len(self.stages)} axis "
                              f"at dim {axis}")
         running = self._stages_to_run(num_quantizers)
-        return sum(stage.codes_to_vectors(codes.select(axis, index))
-                   for index, stage in enumerate(self.stages[:running]))
+        total = 0.0
+        for index, stage in enumerate(self.stages[:running]):
+            stage_codes = codes.select(axis, index)
+            vectors = stage.codes_to_vectors(stage_codes)
+            if self.project_out is not None:
+                used = stage_codes >= 0 if axis == -1 else (stage_codes >= 0).all(dim=-1)
+                vectors = self.project_out[index](vectors) * used.unsqueeze(-1)
+            total = total + vectors
+        return total
 
     def _stages_to_run(self, num_quantizers: int | None) -> int:
         if num_quantizers is None:
@@ -144,8 +170,16 @@ class ResidualVectorQuantizer(nn.Module):
         return torch.where(dropped, drawn, torch.full_like(drawn, running)).to(x_last.device)
 
 
-def _check_stage_options(options: dict) -> None:
+def _check_stage_options(options: dict, projected: bool) -> None:
     """Refuse the stage options the module docstring explains, naming each."""
+    if projected:
+        if options.get("reestimate"):
+            raise ValueError("ResidualVectorQuantizer does not support reestimate: during the pass-through warm-up "
+                             "the later stages would sample residuals of a stack that does not quantize")
+        if options.get("distance", "cosine") != "cosine":
+            raise ValueError("ResidualVectorQuantizer: code_dim is DAC's l2-normalised code space, so not "
+                             f"distance={options['distance']!r}; drop code_dim or distance")
+        return
     reasons = {
         "sync_nu": "the stage outputs are detached, so the sync term has no gradient to carry",
         "rotation_trick": "the stage outputs are detached (one straight-through estimator on the sum), so the "
