@@ -219,6 +219,8 @@ def test_simvq_rewrites_land_exactly_through_the_map():
 def test_simvq_refusals():
     with pytest.raises(ValueError, match="affine='linear'.*codebook_update='ema'"):
         seqvq.VectorQuantizer(4, 8, affine={"mode": "linear"}, codebook_update="ema")
+    with pytest.raises(ValueError, match="'linear' .SimVQ. takes no other option"):
+        seqvq.VectorQuantizer(4, 8, affine={"mode": "linear", "lr_scale": 2.0})
     with pytest.raises(ValueError, match="'learned', 'ema' or 'linear'"):
         seqvq.VectorQuantizer(4, 8, affine={"mode": "full"})
 

@@ -223,8 +223,7 @@ class VectorQuantizer(nn.Module):
         self.ema = (EMACodebookUpdate(num_codebooks, codebook_size, self.code_dim, ema_decay, ema_eps)
                     if codebook_update == "ema" else None)
         if linear:
-            self.affine = LinearCodebookMap(num_codebooks, self.code_dim,
-                                            **{k: v for k, v in affine.items() if k != "mode"})
+            self.affine = LinearCodebookMap(num_codebooks, self.code_dim)
         else:
             self.affine = (AffineReparameterization(num_codebooks, codebook_size, self.code_dim, **affine)
                            if affine else None)
@@ -516,6 +515,8 @@ def _check_options(dim, num_codebooks, distance, codebook_update, assignment, be
                          "assignment='gumbel' replaces by the Gumbel-softmax one; use one or the other")
     if affine and affine.get("mode", "learned") not in ("learned", "ema", "linear"):
         raise ValueError(f"affine mode must be 'learned', 'ema' or 'linear', got {affine['mode']!r}")
+    if affine and affine.get("mode") == "linear" and set(affine) != {"mode"}:
+        raise ValueError(f"affine mode 'linear' (SimVQ) takes no other option; got {sorted(set(affine) - {'mode'})}")
     if affine and affine.get("mode", "learned") in ("learned", "linear") and codebook_update == "ema":
         mode = affine.get("mode", "learned")
         raise ValueError(f"affine='{mode}' is trained by the codebook gradient, which codebook_update='ema' does "
