@@ -5,6 +5,12 @@ codebook takes 20 SGD updates (learning rate 0.1) on the codebook term of the co
 parameterization only the few codes nearest the data are ever selected and trained, so most stay dead; each
 remedy is one more row.  Prints active codes and perplexity per method and writes a PNG of the distributions.
 
+A second table trains the embeddings too (the toy's "encoder"): each embedding is a free parameter initialised
+at its data point and trained to reconstruct that point through the quantizer, ``||q(e) - x||^2`` summed over
+points, while the codebook term trains the codes as above.  Only here do the methods that change the encoder's
+gradient act (the rotation trick, stochastic sampling), alone and in the combinations users report trouble
+with; it prints active codes, perplexity and the final reconstruction error.
+
 The paper writes the distributions as N(mu, sigma I); we read sigma as the standard deviation (0.5 and 0.3).  Read
 as variances, 57 of 128 codes start active, whereas the paper reports that more than 90% receive no update; read as
 standard deviations about 20 start active, which matches it.
@@ -17,7 +23,7 @@ import tempfile
 
 import torch
 
-from .quantize import VectorQuantizer
+from .quantize import VectorQuantizer, build_quantizer
 
 NUM_EMBEDDINGS, NUM_CODES, UPDATES, LEARNING_RATE = 512, 128, 20, 0.1
 
@@ -34,6 +40,23 @@ METHODS: dict[str, dict] = {
     "k-means init": {"kmeans_init": True},
     "data-dependent re-estimation": {"reestimate": {"init_steps": 1, "every": 5, "steps": 20,
                                                      "reservoir_size": 512}},
+    "usage regularizer (KL, weight 5, tau 0.1)": {"usage_regularizer": {"weight": 5.0, "temperature": 0.1}},
+    "SimVQ linear map": {"affine": {"mode": "linear"}},
+    "FSQ (levels 16 x 8, no codebook)": {"kind": "fsq", "levels": [16, 8]},
+    "BSQ (7 bits, no codebook)": {"kind": "bsq", "bits": 7},
+}
+STOCHASTIC = {"assignment": "stochastic", "temperature": 0.1}
+# Rows of the second table (trained embeddings): the encoder-side methods and the combinations users report.
+ENCODER_METHODS: dict[str, dict] = {
+    "straight-through (plain VQ)": {},
+    "rotation trick": {"rotation_trick": True},
+    "stochastic sampling (tau 0.1)": STOCHASTIC,
+    "rotation trick + stochastic sampling": {"rotation_trick": True, **STOCHASTIC},
+    "SimVQ linear map": {"affine": {"mode": "linear"}},
+    "SimVQ + rotation trick": {"affine": {"mode": "linear"}, "rotation_trick": True},
+    "affine (learned) + rotation trick": {"affine": "learned", "rotation_trick": True},
+    "usage regularizer + rotation trick": {"usage_regularizer": {"weight": 5.0, "temperature": 0.1},
+                                           "rotation_trick": True},
 }
 
 
@@ -44,30 +67,39 @@ def toy_data(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     return embeddings, codes
 
 
-def run_method(options: dict, seed: int = 0) -> dict:
-    """Train the toy codebook with one method; return active codes, perplexity and the final point sets."""
+def run_method(options: dict, seed: int = 0, train_embeddings: bool = False) -> dict:
+    """Train the toy codebook (and with ``train_embeddings`` the embeddings) with one method; return active
+    codes, perplexity, the reconstruction error and the final point sets."""
     torch.manual_seed(seed)
-    embeddings, codes = toy_data(seed)
-    quantizer = VectorQuantizer(2, NUM_CODES, alpha=1.0, beta=1.0, **options)
-    quantizer.rewrite_codes(codes.unsqueeze(0))
-    parameters = [p for p in quantizer.parameters() if p.requires_grad]
+    targets, codes = toy_data(seed)
+    if "kind" in options:  # a codebook-free quantizer: its implicit codes, no codebook to initialise
+        quantizer = build_quantizer(2, **options)
+    else:
+        quantizer = VectorQuantizer(2, NUM_CODES, alpha=1.0, beta=1.0, **options)
+        quantizer.rewrite_codes(codes.unsqueeze(0))
+    embeddings = torch.nn.Parameter(targets.clone(), requires_grad=train_embeddings)
+    parameters = [p for p in [*quantizer.parameters(), embeddings] if p.requires_grad]
     optimizer = torch.optim.SGD(parameters, lr=LEARNING_RATE) if parameters else None
-    batch = embeddings.unsqueeze(0)
     for _ in range(UPDATES):
-        result = quantizer(batch)
+        result = quantizer(embeddings.unsqueeze(0))
         if optimizer is not None:
             optimizer.zero_grad()
-            result.loss.backward()
+            task = (result.quantized[0] - targets).pow(2).sum() if train_embeddings else 0.0
+            (result.loss + task).backward()
             optimizer.step()
     quantizer.eval()
     with torch.no_grad():
-        final = quantizer(batch)
-        codebook = quantizer.effective_codebook()[0].clone()
+        final = quantizer(embeddings.unsqueeze(0))
+        if "kind" in options:
+            codebook = quantizer.codes_to_vectors(torch.arange(quantizer.codebook_size))
+        else:
+            codebook = quantizer.effective_codebook()[0].clone()
     used = final.codes[0].unique()
     return {
         "active_codes": int(used.numel()),
         "perplexity": float(final.metrics["perplexity"]),
-        "embeddings": embeddings,
+        "reconstruction_error": float((final.quantized[0] - targets).pow(2).sum(-1).mean()),
+        "embeddings": embeddings.detach(),
         "codebook": codebook,
         "selected": codebook[used],
     }
@@ -110,9 +142,16 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
     print("| method | active codes | perplexity |\n|---|---|---|")
     for name, result in results.items():
         print(f"| {name} | {result['active_codes']}/{NUM_CODES} | {result['perplexity']:.1f} |")
+    encoder_results = {name: run_method(options, args.seed, train_embeddings=True)
+                       for name, options in ENCODER_METHODS.items()}
+    print("\nWith trained embeddings (reconstruction loss through the quantizer):")
+    print("| method | active codes | perplexity | reconstruction error |\n|---|---|---|---|")
+    for name, result in encoder_results.items():
+        print(f"| {name} | {result['active_codes']}/{NUM_CODES} | {result['perplexity']:.1f} | "
+              f"{result['reconstruction_error']:.4f} |")
     save_figure(results, args.out)
     print(f"figure: {args.out}")
-    return results
+    return {**results, **{f"trained embeddings: {name}": result for name, result in encoder_results.items()}}
 
 
 if __name__ == "__main__":

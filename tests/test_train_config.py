@@ -99,3 +99,21 @@ def test_layers_name_their_source(tmp_path):
     task_section = Section.keys("toy", model=Section.keys("model", dim=int | None))
     with pytest.raises(UserError, match=re.escape(f"{child}: model.dimm: unknown key; did you mean 'model.dim'?")):
         check_run_config(merge_layers(layers), task_section, layers)
+
+
+def test_quantizer_keys_are_checked_against_the_kind_the_config_names():
+    """model.quantizer's keys follow its ``kind`` (seqvq.build_quantizer); a layer without a kind (an override)
+    may use any kind's keys."""
+    from seqvq import UserError
+    from seqvq.tasks import quantizer_section
+
+    section = quantizer_section()
+    assert section.check({"kind": "fsq", "levels": [4, 4]}, "q") == {"kind": "fsq", "levels": [4, 4]}
+    assert section.check({"codebook_size": 8, "reestimate": {"init_steps": 2}}, "q")["codebook_size"] == 8
+    assert section.check({"levels": [4]}, "q", complete=False) == {"levels": [4]}
+    for values, message in (({"kind": "fsq", "codebook_size": 8}, "q.codebook_size: unknown key"),
+                            ({"levels": [4]}, "q.levels: unknown key"),  # a complete config without kind is vq
+                            ({"kind": "fsq", "levls": [4]}, "did you mean 'q.levels'"),
+                            ({"kind": "pq"}, "q.kind: unknown kind 'pq'")):
+        with pytest.raises(UserError, match=message):
+            section.check(values, "q")

@@ -70,7 +70,11 @@ names = {
     "bn_codebook_lr": "+ BN + codebook LR", "bn_ema": "+ BN + EMA", "bn_reestimation": "+ BN + data-dep reest",
     "bn_reestimation_codebook_lr": "+ BN + data-dep reest + codebook LR", "huh_affine": "Huh: affine",
     "huh_sync": "Huh: synchronized update", "huh_replacement": "Huh: dead-code replacement",
-    "huh_alternating": "Huh: alternating optimization",
+    "huh_alternating": "Huh: alternating optimization", "modern_rotation": "rotation trick",
+    "modern_simvq": "SimVQ linear map", "modern_usage_kl": "usage regularizer (KL)", "modern_fsq": "FSQ 8x8x8",
+    "modern_bn_reestimation_rotation": "+ BN + data-dep reest + rotation trick",
+    "modern_bn_reestimation_simvq": "+ BN + data-dep reest + SimVQ",
+    "modern_bn_reestimation_usage_kl": "+ BN + data-dep reest + usage regularizer", "modern_bn_fsq": "FSQ + BN",
 }
 exp, suffix = Path(sys.argv[1]), sys.argv[2]
 rates = ["cer", "wer"] if suffix else ["per"]

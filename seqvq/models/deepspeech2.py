@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from seqvq.quantize import MaskedBatchNorm, VectorQuantizer
+from seqvq.quantize import MaskedBatchNorm, build_quantizer
 
 
 def conv_output_lengths(conv: nn.Conv2d, lengths: torch.Tensor) -> torch.Tensor:
@@ -98,7 +98,8 @@ class DeepSpeech2CTC(nn.Module):
         num_classes: CTC labels including the blank at index 0.
         rnn_hidden, rnn_layers: size of each LSTM direction and number of BiLSTM layers.
         bottleneck_dim: width of the linear projection that feeds the quantizer.
-        quantizer: keyword arguments of :class:`seqvq.VectorQuantizer` (``codebook_size`` and any method options),
+        quantizer: keyword arguments of :class:`seqvq.VectorQuantizer` (``codebook_size`` and any method options;
+            ``kind: fsq`` / ``bsq`` / ``residual`` for another quantizer, see :func:`seqvq.build_quantizer`),
             or ``None`` for the no-bottleneck baseline (BatchNorm and projection are kept).
         mixer_dim: channels of the 1x1-conv latent mixer (followed by a ReLU); ``None`` = head right after.
     """
@@ -114,7 +115,7 @@ class DeepSpeech2CTC(nn.Module):
                            bidirectional=True, dropout=rnn_dropout if rnn_layers > 1 else 0.0)
         self.bottleneck_norm = MaskedBatchNorm(2 * rnn_hidden)
         self.projection = nn.Linear(2 * rnn_hidden, bottleneck_dim)
-        self.quantizer = VectorQuantizer(bottleneck_dim, **quantizer) if quantizer is not None else None
+        self.quantizer = build_quantizer(bottleneck_dim, **quantizer) if quantizer is not None else None
         self.mixer = nn.Conv1d(bottleneck_dim, mixer_dim, kernel_size=1) if mixer_dim else None
         self.head = nn.Linear(mixer_dim or bottleneck_dim, num_classes)
 

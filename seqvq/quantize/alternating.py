@@ -38,10 +38,11 @@ re-estimation or replacement.  The task forward pass is the ``"task_step"`` pass
 the codebook term weighted 0 in its loss (the inner steps train the codebook).  Set per pass for every quantizer of
 the model by :func:`seqvq.quantize.core.quantizer_passes`, which also collects the codebook terms — no hooks.
 
-The task loss's own gradient for the codebook — ``sync_nu`` x the task gradient at z_q (Huh eq. 21), or the
-Gumbel-softmax gradient — is applied by the codebook optimizer: in the fused variant added to the inner gradient
-in its one codebook step (eq. 21's update: commitment step plus the nu term); in the k-step variant as one more
-codebook step after the task step (it exists only once the task forward pass has run on the fitted codebook).
+The task loss's own gradient for the codebook — ``sync_nu`` x the task gradient at z_q (Huh eq. 21), the
+Gumbel-softmax gradient, or the usage regularizer's — is applied by the codebook optimizer: in the fused variant
+added to the inner gradient in its one codebook step (eq. 21's update: commitment step plus the nu term); in the
+k-step variant as one more codebook step after the task step (it exists only once the task forward pass has run on
+the fitted codebook).
 
 Refused at construction: EMA codebooks (``codebook_update="ema"``): eq. 17 steps the codebook by its gradient,
 which an EMA codebook does not take; use one or the other.

@@ -20,8 +20,9 @@ One training step, in order (``VectorQuantizer.quantize_vectors``; the only plac
 2. re-estimate  at Algorithm 1's steps, codebook <- k-means++(reservoir), then the reservoir restarts (default);
                 or, with ``kmeans_init``, k-means on the first batch.
 3. assign       nearest code (eq. 5), or a sampled one (``assignment``), with the codebook as phase 2 left it.
-4. output       before M_init the input passes through (Algorithm 1); else straight-through (eq. 7) plus the
-                sync term (eq. 21), or the Gumbel-softmax output; the losses of eq. 10.
+4. output       before M_init the input passes through (Algorithm 1); else straight-through (eq. 7) or the
+                rotation trick (``rotation.py``), plus the sync term (eq. 21), or the Gumbel-softmax output; the
+                losses of eq. 10, and the usage regularizer (``usage.py``) while training.
 5. statistics   EMA codebook (Łańcucki eq. 4), EMA affine moments (Huh A.12), LRU usage clock.
 6. replace      LRU dead codes <- random valid z_e of this batch (Huh §3).
 
@@ -37,7 +38,8 @@ steps and every vector enters the reservoir, the EMA and the affine statistics o
 * ``"step"`` (default): all six phases; ``loss`` is eq. 10.
 * ``"task_step"``: the task pass of alternating optimization (Huh eq. 18): all six phases, but the codebook
   term enters ``loss`` with weight 0 — the inner passes train the codebook — so the codebook's gradient from
-  this pass is exactly the sync term (eq. 21) or the Gumbel-softmax one.
+  this pass is exactly the sync term (eq. 21), the Gumbel-softmax one, or the usage regularizer's (part of the
+  task loss, like them).
 * ``"codebook_fit"``: an inner pass of alternating optimization (eq. 17): phases 3-4 with the state as it is.
 * ``"bypass"``: the gradient gap's unquantized pass (Huh eq. 14): phases 3-4, output = input, zero loss.
 * ``"zero_loss"``: phases 3-4, quantized output, zero loss (eq. 14 is about the task loss alone).
@@ -61,12 +63,15 @@ from .distributed import all_gather_rows, all_reduce_sum, broadcast
 from .ema import EMACodebookUpdate
 from .groups import code_vectors, grouped_counts
 from .kmeans import kmeans
+from .linear_map import LinearCodebookMap
 from .norm import MaskedBatchNorm
 from .precision import autocast_disabled
 from .reestimation import DataDependentReestimation
 from .replacement import LRUReplacement
 from .rng import BufferedGenerator
+from .rotation import rotation_trick
 from .stochastic import annealed_temperature, gumbel_softmax_quantize, stochastic_codes
+from .usage import kl_to_uniform, mean_soft_assignment
 
 
 @dataclass
@@ -143,7 +148,8 @@ class VectorQuantizer(nn.Module):
     docstring gives the order they act in within a step).  A combination that cannot work is refused here:
         affine: ``"learned"``, ``"ema"`` or a dict of :class:`AffineReparameterization` options
             (``mode``, ``lr_scale``, ``momentum``, ``codes_per_group``) — Huh §4.1.  ``"learned"`` is trained by
-            the codebook gradient, so not with ``codebook_update="ema"``.
+            the codebook gradient, so not with ``codebook_update="ema"``.  ``"linear"``: SimVQ's frozen basis x
+            learned d x d matrix (:class:`~seqvq.quantize.linear_map.LinearCodebookMap`); also gradient-trained.
         sync_nu: the synchronized commitment update; the codebook receives ``sync_nu`` x the task gradient at
             z_q (Huh §4.3, eq. 21).  0 is the ordinary straight-through estimator.  Needs a codebook gradient
             (not ``codebook_update="ema"``) and a straight-through output (not ``assignment="gumbel"``).
@@ -158,6 +164,15 @@ class VectorQuantizer(nn.Module):
             (SQ-VAE sampling, Huh eq. 12; straight-through as usual) or ``"gumbel"`` (Gumbel-softmax: the output
             is the hard sample with gradients through the soft weights, no straight-through; keeps N x K weights
             for backward).  Evaluation always uses the nearest code.
+        rotation_trick: carry the gradient from z_q to z_e by the rotation and rescaling that maps z_e onto z_q
+            (Fifty et al. 2024) instead of the identity (eq. 7).  Composes with ``sync_nu`` (the sync term is
+            added to the codebook's gradient as usual), the affine map (the rotation is onto the effective code)
+            and ``assignment="stochastic"`` (the rotation is onto the sampled code, so a far sample rotates the
+            gradient far); not with ``assignment="gumbel"``, whose output is not a straight-through one.
+        usage_regularizer: ``{"weight": w, "temperature": tau}`` (defaults 0.1 and 1.0): adds w x KL(mean soft
+            assignment || uniform) to ``loss`` while training, reported as ``losses["usage"]`` (Zhang et al.
+            2023; wav2vec 2.0's diversity loss).  Chunked, never N x K in memory; global under DDP.  With
+            ``codebook_update="ema"`` only the inputs receive its gradient.
         temperature: tau of the stochastic assignments; a number, or ``{"start", "end", "decay_steps"}`` for the
             exponential anneal over training steps.
         seed: seeds the buffered generators (reservoir, k-means++, replacement, sampling).
@@ -185,6 +200,8 @@ class VectorQuantizer(nn.Module):
         reestimate: dict | None = None,
         replace_dead_after: int | None = None,
         assignment: str = "nearest",
+        rotation_trick: bool = False,
+        usage_regularizer: dict | None = None,
         temperature: float | dict = 1.0,
         seed: int = 0,
     ):
@@ -192,22 +209,29 @@ class VectorQuantizer(nn.Module):
         if isinstance(affine, str):
             affine = {"mode": affine}
         _check_options(dim, num_codebooks, distance, codebook_update, assignment, beta, affine, sync_nu,
-                       kmeans_init, reestimate)
+                       kmeans_init, reestimate, rotation_trick, usage_regularizer)
         self.dim, self.codebook_size, self.num_codebooks = dim, codebook_size, num_codebooks
         self.code_dim = dim // num_codebooks
         self.distance, self.alpha, self.beta = distance, alpha, beta
         self.codebook_update, self.channel_dim = codebook_update, channel_dim
         self.low_precision_search, self.sync_nu = low_precision_search, sync_nu
+        self.rotation_trick = rotation_trick
+        self.usage_regularizer = {"weight": 0.1, "temperature": 1.0, **usage_regularizer} if usage_regularizer else None
         self.pass_kind = "step"  # see the module docstring; set model-wide with quantizer_passes()
         self.codebook_terms: list[torch.Tensor] | None = None  # where quantizer_passes() collects them
 
         init = torch.randn(num_codebooks, codebook_size, self.code_dim) * (init_scale / math.sqrt(self.code_dim))
-        self.codebook = nn.Parameter(init, requires_grad=codebook_update == "gradient")
+        linear = bool(affine) and affine.get("mode") == "linear"
+        # SimVQ's basis is frozen: the codebook gradient trains its linear map alone.
+        self.codebook = nn.Parameter(init, requires_grad=codebook_update == "gradient" and not linear)
         self.norm = MaskedBatchNorm(dim) if pre_norm else None
         self.ema = (EMACodebookUpdate(num_codebooks, codebook_size, self.code_dim, ema_decay, ema_eps)
                     if codebook_update == "ema" else None)
-        self.affine = (AffineReparameterization(num_codebooks, codebook_size, self.code_dim, **affine)
-                       if affine else None)
+        if linear:
+            self.affine = LinearCodebookMap(num_codebooks, self.code_dim)
+        else:
+            self.affine = (AffineReparameterization(num_codebooks, codebook_size, self.code_dim, **affine)
+                           if affine else None)
         self.reestimation = (DataDependentReestimation(dim, seed=seed, **reestimate) if reestimate else None)
         self.replacement = (LRUReplacement(num_codebooks, codebook_size, replace_dead_after, seed=seed + 2)
                             if replace_dead_after else None)
@@ -230,8 +254,10 @@ class VectorQuantizer(nn.Module):
 
     @property
     def task_gradient_reaches_codebook(self) -> bool:
-        """Whether the task loss itself trains the codebook: the sync term (eq. 21) or Gumbel-softmax weights."""
-        return self.codebook_update == "gradient" and (self.sync_nu != 0 or self.assignment == "gumbel")
+        """Whether the task loss itself trains the codebook: the sync term (eq. 21), Gumbel-softmax weights or the
+        usage regularizer."""
+        return self.codebook_update == "gradient" and (self.sync_nu != 0 or self.assignment == "gumbel"
+                                                       or self.usage_regularizer is not None)
 
     # ----------------------------------------------------------------------------------------------- codebook
     def effective_codebook(self, signal: torch.Tensor | None = None) -> torch.Tensor:
@@ -245,7 +271,8 @@ class VectorQuantizer(nn.Module):
         return vectors if self.affine is None else self.affine.inverse(vectors)
 
     def codebook_parameters(self) -> list[nn.Parameter]:
-        """The parameters that define the codes: the codebook and the learned affine map (Huh §4.1)."""
+        """The parameters that define the codes: the codebook and the learned affine (Huh §4.1) or linear (SimVQ)
+        map."""
         return [self.codebook] + (list(self.affine.parameters()) if self.affine is not None else [])
 
     @torch.no_grad()
@@ -346,10 +373,20 @@ class VectorQuantizer(nn.Module):
             if sampled is not None:
                 quantized = sampled  # Gumbel-softmax: gradients through the soft weights, no straight-through
             else:
-                quantized = z_e + (z_q - z_e).detach()  # straight-through estimator, Huh eq. 7
+                if self.rotation_trick:
+                    quantized = rotation_trick(z_e, z_q)  # Fifty et al. 2024
+                else:
+                    quantized = z_e + (z_q - z_e).detach()  # straight-through estimator, Huh eq. 7
                 if self.sync_nu:
                     quantized = quantized + self.sync_nu * (z_q - z_q.detach())  # Huh eq. 21
         losses = {"codebook": codebook_term, "commitment": commitment}
+        if self.training and self.usage_regularizer is not None:
+            usage = kl_to_uniform(mean_soft_assignment(z_e, codebook, self.usage_regularizer["temperature"],
+                                                       reduce_over_ranks=updates_state))
+            if passes_through:  # no codebook yet (kept in the graph for DDP)
+                usage = 0.0 * usage
+            loss = loss + self.usage_regularizer["weight"] * usage
+            losses["usage"] = usage
         if self.codebook_terms is not None:
             self.codebook_terms.append(codebook_term)
         if kind == "bypass":
@@ -393,7 +430,7 @@ class VectorQuantizer(nn.Module):
         """Phase 5: EMA codebook (eq. 4), affine statistics (A.12), LRU usage clock."""
         if self.ema is not None:
             self.store_codebook(self.ema.update(z_e, codes))
-        if self.affine is not None:
+        if isinstance(self.affine, AffineReparameterization):
             self.affine.update_statistics(z_e, code_vectors(self.codebook, codes), codes)
         if self.replacement is not None:
             self.replacement.record_usage(counts, int(self.step))
@@ -460,7 +497,7 @@ class VectorQuantizer(nn.Module):
 
 
 def _check_options(dim, num_codebooks, distance, codebook_update, assignment, beta, affine, sync_nu, kmeans_init,
-                   reestimate) -> None:
+                   reestimate, rotation_trick, usage_regularizer) -> None:
     """Refuse bad values and the combinations that cannot work, naming both options."""
     if dim % num_codebooks:
         raise ValueError(f"dim={dim} is not divisible by num_codebooks={num_codebooks}")
@@ -478,8 +515,22 @@ def _check_options(dim, num_codebooks, distance, codebook_update, assignment, be
     if sync_nu and assignment == "gumbel":
         raise ValueError("sync_nu acts through the straight-through output (Huh eq. 21), which "
                          "assignment='gumbel' replaces by the Gumbel-softmax one; use one or the other")
-    if affine and affine.get("mode", "learned") == "learned" and codebook_update == "ema":
-        raise ValueError("affine='learned' is trained by the codebook gradient, which codebook_update='ema' does "
+    if usage_regularizer:
+        unknown = set(usage_regularizer) - {"weight", "temperature"}
+        if unknown:
+            raise ValueError(f"usage_regularizer takes 'weight' and 'temperature'; got {sorted(unknown)}")
+        if usage_regularizer.get("temperature", 1.0) <= 0 or usage_regularizer.get("weight", 0.1) < 0:
+            raise ValueError(f"usage_regularizer needs temperature > 0 and weight >= 0; got {usage_regularizer}")
+    if rotation_trick and assignment == "gumbel":
+        raise ValueError("rotation_trick rotates the straight-through output (Fifty et al. 2024), which "
+                         "assignment='gumbel' replaces by the Gumbel-softmax one; use one or the other")
+    if affine and affine.get("mode", "learned") not in ("learned", "ema", "linear"):
+        raise ValueError(f"affine mode must be 'learned', 'ema' or 'linear', got {affine['mode']!r}")
+    if affine and affine.get("mode") == "linear" and set(affine) != {"mode"}:
+        raise ValueError(f"affine mode 'linear' (SimVQ) takes no other option; got {sorted(set(affine) - {'mode'})}")
+    if affine and affine.get("mode", "learned") in ("learned", "linear") and codebook_update == "ema":
+        mode = affine.get("mode", "learned")
+        raise ValueError(f"affine='{mode}' is trained by the codebook gradient, which codebook_update='ema' does "
                          "not take; use affine='ema' or codebook_update='gradient'")
     if kmeans_init and reestimate:
         raise ValueError("kmeans_init and reestimate both set the codebook by k-means (reestimate at step "

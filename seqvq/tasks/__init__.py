@@ -8,11 +8,12 @@ out_dir: Path) -> dict`` (used by ``seqvq evaluate``; ``out_dir`` is where it wr
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from types import ModuleType
 
 from seqvq.errors import UserError
-from seqvq.train.config import Section
+from seqvq.train.config import KindSection, Section
 from seqvq.train.types import TaskBundle
 
 TASKS: dict[str, str] = {
@@ -29,18 +30,24 @@ def get_task(name: str) -> ModuleType:
     return importlib.import_module(TASKS[name])
 
 
-def quantizer_section() -> Section:
-    """The keys of a ``quantizer:`` mapping: :class:`seqvq.VectorQuantizer`'s keyword arguments, with the
-    mappings it passes on to its remedies (``reestimate``, ``affine``, ``temperature``)."""
-    from seqvq.quantize import VectorQuantizer
+def quantizer_section() -> KindSection:
+    """The keys of a ``quantizer:`` mapping: by its ``kind`` (default ``vq``, see :func:`seqvq.build_quantizer`),
+    :class:`seqvq.VectorQuantizer`'s keyword arguments with the mappings it passes on to its remedies
+    (``reestimate``, ``affine``, ``temperature``), or those of the residual, FSQ and BSQ quantizers."""
+    from seqvq.quantize import BinarySphericalQuantizer, FiniteScalarQuantizer, ResidualVectorQuantizer, VectorQuantizer
     from seqvq.quantize.affine import AffineReparameterization
     from seqvq.quantize.reestimation import DataDependentReestimation
     from seqvq.quantize.stochastic import annealed_temperature
 
-    return Section.of(VectorQuantizer, skip=("dim",),
-                      reestimate=Section.of(DataDependentReestimation, skip=("dim", "seed")),
-                      affine=Section.of(AffineReparameterization, skip=("num_codebooks", "codebook_size", "dim")),
-                      temperature=Section.of(annealed_temperature, skip=("step",)))
+    remedies = dict(reestimate=Section.of(DataDependentReestimation, skip=("dim", "seed")),
+                    affine=Section.of(AffineReparameterization, skip=("num_codebooks", "codebook_size", "dim")),
+                    temperature=Section.of(annealed_temperature, skip=("step",)))
+    vq = Section.of(VectorQuantizer, skip=("dim",), **remedies)
+    # A residual stack passes every other option on to its VectorQuantizer stages (its **vq_kwargs).
+    residual = dataclasses.replace(Section.of(ResidualVectorQuantizer, skip=("dim",)).merged(vq), open=False)
+    return KindSection.of_kinds("vq", vq=vq, residual=residual,
+                                fsq=Section.of(FiniteScalarQuantizer, skip=("dim",)),
+                                bsq=Section.of(BinarySphericalQuantizer, skip=("dim",)))
 
 
 __all__ = ["TASKS", "TaskBundle", "get_task", "quantizer_section"]

@@ -138,6 +138,34 @@ class Section:
         return checked
 
 
+@dataclass(frozen=True)
+class KindSection(Section):
+    """A mapping whose ``kind`` key picks the :class:`Section` the other keys are checked against (e.g.
+    ``model.quantizer``: ``kind: vq | residual | fsq | bsq``, see :func:`seqvq.build_quantizer`). A config layer
+    that names no kind (an override, a ``base:`` file's part) is checked against the keys any kind takes."""
+
+    kinds: dict[str, Section] = dataclasses.field(default_factory=dict)
+    default: str = ""
+
+    @classmethod
+    def of_kinds(cls, default: str, **kinds: Section) -> "KindSection":
+        union = Section("any quantizer kind", {}, {})
+        for section in kinds.values():
+            union = union.merged(section)
+        return cls(union.source, {"kind": str, **union.fields}, union.sections, frozenset(), union.open, kinds,
+                   default)
+
+    def check(self, values, path: str = "", complete: bool = True) -> dict:
+        if not isinstance(values, dict) or ("kind" not in values and not complete):
+            return super().check(values, path, complete)
+        kind = values.get("kind", self.default)
+        if kind not in self.kinds:
+            raise UserError(f"{path + '.' if path else ''}kind: unknown kind {kind!r}; use one of "
+                            f"{', '.join(self.kinds)}")
+        checked = self.kinds[kind].check({k: v for k, v in values.items() if k != "kind"}, path, complete)
+        return {"kind": kind, **checked} if "kind" in values else checked
+
+
 def _type_hints(target) -> dict:
     try:
         return typing.get_type_hints(target)

@@ -1,0 +1,129 @@
+"""FSQ and BSQ (seqvq/quantize/fsq.py, bsq.py): hand-derived gradients, codes and decoding, padded == unpadded,
+channel-first layouts, state_dict round trip, and the config constructor."""
+import math
+
+import pytest
+import torch
+
+import seqvq
+from seqvq import BinarySphericalQuantizer, FiniteScalarQuantizer
+
+
+def test_fsq_values_codes_and_hand_derived_gradient():
+    quantizer = FiniteScalarQuantizer(2, [5, 4])
+    h = torch.tensor([[[0.3, 0.0]]], requires_grad=True)
+    result = quantizer(h)
+    half = 2 * (1 + quantizer.eps)  # (L - 1)(1 - eps) / 2 for L = 5
+    first = math.tanh(0.3) * half  # 0.58 -> rounds to 1 -> 1 / floor(5/2)
+    shift = math.atanh(0.5 / (1.5 * (1 + quantizer.eps)))  # even L = 4: offset 0.5
+    second = math.tanh(shift) * 1.5 * (1 + quantizer.eps) - 0.5  # 0 -> rounds to 0
+    assert round(first) == 1 and round(second) == 0
+    torch.testing.assert_close(result.quantized, torch.tensor([[[0.5, 0.0]]]))
+    assert int(result.codes) == (1 + 2) + (0 + 2) * 5  # mixed radix: digit_0 + digit_1 * L_0
+    result.quantized.sum().backward()
+    expected = [half * (1 - math.tanh(0.3) ** 2) / 2,
+                1.5 * (1 + quantizer.eps) * (1 - math.tanh(shift) ** 2) / 2]
+    torch.testing.assert_close(h.grad, torch.tensor([[expected]]))
+    torch.testing.assert_close(quantizer.codes_to_vectors(result.codes), result.quantized.detach())
+
+
+def test_fsq_every_code_is_reachable_and_decodes():
+    quantizer = FiniteScalarQuantizer(3, [3, 4, 2])
+    grid = torch.cartesian_prod(*[torch.linspace(-6, 6, 25)] * 3)
+    result = quantizer(grid.unsqueeze(0))
+    assert result.codes.unique().numel() == quantizer.codebook_size == 24
+    torch.testing.assert_close(quantizer.codes_to_vectors(result.codes), result.quantized)
+    assert int(result.metrics["active_codes"]) == 24
+
+
+def test_bsq_values_codes_and_hand_derived_gradient():
+    quantizer = BinarySphericalQuantizer(2, 2, commitment=0.0)
+    h = torch.tensor([[[3.0, -4.0]]], requires_grad=True)
+    result = quantizer(h)
+    torch.testing.assert_close(result.quantized, torch.tensor([[[1.0, -1.0]]]) / math.sqrt(2))
+    assert int(result.codes) == 1  # bit 0 set (positive), bit 1 clear
+    (result.quantized * torch.tensor([1.0, 0.0])).sum().backward()
+    # d u / d h = (I - u u^T) / ||h||, u = (0.6, -0.8): g = (1, 0) -> ((1 - 0.36), 0.48) / 5.
+    torch.testing.assert_close(h.grad, torch.tensor([[[0.128, 0.096]]]))
+    torch.testing.assert_close(quantizer.codes_to_vectors(result.codes), result.quantized.detach())
+
+
+def test_bsq_commitment_loss():
+    quantizer = BinarySphericalQuantizer(2, 2, commitment=0.5)
+    result = quantizer(torch.tensor([[[3.0, -4.0]]]))
+    u, q = torch.tensor([0.6, -0.8]), torch.tensor([1.0, -1.0]) / math.sqrt(2)
+    torch.testing.assert_close(result.losses["commitment"], (u - q).pow(2).mean())
+    torch.testing.assert_close(result.loss, 0.5 * result.losses["commitment"])
+
+
+@pytest.mark.parametrize("make", [lambda: FiniteScalarQuantizer(6, [8, 5, 5]),
+                                  lambda: FiniteScalarQuantizer(6, [8, 5, 5], pre_norm=True),
+                                  lambda: BinarySphericalQuantizer(6, 5, pre_norm=True)],
+                         ids=["fsq", "fsq_bn", "bsq_bn"])
+def test_padded_equals_unpadded_channel_first_and_resume(make):
+    torch.manual_seed(0)
+    quantizer = make()
+    x = torch.randn(3, 7, 6)
+    lengths = torch.tensor([7, 3, 5])
+    padded = quantizer(x, lengths=lengths)
+    mask = torch.arange(7) < lengths.unsqueeze(1)
+    assert (padded.codes[~mask] == -1).all()
+    if quantizer.norm is None:  # padding passes through (after the BatchNorm when there is one, as in VQ)
+        torch.testing.assert_close(padded.quantized[~mask], x[~mask])
+    packed = quantizer(x[mask].unsqueeze(0))
+    torch.testing.assert_close(padded.quantized[mask], packed.quantized[0])
+    assert torch.equal(padded.codes[mask], packed.codes[0])
+    torch.testing.assert_close(padded.loss, packed.loss)
+    assert torch.equal(padded.metrics["perplexity"], packed.metrics["perplexity"])
+    assert int(padded.metrics["active_codes"]) == packed.codes.unique().numel()
+    garbage = x.clone()
+    garbage[~mask] = 1e6
+    torch.testing.assert_close(quantizer(garbage, mask=mask).quantized[mask], padded.quantized[mask])
+
+    channel_first = make()
+    channel_first.channel_dim = 1
+    channel_first.load_state_dict(quantizer.state_dict())
+    result = channel_first(x.transpose(1, 2), lengths=lengths)
+    torch.testing.assert_close(result.quantized.transpose(1, 2), padded.quantized)
+
+    # One optimizer step, a state_dict round trip into a fresh module, then the same next step.
+    optimizer = torch.optim.SGD(quantizer.parameters(), lr=0.1, momentum=0.9)
+    for step in range(2):
+        optimizer.zero_grad()
+        out = quantizer(x, lengths=lengths)
+        (out.quantized.pow(2).sum() + out.loss).backward()
+        optimizer.step()
+    torch.manual_seed(1)
+    resumed = make()
+    resumed.load_state_dict(quantizer.state_dict())
+    assert torch.equal(resumed(x, lengths=lengths).quantized, quantizer(x, lengths=lengths).quantized)
+
+
+def test_config_constructor_and_refusals():
+    assert isinstance(seqvq.build_quantizer(4, kind="fsq", levels=[8, 8]), FiniteScalarQuantizer)
+    assert isinstance(seqvq.build_quantizer(4, kind="bsq", bits=4), BinarySphericalQuantizer)
+    assert isinstance(seqvq.build_quantizer(4, codebook_size=8), seqvq.VectorQuantizer)
+    with pytest.raises(ValueError, match="kind must be one of"):
+        seqvq.build_quantizer(4, kind="lfq")
+    with pytest.raises(ValueError, match="levels must be"):
+        FiniteScalarQuantizer(4, [8, 1])
+    with pytest.raises(ValueError, match="do not fit int64"):
+        FiniteScalarQuantizer(4, [2**16] * 4)
+    with pytest.raises(ValueError, match="bits must be in 1..62"):
+        BinarySphericalQuantizer(4, 63)
+
+
+def test_modern_recipe_configs_build_and_run(one_thread):
+    """recipes/wsj/conf/modern_*.yaml (issue 14's speech table) each build their model and run a forward pass."""
+    from pathlib import Path
+
+    from seqvq.models.deepspeech2 import DeepSpeech2CTC
+    from seqvq.train.config import load_config
+
+    paths = sorted(Path(__file__).parent.parent.glob("recipes/wsj/conf/modern_*.yaml"))
+    assert len(paths) == 8
+    for path in paths:
+        model = DeepSpeech2CTC(input_dim=243, num_classes=40, **load_config(path)["model"])
+        out = model(torch.randn(2, 30, 243), torch.tensor([30, 21]))
+        assert torch.isfinite(out.log_probs).all(), path.name
+        assert (out.codes[1, out.lengths[1]:] == -1).all() and (out.codes[0] >= 0).all(), path.name
