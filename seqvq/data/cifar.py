@@ -153,7 +153,7 @@ def write_cifar_batches(folder: str, train: tuple[np.ndarray, np.ndarray], test:
 
     def batch(images, labels, label, offset):
         return {b"batch_label": label.encode(), b"labels": [int(v) for v in labels],
-                b"data": np.ascontiguousarray(images, dtype=np.uint8).reshape(len(images), -1),
+                b"data": np.ascontiguousarray(images, dtype=np.uint8).reshape(len(images), CHANNELS * SIDE * SIDE),
                 b"filenames": [f"image_{offset + i:06d}.png".encode() for i in range(len(images))]}
 
     train_images, train_labels = train
