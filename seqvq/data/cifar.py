@@ -113,9 +113,6 @@ class ImageBatch:
     images: torch.Tensor
     labels: torch.Tensor
 
-    def to(self, device) -> "ImageBatch":
-        return ImageBatch(self.images.to(device), self.labels.to(device))
-
 
 class CifarImages(Dataset):
     """One split of CIFAR-10 (or of a set in its format); items are (image (3, 32, 32) uint8, label)."""
