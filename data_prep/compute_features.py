@@ -15,8 +15,9 @@ from pathlib import Path
 
 import torch
 
-from seqvq.data.kaldi import DataDirError, read_data_dir
+from seqvq.data.kaldi import read_data_dir
 from seqvq.data.speech_corpus import CMVN, FEATS_SCP, compute_cmvn, read_features, save_cmvn, write_features
+from seqvq.errors import UserError
 
 
 def main() -> None:
@@ -41,13 +42,16 @@ def main() -> None:
         start = time.perf_counter()
         try:
             frames = write_features(read_data_dir(source), target)
-        except DataDirError as error:
+        except UserError as error:  # a malformed data dir, NaN/Inf or mixed-dimension features
             sys.exit(f"error: {error}")
         elapsed = time.perf_counter() - start
         print(f"{target}: {frames} frames from {source} in {elapsed:.1f} s ({frames / elapsed:,.0f} frames/s)")
     cmvn_path = args.out / args.train / CMVN
     if not cmvn_path.exists() or args.force:
-        save_cmvn(compute_cmvn(read_features(args.out / args.train), args.deltas), cmvn_path)
+        try:
+            save_cmvn(compute_cmvn(read_features(args.out / args.train), args.deltas), cmvn_path)
+        except UserError as error:
+            sys.exit(f"error: {error}")
         print(f"{cmvn_path}: global CMVN statistics from {args.train} (deltas={args.deltas})")
 
 

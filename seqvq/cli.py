@@ -1,12 +1,18 @@
 """``seqvq`` command line: ``train`` a run config, ``evaluate`` a checkpoint on a data set, ``plot`` a run's log.
 
     seqvq train CONFIG.yaml [dotted.key=value ...] [--exp-dir DIR]
-    seqvq evaluate CHECKPOINT DATA [dotted.key=value ...]
+    seqvq evaluate CHECKPOINT DATA [dotted.key=value ...] [--out DIR]
     seqvq plot EXP_DIR
 
 A run config is a YAML mapping with ``task:`` (a name in :data:`seqvq.tasks.TASKS`), ``train:`` (the
-:class:`~seqvq.train.TrainConfig` fields), optionally ``exp_dir:``, and whatever the task reads (model, data,
-quantizer...). ``train`` under torchrun trains with DDP.
+:class:`~seqvq.train.TrainConfig` fields), optionally ``exp_dir:``, and the keys the task declares in its
+``CONFIG`` (model, data, quantizer...). Every key and value is checked before anything runs. ``train`` under
+torchrun trains with DDP. ``evaluate`` needs only the checkpoint (it carries the run config and the task's
+evaluation state) and writes into ``--out`` or a directory named after the full data path.
+
+A mistake in what the user gave (:class:`seqvq.UserError`: a config typo, a wrong type, a missing file, bad data)
+prints one line, ``error: <file or key>: <what>; <what to do>``, and exits 1; ``--debug`` or ``SEQVQ_DEBUG=1``
+shows the traceback instead. Any other exception is a bug and shows its traceback.
 """
 from __future__ import annotations
 
@@ -18,23 +24,29 @@ from pathlib import Path
 
 import yaml
 
+from seqvq.errors import UserError
+
 
 def _train(args) -> None:
     import torch.distributed as dist
 
     from seqvq.tasks import get_task
-    from seqvq.train import Trainer, TrainConfig, load_config, seed_everything
+    from seqvq.train import Trainer, TrainConfig, seed_everything
+    from seqvq.train.config import check_run_config, load_config_layers, merge_layers
     from seqvq.train.logs import atomic_write_text
 
-    config = load_config(args.config, args.overrides)
+    layers = load_config_layers(args.config, args.overrides)
+    config = merge_layers(layers)
     if args.exp_dir:
         config["exp_dir"] = args.exp_dir
-    if not config.get("exp_dir"):
-        sys.exit(f"{args.config}: no exp_dir; pass --exp-dir DIR or set exp_dir: in the config")
     if "task" not in config:
-        sys.exit(f"{args.config}: no 'task:' key; set it to one of the registered tasks")
-    train_config = TrainConfig.from_dict(config.get("train"))
+        raise UserError(f"{args.config}: no 'task:' key; set it to one of the registered tasks (speech_ctc, "
+                        f"handwriting_ae)")
     task = get_task(config["task"])
+    config = check_run_config(config, task.CONFIG, layers)
+    if not config.get("exp_dir"):
+        raise UserError(f"{args.config}: no exp_dir; pass --exp-dir DIR or set exp_dir: in the config")
+    train_config = TrainConfig.from_dict(config.get("train"))
     seed_everything(train_config.seed)
     bundle = task.build_task(config)
     exp_dir = Path(config["exp_dir"])
@@ -42,7 +54,7 @@ def _train(args) -> None:
         exp_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(exp_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
     trainer = Trainer(bundle.model, train_config, bundle.train_dataset, bundle.collate_fn, bundle.evaluate,
-                      exp_dir=exp_dir, run_config=config)
+                      exp_dir=exp_dir, run_config=config, evaluation_state=bundle.evaluation_state)
     figures = trainer.fit()
     if trainer.rank == 0 and figures:
         print(json.dumps({"step": trainer.step, **figures}))
@@ -52,14 +64,22 @@ def _train(args) -> None:
 
 def _evaluate(args) -> None:
     from seqvq.tasks import get_task
-    from seqvq.train.checkpoint import read_checkpoint
-    from seqvq.train.config import apply_overrides
+    from seqvq.train.checkpoint import evaluation_dir, read_checkpoint
+    from seqvq.train.config import ConfigLayer, check_run_config, merge_layers, override_layer
 
     config = read_checkpoint(args.checkpoint).get("config")
     if not config:
-        sys.exit(f"{args.checkpoint}: the checkpoint holds no run config; it was not written by `seqvq train`")
-    config = apply_overrides(config, args.overrides)
-    result = get_task(config["task"]).evaluate_cli(args.checkpoint, args.data, config)
+        raise UserError(f"{args.checkpoint}: the checkpoint holds no run config; evaluate a checkpoint written by "
+                        f"`seqvq train`")
+    if not Path(args.data).exists():
+        raise UserError(f"{args.data}: no such data set; pass the directory (or corpus file) to evaluate on")
+    overrides = [override_layer(item) for item in args.overrides]
+    layers = [ConfigLayer(f"{args.checkpoint} (its run config)", config), *overrides]
+    config = merge_layers(layers)
+    task = get_task(config.get("task"))
+    config = check_run_config(config, task.CONFIG, layers)
+    out_dir = Path(args.out) if args.out else evaluation_dir(args.checkpoint, args.data)
+    result = task.evaluate_cli(args.checkpoint, args.data, config, out_dir)
     if isinstance(result, dict):
         print(json.dumps(result))
 
@@ -67,12 +87,21 @@ def _evaluate(args) -> None:
 def _plot(args) -> None:
     from seqvq.train.logs import plot_metrics
 
+    if not (Path(args.exp_dir) / "metrics.jsonl").is_file():
+        raise UserError(f"{args.exp_dir}: no metrics.jsonl; pass the --exp-dir of a `seqvq train` run")
     for path in plot_metrics(args.exp_dir):
         print(path)
 
 
+def debug_requested(flag: bool) -> bool:
+    """``--debug``, or ``SEQVQ_DEBUG`` set to anything but empty or 0."""
+    return flag or os.environ.get("SEQVQ_DEBUG", "") not in ("", "0")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="seqvq", description="Train, evaluate and plot seqvq runs.")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of an error in the input (also SEQVQ_DEBUG=1)")
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="train a run config (resumes from EXP_DIR/checkpoints/last.pt)")
     train.add_argument("config")
@@ -83,12 +112,24 @@ def main(argv: list[str] | None = None) -> None:
     evaluate.add_argument("checkpoint")
     evaluate.add_argument("data")
     evaluate.add_argument("overrides", nargs="*", help="dotted.key=value applied to the checkpoint's config")
+    evaluate.add_argument("--out", help="output directory (default: decode_<data name>_<hash of its full path> "
+                                        "next to the run's checkpoints/)")
     evaluate.set_defaults(run=_evaluate)
     plot = commands.add_parser("plot", help="write EXP_DIR/plots/*.png from EXP_DIR/metrics.jsonl")
     plot.add_argument("exp_dir")
     plot.set_defaults(run=_plot)
+    for command in (train, evaluate, plot):
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                             help="show the traceback of an error in the input (also SEQVQ_DEBUG=1)")
     args = parser.parse_args(argv)
-    args.run(args)
+    try:
+        args.run(args)
+    except UserError as error:
+        if debug_requested(args.debug):
+            raise
+        message = " ".join(str(error).split())  # one line, whatever the message held
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

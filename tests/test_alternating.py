@@ -9,6 +9,7 @@ from torch import nn
 
 import seqvq
 from seqvq.quantize.alternating import AlternatingOptimizer, split_batch
+from seqvq.quantize.core import quantizer_passes
 from seqvq.quantize.optim import codebook_parameters
 
 
@@ -65,11 +66,9 @@ def reference_step(model, batch, inner_steps, fused, lr=0.1, codebook_lr=0.3):
     """Eq. 17-18 by hand: plain SGD, gradients with torch.autograd.grad."""
     task, codebook = split_parameters(model)
     if fused:
-        captured = []
-        handle = model.quantizer.register_forward_hook(lambda m, i, out: captured.append(out.losses["codebook"]))
-        loss = model(batch)
-        handle.remove()
-        codebook_grads = torch.autograd.grad(captured[0], codebook, retain_graph=True)
+        with quantizer_passes(model, "task_step") as codebook_terms:
+            loss = model(batch)
+        codebook_grads = torch.autograd.grad(codebook_terms[0], codebook, retain_graph=True)
         task_grads = torch.autograd.grad(loss, task)
         with torch.no_grad():
             for p, g in zip(codebook, codebook_grads):
@@ -78,11 +77,13 @@ def reference_step(model, batch, inner_steps, fused, lr=0.1, codebook_lr=0.3):
                 p -= lr * g
         return
     for part in split_batch(batch, inner_steps):
-        grads = torch.autograd.grad(model.codebook_loss(part), codebook)
+        with quantizer_passes(model, "codebook_fit"):  # one optimizer step is one quantizer step
+            grads = torch.autograd.grad(model.codebook_loss(part), codebook)
         with torch.no_grad():
             for p, g in zip(codebook, grads):
                 p -= codebook_lr * g
-    grads = torch.autograd.grad(model(batch), task)
+    with quantizer_passes(model, "task_step"):
+        grads = torch.autograd.grad(model(batch), task)
     with torch.no_grad():
         for p, g in zip(task, grads):
             p -= lr * g
@@ -132,16 +133,9 @@ def test_inner_loop_sends_no_gradient_outside_the_codebook_even_from_a_careless_
     assert all(p.grad is None for p in affine)
 
 
-def test_ema_codebooks_are_moved_by_the_inner_forward_passes():
-    torch.manual_seed(0)
-    model = Model(codebook_update="ema")
-    helper = AlternatingOptimizer.from_model(model, lr=0.01, inner_steps=2)
-    assert helper.codebook_optimizer is None  # nothing to step: the EMA update is the inner step
-    before = model.quantizer.codebook.detach().clone()
-    steps = int(model.quantizer.step)
-    helper.step(make_batch(), model, model.codebook_loss)
-    assert int(model.quantizer.step) == steps + 3  # two inner forwards and the task forward
-    assert not torch.equal(before, model.quantizer.codebook)
+def test_ema_codebooks_are_refused():
+    with pytest.raises(ValueError, match="AlternatingOptimizer.*codebook_update='ema'"):
+        AlternatingOptimizer.from_model(Model(codebook_update="ema"), lr=0.01, inner_steps=2)
 
 
 def test_optimizers_are_checked_and_state_round_trips():
@@ -199,3 +193,148 @@ def test_split_batch_slices_every_tensor_along_the_batch_axis():
     with pytest.raises(ValueError, match=r"batch\['targets'\] has leading size 7"):
         split_batch({"x": torch.zeros(5, 2), "targets": torch.zeros(7)}, 2)
     assert [p["x"].shape[0] for p in split_batch({"x": torch.zeros(5, 2)}, 6)] == [1] * 5  # short batch
+
+
+class SyncModel(nn.Module):
+    """No affine map, so the nu term lands on the codebook rows of the selected codes, readable by hand."""
+
+    def __init__(self, sync_nu):
+        super().__init__()
+        torch.manual_seed(3)
+        self.encoder = nn.Linear(3, 4)
+        self.quantizer = seqvq.VectorQuantizer(4, 6, sync_nu=sync_nu, alpha=2.0, beta=0.7)
+        self.decoder = nn.Linear(4, 2)
+
+    def forward(self, batch):
+        z_e, mask = self.encoder(batch["x"]), batch["mask"]
+        self.result = self.quantizer(z_e, mask=mask)
+        self.result.quantized.retain_grad()
+        error = (self.decoder(self.result.quantized) - batch["y"]).pow(2).sum(-1)
+        return (error * mask).sum() / mask.sum() + self.result.loss
+
+
+@pytest.mark.parametrize("inner_steps, fused", [(1, True), (1, False), (2, False)])
+def test_sync_nu_adds_exactly_nu_times_the_task_gradient_to_the_codebook_update(inner_steps, fused):
+    """Huh eq. 21 under alternating optimization: with SGD at codebook rate lr, the codebook after a step with nu
+    differs from the one with nu = 0 by -lr * nu * sum_{i: code k} dL_task/dz_q_i, and nothing else differs."""
+    nu, codebook_lr = 0.6, 0.3
+    synced, plain = SyncModel(nu), SyncModel(0.0)
+    batch = make_batch(seed=4)
+    for model in (synced, plain):
+        sgd_helper(model, codebook_lr=codebook_lr, inner_steps=inner_steps, fused=fused).step(batch, model)
+    mask = batch["mask"]
+    task_gradient = synced.result.quantized.grad[mask]  # dL/d(output) at the valid positions, the task pass's
+    codes = synced.result.codes[mask]
+    assert torch.equal(codes, plain.result.codes[mask])
+    expected = -codebook_lr * nu * torch.zeros(6, 4).index_add_(0, codes, task_gradient)
+    difference = synced.quantizer.codebook.detach()[0] - plain.quantizer.codebook.detach()[0]
+    assert expected.abs().max() > 1e-3
+    torch.testing.assert_close(difference, expected)
+    for (name, a), b in zip(synced.named_parameters(), plain.parameters()):
+        if name != "quantizer.codebook":
+            torch.testing.assert_close(a, b, msg=name)
+
+
+def test_nu_and_gumbel_need_what_ema_and_gumbel_lack():
+    with pytest.raises(ValueError, match="sync_nu.*codebook_update='ema'.*use one or the other"):
+        seqvq.VectorQuantizer(4, 6, sync_nu=0.5, codebook_update="ema")
+    with pytest.raises(ValueError, match="sync_nu.*assignment='gumbel'.*use one or the other"):
+        seqvq.VectorQuantizer(4, 6, sync_nu=0.5, assignment="gumbel")
+
+
+class PassModel(nn.Module):
+    """Every quantizer state that a step changes: step, reservoir, affine EMA statistics, LRU clocks and
+    replacement, EMA-free temperature anneal."""
+
+    def __init__(self, **options):
+        super().__init__()
+        torch.manual_seed(0)
+        self.encoder = nn.Linear(3, 4)
+        self.quantizer = seqvq.VectorQuantizer(4, 16, **options)
+        self.decoder = nn.Linear(4, 2)
+
+    def forward(self, batch):
+        res = self.quantizer(self.encoder(batch["x"]), mask=batch["mask"])
+        error = (self.decoder(res.quantized) - batch["y"]).pow(2).sum(-1)
+        return (error * batch["mask"]).sum() / batch["mask"].sum() + res.loss
+
+
+STATEFUL = dict(affine={"mode": "ema", "momentum": 0.3}, replace_dead_after=1, assignment="stochastic",
+                temperature={"start": 2.0, "end": 0.1, "decay_steps": 10},
+                reestimate={"init_steps": 2, "every": 2, "steps": 6, "reservoir_size": 1000,
+                            "restart_reservoir": False})
+
+
+def test_an_inner_pass_changes_no_quantizer_state():
+    model = PassModel(**STATEFUL)
+    model(make_batch(seed=0))  # past step 0, so the clocks and statistics hold something
+    before = copy.deepcopy(model.quantizer.state_dict())
+    with quantizer_passes(model, "codebook_fit") as terms:
+        model(make_batch(seed=1))
+    assert len(terms) == 1 and terms[0].requires_grad
+    for name, value in model.quantizer.state_dict().items():
+        if name != "sampling_rng.state":  # the sampler draws, as in every training pass
+            assert torch.equal(value, before[name]), name
+
+
+@pytest.mark.parametrize("inner_steps, fused", [(3, False), (1, True)])
+def test_one_optimizer_step_is_one_quantizer_step(inner_steps, fused):
+    model = PassModel(**STATEFUL)
+    helper = sgd_helper(model, inner_steps=inner_steps, fused=fused)
+    valid = 0
+    rewrites_at = {}
+    for step in range(1, 6):
+        batch = make_batch(seed=step)
+        valid += int(batch["mask"].sum())
+        before = int(model.quantizer.rewrites)
+        helper.step(batch, model)
+        rewrites_at[step] = int(model.quantizer.rewrites) - before
+    quantizer = model.quantizer
+    assert int(quantizer.step) == 5
+    assert int(quantizer.reestimation.reservoir.seen) == valid  # every vector entered once (steps 1-5 <= 6)
+    assert quantizer.current_temperature() == seqvq.quantize.annealed_temperature(5, 2.0, 0.1, 10)
+    assert rewrites_at[1] == 0 and rewrites_at[2] == 1 and rewrites_at[4] == 1  # k-means at 2 and 4, nothing else
+    assert int(quantizer.replacement.last_used.max()) <= 5
+
+
+def test_trainer_steps_with_inner_steps_count_once(tmp_path):
+    """Through the trainer (k = 2 sub-batches per step): N optimizer steps are N quantizer steps; every vector
+    enters the reservoir once; Algorithm 1, the LRU clock and the anneal run at the optimizer-step rate."""
+    import toy_task
+    from seqvq.train import StepOutput, TrainConfig, Trainer
+
+    class Quantized(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.encoder = nn.Linear(4, 4)
+            self.quantizer = seqvq.VectorQuantizer(4, 8, **STATEFUL)
+            self.head = nn.Linear(4, 1)
+
+        def forward(self, batch):
+            out = self.quantizer(self.encoder(batch["x"]).unsqueeze(1))
+            mse = (self.head(out.quantized).squeeze(-1).squeeze(-1) - batch["y"]).pow(2).mean()
+            return StepOutput(loss=mse + out.loss, metrics={"mse": mse}, weight=len(batch["x"]))
+
+    torch.manual_seed(0)
+    config = TrainConfig(steps=5, batch_size=4, lr=0.01, codebook_lr=0.1, alternating_inner_steps=2,
+                         checkpoint_every=100, eval_every=100, log_every=1, seed=1, device="cpu")
+    trainer = Trainer(Quantized(), config, toy_task.make_dataset(size=12), toy_task.collate, exp_dir=tmp_path)
+    trainer.fit()
+    quantizer = trainer.model.quantizer
+    assert int(quantizer.step) == 5
+    assert int(quantizer.reestimation.reservoir.seen) == 5 * 4  # 5 batches of 4 one-vector items, each once
+    assert int(quantizer.rewrites) >= 2  # k-means at steps 2 and 4 (replacements may add more)
+    assert int(quantizer.replacement.last_used.max()) == 5
+    assert quantizer.current_temperature() == seqvq.quantize.annealed_temperature(5, 2.0, 0.1, 10)
+
+
+def test_pass_kinds_are_checked_and_restored():
+    model = Model()
+    with pytest.raises(ValueError, match="pass kind must be one of"):
+        with quantizer_passes(model, "inner"):
+            pass
+    with quantizer_passes(model, "codebook_fit"):
+        with quantizer_passes(model, "bypass"):
+            assert model.quantizer.pass_kind == "bypass"
+        assert model.quantizer.pass_kind == "codebook_fit"
+    assert model.quantizer.pass_kind == "step" and model.quantizer.codebook_terms is None

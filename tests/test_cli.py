@@ -33,18 +33,21 @@ def test_train_then_evaluate(tmp_path, capsys):
     saved = yaml.safe_load((exp_dir / "config.yaml").read_text())
     assert saved["train"]["steps"] == 4 and saved["exp_dir"] == str(exp_dir)
 
-    cli.main(["evaluate", str(exp_dir / "checkpoints" / "last.pt"), "some/data"])
+    (tmp_path / "some_data").mkdir()
+    cli.main(["evaluate", str(exp_dir / "checkpoints" / "last.pt"), str(tmp_path / "some_data")])
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert result["data"] == "some/data" and result["mse"] == pytest.approx(final["mse"])
+    assert result["data"] == str(tmp_path / "some_data") and result["mse"] == pytest.approx(final["mse"])
 
     cli.main(["plot", str(exp_dir)])
     assert str(exp_dir / "plots" / "loss.png") in capsys.readouterr().out
 
 
-def test_unknown_task_and_missing_exp_dir(tmp_path):
-    with pytest.raises(ValueError, match="unknown task 'nope'.*speech_ctc"):
+def test_unknown_task_and_missing_exp_dir(tmp_path, capsys):
+    with pytest.raises(seqvq.UserError, match="unknown task 'nope'.*speech_ctc"):
         get_task("nope")
     config = tmp_path / "c.yaml"
     config.write_text("task: toy\n")
-    with pytest.raises(SystemExit, match="exp_dir"):
+    with pytest.raises(SystemExit) as exit_info:
         cli.main(["train", str(config)])
+    assert exit_info.value.code == 1
+    assert capsys.readouterr().err == f"error: {config}: no exp_dir; pass --exp-dir DIR or set exp_dir: in the config\n"

@@ -56,7 +56,8 @@ def test_smoke_run_loss_falls_and_evaluation(tmp_path):
     assert figures["uniform_nelbo"] == pytest.approx(figures["bpd"] + math.log2(16) / (HEIGHT * 4))
     assert figures["unigram_nelbo"] <= figures["uniform_nelbo"] + 1e-9
 
-    result = evaluate_cli(str(tmp_path / "exp" / "checkpoints" / "last.pt"), str(tmp_path / "corpus"), config)
+    result = evaluate_cli(str(tmp_path / "exp" / "checkpoints" / "last.pt"), str(tmp_path / "corpus"), config,
+                          tmp_path / "exp" / "eval")
     out = tmp_path / "exp" / "eval"
     assert json.loads((out / "metrics.json").read_text()) == pytest.approx(result)
     assert (out / "reconstructions.png").stat().st_size > 0

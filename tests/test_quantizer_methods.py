@@ -37,6 +37,10 @@ BASES = {
 @pytest.mark.parametrize("method", COMBINATIONS.values(), ids=COMBINATIONS.keys())
 def test_padded_equals_unpadded_for_every_method(method, base):
     torch.manual_seed(0)
+    if base.get("codebook_update") == "ema" and (method.get("sync_nu") or method.get("affine") == "learned"):
+        with pytest.raises(ValueError, match="codebook_update='ema'"):  # both need a codebook gradient
+            seqvq.VectorQuantizer(8, 16, **base, **method)
+        return
     padded_vq = seqvq.VectorQuantizer(8, 16, **base, **method)
     packed_vq = copy.deepcopy(padded_vq)
     padded_opt = torch.optim.SGD(padded_vq.parameters(), lr=0.1)
@@ -157,7 +161,7 @@ def test_reestimation_schedule_follows_algorithm_1():
     # k-means at M_init = 3, then every 2 steps while step < M_init + M_reestim = 7; only the gradient-free steps
     # are visible here (no optimizer), so every change is a re-estimation.
     assert changed == [3, 5]
-    assert int(vq.reestimation.reservoir.seen) == 6 * 10  # collected until M_init + M_reestim
+    assert int(vq.reestimation.reservoir.seen) == 0  # restarted after the last re-estimation, not fed since
 
 
 def test_reestimation_in_epochs_converts_to_steps():
@@ -286,3 +290,70 @@ def test_kill_and_resume_mid_reservoir_is_bit_identical(tmp_path):
     _train(resumed, resumed_opt, 20, start=4)
     for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), name
+
+
+def _rewrites_per_step(vq, batches):
+    counts = []
+    for x in batches:
+        before = int(vq.rewrites)
+        vq(x)
+        counts.append(int(vq.rewrites) - before)
+    return counts
+
+
+def test_replacement_waits_for_m_init_and_skips_k_means_steps():
+    """Precedence: no replacement before M_init (no codebook yet), none on a step whose codes k-means just wrote."""
+    vq = seqvq.VectorQuantizer(2, 32, replace_dead_after=1,
+                               reestimate={"init_steps": 4, "every": 2, "steps": 4, "reservoir_size": 64})
+    generator = torch.Generator().manual_seed(0)
+    batches = [torch.randn(1, 6, 2, generator=generator) for _ in range(8)]  # 6 vectors, 32 codes: many dead
+    counts = _rewrites_per_step(vq, batches)
+    assert counts[:3] == [0, 0, 0]  # warm-up, steps 1-3
+    assert counts[3] == 1 and counts[5] == 1  # k-means at steps 4 and 6, and no replacement on top
+    assert counts[4] == 1 and counts[6] == 1  # steps 5, 7: replacement of the codes unused since
+
+
+def test_replacement_draws_from_this_batch_not_from_a_stale_reservoir():
+    """After Algorithm 1's schedule the reservoir holds old data; replacements must land where the data is now."""
+    vq = seqvq.VectorQuantizer(2, 8, replace_dead_after=2, codebook_update="ema",
+                               reestimate={"init_steps": 2, "every": 1, "steps": 1, "reservoir_size": 64,
+                                           "restart_reservoir": False})
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        vq(torch.randn(1, 20, 2, generator=generator))  # k-means at step 2 on data around the origin
+    assert vq.reestimation.reservoir.filled > 0
+    moved = torch.randn(1, 20, 2, generator=generator) * 0.1 + 100.0  # the data moved; one code follows it
+    for _ in range(3):
+        vq(moved)
+    replaced = vq.code_rewritten_at[0] == vq.rewrites
+    assert replaced.sum() >= 1
+    assert (vq.codebook.detach()[0, replaced] - 100.0).abs().max() < 1.0
+
+
+def _moving_data(step):
+    return torch.randn(1, 20, 2, generator=torch.Generator().manual_seed(step)) * 0.1 + 10.0 * step
+
+
+@pytest.mark.parametrize("restart", [True, False])
+def test_reservoir_restarts_after_each_reestimation_by_default(restart):
+    """Łańcucki §III-B / DistSup: each re-estimation clusters the encoder outputs since the previous one;
+    restart_reservoir=False keeps a uniform sample of all history (warm-up included)."""
+    options = {"init_steps": 3, "every": 3, "steps": 4, "reservoir_size": 200, "kmeans_iterations": 5}
+    if not restart:
+        options["restart_reservoir"] = False
+    vq = seqvq.VectorQuantizer(2, 4, reestimate=options, codebook_update="ema", ema_decay=0.999)
+    for step in range(1, 7):  # k-means at steps 3 and 6
+        vq(_moving_data(step))
+        if step == 3:
+            assert int(vq.reestimation.reservoir.seen) == (0 if restart else 60)
+    codes = vq.codebook.detach()[0]
+    if restart:  # the second k-means saw steps 4-6 only: codes near 40, 50, 60
+        assert codes.min() > 35.0
+    else:  # all of history, warm-up at 10-30 included
+        assert codes.min() < 35.0
+    assert int(vq.reestimation.reservoir.seen) == (0 if restart else 120)
+
+
+def test_reestimation_and_kmeans_init_are_one_or_the_other():
+    with pytest.raises(ValueError, match="kmeans_init and reestimate.*use one or the other"):
+        seqvq.VectorQuantizer(4, 8, kmeans_init=True, reestimate={"init_steps": 2})

@@ -6,12 +6,14 @@ import torch
 
 from seqvq.quantize.residual import ResidualVectorQuantizer
 
-# Every value of every core option, each paired with several others (the full product is the core's test).
+# Every value of every stage option a residual stack supports, each paired with several others.
 OPTIONS = [
-    dict(distance=distance, codebook_update=update, pre_norm=pre_norm, num_codebooks=groups)
-    for distance, update, pre_norm, groups in [("l2", "gradient", False, 1), ("l2", "ema", True, 2),
-                                               ("cosine", "gradient", True, 1), ("cosine", "ema", False, 2),
-                                               ("l2", "gradient", True, 2), ("cosine", "ema", True, 1)]
+    dict(codebook_update="gradient", pre_norm=False, num_codebooks=1),
+    dict(codebook_update="ema", pre_norm=True, num_codebooks=2),
+    dict(codebook_update="gradient", pre_norm=True, num_codebooks=1, affine="learned", kmeans_init=True),
+    dict(codebook_update="ema", pre_norm=False, num_codebooks=2, affine="ema", replace_dead_after=2),
+    dict(codebook_update="gradient", pre_norm=True, num_codebooks=2, assignment="stochastic", temperature=0.5),
+    dict(codebook_update="ema", pre_norm=True, num_codebooks=1, kmeans_init=True, replace_dead_after=1),
 ]
 
 
@@ -125,3 +127,14 @@ def test_channel_first_and_lengths_match_channel_last_and_mask():
         rvq(x, mask=mask, lengths=torch.tensor([3, 5]))
     with pytest.raises(ValueError, match="num_quantizers=2"):
         rvq.codes_to_vectors(torch.zeros(3, 2, dtype=torch.long))
+
+
+@pytest.mark.parametrize("option, message", [
+    ({"sync_nu": 0.5}, "does not support sync_nu: the stage outputs are detached"),
+    ({"assignment": "gumbel"}, "does not support assignment='gumbel'"),
+    ({"distance": "cosine"}, "does not support distance='cosine'"),
+    ({"reestimate": {"init_steps": 2}}, "does not support reestimate: stages >= 1 would see zero residuals"),
+])
+def test_options_meaningless_on_residuals_are_refused(option, message):
+    with pytest.raises(ValueError, match=message):
+        ResidualVectorQuantizer(4, 8, 2, **option)

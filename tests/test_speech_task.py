@@ -15,16 +15,16 @@ from seqvq.train import Trainer, TrainConfig, seed_everything
 USED_PHONES = PHONES[:6]
 
 
-def write_split(directory, count, seed):
-    """Utterances whose 12-dim frames are noisy per-phone templates, 6 frames per phone."""
+def write_split(directory, count, seed, dim=12):
+    """Utterances whose ``dim``-dim frames are noisy per-phone templates, 6 frames per phone."""
     rng = np.random.default_rng(seed)
-    templates = np.random.default_rng(123).normal(0, 2, size=(len(USED_PHONES), 12))
+    templates = np.random.default_rng(123).normal(0, 2, size=(len(USED_PHONES), dim))
     directory.mkdir(parents=True)
     features, targets = {}, {}
     for index in range(count):
         utt = f"u{index:03d}"
         phones = rng.choice(len(USED_PHONES), size=int(rng.integers(3, 7)))
-        frames = np.repeat(templates[phones], 6, axis=0) + rng.normal(0, 0.3, size=(6 * len(phones), 12))
+        frames = np.repeat(templates[phones], 6, axis=0) + rng.normal(0, 0.3, size=(6 * len(phones), dim))
         features[utt] = frames.astype(np.float32)
         targets[utt] = [USED_PHONES[p] for p in phones]
     kaldiio.save_ark(str(directory / "feats.ark"), features, scp=str(directory / "feats.scp"))
@@ -99,8 +99,10 @@ def test_ctc_loss_falls_and_evaluation_reports(corpus, tmp_path, capsys, quantiz
     main(["evaluate", str(tmp_path / "exp" / "checkpoints" / "last.pt"), str(corpus / "dev")])  # `seqvq evaluate`
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["per"] == pytest.approx(figures["per"]) and result["utterances"] == 6
-    assert (tmp_path / "exp" / "decode_dev" / "hyp.txt").exists()
-    assert json.loads((tmp_path / "exp" / "decode_dev" / "figures.json").read_text())["per"] == result["per"]
+    out_dir = tmp_path / "exp" / result["out_dir"]
+    assert out_dir.parent == tmp_path / "exp" and out_dir.name.startswith("decode_dev_")
+    assert len((out_dir / "hyp.txt").read_text().splitlines()) == 6
+    assert json.loads((out_dir / "figures.json").read_text())["per"] == result["per"]
 
 
 def test_resumed_speech_run_equals_uninterrupted(corpus, tmp_path):

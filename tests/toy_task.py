@@ -7,6 +7,7 @@ from torch import nn
 
 import seqvq
 from seqvq.train import StepOutput, TaskBundle, load_checkpoint
+from seqvq.train.config import Section
 
 
 class ToyRegression(nn.Module):
@@ -43,12 +44,15 @@ def evaluate(model) -> dict[str, float]:
     return {"mse": float(out.metrics["mse"]), "perplexity": float(torch.rand(()) + 1.0)}
 
 
+CONFIG = Section.keys("toy", model=Section.of(ToyRegression))
+
+
 def build_task(config: dict) -> TaskBundle:
     return TaskBundle(ToyRegression(config.get("model", {}).get("dim", 4)),
                       make_dataset(dim=config.get("model", {}).get("dim", 4)), collate, evaluate)
 
 
-def evaluate_cli(checkpoint: str, data: str, config: dict) -> dict:
+def evaluate_cli(checkpoint: str, data: str, config: dict, out_dir=None) -> dict:
     model = ToyRegression(config.get("model", {}).get("dim", 4))
     load_checkpoint(checkpoint, model)
     model.eval()

@@ -32,15 +32,15 @@ while [ $# -gt 0 ]; do
     --exp) exp=$2; shift 2 ;;
     -h|--help) usage 0 ;;
     --) shift; extra=("$@"); break ;;
-    *) echo "run.sh: unknown option $1" >&2; usage ;;
+    *) echo "error: run.sh: unknown option $1" >&2; usage ;;
   esac
 done
-if [ "$mini" = 1 ] && [ -n "$corpus" ]; then echo "run.sh: give --data ZIP or --mini, not both" >&2; exit 1; fi
+if [ "$mini" = 1 ] && [ -n "$corpus" ]; then echo "error: run.sh: give --data ZIP or --mini, not both" >&2; exit 1; fi
 if [ "$mini" = 1 ]; then
   corpus=$repo/data/mini_handwriting
   exp=${exp:-$repo/exp/scribblelens/mini}
 elif [ -n "$corpus" ]; then
-  [ -f "$corpus" ] || { echo "run.sh: $corpus: no such file (the ScribbleLens zip, OpenSLR 84)" >&2; exit 1; }
+  [ -f "$corpus" ] || { echo "error: run.sh: $corpus: no such file (the ScribbleLens zip, OpenSLR 84)" >&2; exit 1; }
   corpus=$(cd "$(dirname "$corpus")" && pwd)/$(basename "$corpus")
   exp=${exp:-$repo/exp/scribblelens/full}
 else
@@ -58,7 +58,7 @@ row_overrides() {
 }
 
 for row in $rows; do
-  [ -f "$recipe/conf/$row.yaml" ] || { echo "run.sh: no config conf/$row.yaml" >&2; exit 1; }
+  [ -f "$recipe/conf/$row.yaml" ] || { echo "error: run.sh: no config conf/$row.yaml" >&2; exit 1; }
 done
 
 if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ] && [ "$mini" = 1 ]; then
@@ -83,7 +83,7 @@ fi
 if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
   for row in $rows; do
     echo "stage 2: evaluating $row"
-    python -m seqvq.cli evaluate "$exp/$row/checkpoints/last.pt" "$corpus"
+    python -m seqvq.cli evaluate "$exp/$row/checkpoints/last.pt" "$corpus" --out "$exp/$row/eval"
   done
 fi
 

@@ -57,7 +57,7 @@ while [[ $# -gt 0 ]]; do
     --threads) threads=$2; shift 2 ;;
     --) shift; overrides=("$@"); break ;;
     -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
-    *) echo "run.sh: unknown option $1 (see --help)" >&2; exit 1 ;;
+    *) echo "error: run.sh: unknown option $1 (see --help)" >&2; exit 1 ;;
   esac
 done
 
@@ -67,16 +67,16 @@ export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
 conf=recipes/wsj/conf
 python=${PYTHON:-python3}
 
-if $mini && [[ -n $data ]]; then echo "run.sh: give --mini or --data, not both" >&2; exit 1; fi
+if $mini && [[ -n $data ]]; then echo "error: run.sh: give --mini or --data, not both" >&2; exit 1; fi
 if ! $mini && [[ -z $data ]]; then
-  echo "run.sh: give --mini (built corpus) or --data DIR (Kaldi WSJ data)" >&2; exit 1
+  echo "error: run.sh: give --mini (built corpus) or --data DIR (Kaldi WSJ data)" >&2; exit 1
 fi
 if [[ ! -f $conf/$variant.yaml ]]; then
   known=$(ls $conf | grep -v -e base -e size_ | sed "s/.yaml//" | tr "\n" " ")
-  echo "run.sh: no $conf/$variant.yaml; variants: $known" >&2
+  echo "error: run.sh: no $conf/$variant.yaml; variants: $known" >&2
   exit 1
 fi
-[[ $size == cpu || $size == paper ]] || { echo "run.sh: --size must be cpu or paper" >&2; exit 1; }
+[[ $size == cpu || $size == paper ]] || { echo "error: run.sh: --size must be cpu or paper" >&2; exit 1; }
 if $mini; then
   data=data/wsj_mini; train_set=train; dev_set=dev; test_set=test; exp=${exp:-exp/wsj_mini}
 else
@@ -98,7 +98,7 @@ if [[ $stage -le 0 && $stop_stage -ge 0 ]]; then
         echo "run.sh: installing espeak-ng"
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng >/dev/null
       else
-        echo "run.sh: espeak-ng is missing; install it with: sudo apt-get install -y espeak-ng" >&2; exit 1
+        echo "error: run.sh: espeak-ng is missing; install it with: sudo apt-get install -y espeak-ng" >&2; exit 1
       fi
     fi
     $python data_prep/make_mini_wsj.py --out "$data" --train-utts "$train_utts" --jobs "$nj"
@@ -141,7 +141,8 @@ fi
 
 if [[ $stage -le 4 && $stop_stage -ge 4 ]]; then
   for set in dev test; do
-    $python -m seqvq.cli evaluate "$exp/$variant/checkpoints/last.pt" "$feats/$set" > /dev/null
+    $python -m seqvq.cli evaluate "$exp/$variant/checkpoints/last.pt" "$feats/$set" --out "$exp/$variant/decode_$set" \
+      > /dev/null
     $python - "$exp/$variant/decode_$set/figures.json" "$variant" "$set" <<'EOF'
 import json, sys
 f = json.load(open(sys.argv[1]))

@@ -19,6 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from seqvq.errors import UserError
+
 FLOAT32_EPS = float(np.finfo(np.float32).eps)
 
 
@@ -142,6 +144,26 @@ def add_deltas(features: torch.Tensor, order: int = 2, window: int = 2) -> torch
     return torch.cat(outputs, dim=1)
 
 
+def check_features(matrix: np.ndarray, utterance: str, where: str, dim: int | None = None) -> np.ndarray:
+    """``matrix`` as float32 ``(T, D)`` if it is one with finite values (and ``D == dim`` when given); else a
+    :class:`~seqvq.errors.UserError` naming the utterance and ``where`` it was read from. NaN or Inf in input
+    features would make the CMVN statistics, the loss and every weight NaN."""
+    matrix = np.asarray(matrix, dtype=np.float32)
+    if matrix.ndim != 2:
+        raise UserError(f"{where}: utterance {utterance} holds a {matrix.ndim}-d array, not a (frames, dims) "
+                        f"feature matrix; recompute its features")
+    if dim is not None and matrix.shape[1] != dim:
+        raise UserError(f"{where}: utterance {utterance} has {matrix.shape[1]}-dim features but {dim} are "
+                        f"expected (the training features'); compute its features with the same settings")
+    finite = np.isfinite(matrix)
+    if not finite.all():
+        bad_frames = np.flatnonzero(~finite.all(axis=1))
+        raise UserError(f"{where}: utterance {utterance} has {int((~finite).sum())} NaN/Inf values in "
+                        f"{len(bad_frames)} frame(s) (first: frame {bad_frames[0]}); recompute its features or drop "
+                        f"the utterance")
+    return matrix
+
+
 class GlobalCMVN:
     """Global cepstral mean and variance normalization from accumulated statistics.
 
@@ -151,9 +173,13 @@ class GlobalCMVN:
 
     def __init__(self, stats: np.ndarray):
         stats = np.asarray(stats, dtype=np.float64)
+        if stats.ndim != 2 or stats.shape[0] != 2 or not stats[0, -1] > 0:
+            raise UserError(f"CMVN stats must be a 2 x (D + 1) matrix with a positive count, got "
+                            f"{stats.shape}; recompute them with data_prep/compute_features.py")
+        if not np.isfinite(stats).all():
+            raise UserError("CMVN stats hold NaN/Inf values (features with NaN/Inf went into them); fix the "
+                            "features and recompute the statistics with data_prep/compute_features.py --force")
         count = stats[0, -1]
-        if stats.ndim != 2 or stats.shape[0] != 2 or count <= 0:
-            raise ValueError(f"CMVN stats must be a 2 x (D + 1) matrix with a positive count, got {stats.shape}")
         self.stats = stats
         self.mean = stats[0, :-1] / count
         variance = np.maximum(stats[1, :-1] / count - self.mean ** 2, 1e-10)

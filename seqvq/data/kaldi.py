@@ -19,10 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
+from seqvq.errors import UserError
+
 SORT_FIX = "sort it with `LC_ALL=C sort -k1,1 -u` (or run Kaldi's utils/fix_data_dir.sh)"
 
 
-class DataDirError(ValueError):
+class DataDirError(UserError):
     """A Kaldi data directory is malformed; the message names the file, the line and the fix."""
 
 

@@ -17,6 +17,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from seqvq.errors import UserError
+
+
 PHONES = ("AA AE AH AO AW AY B CH D DH EH ER EY F G HH IH IY JH K L M N NG OW OY P R S SH T TH UH UW V W Y Z "
           "ZH").split()
 SILENCE_PHONES = frozenset({"SIL", "SP", "SPN", "NSN", "LAU", "<EPS>", "SILENCE"})
@@ -49,7 +52,7 @@ def read_lexicon(path: str | Path) -> dict[str, list[str]]:
         for number, line in enumerate(handle, start=1):
             parts = line.split()
             if len(parts) < 2:
-                raise ValueError(f"{path}:{number}: expected `WORD PHONE ...`, got {line.strip()!r}; fix the line")
+                raise UserError(f"{path}:{number}: expected `WORD PHONE ...`, got {line.strip()!r}; fix the line")
             lexicon.setdefault(parts[0].lower(), [normalize_phone(p) for p in parts[1:]])
     return lexicon
 
@@ -81,7 +84,7 @@ def _keep_phones(phones: list[str], where: str) -> list[str]:
         if phone in SILENCE_PHONES:
             continue
         if phone not in PHONES:
-            raise ValueError(f"{where}: phone {phone!r} is not one of the 39 ARPAbet phones; map it or drop it")
+            raise UserError(f"{where}: phone {phone!r} is not one of the 39 ARPAbet phones; map it or drop it")
         kept.append(phone)
     return kept
 
@@ -119,9 +122,9 @@ def read_phone_transcripts(path: str | Path) -> PhoneTargets:
         for number, line in enumerate(handle, start=1):
             parts = line.split()
             if not parts:
-                raise ValueError(f"{path}:{number}: empty line; delete it")
+                raise UserError(f"{path}:{number}: empty line; delete it")
             if parts[0] in result.targets:
-                raise ValueError(f"{path}:{number}: utterance {parts[0]!r} appears twice; keep one line")
+                raise UserError(f"{path}:{number}: utterance {parts[0]!r} appears twice; keep one line")
             phones = _keep_phones(parts[1:], f"{path}:{number}")
             if phones:
                 result.targets[parts[0]] = phones

@@ -5,6 +5,9 @@ A prepared split directory holds ``feats.scp`` (+ ``feats.ark`` when computed he
 deltas included; Kaldi layout). ``data_prep/compute_features.py`` and ``data_prep/make_targets.py`` write them
 once; training and evaluation only read them. :func:`load_split` also accepts a raw Kaldi data directory and
 then computes features and lexicon targets in memory (for ``seqvq evaluate`` on any data dir).
+
+Every feature matrix read from a ``feats.scp`` is checked as it is read (:func:`seqvq.data.features.check_features`:
+finite values, one dimension throughout), with an error naming the utterance and the file.
 """
 from __future__ import annotations
 
@@ -15,8 +18,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from seqvq.data.features import Fbank, FbankOptions, GlobalCMVN, add_deltas
+from seqvq.data.features import Fbank, FbankOptions, GlobalCMVN, add_deltas, check_features
 from seqvq.data.kaldi import DataDirError, KaldiDataDir, read_data_dir, read_table
+from seqvq.errors import UserError
 from seqvq.data.lexicon import (PhoneTargets, cmudict_lexicon, read_lexicon, read_phone_transcripts,
                                 words_to_phones, write_phone_transcripts)
 
@@ -30,12 +34,12 @@ def utterance_fbank(samples: np.ndarray, fbank: Fbank) -> np.ndarray:
 
 
 def iter_fbank(data: KaldiDataDir, options: FbankOptions = FbankOptions()) -> Iterator[tuple[str, np.ndarray]]:
-    """Features per utterance: the directory's own ``feats.scp`` as it is, else fbank computed from audio."""
+    """Features per utterance: the directory's own ``feats.scp`` as it is (checked), else fbank computed from
+    audio."""
     if data.feats:
-        import kaldiio
-
+        features = FeatureArchive(data.path / FEATS_SCP)
         for utt in data.utterances:
-            yield utt, np.asarray(kaldiio.load_mat(data.feats[utt]), dtype=np.float32)
+            yield utt, features[utt]
         return
     fbank = Fbank(options)
     for utt in data.utterances:
@@ -49,22 +53,35 @@ def iter_fbank(data: KaldiDataDir, options: FbankOptions = FbankOptions()) -> It
 def write_features(data: KaldiDataDir, out_dir: str | Path, options: FbankOptions = FbankOptions()) -> int:
     """Write ``out_dir/feats.{ark,scp}`` (Kaldi-compressed) or, if the data dir has features, its feats.scp.
 
-    Returns the number of frames. Files appear atomically: written under temporary names, then renamed.
+    Returns the number of frames. Files appear atomically: written under temporary names, then renamed; a failure
+    removes the temporary files.
     """
-    import kaldiio
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    frames = 0
     scp_tmp = out_dir / (FEATS_SCP + ".tmp")
+    ark_tmp, ark = (out_dir / "feats.ark.tmp").resolve(), (out_dir / "feats.ark").resolve()
+    raw_scp = out_dir / (FEATS_SCP + ".raw.tmp")
+    try:
+        frames = _write_features(data, options, scp_tmp, ark_tmp, ark, raw_scp)
+    except BaseException:  # a failed stage leaves no temporary files behind
+        for temporary in (scp_tmp, ark_tmp, raw_scp):
+            temporary.unlink(missing_ok=True)
+        raise
+    os.replace(scp_tmp, out_dir / FEATS_SCP)
+    return frames
+
+
+def _write_features(data: KaldiDataDir, options: FbankOptions, scp_tmp: Path, ark_tmp: Path, ark: Path,
+                    raw_scp: Path) -> int:
+    import kaldiio
+
+    frames = 0
     if data.feats:
         with open(scp_tmp, "w", encoding="utf-8") as handle:
             for utt, matrix in iter_fbank(data, options):
                 handle.write(f"{utt} {data.feats[utt]}\n")
                 frames += len(matrix)
     else:
-        ark_tmp, ark = (out_dir / "feats.ark.tmp").resolve(), (out_dir / "feats.ark").resolve()
-        raw_scp = out_dir / (FEATS_SCP + ".raw.tmp")
         with kaldiio.WriteHelper(f"ark,scp:{ark_tmp},{raw_scp}", compression_method=2) as writer:
             for utt, matrix in iter_fbank(data, options):
                 if len(matrix) == 0:
@@ -78,17 +95,44 @@ def write_features(data: KaldiDataDir, out_dir: str | Path, options: FbankOption
                 handle.write(f"{utt} {ark}:{entry.rsplit(':', 1)[1]}\n")
         raw_scp.unlink()
         os.replace(ark_tmp, ark)
-    os.replace(scp_tmp, out_dir / FEATS_SCP)
     return frames
 
 
-def read_features(split_dir: str | Path) -> Mapping[str, np.ndarray]:
-    """Lazy ``utt -> (T, D)`` mapping over ``split_dir/feats.scp``."""
-    import kaldiio
+class FeatureArchive(Mapping):
+    """Lazy ``utt -> (T, D)`` float32 features of a ``feats.scp``, each matrix checked as it is read: finite, and
+    of dimension ``dim`` (default: that of the first matrix read)."""
 
-    path = Path(split_dir) / FEATS_SCP
-    read_table(path, 2, 2, rest_of_line=True)  # validates the lines with file:line errors
-    return kaldiio.load_scp(str(path))
+    def __init__(self, scp_path: str | Path, dim: int | None = None):
+        self.path, self.dim = Path(scp_path), dim
+        if not self.path.is_file():
+            raise UserError(f"{self.path}: missing; compute features with data_prep/compute_features.py")
+        # validates the lines with file:line errors
+        self.entries = {utt: value[0] for utt, value in read_table(self.path, 2, 2, rest_of_line=True).items()}
+
+    def __getitem__(self, utt: str) -> np.ndarray:
+        import kaldiio
+
+        entry = self.entries[utt]
+        try:
+            matrix = kaldiio.load_mat(entry)
+        except Exception as error:  # a missing or truncated ark, a bad offset
+            raise UserError(f"{self.path}: cannot read the features of utterance {utt} from {entry!r} ({error}); "
+                            f"recompute the features") from error
+        matrix = check_features(matrix, utt, f"{self.path} ({entry})", self.dim)
+        if self.dim is None:
+            self.dim = matrix.shape[1]
+        return matrix
+
+    def __iter__(self):
+        return iter(self.entries)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+
+def read_features(split_dir: str | Path, dim: int | None = None) -> FeatureArchive:
+    """Lazy, checked ``utt -> (T, D)`` mapping over ``split_dir/feats.scp`` (see :class:`FeatureArchive`)."""
+    return FeatureArchive(Path(split_dir) / FEATS_SCP, dim)
 
 
 def compute_cmvn(features: Mapping[str, np.ndarray], deltas: bool) -> np.ndarray:
@@ -106,17 +150,24 @@ def save_cmvn(stats: np.ndarray, path: str | Path) -> None:
 
     path = Path(path)
     temporary = path.with_name(path.name + ".tmp")
-    kaldiio.save_mat(str(temporary), stats)
-    os.replace(temporary, path)
+    try:
+        kaldiio.save_mat(str(temporary), stats)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
 
 
 def load_cmvn(path: str | Path) -> GlobalCMVN:
     import kaldiio
 
-    if not Path(path).exists():
-        raise FileNotFoundError(f"{path}: CMVN statistics missing; run data_prep/compute_features.py on the "
-                                f"training split first")
-    return GlobalCMVN(kaldiio.load_mat(str(path)))
+    if not Path(path).is_file():
+        raise UserError(f"{path}: CMVN statistics missing; run data_prep/compute_features.py on the "
+                        f"training split first")
+    try:
+        return GlobalCMVN(kaldiio.load_mat(str(path)))
+    except UserError as error:
+        raise UserError(f"{path}: {error}") from None
 
 
 def make_targets(data: KaldiDataDir, phone_file: str | Path | None = None, lexicon_file: str | Path | None = None,
@@ -145,13 +196,23 @@ def save_targets(targets: PhoneTargets, split_dir: str | Path) -> None:
     os.replace(temporary, split_dir / "oov_report.txt")
 
 
-def load_split(path: str | Path, options: FbankOptions = FbankOptions(),
-               oov_policy: str = "drop_utterance") -> tuple[Mapping[str, np.ndarray], dict[str, list[str]]]:
-    """``(features, targets)`` of a prepared split, or of a raw Kaldi data dir computed in memory."""
+def load_split(path: str | Path, options: FbankOptions = FbankOptions(), oov_policy: str = "drop_utterance",
+               feature_dim: int | None = None) -> tuple[Mapping[str, np.ndarray], dict[str, list[str]]]:
+    """``(features, targets)`` of a prepared split, or of a raw Kaldi data dir computed in memory; features of
+    another dimension than ``feature_dim`` (when given) are an error naming the utterance."""
     path = Path(path)
+    if not path.is_dir():
+        raise UserError(f"{path}: no such directory; pass a prepared split (feats.scp + phones.txt) or a Kaldi "
+                        f"data dir")
     if (path / FEATS_SCP).exists() and (path / PHONES).exists():
-        return read_features(path), read_phone_transcripts(path / PHONES).targets
+        return read_features(path, feature_dim), read_phone_transcripts(path / PHONES).targets
+    if (path / FEATS_SCP).exists() and not (path / "utt2spk").exists():
+        raise UserError(f"{path / PHONES}: missing next to feats.scp; write the split's phone targets with "
+                        f"data_prep/make_targets.py, or pass the Kaldi data dir instead")
     data = read_data_dir(path)
     targets = make_targets(data, oov_policy=oov_policy)
     print(f"{path}: {targets.report()}")
-    return dict(iter_fbank(data, options)), targets.targets
+    features = {}
+    for utt, matrix in iter_fbank(data, options):
+        features[utt] = check_features(matrix, utt, str(path), feature_dim)
+    return features, targets.targets

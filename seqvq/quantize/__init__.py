@@ -1,7 +1,7 @@
 """The one quantizer and its methods, a file per method (see each file's docstring for the paper reference)."""
 from .affine import AffineReparameterization
 from .alternating import AlternatingOptimizer, split_batch
-from .core import QuantizedResult, VectorQuantizer, perplexity
+from .core import QuantizedResult, VectorQuantizer, perplexity, quantizer_passes
 from .diagnostics import (UsageTracker, codebook_divergence, gradient_gap, plot_usage_histogram,
                           quantizers_bypassed)
 from .distance import nearest_codes
@@ -20,5 +20,6 @@ __all__ = [
     "LRUReplacement", "MaskedBatchNorm", "QuantizedResult", "Reservoir", "ResidualVectorQuantizer", "UsageTracker",
     "VectorQuantizer", "annealed_temperature", "codebook_divergence", "codebook_parameters", "gradient_gap",
     "gumbel_softmax_quantize", "kmeans", "kmeans_plus_plus", "lloyd", "nearest_codes", "param_groups", "perplexity",
-    "plot_usage_histogram", "quantizers_bypassed", "reset_optimizer_state", "split_batch", "stochastic_codes",
+    "plot_usage_histogram", "quantizer_passes", "quantizers_bypassed", "reset_optimizer_state", "split_batch",
+    "stochastic_codes",
 ]

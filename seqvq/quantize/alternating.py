@@ -29,12 +29,25 @@ Contract (the task supplies two callables; nothing runs ``backward()`` inside a 
   passes); the fused variant sums them from the task's own forward pass.
 
 No gradient leaks either way: inner gradients are computed with ``torch.autograd.grad`` for the codebook
-optimizer's parameters alone (``seqvq.quantize.optim.codebook_parameters``: codebooks and their affine parameters), stepped,
-and cleared; the task optimizer may hold no codebook parameter.
+optimizer's parameters alone (``seqvq.quantize.optim.codebook_parameters``: codebooks and their affine parameters),
+stepped, and cleared; the task optimizer may hold no codebook parameter.
+
+One optimizer step is one quantizer step.  The inner forward passes run as ``"codebook_fit"`` passes (see
+:mod:`seqvq.quantize.core`): they change no quantizer state — no step count, reservoir, EMA or affine statistics,
+re-estimation or replacement.  The task forward pass is the ``"task_step"`` pass that does all of that once, with
+the codebook term weighted 0 in its loss (the inner steps train the codebook).  Set per pass for every quantizer of
+the model by :func:`seqvq.quantize.core.quantizer_passes`, which also collects the codebook terms — no hooks.
+
+The task loss's own gradient for the codebook — ``sync_nu`` x the task gradient at z_q (Huh eq. 21), or the
+Gumbel-softmax gradient — is applied by the codebook optimizer: in the fused variant added to the inner gradient
+in its one codebook step (eq. 21's update: commitment step plus the nu term); in the k-step variant as one more
+codebook step after the task step (it exists only once the task forward pass has run on the fitted codebook).
+
+Refused at construction: EMA codebooks (``codebook_update="ema"``): eq. 17 steps the codebook by its gradient,
+which an EMA codebook does not take; use one or the other.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -42,7 +55,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from .core import VectorQuantizer
+from .core import VectorQuantizer, quantizer_passes
 from .distributed import all_reduce_sum, is_distributed
 from .optim import codebook_parameters, param_groups, reset_optimizer_state
 
@@ -62,7 +75,7 @@ class AlternatingOptimizer:
         model: the module holding the quantizers (the bare module, also under DDP).
         task_optimizer: optimizer of the non-codebook parameters (eq. 18).
         codebook_optimizer: optimizer of codebook-marked parameters only (eq. 17); ``None`` when the model has no
-            trainable codebook parameter (EMA codebooks: the inner forward passes are then the codebook update).
+            trainable codebook parameter.
         inner_steps: ``k``, the number of inner steps and of sub-mini-batches.
         fused: take the single inner step and the task step from one forward pass (requires ``inner_steps=1``).
         split: ``split(batch, k) -> list of k sub-batches``; the default :func:`split_batch` slices every tensor
@@ -88,6 +101,12 @@ class AlternatingOptimizer:
             raise ValueError("AlternatingOptimizer: codebook_optimizer holds parameters that are not codebook "
                              "parameters; "
                              "give it only seqvq.param_groups' 'codebook' group")
+        quantizers = [module for module in model.modules() if isinstance(module, VectorQuantizer)]
+        if any(quantizer.codebook_update == "ema" for quantizer in quantizers):
+            raise ValueError("AlternatingOptimizer steps the codebook by its gradient (Huh eq. 17), but "
+                             "codebook_update='ema' takes none; use one or the other")
+        # The task loss trains the codebook itself (sync_nu, Gumbel-softmax): the codebook optimizer applies it.
+        self.task_gradient_reaches_codebook = any(q.task_gradient_reaches_codebook for q in quantizers)
         self.model, self.task_optimizer, self.codebook_optimizer = model, task_optimizer, codebook_optimizer
         self.inner_steps, self.fused, self.split = inner_steps, fused, split or split_batch
         self.task_parameters, self.clip_grad_norm = task_parameters, clip_grad_norm
@@ -105,49 +124,51 @@ class AlternatingOptimizer:
     def step(self, batch, task_loss: Callable[[Any], Any],
              inner_loss: Callable[[Any], torch.Tensor] | None = None) -> AlternatingStepResult:
         """One alternating step on ``batch``: the inner codebook steps (eq. 17), then the task step (eq. 18)."""
-        codebook_grads = None
+        inner_grads = None
         if self.fused:
-            with _captured_codebook_losses(self.model) as captured:
+            with quantizer_passes(self.model, "task_step") as codebook_terms:
                 output = task_loss(batch)
-            if not captured:
-                raise RuntimeError("AlternatingOptimizer (fused): no VectorQuantizer ran during task_loss(batch)")
-            codebook_loss = torch.stack([loss.reshape(()) for loss in captured]).sum()
+            codebook_loss = _summed(codebook_terms, "task_loss(batch)")
             # Gradients first, steps after: stepping the codebook now would change tensors the task backward needs.
-            codebook_grads = self._codebook_gradients(codebook_loss, retain_graph=True)
+            inner_grads = self._codebook_gradients(codebook_loss, retain_graph=True)
             inner_losses = [codebook_loss.detach()]
         else:
-            inner_loss = inner_loss or self._codebook_loss_of_forward
             parts = self.split(batch, self.inner_steps)
             if not 1 <= len(parts) <= self.inner_steps:
                 raise ValueError(f"AlternatingOptimizer: split returned {len(parts)} parts for "
                                  f"inner_steps={self.inner_steps}")
             inner_losses = []
             for part in parts:
-                with torch.set_grad_enabled(bool(self.codebook_parameters)):
-                    loss = inner_loss(part)
+                with quantizer_passes(self.model, "codebook_fit") as codebook_terms:
+                    with torch.set_grad_enabled(bool(self.codebook_parameters)):
+                        if inner_loss is not None:
+                            loss = inner_loss(part)
+                        else:  # the bare model's forward; only the quantizers' codebook terms are differentiated
+                            self.model(part)
+                            loss = _summed(codebook_terms, "model(part)")
                 self._codebook_step(self._codebook_gradients(loss, retain_graph=False))
                 inner_losses.append(loss.detach().reshape(()))
-            output = task_loss(batch)
+            with quantizer_passes(self.model, "task_step"):
+                output = task_loss(batch)
         loss = _loss_value(output)
         self.task_optimizer.zero_grad(set_to_none=True)
+        for parameter in self.codebook_parameters:
+            parameter.grad = None
         loss.backward()
         grad_norm = (nn.utils.clip_grad_norm_(self.task_parameters, self.clip_grad_norm)
                      if self.clip_grad_norm is not None else None)
         self.task_optimizer.step()
-        for parameter in self.codebook_parameters:  # the task backward's codebook gradients are not used
+        # What the task loss sent the codebook: the nu / Gumbel-softmax term (the codebook term has weight 0).
+        task_grads = [parameter.grad for parameter in self.codebook_parameters]
+        for parameter in self.codebook_parameters:
             parameter.grad = None
-        if codebook_grads is not None:
-            self._codebook_step(codebook_grads)
+        if inner_grads is not None:
+            if self.task_gradient_reaches_codebook:
+                inner_grads = [_added(a, b) for a, b in zip(inner_grads, task_grads)]
+            self._codebook_step(inner_grads)
+        elif self.task_gradient_reaches_codebook:
+            self._codebook_step(task_grads)
         return AlternatingStepResult(loss.detach(), output, torch.stack(inner_losses), grad_norm)
-
-    def _codebook_loss_of_forward(self, part) -> torch.Tensor:
-        """The default ``inner_loss``: the bare model's forward on ``part``, keeping only the quantizers'
-        codebook terms (the rest of the graph is never differentiated)."""
-        with _captured_codebook_losses(self.model) as captured:
-            self.model(part)
-        if not captured:
-            raise RuntimeError("AlternatingOptimizer: no VectorQuantizer ran during model(part)")
-        return torch.stack([loss.reshape(()) for loss in captured]).sum()
 
     def _codebook_gradients(self, loss: torch.Tensor, retain_graph: bool) -> list[torch.Tensor | None]:
         """Gradients of ``loss`` for the codebook parameters alone (nothing else receives any), averaged over
@@ -196,21 +217,14 @@ def _loss_value(output) -> torch.Tensor:
     return loss
 
 
-@contextlib.contextmanager
-def _captured_codebook_losses(model: nn.Module):
-    captured: list[torch.Tensor] = []
+def _summed(codebook_terms: list[torch.Tensor], call: str) -> torch.Tensor:
+    if not codebook_terms:
+        raise RuntimeError(f"AlternatingOptimizer: no VectorQuantizer ran during {call}")
+    return torch.stack([term.reshape(()) for term in codebook_terms]).sum()
 
-    def capture(module, inputs, result):
-        if "codebook" in result.losses:
-            captured.append(result.losses["codebook"])
 
-    handles = [module.register_forward_hook(capture) for module in model.modules()
-               if isinstance(module, VectorQuantizer)]
-    try:
-        yield captured
-    finally:
-        for handle in handles:
-            handle.remove()
+def _added(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
+    return b if a is None else a if b is None else a + b
 
 
 # --------------------------------------------------------------------------------------------- sub-batches

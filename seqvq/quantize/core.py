@@ -13,11 +13,43 @@ no gradient (the codebook is a buffer-like parameter moved by eq. 4) and is repo
 
 Padded positions (mask False) pass through unchanged, get code -1, and touch neither the loss, the statistics,
 the codebook nor the metrics.
+
+One training step, in order (``VectorQuantizer.quantize_vectors``; the only place the order is decided):
+
+1. collect      offer the valid z_e to the reservoir while Algorithm 1 still has a re-estimation to come.
+2. re-estimate  at Algorithm 1's steps, codebook <- k-means++(reservoir), then the reservoir restarts (default);
+                or, with ``kmeans_init``, k-means on the first batch.
+3. assign       nearest code (eq. 5), or a sampled one (``assignment``), with the codebook as phase 2 left it.
+4. output       before M_init the input passes through (Algorithm 1); else straight-through (eq. 7) plus the
+                sync term (eq. 21), or the Gumbel-softmax output; the losses of eq. 10.
+5. statistics   EMA codebook (Łańcucki eq. 4), EMA affine moments (Huh A.12), LRU usage clock.
+6. replace      LRU dead codes <- random valid z_e of this batch (Huh §3).
+
+Precedence, written once: before M_init there is no codebook — no quantization, no codebook term (reported
+as 0) and no replacement; a step that rewrote the codebook by k-means (phase 2) replaces nothing; replacement
+draws from this batch only (a reservoir may hold vectors from long ago, warm-up included); every rewrite
+restarts the rewritten codes' EMA statistics, LRU clocks and optimizer moments.
+
+Which phases run depends on the pass (``VectorQuantizer.pass_kind``, set for a whole model by
+:func:`quantizer_passes`): a training step has exactly one state-updating pass, so ``step`` counts optimizer
+steps and every vector enters the reservoir, the EMA and the affine statistics once.
+
+* ``"step"`` (default): all six phases; ``loss`` is eq. 10.
+* ``"task_step"``: the task pass of alternating optimization (Huh eq. 18): all six phases, but the codebook
+  term enters ``loss`` with weight 0 — the inner passes train the codebook — so the codebook's gradient from
+  this pass is exactly the sync term (eq. 21) or the Gumbel-softmax one.
+* ``"codebook_fit"``: an inner pass of alternating optimization (eq. 17): phases 3-4 with the state as it is.
+* ``"bypass"``: the gradient gap's unquantized pass (Huh eq. 14): phases 3-4, output = input, zero loss.
+* ``"zero_loss"``: phases 3-4, quantized output, zero loss (eq. 14 is about the task loss alone).
+
+In evaluation mode every pass is phases 3-4 with the nearest code.  The quantizer's ``pre_norm`` BatchNorm,
+like every other BatchNorm of a model, updates its running moments on every forward pass in training mode.
 """
 from __future__ import annotations
 
+import contextlib
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -27,8 +59,10 @@ from .affine import AffineReparameterization
 from .distance import nearest_codes
 from .distributed import all_gather_rows, all_reduce_sum, broadcast
 from .ema import EMACodebookUpdate
+from .groups import code_vectors, grouped_counts
 from .kmeans import kmeans
 from .norm import MaskedBatchNorm
+from .precision import autocast_disabled
 from .reestimation import DataDependentReestimation
 from .replacement import LRUReplacement
 from .rng import BufferedGenerator
@@ -44,6 +78,10 @@ class QuantizedResult:
     loss: torch.Tensor  # scalar to add to the task loss
     losses: dict[str, torch.Tensor] = field(default_factory=dict)  # "codebook", "commitment" (unweighted d)
     metrics: dict[str, torch.Tensor] = field(default_factory=dict)  # "perplexity", "active_codes", ...
+
+    def with_output_dtype(self, dtype: torch.dtype) -> "QuantizedResult":
+        """The same result with ``quantized`` cast (differentiably) to ``dtype``, e.g. the input's."""
+        return replace(self, quantized=self.quantized.to(dtype))
 
 
 def squared_error(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -80,6 +118,10 @@ def channel_last_with_mask(x: torch.Tensor, dim: int, channel_dim: int, mask: to
     return x_last, None
 
 
+PASS_KINDS = ("step", "task_step", "codebook_fit", "bypass", "zero_loss")
+STATE_UPDATING_PASSES = ("step", "task_step")
+
+
 class VectorQuantizer(nn.Module):
     """Vector quantization layer with ``num_codebooks`` independent codebooks of ``codebook_size`` codes.
 
@@ -97,16 +139,21 @@ class VectorQuantizer(nn.Module):
         init_scale: codes start at N(0, init_scale^2 / d) per entry, i.e. norm ~ init_scale — smaller than
             BatchNorm-ed inputs (norm ~ sqrt(d)), which Łańcucki §III-A shows keeps many codes in use.
 
-    Remedies for index collapse (each in its own file; all compose, all write codes through the affine map):
+    Remedies for index collapse (each in its own file; all write codes through the affine map; the module
+    docstring gives the order they act in within a step).  A combination that cannot work is refused here:
         affine: ``"learned"``, ``"ema"`` or a dict of :class:`AffineReparameterization` options
-            (``mode``, ``lr_scale``, ``momentum``, ``codes_per_group``) — Huh §4.1.
+            (``mode``, ``lr_scale``, ``momentum``, ``codes_per_group``) — Huh §4.1.  ``"learned"`` is trained by
+            the codebook gradient, so not with ``codebook_update="ema"``.
         sync_nu: the synchronized commitment update; the codebook receives ``sync_nu`` x the task gradient at
-            z_q (Huh §4.3, eq. 21).  0 is the ordinary straight-through estimator.
-        kmeans_init: set the codebook by k-means++ on the first training batch (Huh App. A.7).
+            z_q (Huh §4.3, eq. 21).  0 is the ordinary straight-through estimator.  Needs a codebook gradient
+            (not ``codebook_update="ema"``) and a straight-through output (not ``assignment="gumbel"``).
+        kmeans_init: set the codebook by k-means++ on the first training batch (Huh App. A.7); not with
+            ``reestimate``, whose schedule starts with the same k-means.
         reestimate: dict of :class:`DataDependentReestimation` options (``init_steps``, ``every``, ``steps``,
-            ``reservoir_size``, ``kmeans_iterations``, ``steps_per_epoch``) — Łańcucki Algorithm 1.
+            ``reservoir_size``, ``kmeans_iterations``, ``steps_per_epoch``, ``restart_reservoir``) — Łańcucki
+            Algorithm 1.
         replace_dead_after: LRU life span in steps; codes unused that long are replaced by random valid inputs of
-            the batch (or the reservoir) — Huh §3.
+            the batch — Huh §3.
         assignment: ``"nearest"`` (eq. 5), or the baselines of Huh Table 3 while training: ``"stochastic"``
             (SQ-VAE sampling, Huh eq. 12; straight-through as usual) or ``"gumbel"`` (Gumbel-softmax: the output
             is the hard sample with gradients through the soft weights, no straight-through; keeps N x K weights
@@ -142,29 +189,23 @@ class VectorQuantizer(nn.Module):
         seed: int = 0,
     ):
         super().__init__()
-        if dim % num_codebooks:
-            raise ValueError(f"dim={dim} is not divisible by num_codebooks={num_codebooks}")
-        if distance not in ("l2", "cosine"):
-            raise ValueError(f"distance must be 'l2' or 'cosine', got {distance!r}")
-        if codebook_update not in ("gradient", "ema"):
-            raise ValueError(f"codebook_update must be 'gradient' or 'ema', got {codebook_update!r}")
-        if assignment not in ("nearest", "stochastic", "gumbel"):
-            raise ValueError(f"assignment must be 'nearest', 'stochastic' or 'gumbel', got {assignment!r}")
-        if not 0.0 <= beta <= 1.0:
-            raise ValueError(f"beta must be in [0, 1], got {beta}")
+        if isinstance(affine, str):
+            affine = {"mode": affine}
+        _check_options(dim, num_codebooks, distance, codebook_update, assignment, beta, affine, sync_nu,
+                       kmeans_init, reestimate)
         self.dim, self.codebook_size, self.num_codebooks = dim, codebook_size, num_codebooks
         self.code_dim = dim // num_codebooks
         self.distance, self.alpha, self.beta = distance, alpha, beta
         self.codebook_update, self.channel_dim = codebook_update, channel_dim
         self.low_precision_search, self.sync_nu = low_precision_search, sync_nu
+        self.pass_kind = "step"  # see the module docstring; set model-wide with quantizer_passes()
+        self.codebook_terms: list[torch.Tensor] | None = None  # where quantizer_passes() collects them
 
         init = torch.randn(num_codebooks, codebook_size, self.code_dim) * (init_scale / math.sqrt(self.code_dim))
         self.codebook = nn.Parameter(init, requires_grad=codebook_update == "gradient")
         self.norm = MaskedBatchNorm(dim) if pre_norm else None
         self.ema = (EMACodebookUpdate(num_codebooks, codebook_size, self.code_dim, ema_decay, ema_eps)
                     if codebook_update == "ema" else None)
-        if isinstance(affine, str):
-            affine = {"mode": affine}
         self.affine = (AffineReparameterization(num_codebooks, codebook_size, self.code_dim, **affine)
                        if affine else None)
         self.reestimation = (DataDependentReestimation(dim, seed=seed, **reestimate) if reestimate else None)
@@ -177,15 +218,20 @@ class VectorQuantizer(nn.Module):
         if kmeans_init:
             self.init_rng = BufferedGenerator(seed + 3)
             self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
-        # Training steps taken (forward passes in training mode); rewrites counted, and per code the count at its
-        # last wholesale rewrite (re-estimation, replacement) — seqvq.reset_optimizer_state compares them with the
-        # count it last saw.
+        # Training steps taken (state-updating passes, one per optimizer step); rewrites counted, and per code the
+        # count at its last wholesale rewrite (re-estimation, replacement) — seqvq.reset_optimizer_state compares
+        # them with the count it last saw.
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
         self.register_buffer("rewrites", torch.zeros((), dtype=torch.long))
         self.register_buffer("code_rewritten_at", torch.zeros(num_codebooks, codebook_size, dtype=torch.long))
         self.register_buffer("optimizer_synced_rewrites", torch.zeros((), dtype=torch.long))
         if self.ema is not None:
             self.ema.reset(self.effective_codebook().detach())
+
+    @property
+    def task_gradient_reaches_codebook(self) -> bool:
+        """Whether the task loss itself trains the codebook: the sync term (eq. 21) or Gumbel-softmax weights."""
+        return self.codebook_update == "gradient" and (self.sync_nu != 0 or self.assignment == "gumbel")
 
     # ----------------------------------------------------------------------------------------------- codebook
     def effective_codebook(self, signal: torch.Tensor | None = None) -> torch.Tensor:
@@ -214,10 +260,13 @@ class VectorQuantizer(nn.Module):
     @torch.no_grad()
     def rewrite_codes(self, vectors: torch.Tensor, rows: torch.Tensor | None = None) -> None:
         """Replace codes wholesale (k-means, re-estimation, replacement): store them, restart their EMA
-        statistics, and mark them so :func:`seqvq.reset_optimizer_state` clears their optimizer moments."""
+        statistics and LRU clocks, and mark them so :func:`seqvq.reset_optimizer_state` clears their optimizer
+        moments."""
         self.store_codebook(vectors, rows)
         if self.ema is not None:
             self.ema.reset(self.effective_codebook(), rows)
+        if self.replacement is not None:
+            self.replacement.restart_clocks(rows, int(self.step))
         self.rewrites += 1
         if rows is None:
             self.code_rewritten_at.copy_(self.rewrites.expand_as(self.code_rewritten_at))
@@ -229,10 +278,7 @@ class VectorQuantizer(nn.Module):
         if self.num_codebooks == 1 and (codes.dim() == 0 or codes.shape[-1] != 1):
             codes = codes.unsqueeze(-1)
         codebook = self._comparison_space(self.effective_codebook())
-        groups = torch.arange(self.num_codebooks, device=codes.device) * self.codebook_size
-        flat = codebook.reshape(-1, self.code_dim)
-        vectors = flat[(codes.clamp_min(0) + groups).reshape(-1)].view(*codes.shape, self.code_dim)
-        vectors = vectors * (codes >= 0).unsqueeze(-1)
+        vectors = code_vectors(codebook, codes.clamp_min(0)) * (codes >= 0).unsqueeze(-1)
         return vectors.reshape(*codes.shape[:-1], self.dim)
 
     def _comparison_space(self, vectors: torch.Tensor) -> torch.Tensor:
@@ -241,6 +287,12 @@ class VectorQuantizer(nn.Module):
     # ------------------------------------------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
                 lengths: torch.Tensor | None = None) -> QuantizedResult:
+        """Quantize ``x`` (any floating dtype; computed in the codebook's dtype, see :mod:`.precision`)."""
+        with autocast_disabled(x.device):
+            result = self._forward(x.to(self.codebook.dtype), mask, lengths)
+        return result.with_output_dtype(x.dtype)
+
+    def _forward(self, x: torch.Tensor, mask: torch.Tensor | None, lengths: torch.Tensor | None) -> QuantizedResult:
         channel_dim = self.channel_dim % x.dim()
         x_last, mask = channel_last_with_mask(x, self.dim, self.channel_dim, mask, lengths)
         if self.norm is not None:
@@ -261,56 +313,71 @@ class VectorQuantizer(nn.Module):
         return QuantizedResult(quantized.movedim(-1, channel_dim), codes, loss, losses, metrics)
 
     def quantize_vectors(self, z: torch.Tensor):
-        """Quantize the valid vectors ``z`` (N, dim); returns (quantized, codes (N, G), loss, losses, metrics)."""
-        groups = self.num_codebooks
-        z_e = self._comparison_space(z.reshape(z.shape[0], groups, self.code_dim))
-        if self.training:
-            self.step += 1
-            self._prepare_codebook(z_e.detach())
-        # In training the codebook may be rewritten in place after assignment (EMA, replacement); the graph uses a
-        # copy so backward sees the values the forward pass used.
-        signal = self.codebook.clone() if self.training else self.codebook
-        codebook = self._comparison_space(self.effective_codebook(signal))
-        sampled = None
-        if self.training and self.assignment != "nearest":
-            codes, sampled = self.sample(z_e, codebook)
-        else:
-            codes = self.assign(z_e.detach(), codebook.detach())
-        offsets = torch.arange(groups, device=z.device) * self.codebook_size
-        z_q = codebook.reshape(-1, self.code_dim)[codes + offsets]  # (N, G, d), differentiable w.r.t. codebook
+        """Quantize the valid vectors ``z`` (N, dim) in the phases of the module docstring; returns (quantized,
+        codes (N, G), loss, losses, metrics)."""
+        kind = self.pass_kind
+        updates_state = self.training and kind in STATE_UPDATING_PASSES
+        step = int(self.step) + 1 if self.training else int(self.step)  # the optimizer step this pass belongs to
+        passes_through = self.reestimation is not None and self.reestimation.passes_through(step)
+        z_e = self._comparison_space(z.reshape(z.shape[0], self.num_codebooks, self.code_dim))
 
+        rewritten = False
+        if updates_state:
+            self.step.fill_(step)
+            rewritten = self._collect_and_reestimate(z_e.detach(), step)  # phases 1-2
+        # Phases 5-6 may rewrite the codebook in place; the graph uses a copy so backward sees this pass's values.
+        signal = self.codebook.clone() if updates_state else self.codebook
+        codebook = self._comparison_space(self.effective_codebook(signal))
+
+        codes, sampled = self._assign(z_e, codebook, step)  # phase 3
+        z_q = code_vectors(codebook, codes)  # (N, G, d), differentiable w.r.t. the codebook
+
+        # Phase 4: output and losses.
         commitment = squared_error(z_e, z_q.detach())
         codebook_term = squared_error(z_e.detach(), z_q)
-        if self.reestimation is not None and self.reestimation.passes_through(int(self.step)):
-            # Algorithm 1: no quantization before M_init.  The zero-weighted term keeps the codebook in the graph,
-            # so DistributedDataParallel does not stop on parameters without a gradient.
-            quantized, loss = z_e, 0.0 * z_q.sum()
+        if passes_through:  # Algorithm 1: no quantization, no codebook to train (kept in the graph for DDP)
+            quantized, codebook_term = z_e, 0.0 * codebook_term
+            loss = codebook_term
         else:
             loss = self.alpha * (1.0 - self.beta) * commitment
-            if self.codebook_update == "gradient":
-                loss = loss + self.alpha * self.beta * codebook_term
-            quantized = z_e + (z_q - z_e).detach()  # straight-through estimator, Huh eq. 7
+            if self.ema is None:  # an EMA codebook is moved by eq. 4, not by this term
+                codebook_weight = 0.0 if kind == "task_step" else self.alpha * self.beta
+                loss = loss + codebook_weight * codebook_term
             if sampled is not None:
-                quantized = sampled  # Gumbel-softmax: gradients through the soft weights instead
-            elif self.sync_nu:
-                quantized = quantized + self.sync_nu * (z_q - z_q.detach())  # Huh eq. 21
+                quantized = sampled  # Gumbel-softmax: gradients through the soft weights, no straight-through
+            else:
+                quantized = z_e + (z_q - z_e).detach()  # straight-through estimator, Huh eq. 7
+                if self.sync_nu:
+                    quantized = quantized + self.sync_nu * (z_q - z_q.detach())  # Huh eq. 21
+        losses = {"codebook": codebook_term, "commitment": commitment}
+        if self.codebook_terms is not None:
+            self.codebook_terms.append(codebook_term)
+        if kind == "bypass":
+            quantized = z.reshape(z_e.shape)
+        if kind in ("bypass", "zero_loss"):
+            loss, losses = torch.zeros_like(loss), {name: value.detach() for name, value in losses.items()}
 
-        counts = self.code_counts(codes)
-        if self.training:
-            self._update_codebook(z_e.detach(), codes, counts)
+        counts = self.code_counts(codes, summed_over_ranks=updates_state)
+        if updates_state:
+            self._update_statistics(z_e.detach(), codes, counts)  # phase 5
+            if self.replacement is not None and not (passes_through or rewritten):
+                self._replace_dead_codes(z_e.detach(), step)  # phase 6
         metrics = self.usage_metrics(counts, commitment.detach())
-        return quantized.reshape(z.shape), codes, loss, {"codebook": codebook_term, "commitment": commitment}, metrics
+        return quantized.reshape(z.shape), codes, loss, losses, metrics
 
     @torch.no_grad()
-    def _prepare_codebook(self, z_e: torch.Tensor) -> None:
-        """Before assignment: reservoir, data-dependent re-estimation (Algorithm 1) or first-batch k-means."""
-        step, flat = int(self.step), z_e.reshape(z_e.shape[0], self.dim)
+    def _collect_and_reestimate(self, z_e: torch.Tensor, step: int) -> bool:
+        """Phases 1-2: feed the reservoir and re-estimate on Algorithm 1's schedule, or k-means on the first
+        batch (``kmeans_init``).  Returns whether the codebook was rewritten."""
+        flat = z_e.reshape(z_e.shape[0], self.dim)
         if self.reestimation is not None:
-            if self.reestimation.collecting(step):
-                self.reestimation.reservoir.add(flat)
-            if self.reestimation.reestimates_at(step) and self.reestimation.reservoir.filled:
-                self.rewrite_codes(broadcast(self.reestimation.codebook(self.num_codebooks, self.codebook_size)))
-        elif self.kmeans_init and not self.initialized:
+            self.reestimation.collect(flat, step)
+            centroids = self.reestimation.new_codebook(step, self.num_codebooks, self.codebook_size)
+            if centroids is None:
+                return False
+            self.rewrite_codes(broadcast(centroids))
+            return True
+        if self.kmeans_init and not self.initialized:
             points = all_gather_rows(flat).view(-1, self.num_codebooks, self.code_dim)
             if points.shape[0]:
                 with self.init_rng.generator() as generator:
@@ -318,38 +385,45 @@ class VectorQuantizer(nn.Module):
                                              for g in range(self.num_codebooks)])
                 self.rewrite_codes(broadcast(centroids))
                 self.initialized.fill_(True)
+                return True
+        return False
 
     @torch.no_grad()
-    def _update_codebook(self, z_e: torch.Tensor, codes: torch.Tensor, counts: torch.Tensor) -> None:
-        """After assignment: EMA codebook (eq. 4), affine statistics (A.12), LRU replacement."""
+    def _update_statistics(self, z_e: torch.Tensor, codes: torch.Tensor, counts: torch.Tensor) -> None:
+        """Phase 5: EMA codebook (eq. 4), affine statistics (A.12), LRU usage clock."""
         if self.ema is not None:
             self.store_codebook(self.ema.update(z_e, codes))
         if self.affine is not None:
-            offsets = torch.arange(self.num_codebooks, device=codes.device) * self.codebook_size
-            selected_signal = self.codebook.reshape(-1, self.code_dim)[codes + offsets]
-            self.affine.update_statistics(z_e, selected_signal, codes)
+            self.affine.update_statistics(z_e, code_vectors(self.codebook, codes), codes)
         if self.replacement is not None:
-            dead = self.replacement.dead_codes(counts, int(self.step))
-            candidates = z_e
-            if self.reestimation is not None and self.reestimation.reservoir.filled:
-                reservoir = self.reestimation.reservoir
-                candidates = reservoir.samples[: reservoir.filled].view(-1, self.num_codebooks, self.code_dim)
-            vectors = self.replacement.replacements(dead, candidates, int(self.step))
-            if vectors is not None:
-                self.rewrite_codes(vectors, dead)
+            self.replacement.record_usage(counts, int(self.step))
 
-    def current_temperature(self) -> float:
+    @torch.no_grad()
+    def _replace_dead_codes(self, z_e: torch.Tensor, step: int) -> None:
+        """Phase 6: LRU dead codes <- random valid vectors of this batch (rank 0's draw)."""
+        dead = self.replacement.dead_codes(step)
+        vectors = self.replacement.replacements(dead, z_e)
+        if vectors is not None:
+            self.rewrite_codes(vectors, dead)
+
+    def current_temperature(self, step: int | None = None) -> float:
+        """tau at ``step`` (default the steps taken so far)."""
         if isinstance(self.temperature, dict):
-            return annealed_temperature(int(self.step), **self.temperature)
+            return annealed_temperature(int(self.step) if step is None else step, **self.temperature)
         return float(self.temperature)
 
-    def sample(self, z_e: torch.Tensor, codebook: torch.Tensor):
+    def _assign(self, z_e: torch.Tensor, codebook: torch.Tensor, step: int):
+        """Phase 3: codes (N, G), and the Gumbel-softmax output (N, G, d) or None."""
+        if self.training and self.assignment != "nearest":
+            return self.sample(z_e, codebook, self.current_temperature(step))
+        return self.assign(z_e.detach(), codebook.detach()), None
+
+    def sample(self, z_e: torch.Tensor, codebook: torch.Tensor, tau: float):
         """Training-time stochastic assignment: codes (N, G) and, for Gumbel-softmax, the differentiable output
         (N, G, d).  The device generator is seeded from a buffered CPU generator, so resuming is exact."""
         with self.sampling_rng.generator() as generator:
             seed = int(torch.randint(2**62, (1,), generator=generator))
         device_generator = torch.Generator(device=z_e.device).manual_seed(seed)
-        tau = self.current_temperature()
         if self.assignment == "stochastic":
             codes = [stochastic_codes(z_e[:, g].detach(), codebook[g].detach(), tau, device_generator)
                      for g in range(self.num_codebooks)]
@@ -377,10 +451,55 @@ class VectorQuantizer(nn.Module):
         }
 
     @torch.no_grad()
-    def code_counts(self, codes: torch.Tensor) -> torch.Tensor:
-        """Usage counts (G, K) of the valid ``codes`` (N, G); in training summed over ranks (replacement needs the
-        global usage).  Evaluation may run on one rank alone, so in eval mode no collective is issued."""
-        offsets = torch.arange(self.num_codebooks, device=codes.device) * self.codebook_size
-        counts = torch.bincount((codes + offsets).reshape(-1), minlength=self.num_codebooks * self.codebook_size)
-        counts = counts.view(self.num_codebooks, self.codebook_size).float()
-        return all_reduce_sum(counts) if self.training else counts
+    def code_counts(self, codes: torch.Tensor, summed_over_ranks: bool = False) -> torch.Tensor:
+        """Usage counts (G, K) of the valid ``codes`` (N, G), summed over ranks in state-updating passes
+        (replacement needs the global usage).  Other passes (evaluation, which may run on one rank alone; the
+        inner passes, of which ranks may take different numbers) issue no collective."""
+        counts = grouped_counts(codes, self.codebook_size).float()
+        return all_reduce_sum(counts) if summed_over_ranks else counts
+
+
+def _check_options(dim, num_codebooks, distance, codebook_update, assignment, beta, affine, sync_nu, kmeans_init,
+                   reestimate) -> None:
+    """Refuse bad values and the combinations that cannot work, naming both options."""
+    if dim % num_codebooks:
+        raise ValueError(f"dim={dim} is not divisible by num_codebooks={num_codebooks}")
+    if distance not in ("l2", "cosine"):
+        raise ValueError(f"distance must be 'l2' or 'cosine', got {distance!r}")
+    if codebook_update not in ("gradient", "ema"):
+        raise ValueError(f"codebook_update must be 'gradient' or 'ema', got {codebook_update!r}")
+    if assignment not in ("nearest", "stochastic", "gumbel"):
+        raise ValueError(f"assignment must be 'nearest', 'stochastic' or 'gumbel', got {assignment!r}")
+    if not 0.0 <= beta <= 1.0:
+        raise ValueError(f"beta must be in [0, 1], got {beta}")
+    if sync_nu and codebook_update == "ema":
+        raise ValueError("sync_nu gives the codebook nu x the task gradient (Huh eq. 21), but "
+                         "codebook_update='ema' takes no codebook gradient; use one or the other")
+    if sync_nu and assignment == "gumbel":
+        raise ValueError("sync_nu acts through the straight-through output (Huh eq. 21), which "
+                         "assignment='gumbel' replaces by the Gumbel-softmax one; use one or the other")
+    if affine and affine.get("mode", "learned") == "learned" and codebook_update == "ema":
+        raise ValueError("affine='learned' is trained by the codebook gradient, which codebook_update='ema' does "
+                         "not take; use affine='ema' or codebook_update='gradient'")
+    if kmeans_init and reestimate:
+        raise ValueError("kmeans_init and reestimate both set the codebook by k-means (reestimate at step "
+                         "init_steps); use one or the other")
+
+
+@contextlib.contextmanager
+def quantizer_passes(model: nn.Module, kind: str):
+    """Within the block every :class:`VectorQuantizer` in ``model`` runs passes of ``kind`` (module docstring)
+    and appends its codebook term (the unweighted d of eq. 10, 0 before M_init) of each pass to the list this
+    yields — the inner loss of alternating optimization (Huh eq. 17).  The previous kinds return afterwards."""
+    if kind not in PASS_KINDS:
+        raise ValueError(f"pass kind must be one of {', '.join(PASS_KINDS)}; got {kind!r}")
+    quantizers = [module for module in model.modules() if isinstance(module, VectorQuantizer)]
+    previous = [(quantizer.pass_kind, quantizer.codebook_terms) for quantizer in quantizers]
+    codebook_terms: list[torch.Tensor] = []
+    for quantizer in quantizers:
+        quantizer.pass_kind, quantizer.codebook_terms = kind, codebook_terms
+    try:
+        yield codebook_terms
+    finally:
+        for quantizer, (previous_kind, previous_terms) in zip(quantizers, previous):
+            quantizer.pass_kind, quantizer.codebook_terms = previous_kind, previous_terms

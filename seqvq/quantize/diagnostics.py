@@ -12,7 +12,6 @@
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import tempfile
 from typing import Callable, Iterable, NamedTuple
@@ -21,9 +20,10 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .core import VectorQuantizer, perplexity
+from .core import VectorQuantizer, perplexity, quantizer_passes
 from .distance import nearest_codes
 from .distributed import all_reduce_sum, is_distributed
+from .groups import flat_code_index
 from .optim import codebook_parameters
 
 
@@ -58,9 +58,7 @@ class UsageTracker(nn.Module):
         if codes.numel() and (codes.max() >= size or codes.min() < -1):
             raise ValueError(f"UsageTracker.update: codes must be in [-1, {size - 1}], got "
                              f"[{int(codes.min())}, {int(codes.max())}]")
-        valid = codes >= 0
-        offsets = torch.arange(groups, device=codes.device) * size
-        flat = (codes + offsets)[valid]
+        flat = flat_code_index(codes, size)[codes >= 0]
         counts = torch.bincount(flat, minlength=groups * size).view(groups, size)
         slot = int(self.updates) % self.window
         self.history[slot] = all_reduce_sum(counts)
@@ -162,49 +160,18 @@ class GradientGap(NamedTuple):
     per_parameter: dict[str, torch.Tensor]  # name -> ||g - g_hat||^2
 
 
-@contextlib.contextmanager
-def _quantize_vectors_wrapped(model: nn.Module, wrapper):
-    """Within the block every :class:`VectorQuantizer` in ``model`` runs ``wrapper(its quantize_vectors)``."""
-    quantizers = [module for module in model.modules() if isinstance(module, VectorQuantizer)]
-    for quantizer in quantizers:
-        quantizer.quantize_vectors = wrapper(quantizer.quantize_vectors)
-    try:
-        yield quantizers
-    finally:
-        for quantizer in quantizers:
-            del quantizer.quantize_vectors  # the instance attribute; the class method shows through again
-
-
 def quantizers_bypassed(model: nn.Module):
     """Within the block every :class:`VectorQuantizer` in ``model`` returns its input unchanged (identity) with
-    zero loss and detached ``losses``; codes and metrics are still computed (so task code that reads them runs).
-    """
-    return _quantize_vectors_wrapped(model, _identity_quantization)
+    zero loss and detached ``losses``; codes and metrics are still computed (so task code that reads them runs),
+    and no quantizer state changes (the ``"bypass"`` pass of :mod:`seqvq.quantize.core`)."""
+    return quantizer_passes(model, "bypass")
 
 
 def quantizer_losses_zeroed(model: nn.Module):
-    """Within the block every :class:`VectorQuantizer` quantizes as usual but returns zero loss (and detached
-    ``losses``), so a backward pass carries the task gradient alone (eq. 14 is about ``L_task``)."""
-    return _quantize_vectors_wrapped(model, _without_loss)
-
-
-def _identity_quantization(quantize_vectors):
-    def identity(z: torch.Tensor):
-        # The real quantization still runs (without gradients), so codes, metrics and every state update and
-        # random draw happen exactly as in the quantized pass; only its output is replaced by the input.
-        with torch.no_grad():
-            _, codes, loss, losses, metrics = quantize_vectors(z)
-        return z, codes, torch.zeros_like(loss), {k: v.detach() for k, v in losses.items()}, metrics
-
-    return identity
-
-
-def _without_loss(quantize_vectors):
-    def quantize(z: torch.Tensor):
-        quantized, codes, loss, losses, metrics = quantize_vectors(z)
-        return quantized, codes, torch.zeros_like(loss), {k: v.detach() for k, v in losses.items()}, metrics
-
-    return quantize
+    """Within the block every :class:`VectorQuantizer` in ``model`` quantizes as usual but returns zero loss (and
+    detached ``losses``), so a backward pass carries the task gradient alone (eq. 14 is about ``L_task``); no
+    quantizer state changes (the ``"zero_loss"`` pass)."""
+    return quantizer_passes(model, "zero_loss")
 
 
 def _loss_value(output) -> torch.Tensor:
@@ -247,9 +214,10 @@ def gradient_gap(model: nn.Module, loss_fn: Callable, batch, parameters: Iterabl
             _set_rng_state(saved_rng)
             for parameter in all_parameters:
                 parameter.grad = None
-            context = (quantizers_bypassed(model) if bypass else
-                       contextlib.nullcontext() if include_quantizer_loss else quantizer_losses_zeroed(model))
-            with context:
+            # Neither pass changes quantizer state, so both see the same codebook (with the quantizer loss kept,
+            # the stateless pass with loss is the "codebook_fit" one).
+            kind = "bypass" if bypass else "codebook_fit" if include_quantizer_loss else "zero_loss"
+            with quantizer_passes(model, kind):
                 _loss_value(loss_fn(model, batch)).backward()
             gradients.append([p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p)
                               for p in parameters])

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from .distributed import all_reduce_sum
+from .groups import flat_code_index
 
 
 class EMACodebookUpdate(nn.Module):
@@ -46,7 +47,7 @@ class EMACodebookUpdate(nn.Module):
         assignments.  Counts and sums are summed over ranks first, so every rank computes the same codebook.
         """
         groups, size, dim = self.embed_sum.shape
-        flat_codes = (codes + torch.arange(groups, device=codes.device) * size).reshape(-1)
+        flat_codes = flat_code_index(codes, size).reshape(-1)
         counts = torch.bincount(flat_codes, minlength=groups * size).to(self.cluster_size.dtype)
         sums = torch.zeros(groups * size, dim, dtype=self.embed_sum.dtype, device=vectors.device)
         sums.index_add_(0, flat_codes, vectors.reshape(-1, dim).to(sums.dtype))

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from .distributed import all_reduce_sum, differentiable_all_reduce_sum
+from .precision import autocast_disabled
 
 
 class MaskedBatchNorm(nn.Module):
@@ -29,6 +30,12 @@ class MaskedBatchNorm(nn.Module):
         self.register_buffer("running_var", torch.ones(num_features))
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Normalise ``x`` (any floating dtype; moments and output computed in the running moments' dtype, the
+        result cast back to ``x``'s — see :mod:`.precision`)."""
+        with autocast_disabled(x.device):
+            return self._normalise(x.to(self.running_mean.dtype), mask).to(x.dtype)
+
+    def _normalise(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         mean, var = self.running_mean, self.running_var
         if self.training:
             valid = x.reshape(-1, x.shape[-1]) if mask is None else x[mask]

@@ -3,6 +3,12 @@
 Vectorized Algorithm R (Vitter 1985): the t-th vector ever offered (1-based) enters while the reservoir has room,
 and afterwards replaces slot ``j ~ U{0, ..., t-1}`` when ``j < size``; within one batch a later vector wins a slot
 that several draw, exactly as the sequential algorithm.  Contents, fill count and generator state are buffers.
+
+Under DDP there is one reservoir, the same on every rank: ``add`` gathers the vectors of every rank (in rank order)
+and every rank runs Algorithm R on that stream with the same generator, so the reservoir is a uniform sample over
+all ranks' vectors — exactly what one process fed the rank-ordered concatenation would hold — and
+DistributedDataParallel's broadcast of rank 0's buffers changes nothing.  The price is one all-gather of the valid
+vectors per collecting step.
 """
 from __future__ import annotations
 
@@ -27,11 +33,12 @@ class Reservoir(nn.Module):
 
     @torch.no_grad()
     def add(self, vectors: torch.Tensor) -> None:
-        """Offer ``vectors`` (N, dim) to the reservoir."""
+        """Offer this rank's ``vectors`` (N, dim, N may be 0) and, under DDP, every other rank's: a collective,
+        so every rank calls it at the same steps."""
+        vectors = all_gather_rows(vectors.to(self.samples.dtype))
         count, seen = vectors.shape[0], int(self.seen)
         if count == 0:
             return
-        vectors = vectors.to(self.samples.dtype)
         free = max(0, min(self.size - seen, count))
         self.samples[seen:seen + free] = vectors[:free]
         rest = vectors[free:]
@@ -47,6 +54,12 @@ class Reservoir(nn.Module):
             self.samples[taken.to(self.samples.device)] = rest[winner[taken].to(rest.device)]
         self.seen += count
 
+    @torch.no_grad()
+    def restart(self) -> None:
+        """Empty the sample; the generator's stream goes on."""
+        self.samples.zero_()
+        self.seen.zero_()
+
     def contents(self) -> torch.Tensor:
-        """The filled part of the reservoir, merged over ranks under DDP."""
-        return all_gather_rows(self.samples[: self.filled])
+        """The filled part of the reservoir (the same on every rank)."""
+        return self.samples[: self.filled]

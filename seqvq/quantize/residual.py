@@ -6,6 +6,13 @@ straight-through estimator on the total (Huh eq. 7), so ``d output / d x`` is th
 commitment term ``||r_i - sg q_i||^2`` reaches the encoder through ``r_i``, and every stage's codebook term
 trains that stage's codebook towards its own residuals.  The loss is the sum of the stage losses.
 
+Stage options that have no meaning on residuals are refused at construction (one line naming the option):
+``sync_nu`` and ``assignment="gumbel"`` act through a stage's output gradient, but the stage outputs are detached
+(only the total carries a straight-through gradient), so neither would reach anything; ``distance="cosine"``
+would normalise the residuals, whose norms are exactly what the later stages code; and ``reestimate`` passes the
+input through for M_init steps, so stages >= 1 would see zero residuals and fill their reservoirs with zeros.
+(``kmeans_init`` works: each stage runs its k-means on the first batch's residuals, in stage order.)
+
 Padding follows :class:`VectorQuantizer`: padded positions pass the input through, get code -1 at every stage,
 and touch no loss, statistic or codebook.  ``pre_norm=True`` normalises the input once, before the first stage
 (normalising each residual separately would make the stage outputs live in different spaces).
@@ -17,6 +24,7 @@ from torch import nn
 
 from .core import QuantizedResult, VectorQuantizer, channel_last_with_mask, squared_error
 from .norm import MaskedBatchNorm
+from .precision import autocast_disabled
 
 
 class ResidualVectorQuantizer(nn.Module):
@@ -39,6 +47,7 @@ class ResidualVectorQuantizer(nn.Module):
         super().__init__()
         if num_quantizers < 1:
             raise ValueError(f"ResidualVectorQuantizer: num_quantizers must be >= 1, got {num_quantizers}")
+        _check_stage_options(vq_kwargs)
         self.dim, self.channel_dim = dim, channel_dim
         self.norm = MaskedBatchNorm(dim) if pre_norm else None
         self.stages = nn.ModuleList(VectorQuantizer(dim, codebook_size, pre_norm=False, channel_dim=-1, **vq_kwargs)
@@ -46,6 +55,12 @@ class ResidualVectorQuantizer(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
                 lengths: torch.Tensor | None = None) -> QuantizedResult:
+        """Quantize ``x`` (any floating dtype; computed in the codebooks' dtype, see :mod:`.precision`)."""
+        with autocast_disabled(x.device):
+            result = self._forward(x.to(self.stages[0].codebook.dtype), mask, lengths)
+        return result.with_output_dtype(x.dtype)
+
+    def _forward(self, x: torch.Tensor, mask: torch.Tensor | None, lengths: torch.Tensor | None) -> QuantizedResult:
         channel_dim = self.channel_dim % x.dim()
         x_last, mask = channel_last_with_mask(x, self.dim, self.channel_dim, mask, lengths)
         if self.norm is not None:
@@ -81,3 +96,20 @@ class ResidualVectorQuantizer(nn.Module):
             raise ValueError(f"codes of shape {tuple(codes.shape)} need a num_quantizers={len(self.stages)} axis "
                              f"at dim {axis}")
         return sum(stage.codes_to_vectors(codes.select(axis, index)) for index, stage in enumerate(self.stages))
+
+
+def _check_stage_options(options: dict) -> None:
+    """Refuse the stage options the module docstring explains, naming each."""
+    reasons = {
+        "sync_nu": "the stage outputs are detached, so the sync term has no gradient to carry",
+        "reestimate": "stages >= 1 would see zero residuals during the pass-through warm-up",
+    }
+    for name, reason in reasons.items():
+        if options.get(name):
+            raise ValueError(f"ResidualVectorQuantizer does not support {name}: {reason}")
+    if options.get("assignment") == "gumbel":
+        raise ValueError("ResidualVectorQuantizer does not support assignment='gumbel': the stage outputs are "
+                         "detached, so the Gumbel-softmax gradients would reach nothing")
+    if options.get("distance") == "cosine":
+        raise ValueError("ResidualVectorQuantizer does not support distance='cosine': normalising the residuals "
+                         "discards the norms the later stages code")

@@ -1,14 +1,18 @@
 """Task registry: a run config's ``task:`` name -> the module implementing it, imported lazily.
 
-A task module provides ``build_task(config: dict) -> seqvq.train.TaskBundle`` (model, train dataset, collate
-function, evaluate callback) and ``evaluate_cli(checkpoint: str, data: str, config: dict) -> dict`` (used by
-``seqvq evaluate``).
+A task module provides ``CONFIG: seqvq.train.config.Section`` (the run-config keys it reads besides ``task``,
+``exp_dir`` and ``train``; every run config is checked against it before anything runs), ``build_task(config:
+dict) -> seqvq.train.TaskBundle`` (model, train dataset, collate function, evaluate callback, and the
+``evaluation_state`` the checkpoint carries) and ``evaluate_cli(checkpoint: str, data: str, config: dict,
+out_dir: Path) -> dict`` (used by ``seqvq evaluate``; ``out_dir`` is where it writes its files).
 """
 from __future__ import annotations
 
 import importlib
 from types import ModuleType
 
+from seqvq.errors import UserError
+from seqvq.train.config import Section
 from seqvq.train.types import TaskBundle
 
 TASKS: dict[str, str] = {
@@ -23,8 +27,22 @@ def get_task(name: str) -> ModuleType:
     """Import the module registered as ``name``."""
     if name not in TASKS:
         known = ", ".join(sorted(TASKS))
-        raise ValueError(f"unknown task {name!r} in the config's 'task:' key; known tasks: {known}")
+        raise UserError(f"task: unknown task {name!r}; set it to one of {known}")
     return importlib.import_module(TASKS[name])
 
 
-__all__ = ["TASKS", "TaskBundle", "get_task"]
+def quantizer_section() -> Section:
+    """The keys of a ``quantizer:`` mapping: :class:`seqvq.VectorQuantizer`'s keyword arguments, with the
+    mappings it passes on to its remedies (``reestimate``, ``affine``, ``temperature``)."""
+    from seqvq.quantize import VectorQuantizer
+    from seqvq.quantize.affine import AffineReparameterization
+    from seqvq.quantize.reestimation import DataDependentReestimation
+    from seqvq.quantize.stochastic import annealed_temperature
+
+    return Section.of(VectorQuantizer, skip=("dim",),
+                      reestimate=Section.of(DataDependentReestimation, skip=("dim", "seed")),
+                      affine=Section.of(AffineReparameterization, skip=("num_codebooks", "codebook_size", "dim")),
+                      temperature=Section.of(annealed_temperature, skip=("step",)))
+
+
+__all__ = ["TASKS", "TaskBundle", "get_task", "quantizer_section"]

@@ -1,6 +1,6 @@
 """Task `handwriting_ae`: the ScribbleLens VQ autoencoder of Łańcucki et al. 2020 §IV-B for the shared trainer.
 
-Run config keys read here (besides `train:`):
+Run config keys read here (besides `train:`; declared by `CONFIG`, checked before anything runs):
 
     data:   corpus: a ScribbleLens zip, or a folder with train.npz/test.npz (the built --mini corpus)
             train_split: train, test_split: test, colormode: bw     (zip only; height/levels from model:)
@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -24,11 +25,48 @@ from torch.utils.data import Dataset
 
 from seqvq.data.lines import LineBatch, LineCorpus, collate_lines
 from seqvq.data.scribblelens import ScribbleLensLines
+from seqvq.errors import UserError
 from seqvq.metrics.bits import (bits_per_dim, code_perplexity, pixels_per_latent, uniform_nelbo,
                                 unigram_nelbo)
-from seqvq.models.handwriting_ae import HandwritingAutoencoder
+from seqvq.models.handwriting_ae import HandwritingAutoencoder, LineEncoder
+from seqvq.models.pixelcnn import GatedPixelCNN
+from seqvq.tasks import quantizer_section
 from seqvq.tasks.handwriting_grid import save_reconstruction_grid
+from seqvq.train.config import Section
+from seqvq.train.logs import atomic_write_text
 from seqvq.train.types import StepOutput, TaskBundle
+
+
+@dataclass
+class HandwritingData:
+    """The ``data:`` section."""
+
+    corpus: str | None = None  # a ScribbleLens zip, or a folder with train.npz / test.npz
+    colormode: str = "bw"  # zip only
+    train_split: str = "train"
+    test_split: str = "test"
+
+
+@dataclass
+class HandwritingEval:
+    """The ``eval:`` section."""
+
+    batch_size: int = 16
+    max_lines: int | None = None  # None = the whole test split
+    grid_lines: int = 4
+    temperature: float = 1.0
+    seed: int = 0
+
+
+CONFIG = Section.keys(
+    "handwriting_ae", data=Section.of(HandwritingData), eval=Section.of(HandwritingEval),
+    model=Section.of(HandwritingAutoencoder, quantizer=quantizer_section(),
+                     encoder=Section.of(LineEncoder, skip=("levels", "height")),
+                     decoder=Section.of(GatedPixelCNN, skip=("levels", "cond_dim"))))
+
+
+def _section(config: dict, name: str, kind: type):
+    return kind(**CONFIG.sections[name].check(config.get(name) or {}, name))
 
 
 class HandwritingTask(nn.Module):
@@ -62,22 +100,22 @@ def open_lines(corpus: str, split: str, height: int, levels: int, colormode: str
         return ScribbleLensLines(corpus, split, colormode, height, levels)
     path = os.path.join(corpus, f"{split}.npz") if os.path.isdir(corpus) else corpus
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: no such line corpus; build it with "
+        raise UserError(f"{path}: no such line corpus; build it with "
                                 f"data_prep/make_mini_handwriting.py --out {corpus}")
     lines = LineCorpus(path)
     if lines.levels != levels or lines.height != height:
-        raise ValueError(f"{path}: lines are {lines.height} px with {lines.levels} levels but the model expects "
+        raise UserError(f"{path}: lines are {lines.height} px with {lines.levels} levels but the model expects "
                          f"{height} px and {levels}; set model.height / model.levels to match")
     return lines
 
 
-def _split(config: dict, key: str, default: str, corpus: str | None = None) -> Dataset:
-    data, model = config.get("data") or {}, config.get("model") or {}
-    corpus = corpus or data.get("corpus")
+def _split(config: dict, key: str, corpus: str | None = None) -> Dataset:
+    data, model = _section(config, "data", HandwritingData), config.get("model") or {}
+    corpus = corpus or data.corpus
     if not corpus:
-        raise ValueError("the config has no data.corpus: pass --data ZIP or --mini to the recipe, or set it")
-    return open_lines(corpus, data.get(key, default), int(model.get("height", 32)), int(model.get("levels", 4)),
-                      data.get("colormode", "bw"))
+        raise UserError("data.corpus: not set; pass --data ZIP or --mini to the recipe, or set it")
+    return open_lines(corpus, getattr(data, key), int(model.get("height", 32)), int(model.get("levels", 4)),
+                      data.colormode)
 
 
 def _autoencoder(model: nn.Module) -> HandwritingAutoencoder:
@@ -121,46 +159,45 @@ def write_reconstructions(model: nn.Module, lines: Dataset, out_dir: str, count:
                              batch.widths, autoencoder.levels, labels)
     text = "".join(f"{name}\t{' '.join(map(str, row[row >= 0].tolist()))}\n"
                    for name, row in zip(batch.names, codes.cpu()))
-    tmp_path = os.path.join(out_dir, "codes.txt.tmp")
-    with open(tmp_path, "w") as handle:
-        handle.write(text)
-    os.replace(tmp_path, os.path.join(out_dir, "codes.txt"))
+    atomic_write_text(Path(out_dir) / "codes.txt", text)
 
 
 def build_model(config: dict) -> HandwritingTask:
-    return HandwritingTask(HandwritingAutoencoder(**(config.get("model") or {})))
+    options = CONFIG.sections["model"].check(dict(config.get("model") or {}), "model")
+    try:
+        return HandwritingTask(HandwritingAutoencoder(**options))
+    except ValueError as error:  # an option value the model refuses (the keys and types are checked above)
+        raise UserError(f"model: {error}; fix the model section of the config") from None
 
 
 def build_task(config: dict) -> TaskBundle:
     """Model, training lines, collate function and the test-split evaluation for the trainer."""
     model = build_model(config)
-    train_lines = _split(config, "train_split", "train")
-    test_lines = _split(config, "test_split", "test")
-    options = config.get("eval") or {}
+    train_lines = _split(config, "train_split")
+    test_lines = _split(config, "test_split")
+    options = _section(config, "eval", HandwritingEval)
 
     def evaluate(trained: nn.Module) -> dict:
-        return evaluate_lines(trained, test_lines, int(options.get("batch_size", 16)), options.get("max_lines"))
+        return evaluate_lines(trained, test_lines, options.batch_size, options.max_lines)
 
     return TaskBundle(model, train_lines, collate_lines, evaluate)
 
 
-def evaluate_cli(checkpoint: str, data: str, config: dict) -> dict:
+def evaluate_cli(checkpoint: str, data: str, config: dict, out_dir: str | Path | None = None) -> dict:
     """`seqvq evaluate CKPT DATA`: Table II figures on DATA's test split (Polyak weights when saved), plus
-    reconstructions.png / codes.txt / metrics.json in <exp_dir>/eval/."""
-    from seqvq.train.checkpoint import load_checkpoint
+    reconstructions.png / codes.txt / metrics.json in `out_dir` (default:
+    :func:`seqvq.train.checkpoint.evaluation_dir`)."""
+    from seqvq.train.checkpoint import evaluation_dir, load_checkpoint
 
     model = build_model(config)
     load_checkpoint(checkpoint, model, use_polyak=True)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model.to(device).eval()
-    options = config.get("eval") or {}
-    lines = _split(config, "test_split", "test", corpus=data)
-    figures = evaluate_lines(model, lines, int(options.get("batch_size", 16)), options.get("max_lines"))
-    out_dir = Path(checkpoint).resolve().parent.parent / "eval"
+    options = _section(config, "eval", HandwritingEval)
+    lines = _split(config, "test_split", corpus=data)
+    figures = evaluate_lines(model, lines, options.batch_size, options.max_lines)
+    out_dir = Path(out_dir) if out_dir is not None else evaluation_dir(checkpoint, data)
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_reconstructions(model, lines, str(out_dir), int(options.get("grid_lines", 4)),
-                          int(options.get("seed", 0)), float(options.get("temperature", 1.0)))
-    tmp_path = out_dir / "metrics.json.tmp"
-    tmp_path.write_text(json.dumps(figures, indent=1) + "\n")
-    os.replace(tmp_path, out_dir / "metrics.json")
+    write_reconstructions(model, lines, str(out_dir), options.grid_lines, options.seed, options.temperature)
+    atomic_write_text(out_dir / "metrics.json", json.dumps(figures, indent=1) + "\n")
     return figures

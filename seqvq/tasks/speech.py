@@ -1,6 +1,7 @@
 """The speech task (``task: speech_ctc``): CTC phone recognition with a VQ bottleneck (Łańcucki 2020 §IV-A).
 
-Run config keys read here (besides ``train:``, which the trainer reads):
+Run config keys read here (besides ``train:``, which the trainer reads; declared by :data:`CONFIG`, checked
+before anything runs):
 
 ```yaml
 data:
@@ -19,12 +20,16 @@ has none -- so this task trains on whole utterances, which CTC handles without a
 Evaluation (during training on ``data.dev``, and ``seqvq evaluate CHECKPOINT DATA``): greedy CTC decoding,
 corpus PER = (S + D + I) / N, code perplexity 2^H over all valid frames and the number of codes used, and a
 hypothesis file with one ``utt PH PH ...`` line per utterance.
+
+A checkpoint carries what evaluation needs besides the weights (:func:`evaluation_state`): the CMVN statistics
+themselves, the feature settings (deltas, the fbank options used for raw Kaldi dirs, the feature dimension) and
+the label inventory, so ``seqvq evaluate CHECKPOINT DATA`` needs neither the training directory nor its files.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
-import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,18 +38,36 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from seqvq.data.features import GlobalCMVN, add_deltas
-from seqvq.data.lexicon import PHONES, write_phone_transcripts
+from seqvq.data.features import FbankOptions, GlobalCMVN, add_deltas
+from seqvq.data.lexicon import PHONES
 from seqvq.data.speech_corpus import load_cmvn, load_split
+from seqvq.errors import UserError
 from seqvq.metrics.ctc import ctc_greedy_decode
 from seqvq.metrics.per import error_counts
 from seqvq.models.deepspeech2 import DeepSpeech2CTC
 from seqvq.quantize import perplexity
+from seqvq.tasks import quantizer_section
+from seqvq.train.config import Section
+from seqvq.train.logs import atomic_write_text
 from seqvq.train.types import StepOutput, TaskBundle
 
 BLANK = "<blk>"
 SYMBOLS = (BLANK, *PHONES)  # CTC label i <-> SYMBOLS[i]; the blank is 0
-PHONE_IDS = {phone: index for index, phone in enumerate(SYMBOLS)}
+
+
+@dataclass
+class SpeechData:
+    """The ``data:`` section."""
+
+    train: str  # prepared training split (feats.scp + phones.txt)
+    cmvn: str  # global CMVN statistics of the training split (Kaldi layout)
+    dev: str | None = None  # prepared split or raw Kaldi data dir evaluated during training
+    deltas: bool = True  # append Δ, ΔΔ to the stored features on the fly
+
+
+CONFIG = Section.keys("speech_ctc", threads=int | None, data=Section.of(SpeechData),
+                      model=Section.of(DeepSpeech2CTC, skip=("input_dim", "num_classes"),
+                                       quantizer=quantizer_section()))
 
 
 @dataclass
@@ -66,12 +89,14 @@ class SpeechDataset(torch.utils.data.Dataset):
     """Utterances with both features and targets, normalized with global CMVN (deltas appended first).
 
     With ``output_lengths`` (the encoder's frames -> latents map; for training) utterances too short for their
-    targets are left out and counted in ``skipped``: CTC could not align them.
+    targets are left out and counted in ``skipped``: CTC could not align them. Without it (evaluation) every
+    utterance counts, so one without frames is an error. ``symbols`` is the label inventory (index 0 = blank).
     """
 
     def __init__(self, features: Mapping[str, np.ndarray], targets: Mapping[str, list[str]], cmvn: GlobalCMVN,
-                 deltas: bool, output_lengths=None, name: str = "data"):
+                 deltas: bool, output_lengths=None, name: str = "data", symbols: Sequence[str] = SYMBOLS):
         self.features, self.cmvn, self.deltas = features, cmvn, deltas
+        label_ids = {symbol: index for index, symbol in enumerate(symbols)}
         self.utterances, self.targets = [], []
         self.skipped = {"no_features": 0, "no_targets": 0, "too_short": 0}
         self.skipped["no_targets"] = sum(utt not in targets for utt in features)
@@ -79,16 +104,24 @@ class SpeechDataset(torch.utils.data.Dataset):
             if utt not in features:
                 self.skipped["no_features"] += 1
                 continue
-            ids = [PHONE_IDS[p] for p in targets[utt]]
+            unknown = [label for label in targets[utt] if label not in label_ids]
+            if unknown:
+                raise UserError(f"{name}: utterance {utt} has label {unknown[0]!r}, which the model's inventory "
+                                f"lacks ({' '.join(symbols[1:])}); map it to one of them or drop the utterance")
+            ids = [label_ids[p] for p in targets[utt]]
+            frames = len(features[utt])
             if output_lengths is not None:
-                frames = int(output_lengths(torch.tensor([len(features[utt])]))[0])
-                if not ctc_feasible(frames, ids):
+                if not ctc_feasible(int(output_lengths(torch.tensor([frames]))[0]), ids):
                     self.skipped["too_short"] += 1
                     continue
+            elif frames == 0:
+                raise UserError(f"{name}: utterance {utt} has no feature frames (audio shorter than one 25 ms "
+                                f"window); drop it from the data dir (e.g. Kaldi's utils/subset_data_dir.sh)")
             self.utterances.append(utt)
             self.targets.append(torch.tensor(ids, dtype=torch.long))
         if not self.utterances:
-            raise ValueError(f"{name}: no utterance has both features and phone targets ({self.skipped})")
+            raise UserError(f"{name}: no utterance has both features and phone targets ({self.skipped}); check "
+                            f"that feats.scp and phones.txt name the same utterances")
         if any(self.skipped.values()):
             print(f"{name}: {len(self.utterances)} utterances; left out: {self.skipped}")
 
@@ -101,8 +134,8 @@ class SpeechDataset(torch.utils.data.Dataset):
         if self.deltas:
             matrix = add_deltas(matrix)
         if matrix.shape[1] != self.cmvn.dim:
-            raise ValueError(f"{utt}: features have {matrix.shape[1]} dims but the CMVN statistics {self.cmvn.dim}; "
-                             f"check data.deltas and recompute the statistics on the same features")
+            raise UserError(f"{utt}: features have {matrix.shape[1]} dims but the CMVN statistics {self.cmvn.dim}; "
+                            f"check data.deltas and recompute the statistics on the same features")
         return utt, torch.from_numpy(self.cmvn(matrix.numpy())), self.targets[index]
 
 
@@ -138,18 +171,36 @@ class SpeechCTCTask(nn.Module):
         return StepOutput(loss=loss, metrics=metrics, weight=float(len(batch.utterances)))
 
 
-def build_model(config: dict, input_dim: int) -> SpeechCTCTask:
-    options = dict(config.get("model") or {})
-    return SpeechCTCTask(DeepSpeech2CTC(input_dim=input_dim, num_classes=len(SYMBOLS), **options))
+def build_model(config: dict, input_dim: int, num_classes: int = len(SYMBOLS)) -> SpeechCTCTask:
+    options = CONFIG.sections["model"].check(dict(config.get("model") or {}), "model")
+    try:
+        return SpeechCTCTask(DeepSpeech2CTC(input_dim=input_dim, num_classes=num_classes, **options))
+    except ValueError as error:  # an option value the model refuses (the keys and types are checked above)
+        raise UserError(f"model: {error}; fix the model section of the config") from None
 
 
-def _input_dim(features: Mapping[str, np.ndarray], deltas: bool) -> int:
-    first = next(iter(features))
-    return np.asarray(features[first]).shape[1] * (3 if deltas else 1)
+def _feature_dim(features: Mapping[str, np.ndarray], name: str) -> int:
+    """Dimension of the stored features (before deltas), from the first utterance."""
+    if not len(features):
+        raise UserError(f"{name}: no utterances with features; check its feats.scp")
+    return np.asarray(features[next(iter(features))]).shape[1]
+
+
+def _input_dim(feature_dim: int, deltas: bool) -> int:
+    return feature_dim * (3 if deltas else 1)
+
+
+def evaluation_state(cmvn: GlobalCMVN, deltas: bool, feature_dim: int,
+                     symbols: Sequence[str] = SYMBOLS) -> dict:
+    """What ``seqvq evaluate`` needs besides the weights, stored in every checkpoint (types that
+    ``torch.load(weights_only=True)`` reads): CMVN statistics, feature settings and the label inventory."""
+    return {"cmvn": torch.tensor(cmvn.stats), "deltas": deltas, "feature_dim": feature_dim,
+            "fbank": dataclasses.asdict(FbankOptions()), "symbols": list(symbols)}
 
 
 def evaluate_dataset(model: SpeechCTCTask, dataset: SpeechDataset, batch_size: int = 32,
-                     hypothesis_file: str | Path | None = None) -> dict[str, float]:
+                     hypothesis_file: str | Path | None = None,
+                     symbols: Sequence[str] = SYMBOLS) -> dict[str, float]:
     """Greedy CTC over ``dataset``: corpus PER (%), code perplexity and codes used over all valid frames."""
     device = next(model.parameters()).device
     order = sorted(range(len(dataset)), key=lambda i: len(dataset.features[dataset.utterances[i]]))
@@ -160,8 +211,8 @@ def evaluate_dataset(model: SpeechCTCTask, dataset: SpeechDataset, batch_size: i
         out = model.model(batch.features.to(device), batch.lengths.to(device))
         for utt, ids, target, length in zip(batch.utterances, ctc_greedy_decode(out.log_probs, out.lengths),
                                             batch.targets, batch.target_lengths):
-            references.append([SYMBOLS[i] for i in target[:length].tolist()])
-            hypotheses.append([SYMBOLS[i] for i in ids])
+            references.append([symbols[i] for i in target[:length].tolist()])
+            hypotheses.append([symbols[i] for i in ids])
             utterances.append(utt)
         if out.codes is not None:
             valid = out.codes[out.codes >= 0].reshape(-1).cpu()
@@ -175,7 +226,8 @@ def evaluate_dataset(model: SpeechCTCTask, dataset: SpeechDataset, batch_size: i
         figures["code_perplexity"] = float(perplexity(counts.double()))
         figures["codes_used"] = int((counts > 0).sum())
     if hypothesis_file is not None:
-        write_phone_transcripts(dict(zip(utterances, hypotheses)), hypothesis_file)
+        lines = sorted(" ".join([utt, *labels]) + "\n" for utt, labels in zip(utterances, hypotheses))
+        atomic_write_text(Path(hypothesis_file), "".join(lines))
     return figures
 
 
@@ -183,16 +235,16 @@ def build_task(config: dict) -> TaskBundle:
     """The trainer's entry point (see the module docstring for the config keys)."""
     if config.get("threads"):
         torch.set_num_threads(int(config["threads"]))
-    data = config["data"]
-    cmvn = load_cmvn(data["cmvn"])
-    train_features, train_targets = load_split(data["train"])
-    deltas = bool(data.get("deltas", True))
-    model = build_model(config, _input_dim(train_features, deltas))
-    train_set = SpeechDataset(train_features, train_targets, cmvn, deltas, model.model.output_lengths,
-                              data["train"])
+    data = SpeechData(**CONFIG.sections["data"].check(config.get("data"), "data"))
+    cmvn = load_cmvn(data.cmvn)
+    train_features, train_targets = load_split(data.train)
+    feature_dim = _feature_dim(train_features, data.train)
+    model = build_model(config, _input_dim(feature_dim, data.deltas))
+    train_set = SpeechDataset(train_features, train_targets, cmvn, data.deltas, model.model.output_lengths,
+                              data.train)
     dev_set = None
-    if data.get("dev"):  # every dev utterance counts in the PER, so none is left out for being short
-        dev_set = SpeechDataset(*load_split(data["dev"]), cmvn, deltas, name=data["dev"])
+    if data.dev:  # every dev utterance counts in the PER, so none is left out for being short
+        dev_set = SpeechDataset(*load_split(data.dev, feature_dim=feature_dim), cmvn, data.deltas, name=data.dev)
     exp_dir = Path(config.get("exp_dir", "."))
 
     def evaluate(task_model: nn.Module) -> dict[str, float]:
@@ -201,28 +253,38 @@ def build_task(config: dict) -> TaskBundle:
         return {name: figures[name] for name in ("per", "code_perplexity", "codes_used") if name in figures}
 
     return TaskBundle(model=model, train_dataset=train_set, collate_fn=collate_speech,
-                      evaluate=evaluate if dev_set is not None else None)
+                      evaluate=evaluate if dev_set is not None else None,
+                      evaluation_state=evaluation_state(cmvn, data.deltas, feature_dim))
 
 
-def evaluate_cli(checkpoint: str, data: str, config: dict) -> dict[str, float]:
-    """``seqvq evaluate CHECKPOINT DATA``: figures as a dict; hypotheses and figures under ``decode_<name>/``."""
-    from seqvq.train.checkpoint import load_checkpoint
+def _saved_evaluation_state(checkpoint: dict, config: dict) -> dict:
+    """The checkpoint's evaluation state; for checkpoints written before it existed, rebuilt from the config's
+    files (which then must still exist)."""
+    if checkpoint.get("evaluation_state"):
+        return checkpoint["evaluation_state"]
+    data = SpeechData(**CONFIG.sections["data"].check(config.get("data"), "data"))
+    cmvn = load_cmvn(data.cmvn)
+    return evaluation_state(cmvn, data.deltas, cmvn.dim // (3 if data.deltas else 1))
+
+
+def evaluate_cli(checkpoint: str, data: str, config: dict, out_dir: str | Path | None = None) -> dict[str, float]:
+    """``seqvq evaluate CHECKPOINT DATA``: figures as a dict; ``hyp.txt`` and ``figures.json`` in ``out_dir``
+    (default: :func:`seqvq.train.checkpoint.evaluation_dir`)."""
+    from seqvq.train.checkpoint import evaluation_dir, load_checkpoint, read_checkpoint
 
     if config.get("threads"):
         torch.set_num_threads(int(config["threads"]))
-    cmvn = load_cmvn(config["data"]["cmvn"])
-    features, targets = load_split(data)
-    deltas = bool(config["data"].get("deltas", True))
-    model = build_model(config, _input_dim(features, deltas))
-    state = load_checkpoint(checkpoint, model, use_polyak=True)
+    state = _saved_evaluation_state(read_checkpoint(checkpoint), config)
+    cmvn, deltas, symbols = GlobalCMVN(state["cmvn"].numpy()), bool(state["deltas"]), list(state["symbols"])
+    features, targets = load_split(data, FbankOptions(**state["fbank"]), feature_dim=int(state["feature_dim"]))
+    model = build_model(config, _input_dim(int(state["feature_dim"]), deltas), len(symbols))
+    saved = load_checkpoint(checkpoint, model, use_polyak=True)
     model.eval()
-    dataset = SpeechDataset(features, targets, cmvn, deltas, name=data)
-    out_dir = Path(checkpoint).resolve().parent.parent / f"decode_{Path(data).name}"
+    dataset = SpeechDataset(features, targets, cmvn, deltas, name=data, symbols=symbols)
+    out_dir = Path(out_dir) if out_dir is not None else evaluation_dir(checkpoint, data)
     out_dir.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():
-        figures = evaluate_dataset(model, dataset, hypothesis_file=out_dir / "hyp.txt")
-    figures = {"step": state.get("step"), "data": str(data), **figures}
-    temporary = out_dir / "figures.json.tmp"
-    temporary.write_text(json.dumps(figures, indent=1) + "\n")
-    os.replace(temporary, out_dir / "figures.json")
+        figures = evaluate_dataset(model, dataset, hypothesis_file=out_dir / "hyp.txt", symbols=symbols)
+    figures = {"step": saved.get("step"), "data": str(Path(data).resolve()), "out_dir": str(out_dir), **figures}
+    atomic_write_text(out_dir / "figures.json", json.dumps(figures, indent=1) + "\n")
     return figures

@@ -1,6 +1,8 @@
-"""Atomic checkpoints (temp file in the same directory + os.replace) and the RNG state they carry."""
+"""Atomic checkpoints (temp file in the same directory + os.replace), the RNG state they carry, and where
+``seqvq evaluate`` writes a checkpoint's results on a data set."""
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import re
@@ -10,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+
+from seqvq.errors import UserError
 
 CHECKPOINT_NAME = re.compile(r"^step_(\d+)\.pt$")
 
@@ -46,8 +50,28 @@ def prune_checkpoints(checkpoint_dir: str | Path, keep: int) -> None:
 def read_checkpoint(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint not found")
-    return torch.load(path, map_location="cpu", weights_only=True)
+        raise UserError(f"{path}: checkpoint not found; pass EXP_DIR/checkpoints/last.pt (or a step_*.pt) of a "
+                        f"`seqvq train` run")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # not a torch file, truncated, or holding objects a checkpoint never holds
+        raise UserError(f"{path}: not a readable seqvq checkpoint ({type(error).__name__}); pass a .pt file "
+                        f"written by `seqvq train`") from error
+    if not isinstance(checkpoint, dict) or "model" not in checkpoint:
+        raise UserError(f"{path}: not a seqvq checkpoint (no model state); pass a .pt file written by `seqvq train`")
+    return checkpoint
+
+
+def evaluation_dir(checkpoint: str | Path, data: str | Path) -> Path:
+    """Where ``seqvq evaluate CHECKPOINT DATA`` writes by default: ``decode_<data name>_<hash of the full data
+    path>`` next to the run's ``checkpoints/`` folder (or next to the checkpoint file when it sits elsewhere), so
+    data sets with the same folder name (``a/test``, ``b/test``) never overwrite each other's results."""
+    checkpoint = Path(checkpoint).resolve()
+    base = checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
+    data = Path(data).resolve()
+    digest = hashlib.sha1(str(data).encode()).hexdigest()[:8]
+    name = "".join(c if c.isalnum() or c in "-_." else "_" for c in data.name) or "data"
+    return base / f"decode_{name}_{digest}"
 
 
 def load_checkpoint(path: str | Path, model: nn.Module, use_polyak: bool = True) -> dict:

@@ -8,10 +8,13 @@ from torch import nn
 
 
 class PolyakAverage:
-    """Shadow copy ``s <- decay * s + (1 - decay) * p`` of every floating-point parameter, updated after each
-    optimizer step and started from the initial parameters. Buffers (BatchNorm statistics, EMA codebooks) are
-    not averaged: evaluation uses their live values. A codebook rewritten by re-estimation is averaged with
-    its old values for about ``1 / (1 - decay)`` steps, as any other parameter.
+    """Shadow copy ``s <- decay * s + (1 - decay) * p`` of every floating-point parameter the optimizer trains
+    (``requires_grad``), updated after each optimizer step and started from the initial parameters. State moved
+    outside the optimizer is not averaged and evaluation uses its live value: buffers (BatchNorm statistics, the
+    EMA affine moments) and parameters without gradient — an EMA codebook (Łańcucki eq. 4) is already a moving
+    average of the encoder outputs, and averaging it again would evaluate codes that lag the live ones by
+    ``1 / (1 - decay)`` steps. A gradient-trained codebook rewritten by re-estimation is averaged with its old
+    values for about ``1 / (1 - decay)`` steps, as any other parameter.
     """
 
     def __init__(self, model: nn.Module, decay: float):
@@ -22,7 +25,7 @@ class PolyakAverage:
 
     @staticmethod
     def _params(model: nn.Module):
-        return ((name, p) for name, p in model.named_parameters() if p.dtype.is_floating_point)
+        return ((name, p) for name, p in model.named_parameters() if p.dtype.is_floating_point and p.requires_grad)
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
@@ -50,6 +53,8 @@ class PolyakAverage:
         return {"decay": self.decay, "shadow": dict(self.shadow)}
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore the shadow of every averaged parameter (entries for others, e.g. an EMA codebook averaged by an
+        older version, are ignored)."""
         self.decay = state["decay"]
-        for name, value in state["shadow"].items():
-            self.shadow[name].copy_(value)
+        for name, value in self.shadow.items():
+            value.copy_(state["shadow"][name])

@@ -23,14 +23,23 @@ Contract
   for the codebook group and one for the rest.  A model may provide ``codebook_loss(part)`` (its quantizers'
   codebook terms with the encoder under no_grad; else the whole forward pass runs per inner step) and
   ``split_batch(batch, parts)`` (for batch layouts that slicing every tensor along dim 0 cannot split).
+* Non-finite values: a step whose loss or gradient norm is NaN/Inf stops training with an error naming the step,
+  before the optimizer step and before any checkpoint is written, so ``last.pt`` keeps the last good state (a
+  checkpoint is never written from parameters or buffers that hold NaN/Inf). With ``skip_nonfinite`` such a
+  batch is skipped instead: no update, the forward pass's in-place changes (BatchNorm moments, EMA codebooks,
+  reservoirs, rewritten codes) undone from a copy of the model state taken before each step, counted in
+  ``skipped_nonfinite`` (logged and checkpointed).
 * Checkpoints: ``exp_dir/checkpoints/step_NNNNNN.pt`` every ``checkpoint_every`` steps and at the end, plus
-  ``last.pt``, written atomically. A trainer whose ``exp_dir`` holds ``last.pt`` resumes from it exactly: model,
+  ``last.pt``, written atomically; each carries the task's ``evaluation_state`` (see
+  :class:`~seqvq.train.types.TaskBundle`). A trainer whose ``exp_dir`` holds ``last.pt`` resumes from it exactly: model,
   optimizer, schedule, Polyak shadow, step, epoch and position in the epoch, Python/numpy/torch RNG states
   of every rank. Evaluate a checkpoint with :func:`seqvq.train.checkpoint.load_checkpoint`.
 * Logs: ``exp_dir/metrics.jsonl`` and ``metrics.csv``; PNGs from :func:`seqvq.train.logs.plot_metrics` at the end.
 * DDP: under ``torchrun`` (``WORLD_SIZE`` > 1) the process group is initialised (nccl on CUDA, gloo on CPU),
   the model is wrapped in ``DistributedDataParallel``, each rank reads its shard with ``batch_size`` items
-  per step, and only rank 0 writes files.
+  per step, and only rank 0 writes files.  DDP broadcasts rank 0's buffers before every forward pass (for the
+  task's own buffers); the quantizers' buffers are already identical on every rank — their statistics are
+  reduced and their reservoir is fed with every rank's vectors — so the broadcast changes none of them.
 """
 from __future__ import annotations
 
@@ -49,6 +58,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 import seqvq
+from seqvq.errors import UserError
 from seqvq.quantize import AlternatingOptimizer
 from seqvq.train.checkpoint import (atomic_save, checkpoint_path, prune_checkpoints, read_checkpoint,
                                     rng_state, set_rng_state)
@@ -105,8 +115,13 @@ class Trainer:
     """Trains a task model; see the module docstring for the contract."""
 
     def __init__(self, model: nn.Module, config: TrainConfig, train_dataset, collate_fn, evaluate=None,
-                 exp_dir: str | Path = "exp", run_config: dict | None = None):
+                 exp_dir: str | Path = "exp", run_config: dict | None = None, evaluation_state: dict | None = None):
         self.config, self.exp_dir, self.run_config = config, Path(exp_dir), run_config
+        self.evaluation_state = evaluation_state or {}
+        if config.skip_nonfinite and (config.alternating_inner_steps or config.alternating_fused):
+            raise UserError("train.skip_nonfinite: cannot be combined with train.alternating_inner_steps / "
+                            "train.alternating_fused (the inner codebook steps are taken before the task loss is "
+                            "known); turn one of them off")
         self.train_dataset, self.collate_fn, self.evaluate = train_dataset, collate_fn, evaluate
         self.device = resolve_device(config.device)
         self.rank, self.world_size = init_distributed(self.device)
@@ -135,7 +150,7 @@ class Trainer:
             self.ddp_model = DistributedDataParallel(self.model, device_ids=ids,
                                                      find_unused_parameters=config.find_unused_parameters)
         self.polyak = PolyakAverage(self.model, config.polyak_decay) if config.polyak_decay is not None else None
-        self.step = self.epoch = self.batch_in_epoch = 0
+        self.step = self.epoch = self.batch_in_epoch = self.skipped_nonfinite = 0
         seed_everything(config.seed + self.rank)
         self.last_path = self.exp_dir / "checkpoints" / "last.pt"
         if self.last_path.is_file():
@@ -157,8 +172,10 @@ class Trainer:
             self.epoch, self.batch_in_epoch = self.epoch + 1, 0
 
     # ---- training -------------------------------------------------------------------------------------
-    def train_step(self, batch) -> StepOutput:
+    def train_step(self, batch) -> StepOutput | None:
+        """One optimizer step on ``batch``; None when ``skip_nonfinite`` skipped it."""
         self.model.train()
+        before = self._forward_state() if self.config.skip_nonfinite else None
         if self.alternating is not None:
             result = self.alternating.step(batch, self._task_output, getattr(self.model, "codebook_loss", None))
             out = result.output
@@ -169,9 +186,15 @@ class Trainer:
             out = self._task_output(batch)
             self.optimizer.zero_grad(set_to_none=True)
             out.loss.backward()
+            grad_norm = nn.utils.get_total_norm([p.grad for p in self.model.parameters() if p.grad is not None])
+            if not self._all_finite(out.loss, grad_norm):
+                if before is None:
+                    self._stop_nonfinite(self.step + 1, out.loss, grad_norm)
+                self._skip_batch(before)
+                return None
             seqvq.reset_optimizer_state(self.model, self.optimizer)
             if self.config.clip_grad_norm is not None:
-                grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_grad_norm)
+                nn.utils.clip_grads_with_norm_(self.model.parameters(), self.config.clip_grad_norm, grad_norm)
                 out.metrics = {**out.metrics, "grad_norm": grad_norm}
             self.optimizer.step()
         for scheduler in self.schedulers:
@@ -180,6 +203,43 @@ class Trainer:
             self.polyak.update(self.model)
         self.step += 1
         return out
+
+    def _forward_state(self) -> dict[str, torch.Tensor]:
+        """A copy of the model's state: a forward pass changes buffers in place (BatchNorm moments, EMA statistics,
+        reservoirs, step counters) and may rewrite codes (re-estimation, replacement, k-means init)."""
+        return {name: tensor.detach().clone() for name, tensor in self.model.state_dict().items()}
+
+    def _all_finite(self, loss: torch.Tensor, grad_norm: torch.Tensor | None) -> bool:
+        """Whether the loss (and the gradient norm) is finite on every rank: one device sync per step."""
+        finite = torch.isfinite(loss.detach()).all()
+        if grad_norm is not None:
+            finite = finite & torch.isfinite(grad_norm)
+        if self.world_size > 1:
+            finite = finite.to(torch.int32)
+            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+        return bool(finite)
+
+    def _stop_nonfinite(self, step: int, loss: torch.Tensor, grad_norm: torch.Tensor | None) -> None:
+        what = (f"the loss is {float(loss.detach()):g}" if not torch.isfinite(loss.detach()).all()
+                else f"the gradient norm is {float(grad_norm):g}" if grad_norm is not None
+                else "a rank's loss or gradient is not finite")
+        kept = (f"{self.last_path} (step {read_checkpoint(self.last_path)['step']}) is the last good checkpoint"
+                if self.last_path.is_file() else "no checkpoint was written")
+        raise UserError(f"step {step}: {what}; training stopped and {kept}; lower train.lr, set "
+                        f"train.clip_grad_norm, check the input data, or set train.skip_nonfinite=true to skip "
+                        f"such batches")
+
+    def _skip_batch(self, before: dict[str, torch.Tensor]) -> None:
+        """Undo the forward pass's in-place changes and take no update; the step still counts."""
+        self.model.load_state_dict(before)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.skipped_nonfinite += 1
+        if self.rank == 0:
+            print(f"step {self.step + 1}: non-finite loss or gradient; batch skipped "
+                  f"({self.skipped_nonfinite} so far)", file=sys.stderr)
+        for scheduler in self.schedulers:
+            scheduler.step()
+        self.step += 1
 
     def _task_output(self, batch) -> StepOutput:
         out = self.ddp_model(batch)
@@ -197,14 +257,17 @@ class Trainer:
                    disable=self.rank != 0 or not sys.stderr.isatty())
         while self.step < cfg.steps:
             out = self.train_step(next(batches))
-            weight = torch.as_tensor(out.weight, dtype=torch.float32, device=self.device)
-            for name, value in {"loss": out.loss, **out.metrics}.items():
-                value = torch.as_tensor(value, dtype=torch.float32, device=self.device).detach()
-                sums[name] = sums.get(name, 0.0) + value * weight
-            sums["_weight"] = sums.get("_weight", 0.0) + weight
+            if out is not None and self.alternating is not None and not self._all_finite(out.loss, None):
+                self._stop_nonfinite(self.step, out.loss, None)
+            if out is not None:
+                weight = torch.as_tensor(out.weight, dtype=torch.float32, device=self.device)
+                for name, value in {"loss": out.loss, **out.metrics}.items():
+                    value = torch.as_tensor(value, dtype=torch.float32, device=self.device).detach()
+                    sums[name] = sums.get(name, 0.0) + value * weight
+                sums["_weight"] = sums.get("_weight", 0.0) + weight
             bar.update(1)
             done = self.step == cfg.steps
-            if self.step % cfg.log_every == 0 or done:
+            if (self.step % cfg.log_every == 0 or done) and sums:
                 record = self._log_train(sums)
                 bar.set_postfix(loss=f"{record['loss']:.4g}")
                 sums = {}
@@ -226,6 +289,8 @@ class Trainer:
         weight = totals.pop("_weight")
         record = {"step": self.step, "split": "train", "epoch": self.epoch,
                   "lr": self.optimizer.param_groups[0]["lr"], **{k: v / weight for k, v in totals.items()}}
+        if self.config.skip_nonfinite:
+            record["skipped_nonfinite"] = self.skipped_nonfinite
         if self.log is not None:
             self.log.write(record)
         return record
@@ -255,6 +320,11 @@ class Trainer:
     # ---- checkpoints ----------------------------------------------------------------------------------
     def save_checkpoint(self) -> None:
         """Write ``step_NNNNNN.pt`` and ``last.pt`` atomically (rank 0), with every rank's RNG state."""
+        for name, tensor in self.model.state_dict().items():  # every rank holds the same model: all stop
+            if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+                raise UserError(f"step {self.step}: {name} holds NaN/Inf values; no checkpoint written (the last "
+                                f"good one stays in {self.last_path.parent}); lower train.lr, set "
+                                f"train.clip_grad_norm or check the input data")
         rng_states = [rng_state()]
         if self.world_size > 1:
             rng_states = [None] * self.world_size
@@ -267,6 +337,7 @@ class Trainer:
             "schedulers": [s.state_dict() for s in self.schedulers],
             "polyak": self.polyak.state_dict() if self.polyak is not None else None,
             "rng": rng_states, "train_config": dataclasses.asdict(self.config), "config": self.run_config,
+            "evaluation_state": self.evaluation_state, "skipped_nonfinite": self.skipped_nonfinite,
         }
         path = checkpoint_path(self.exp_dir, self.step)
         atomic_save(state, path)
@@ -283,5 +354,6 @@ class Trainer:
         if self.polyak is not None and state["polyak"] is not None:
             self.polyak.load_state_dict(state["polyak"])
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
+        self.skipped_nonfinite = state.get("skipped_nonfinite", 0)
         rng = state["rng"]
         set_rng_state(rng[self.rank] if len(rng) == self.world_size else rng[0])

@@ -25,9 +25,16 @@ class StepOutput:
 
 @dataclass
 class TaskBundle:
-    """What a task module's ``build_task(config)`` returns: everything the trainer needs."""
+    """What a task module's ``build_task(config)`` returns: everything the trainer needs.
+
+    evaluation_state: what evaluating a checkpoint needs besides the weights and the run config (e.g. CMVN
+        statistics, feature settings, the label or unit inventory), in types ``torch.load(weights_only=True)``
+        reads (tensors, numbers, strings, bytes, lists, dicts); every checkpoint carries it as
+        ``checkpoint["evaluation_state"]``.
+    """
 
     model: nn.Module
     train_dataset: Any
     collate_fn: Callable
     evaluate: Callable[[nn.Module], dict[str, float]] | None = None
+    evaluation_state: dict = field(default_factory=dict)

@@ -1,0 +1,25 @@
+"""Index arithmetic of ``num_codebooks = G`` independent codebooks of ``K`` codes (Łańcucki §IV-C: the input's
+channels split into G parts, each quantized by its own codebook).  The G codebooks are stored as one (G, K, d)
+tensor; code ``k`` of codebook ``g`` is row ``g * K + k`` of its (G * K, d) flattening.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def flat_code_index(codes: torch.Tensor, codebook_size: int) -> torch.Tensor:
+    """Codes (..., G) in [0, K) -> rows of the flattened (G * K, ...) codebook, same shape."""
+    return codes + torch.arange(codes.shape[-1], device=codes.device) * codebook_size
+
+
+def code_vectors(codebook: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+    """The vectors (..., G, d) of ``codes`` (..., G) in ``codebook`` (G, K, d); differentiable w.r.t. it."""
+    groups, size, dim = codebook.shape
+    return codebook.reshape(groups * size, dim)[flat_code_index(codes, size)]
+
+
+def grouped_counts(codes: torch.Tensor, codebook_size: int) -> torch.Tensor:
+    """Usage counts (G, K), int64, of codes (N, G) in [0, K)."""
+    groups = codes.shape[-1]
+    flat = flat_code_index(codes, codebook_size).reshape(-1)
+    return torch.bincount(flat, minlength=groups * codebook_size).view(groups, codebook_size)
