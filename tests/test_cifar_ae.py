@@ -110,7 +110,7 @@ def test_training_lowers_the_loss_and_evaluate_reproduces_the_polyak_figures(tmp
     train = [r["loss"] for r in records if r["split"] == "train"]
     assert train[-1] < train[0] - 0.3, train
     dev = [r for r in records if r["split"] == "dev"][-1]
-    cli(["evaluate", os.path.join(exp, "checkpoints", "last.pt"), data])
+    cli(["evaluate", os.path.join(exp, "checkpoints", "last.pt"), data, "--out", os.path.join(exp, "eval")])
     evaluated = json.load(open(os.path.join(exp, "eval", "metrics.json")))
     for key in ("bpd", "rec_bpd", "perplexity", "codes_used"):
         assert evaluated[key] == pytest.approx(dev[key], rel=1e-5)

@@ -89,7 +89,7 @@ def test_training_lowers_the_loss_and_evaluate_reproduces_it(tmp_path, row, one_
     if row != "vqvae":  # the alternating step ran its codebook-only inner step
         assert all("inner_codebook_loss" in r for r in records if r["split"] == "train")
     dev = [r for r in records if r["split"] == "dev"][-1]
-    cli(["evaluate", os.path.join(exp, "checkpoints", "last.pt"), data])
+    cli(["evaluate", os.path.join(exp, "checkpoints", "last.pt"), data, "--out", os.path.join(exp, "eval")])
     evaluated = json.load(open(os.path.join(exp, "eval", "metrics.json")))
     for key in ("mse", "perplexity", "codes_used"):
         assert evaluated[key] == pytest.approx(dev[key], rel=1e-5)

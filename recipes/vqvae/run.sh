@@ -82,7 +82,7 @@ fi
 if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
   for row in $rows; do
     echo "stage 2: evaluating $row"
-    python -m seqvq.cli evaluate "$exp/$row/checkpoints/last.pt" "$corpus"
+    python -m seqvq.cli evaluate "$exp/$row/checkpoints/last.pt" "$corpus" --out "$exp/$row/eval"
   done
 fi
 

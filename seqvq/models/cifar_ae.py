@@ -86,6 +86,8 @@ class CifarAutoencoder(nn.Module):
         self.encoder = cifar_encoder(channels, self.latent_dim)
         self.quantizer = None
         if quantizer is not None:
+            if "num_codebooks" in quantizer:
+                raise ValueError("the number of codebooks is num_codebooks of the autoencoder, not of its quantizer")
             quantizer = {"codebook_size": 128} | quantizer
             self.quantizer = VectorQuantizer(self.latent_dim, num_codebooks=num_codebooks, **quantizer)
         self.decoder = cifar_decoder(channels, self.latent_dim)

@@ -1,6 +1,6 @@
 """Task `cifar_ae`: the CIFAR-10 multi-codebook autoencoder of Łańcucki et al. 2020 §IV-C for the shared trainer.
 
-Run config keys read here (besides `train:`):
+Run config keys read here (besides `train:`; declared by `CONFIG`, checked before anything runs):
 
     data:   corpus: cifar-10-python.tar.gz, its cifar-10-batches-py/ folder (or the folder holding it), or a
             built set in the same layout (data_prep/make_mini_images.py); max_train_images (null = all)
@@ -21,16 +21,40 @@ from __future__ import annotations
 
 import json
 import math
-import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from seqvq.data.cifar import CifarImages, ImageBatch, collate_images
+from seqvq.errors import UserError
 from seqvq.metrics.bits import bits_per_dim, code_perplexity, nelbo_bits
 from seqvq.models.cifar_ae import CifarAutoencoder
+from seqvq.tasks import quantizer_section
+from seqvq.train.config import Section
+from seqvq.train.logs import atomic_write_text
 from seqvq.train.types import StepOutput, TaskBundle
+
+
+@dataclass
+class ImageData:
+    """The ``data:`` section (shared by the `vqvae` task)."""
+
+    corpus: str | None = None  # cifar-10-python.tar.gz, cifar-10-batches-py/ (or its parent), or a built set
+    max_train_images: int | None = None  # None = all
+
+
+@dataclass
+class ImageEval:
+    """The ``eval:`` section (shared by the `vqvae` task)."""
+
+    batch_size: int = 100
+    max_images: int | None = None  # None = the whole test split
+
+
+CONFIG = Section.keys("cifar_ae", data=Section.of(ImageData), eval=Section.of(ImageEval),
+                      model=Section.of(CifarAutoencoder, quantizer=quantizer_section()))
 
 
 class CifarAutoencoderTask(nn.Module):
@@ -53,14 +77,22 @@ class CifarAutoencoderTask(nn.Module):
         return self.autoencoder.quantizer(latents).losses["codebook"]
 
 
+def image_options(config: dict) -> tuple[ImageData, ImageEval]:
+    """The config's ``data:`` and ``eval:`` sections, checked."""
+    return (ImageData(**Section.of(ImageData).check(config.get("data") or {}, "data")),
+            ImageEval(**Section.of(ImageEval).check(config.get("eval") or {}, "eval")))
+
+
 def open_images(config: dict, split: str, corpus: str | None = None) -> CifarImages:
     """`split` ("train" / "test") of the config's `data.corpus` (or of `corpus`)."""
-    data = config.get("data") or {}
-    corpus = corpus or data.get("corpus")
+    data, options = image_options(config)
+    corpus = corpus or data.corpus
     if not corpus:
-        raise ValueError("the config has no data.corpus: pass --data CIFAR or --mini to the recipe, or set it")
-    limit = data.get("max_train_images") if split == "train" else (config.get("eval") or {}).get("max_images")
-    return CifarImages(corpus, split, None if limit is None else int(limit))
+        raise UserError("data.corpus: not set; pass --data CIFAR or --mini to the recipe, or set it")
+    try:
+        return CifarImages(corpus, split, data.max_train_images if split == "train" else options.max_images)
+    except (OSError, ValueError) as error:  # a missing, truncated or foreign file: one line, naming it
+        raise UserError(str(error)) from None
 
 
 def _autoencoder(model: nn.Module) -> CifarAutoencoder:
@@ -93,39 +125,38 @@ def evaluate_images(model: nn.Module, images: CifarImages, batch_size: int = 100
 
 
 def build_model(config: dict) -> CifarAutoencoderTask:
-    model = dict(config.get("model") or {})
-    if model.get("quantizer") is None:
-        raise ValueError("model.quantizer is empty: the CIFAR-10 task needs a VQ bottleneck (codebook_size: K)")
-    return CifarAutoencoderTask(CifarAutoencoder(**model))
+    options = CONFIG.sections["model"].check(dict(config.get("model") or {}), "model")
+    if options.get("quantizer") is None:
+        raise UserError("model.quantizer: empty; the CIFAR-10 task needs a VQ bottleneck (codebook_size: K)")
+    try:
+        return CifarAutoencoderTask(CifarAutoencoder(**options))
+    except ValueError as error:  # an option value the model refuses (the keys and types are checked above)
+        raise UserError(f"model: {error}; fix the model section of the config") from None
 
 
 def build_task(config: dict) -> TaskBundle:
     """Model, training images, collate function and the test-split evaluation for the trainer."""
     model = build_model(config)
     train_images, test_images = open_images(config, "train"), open_images(config, "test")
-    batch_size = int((config.get("eval") or {}).get("batch_size", 100))
+    batch_size = image_options(config)[1].batch_size
     return TaskBundle(model, train_images, collate_images,
                       lambda trained: evaluate_images(trained, test_images, batch_size))
 
 
-def write_metrics(checkpoint: str, figures: dict) -> None:
-    """`<exp_dir>/eval/metrics.json` next to the checkpoints folder, written atomically."""
-    out_dir = Path(checkpoint).resolve().parent.parent / "eval"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp_path = out_dir / "metrics.json.tmp"
-    tmp_path.write_text(json.dumps(figures, indent=1) + "\n")
-    os.replace(tmp_path, out_dir / "metrics.json")
-
-
-def evaluate_cli(checkpoint: str, data: str, config: dict) -> dict:
+def evaluate_cli(checkpoint: str, data: str, config: dict, out_dir: str | Path | None = None) -> dict:
     """`seqvq evaluate CKPT DATA`: Table III figures on DATA's test split with the Polyak weights when saved;
-    also written to <exp_dir>/eval/metrics.json."""
-    from seqvq.train.checkpoint import load_checkpoint
+    also written to `out_dir`/metrics.json (default: :func:`seqvq.train.checkpoint.evaluation_dir`)."""
+    from seqvq.train.checkpoint import evaluation_dir, load_checkpoint
 
     model = build_model(config)
     load_checkpoint(checkpoint, model, use_polyak=True)
     model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
-    figures = evaluate_images(model, open_images(config, "test", corpus=data),
-                              int((config.get("eval") or {}).get("batch_size", 100)))
-    write_metrics(checkpoint, figures)
+    figures = evaluate_images(model, open_images(config, "test", corpus=data), image_options(config)[1].batch_size)
+    write_metrics(Path(out_dir) if out_dir is not None else evaluation_dir(checkpoint, data), figures)
     return figures
+
+
+def write_metrics(out_dir: Path, figures: dict) -> None:
+    """`out_dir`/metrics.json, written atomically."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_dir / "metrics.json", json.dumps(figures, indent=1) + "\n")

@@ -1,6 +1,6 @@
 """Task `vqvae`: the VQ-VAE comparison of Huh et al. 2023 §5.2 (Table 3) for the shared trainer.
 
-Run config keys read here (besides `train:`):
+Run config keys read here (besides `train:`; declared by `CONFIG`, checked before anything runs):
 
     data:   corpus: as the `cifar_ae` task (CIFAR-10 archive / folder, or the built set); max_train_images
     model:  VQVAE keywords: channels, residual_blocks, quantizer (VectorQuantizer keywords: codebook_size,
@@ -13,14 +13,22 @@ pretrained network weights.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 
 from seqvq.data.cifar import CifarImages, ImageBatch, collate_images
+from seqvq.errors import UserError
 from seqvq.metrics.bits import code_perplexity
 from seqvq.models.vqvae import VQVAE
-from seqvq.tasks.cifar_ae import open_images, write_metrics
+from seqvq.tasks import quantizer_section
+from seqvq.tasks.cifar_ae import ImageData, ImageEval, image_options, open_images, write_metrics
+from seqvq.train.config import Section
 from seqvq.train.types import StepOutput, TaskBundle
+
+CONFIG = Section.keys("vqvae", data=Section.of(ImageData), eval=Section.of(ImageEval),
+                      model=Section.of(VQVAE, quantizer=quantizer_section()))
 
 
 class VQVAETask(nn.Module):
@@ -65,30 +73,33 @@ def evaluate_reconstruction(model: nn.Module, images: CifarImages, batch_size: i
 
 
 def build_model(config: dict) -> VQVAETask:
-    model = dict(config.get("model") or {})
-    if model.get("quantizer") is None:
-        raise ValueError("model.quantizer is empty: the VQ-VAE task needs a VQ bottleneck (codebook_size: K)")
-    return VQVAETask(VQVAE(**model))
+    options = CONFIG.sections["model"].check(dict(config.get("model") or {}), "model")
+    if options.get("quantizer") is None:
+        raise UserError("model.quantizer: empty; the VQ-VAE task needs a VQ bottleneck (codebook_size: K)")
+    try:
+        return VQVAETask(VQVAE(**options))
+    except ValueError as error:  # an option value the model refuses (the keys and types are checked above)
+        raise UserError(f"model: {error}; fix the model section of the config") from None
 
 
 def build_task(config: dict) -> TaskBundle:
     """Model, training images, collate function and the test-split evaluation for the trainer."""
     model = build_model(config)
     train_images, test_images = open_images(config, "train"), open_images(config, "test")
-    batch_size = int((config.get("eval") or {}).get("batch_size", 100))
+    batch_size = image_options(config)[1].batch_size
     return TaskBundle(model, train_images, collate_images,
                       lambda trained: evaluate_reconstruction(trained, test_images, batch_size))
 
 
-def evaluate_cli(checkpoint: str, data: str, config: dict) -> dict:
+def evaluate_cli(checkpoint: str, data: str, config: dict, out_dir: str | Path | None = None) -> dict:
     """`seqvq evaluate CKPT DATA`: Table 3 figures on DATA's test split (Polyak weights when saved); also written
-    to <exp_dir>/eval/metrics.json."""
-    from seqvq.train.checkpoint import load_checkpoint
+    to `out_dir`/metrics.json (default: :func:`seqvq.train.checkpoint.evaluation_dir`)."""
+    from seqvq.train.checkpoint import evaluation_dir, load_checkpoint
 
     model = build_model(config)
     load_checkpoint(checkpoint, model, use_polyak=True)
     model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
     figures = evaluate_reconstruction(model, open_images(config, "test", corpus=data),
-                                      int((config.get("eval") or {}).get("batch_size", 100)))
-    write_metrics(checkpoint, figures)
+                                      image_options(config)[1].batch_size)
+    write_metrics(Path(out_dir) if out_dir is not None else evaluation_dir(checkpoint, data), figures)
     return figures
