@@ -125,3 +125,17 @@ def test_codebook_loss_leaves_the_encoder_without_gradient():
     loss.backward()
     assert task.autoencoder.quantizer.codebook.grad is not None
     assert all(p.grad is None for p in task.autoencoder.encoder.parameters())
+
+
+def test_config_mistakes_are_one_line_user_errors(tmp_path):
+    from seqvq.errors import UserError
+
+    config = load_config(os.path.join(RECIPE, "conf", "vqvae.yaml"))
+    with pytest.raises(UserError, match="model.quantizer.codebok_size"):
+        build_model({**config, "model": {**config["model"], "quantizer": {"codebok_size": 8}}})
+    with pytest.raises(UserError, match="num_codebooks of the autoencoder"):
+        build_model({**config, "model": {**config["model"], "quantizer": {"num_codebooks": 2}}})
+    with pytest.raises(UserError, match="data.corpus: not set"):
+        get_task("cifar_ae").build_task(config)
+    with pytest.raises(UserError, match="no such file"):
+        get_task("cifar_ae").build_task({**config, "data": {"corpus": str(tmp_path / "nowhere")}})
