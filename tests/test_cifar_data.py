@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from seqvq.data.cifar import CifarImages, collate_images, read_cifar, write_cifar_batches
+from seqvq.errors import UserError
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), os.pardir, "data_prep"))
 import make_mini_images  # noqa: E402
@@ -61,9 +62,9 @@ def test_reader_gives_planar_rgb_images_in_batch_order(tmp_path, where):
 def test_reader_errors_name_the_file(tmp_path):
     folder, _ = _real_layout(str(tmp_path))
     os.remove(os.path.join(folder, "data_batch_3"))
-    with pytest.raises(FileNotFoundError, match="data_batch_3"):
+    with pytest.raises(UserError, match="data_batch_3"):
         CifarImages(folder, "train")
-    with pytest.raises(FileNotFoundError, match="no such file"):
+    with pytest.raises(UserError, match="no such file"):
         CifarImages(str(tmp_path / "missing"), "test")
 
 

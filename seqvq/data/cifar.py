@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from seqvq.errors import UserError
+
 FOLDER = "cifar-10-batches-py"
 TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_BATCHES = ("test_batch",)
@@ -54,18 +56,18 @@ def _load_batch(raw: bytes, source: str) -> tuple[np.ndarray, np.ndarray]:
     try:
         batch = _ArrayUnpickler(io.BytesIO(raw), encoding="bytes").load()
     except Exception as error:  # a truncated or foreign file: say which one
-        raise ValueError(f"{source}: not a CIFAR-10 python batch ({error})") from error
+        raise UserError(f"{source}: not a CIFAR-10 python batch ({error})") from error
     if not isinstance(batch, dict):
-        raise ValueError(f"{source}: not a CIFAR-10 python batch (a {type(batch).__name__}, not a dict)")
+        raise UserError(f"{source}: not a CIFAR-10 python batch (a {type(batch).__name__}, not a dict)")
     batch = {key.decode() if isinstance(key, bytes) else key: value for key, value in batch.items()}
     if "data" not in batch or "labels" not in batch:
-        raise ValueError(f"{source}: a CIFAR-10 batch needs 'data' and 'labels' entries, found {sorted(batch)}")
+        raise UserError(f"{source}: a CIFAR-10 batch needs 'data' and 'labels' entries, found {sorted(batch)}")
     data = np.asarray(batch["data"])
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != CHANNELS * SIDE * SIDE:
-        raise ValueError(f"{source}: 'data' must be uint8 (N, 3072), got {data.dtype} {data.shape}")
+        raise UserError(f"{source}: 'data' must be uint8 (N, 3072), got {data.dtype} {data.shape}")
     labels = np.asarray(batch["labels"], dtype=np.int64)
     if labels.shape != (data.shape[0],):
-        raise ValueError(f"{source}: {len(labels)} labels for {data.shape[0]} images")
+        raise UserError(f"{source}: {len(labels)} labels for {data.shape[0]} images")
     return data.reshape(-1, CHANNELS, SIDE, SIDE), labels
 
 
@@ -73,19 +75,19 @@ def _read_members(path: str, names: tuple[str, ...]) -> list[tuple[bytes, str]]:
     """Raw bytes of the batch files `names` from an archive or folder, with a name for error messages."""
     if os.path.isfile(path):
         if not tarfile.is_tarfile(path):
-            raise ValueError(f"{path}: not a tar archive; give cifar-10-python.tar.gz or the "
+            raise UserError(f"{path}: not a tar archive; give cifar-10-python.tar.gz or the "
                              f"{FOLDER}/ folder")
         with tarfile.open(path, "r:*") as archive:
             members = {os.path.basename(m.name): m for m in archive.getmembers() if m.isfile()}
             missing = [name for name in names if name not in members]
             if missing:
-                raise FileNotFoundError(f"{path}: the archive lacks {', '.join(missing)}; is it "
+                raise UserError(f"{path}: the archive lacks {', '.join(missing)}; is it "
                                         f"cifar-10-python.tar.gz?")
             return [(archive.extractfile(members[name]).read(), f"{path}:{members[name].name}") for name in names]
     folder = path if os.path.isfile(os.path.join(path, names[0])) else os.path.join(path, FOLDER)
     missing = [name for name in names if not os.path.isfile(os.path.join(folder, name))]
     if missing:
-        raise FileNotFoundError(f"{path}: no {', '.join(missing)} here or in {FOLDER}/; give "
+        raise UserError(f"{path}: no {', '.join(missing)} here or in {FOLDER}/; give "
                                 f"cifar-10-python.tar.gz, its unpacked {FOLDER}/ folder, or build the mini set "
                                 f"with data_prep/make_mini_images.py")
     out = []
@@ -100,7 +102,7 @@ def read_cifar(path: str, split: str) -> tuple[np.ndarray, np.ndarray]:
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     if not os.path.exists(path):
-        raise FileNotFoundError(f"{path}: no such file or folder; give cifar-10-python.tar.gz or {FOLDER}/")
+        raise UserError(f"{path}: no such file or folder; give cifar-10-python.tar.gz or {FOLDER}/")
     names = TRAIN_BATCHES if split == "train" else TEST_BATCHES
     batches = [_load_batch(raw, source) for raw, source in _read_members(path, names)]
     return np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches])

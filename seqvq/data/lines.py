@@ -15,6 +15,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from seqvq.errors import UserError
+
 
 @dataclass
 class LineSample:
@@ -117,10 +119,10 @@ class LineCorpus(Dataset):
                 self.texts = [str(t) for t in data["texts"]]
                 self.levels = int(data["levels"])
         except (OSError, KeyError, ValueError) as err:
-            raise ValueError(f"{path}: not a line corpus written by save_line_corpus ({err}); "
+            raise UserError(f"{path}: not a line corpus written by save_line_corpus ({err}); "
                              f"rebuild it with data_prep/make_mini_handwriting.py") from None
         if int(widths.sum()) != pixels.shape[1] or len(widths) != len(self.texts):
-            raise ValueError(f"{path}: widths do not add up to the stored pixels; rebuild the corpus")
+            raise UserError(f"{path}: widths do not add up to the stored pixels; rebuild the corpus")
         self.path = path
         self.height = pixels.shape[0]
         self.offsets = np.concatenate([[0], np.cumsum(widths)])

@@ -22,6 +22,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from seqvq.data.lines import LineSample, image_to_levels
+from seqvq.errors import UserError
 
 LIST_NAME = "corpora/nl.{colormode}.lines.{split}.dat"
 
@@ -32,7 +33,7 @@ class ScribbleLensLines(Dataset):
     def __init__(self, zip_path: str, split: str = "train", colormode: str = "bw", height: int = 32,
                  levels: int = 4):
         if not os.path.isfile(zip_path):
-            raise FileNotFoundError(f"{zip_path}: no such file; download scribblelens.corpus.v1.2.zip "
+            raise UserError(f"{zip_path}: no such file; download scribblelens.corpus.v1.2.zip "
                                     f"(OpenSLR 84) and pass its path")
         self.zip_path, self.height, self.levels = zip_path, height, levels
         self._zip, self._zip_pid = None, None
@@ -48,24 +49,24 @@ class ScribbleLensLines(Dataset):
                 continue
             image = tokens[0] if tokens[0].startswith(root) else root + tokens[0]
             if image not in names:
-                raise ValueError(f"{zip_path}: {list_member} line {number} names {image}, which is missing "
+                raise UserError(f"{zip_path}: {list_member} line {number} names {image}, which is missing "
                                  f"from the archive; re-download the corpus")
             transcript = None
             if len(tokens) > 1:
                 transcript = tokens[1] if tokens[1].startswith(root) else root + tokens[1]
                 if transcript not in names:
-                    raise ValueError(f"{zip_path}: {list_member} line {number} names {transcript}, which is "
+                    raise UserError(f"{zip_path}: {list_member} line {number} names {transcript}, which is "
                                      f"missing from the archive; re-download the corpus")
             self.images.append(image)
             self.transcripts.append(transcript)
         if not self.images:
-            raise ValueError(f"{zip_path}: {list_member} lists no lines")
+            raise UserError(f"{zip_path}: {list_member} lists no lines")
 
     def _find_list(self, names: set[str], suffix: str) -> str:
         matches = sorted(name for name in names if name.endswith("/" + suffix) or name == suffix)
         if not matches:
             lists = sorted(n for n in names if "/corpora/" in n and n.endswith(".dat"))[:8]
-            raise ValueError(f"{self.zip_path}: no member ending in {suffix}; is this the ScribbleLens corpus "
+            raise UserError(f"{self.zip_path}: no member ending in {suffix}; is this the ScribbleLens corpus "
                              f"zip? (lists found: {lists or 'none'})")
         return matches[0]
 
@@ -85,7 +86,7 @@ class ScribbleLensLines(Dataset):
         try:
             return self._archive().read(member)
         except (zipfile.BadZipFile, OSError, EOFError) as err:
-            raise ValueError(f"{self.zip_path}: member {member} is corrupt ({err}); "
+            raise UserError(f"{self.zip_path}: member {member} is corrupt ({err}); "
                              f"re-download the corpus") from None
 
     def __getitem__(self, index: int) -> LineSample:
@@ -95,7 +96,7 @@ class ScribbleLensLines(Dataset):
             with Image.open(io.BytesIO(payload)) as image:
                 levels = torch.from_numpy(image_to_levels(image, self.height, self.levels))
         except (OSError, ValueError, Image.DecompressionBombError) as err:
-            raise ValueError(f"{self.zip_path}: member {member} is not a readable image ({err}); "
+            raise UserError(f"{self.zip_path}: member {member} is not a readable image ({err}); "
                              f"re-download the corpus") from None
         transcript = self.transcripts[index]
         text = self._read(transcript).decode("utf8").strip() if transcript else ""
