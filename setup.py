@@ -8,6 +8,8 @@ EXTRAS = {
     # Optional audio front ends: tests compare against them where they import (not on CPU torch here).
     "audio": ["torchaudio", "librosa"],
     "test": ["pytest>=7"],
+    # bench/peer_speed.py comparisons; with faiss installed, nearest_codes searches CPU float32 through FAISS.
+    "bench": ["faiss-cpu>=1.7.3", "vector-quantize-pytorch", "scikit-learn"],
 }
 EXTRAS["all"] = sorted({dep for name in ("speech", "handwriting", "test") for dep in EXTRAS[name]})
 

@@ -10,36 +10,44 @@ import torch
 
 from .distance import nearest_codes
 
+# Round growth of the batched D^2 seeding (see kmeans_plus_plus).
+DEFAULT_SEEDING_GROWTH = 0.5
+
 
 @torch.no_grad()
-def kmeans_plus_plus(points: torch.Tensor, num_centroids: int, generator: torch.Generator) -> torch.Tensor:
+def kmeans_plus_plus(points: torch.Tensor, num_centroids: int, generator: torch.Generator,
+                     growth: float = DEFAULT_SEEDING_GROWTH) -> torch.Tensor:
     """D^2 seeding: each next centroid is a point drawn with probability proportional to its squared distance to
     the nearest centroid chosen so far.  Points may be fewer than centroids (they are then reused).
 
-    Each pick costs one matrix-vector product (distances via ``||x||^2 - 2 x.c + ||c||^2`` on mean-centred points,
-    which keeps float32 accurate) and one cumulative-sum draw; no N x K matrix is formed.
+    Batched in rounds: with ``c`` centroids chosen, a round draws ``max(1, floor(growth * c))`` points at once from
+    the same D^2 distribution, then one blocked ``nearest_codes`` search of every point against the round's new
+    centroids updates the distances — about ``log(K) / log(1 + growth)`` rounds of matrix products instead of K
+    sequential matrix-vector products (the oversampling rounds of k-means||, Bahmani et al. 2012, without its
+    re-clustering step).  ``growth = 0`` is exact k-means++ (one draw per round).  A round may draw a point twice;
+    Lloyd's empty-cluster rule moves such a duplicate.  The choice of 0.5 is measured in bench/kmeans_seeding.py.
     """
     count = points.shape[0]
     if count == 0:
         raise ValueError("k-means++ needs at least one point")
-    centred = points - points.mean(dim=0)
-    squared_norms = centred.pow(2).sum(dim=1)
-    chosen = torch.empty(num_centroids, dtype=torch.long)
-    chosen[0] = torch.randint(count, (1,), generator=generator)
-    closest = torch.full((count,), float("inf"), dtype=points.dtype, device=points.device)
-    thresholds = torch.rand(num_centroids, generator=generator).to(points.device)
-    for index in range(num_centroids):
-        if index:
-            cumulative = torch.cumsum(closest, dim=0)
-            if cumulative[-1] > 0:
-                pick = torch.searchsorted(cumulative, thresholds[index:index + 1] * cumulative[-1], right=True)
-                chosen[index] = pick.clamp_max(count - 1).cpu()
-            else:  # every point coincides with a centroid already: draw uniformly
-                chosen[index] = int(thresholds[index] * count)
-        centre = centred[int(chosen[index])]
-        distance = torch.addmv(squared_norms, centred, centre, alpha=-2.0).add_(centre.dot(centre)).clamp_min_(0.0)
-        torch.minimum(closest, distance, out=closest)
-    return points[chosen.to(points.device)].clone()
+    if growth < 0:
+        raise ValueError(f"k-means++: growth must be >= 0, got {growth}")
+    chosen = torch.empty(num_centroids, dtype=torch.long, device=points.device)
+    chosen[0] = int(torch.randint(count, (1,), generator=generator))
+    closest = nearest_codes(points, points[chosen[:1]])[1]
+    done = 1
+    while done < num_centroids:
+        draws = min(num_centroids - done, max(1, int(growth * done)))
+        thresholds = torch.rand(draws, generator=generator, dtype=closest.dtype).to(points.device)
+        cumulative = torch.cumsum(closest, dim=0)
+        if cumulative[-1] > 0:
+            picks = torch.searchsorted(cumulative, thresholds * cumulative[-1], right=True).clamp_max_(count - 1)
+        else:  # every point coincides with a centroid already: draw uniformly
+            picks = (thresholds * count).long().clamp_max_(count - 1)
+        chosen[done:done + draws] = picks
+        torch.minimum(closest, nearest_codes(points, points[picks])[1], out=closest)
+        done += draws
+    return points[chosen].clone()
 
 
 @torch.no_grad()
@@ -64,6 +72,7 @@ def lloyd(points: torch.Tensor, centroids: torch.Tensor, iterations: int) -> tor
     return centroids
 
 
-def kmeans(points: torch.Tensor, num_centroids: int, iterations: int, generator: torch.Generator) -> torch.Tensor:
-    """k-means++ seeding followed by ``iterations`` Lloyd steps."""
-    return lloyd(points, kmeans_plus_plus(points, num_centroids, generator), iterations)
+def kmeans(points: torch.Tensor, num_centroids: int, iterations: int, generator: torch.Generator,
+           growth: float = DEFAULT_SEEDING_GROWTH) -> torch.Tensor:
+    """k-means++ seeding (batched by ``growth``; 0 = exact) followed by ``iterations`` Lloyd steps."""
+    return lloyd(points, kmeans_plus_plus(points, num_centroids, generator, growth), iterations)
