@@ -16,9 +16,9 @@ codes are centred on their mean mu, ``c' = c - mu``, and the scores are ``||c'||
 argmin equals a float64 brute force for mean-shifted inputs (tested at offsets 0, 10, 50).
 
 FAISS backend: where faiss is installed (``pip install seqvq[bench]``), exact CPU float32 searches go to FAISS's
-``IndexFlatL2`` (k = 1), which is FAISS's own tiled sgemm with a fused per-row minimum; rows are shifted by mu one
-block at a time (the same centring, so the same exactness) into a reused buffer and the codes written straight
-into the output.  On the 2-core AMD CPU here torch's MKL sgemm alone is slower than FAISS's OpenBLAS sgemm plus its
+``IndexFlatL2`` (k = 1), which is FAISS's own tiled sgemm with a fused per-row minimum; where the codebook sits
+far from the origin the rows are shifted by mu one block at a time (the same centring, so the same exactness) into
+a reused buffer; the codes are written straight into the output.  On the 2-core AMD CPU here torch's MKL sgemm alone is slower than FAISS's OpenBLAS sgemm plus its
 minimum (``bench/peer_speed.py``), so no torch-only path can match FAISS there; ``backend="torch"`` forces the
 plain-torch path (the one CUDA and other dtypes always take).
 
@@ -103,7 +103,7 @@ def nearest_codes(
     codes, bias, shift = centred_codebook(codebook)
     if faiss_applies and backend != "torch":
         rows_per_block = max(1, block_elements // z.shape[1])
-        search = _faiss_block_search(codes, shift, min(rows_per_block, num_vectors))
+        search = _faiss_block_search(codebook, codes, shift, min(rows_per_block, num_vectors))
     elif low_precision:  # bfloat16 cannot hold the mu.c' term precisely: shift the rows instead (cheap on a GPU)
         search_codes, search_bias = codes.to(torch.bfloat16), codes.pow(2).sum(dim=1).to(torch.bfloat16)
         rows_per_block = max(1, block_elements // num_codes)
@@ -131,18 +131,24 @@ def nearest_codes(
     return indices, distances
 
 
-def _faiss_block_search(codes, shift, max_rows):
-    """A block search by FAISS's exact ``IndexFlatL2`` (k = 1) among the centred ``codes``: the rows are shifted by
-    ``shift`` into one reused buffer and the codes written into ``out`` without a copy."""
+def _faiss_block_search(codebook, codes, shift, max_rows):
+    """A block search by FAISS's exact ``IndexFlatL2`` (k = 1), writing the codes into ``out`` without a copy.
+
+    Where the codebook mean lies within the codes' rms radius of the origin (``||mu||^2 <= mean ||c - mu||^2``),
+    ``||c||^2`` is no larger than the spread it must resolve, the centring buys no precision and the rows go to FAISS
+    as they are; otherwise the rows are shifted by ``shift`` into one reused buffer and searched among the centred
+    ``codes``."""
+    centre = bool(shift.pow(2).sum() > codes.pow(2).sum(dim=1).mean())
     index = faiss.IndexFlatL2(codes.shape[1])
-    index.add(codes.contiguous().numpy())
-    shifted = codes.new_empty(max_rows, codes.shape[1])
+    index.add((codes if centre else codebook).contiguous().numpy())
+    shifted = codes.new_empty(max_rows if centre else 0, codes.shape[1])
     squared = codes.new_empty(max_rows, 1).numpy()
 
     def search(rows, out):
         count = rows.shape[0]
-        torch.sub(rows, shift, out=shifted[:count])
-        index.search(shifted[:count].numpy(), 1, D=squared[:count], I=out.view(count, 1).numpy())
+        if centre:
+            rows = torch.sub(rows, shift, out=shifted[:count])
+        index.search(rows.contiguous().numpy(), 1, D=squared[:count], I=out.view(count, 1).numpy())
 
     return search
 

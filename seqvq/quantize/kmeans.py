@@ -25,7 +25,7 @@ def kmeans_plus_plus(points: torch.Tensor, num_centroids: int, generator: torch.
     centroids updates the distances — about ``log(K) / log(1 + growth)`` rounds of matrix products instead of K
     sequential matrix-vector products (the oversampling rounds of k-means||, Bahmani et al. 2012, without its
     re-clustering step).  ``growth = 0`` is exact k-means++ (one draw per round).  A round may draw a point twice;
-    Lloyd's empty-cluster rule moves such a duplicate.  The choice of 0.5 is measured in bench/kmeans_seeding.py.
+    Lloyd's empty-cluster rule moves such a duplicate.  The choice of 0.5 is measured in bench/peer_speed.py.
     """
     count = points.shape[0]
     if count == 0:
@@ -57,18 +57,19 @@ def lloyd(points: torch.Tensor, centroids: torch.Tensor, iterations: int) -> tor
     centroids = centroids.clone()
     previous = None
     for _ in range(iterations):
-        assignment, distance = nearest_codes(points, centroids)
+        assignment = nearest_codes(points, centroids, with_distances=False)[0]
         if previous is not None and torch.equal(assignment, previous):
             break
         previous = assignment
         counts = torch.bincount(assignment, minlength=centroids.shape[0])
+        empty = (counts == 0).nonzero().squeeze(1)
+        if empty.numel():  # distances to the assigned centroids, computed only when a cluster emptied (rare)
+            farthest = (points - centroids[assignment]).pow(2).sum(dim=1).topk(min(empty.numel(), points.shape[0]))
         sums = torch.zeros_like(centroids).index_add_(0, assignment, points)
         occupied = counts > 0
         centroids[occupied] = sums[occupied] / counts[occupied].unsqueeze(1).to(points.dtype)
-        empty = (~occupied).nonzero().squeeze(1)
         if empty.numel():
-            farthest = distance.topk(min(empty.numel(), points.shape[0])).indices
-            centroids[empty[: farthest.numel()]] = points[farthest]
+            centroids[empty[: farthest.indices.numel()]] = points[farthest.indices]
     return centroids
 
 
