@@ -16,11 +16,13 @@ codes are centred on their mean mu, ``c' = c - mu``, and the scores are ``||c'||
 argmin equals a float64 brute force for mean-shifted inputs (tested at offsets 0, 10, 50).
 
 FAISS backend: where faiss is installed (``pip install seqvq[bench]``), exact CPU float32 searches go to FAISS's
-``IndexFlatL2`` (k = 1), which is FAISS's own tiled sgemm with a fused per-row minimum; where the codebook sits
-far from the origin the rows are shifted by mu one block at a time (the same centring, so the same exactness) into
-a reused buffer; the codes are written straight into the output.  On the 2-core AMD CPU here torch's MKL sgemm alone is slower than FAISS's OpenBLAS sgemm plus its
-minimum (``bench/peer_speed.py``), so no torch-only path can match FAISS there; ``backend="torch"`` forces the
-plain-torch path (the one CUDA and other dtypes always take).
+``IndexFlatL2`` (k = 1): FAISS's own tiled sgemm with a fused per-row minimum.  Where the codebook sits far from
+the origin the rows are shifted by mu one block at a time into a reused buffer (the same centring, so the same
+exactness); the codes are written straight into the output.  Why: in eager torch the minimum over each score block
+takes separate passes after the matmul (the two-level argmin above), so the torch path costs more over the bare
+matmul than FAISS does, on every shape measured (``bench/peer_speed.py``); neither block or group sizes nor
+``torch.compile`` of the reduction closed that gap.  ``backend="torch"`` forces the plain-torch path, which CUDA
+and other dtypes always take.
 
 Cosine distance is the same search on l2-normalised vectors (``||a - b||^2 = 2 - 2 cos(a, b)``); the caller
 normalises.
@@ -46,6 +48,8 @@ DEFAULT_CODE_CHUNK = 8192
 # Codes per group of the two-level argmin (a divisor of DEFAULT_CODE_CHUNK).
 GROUP = 32
 BACKENDS = ("auto", "torch", "faiss")
+# Elements of FAISS's own score tile (4096 queries x 1024 codes), allocated afresh by every search call.
+FAISS_TILE = 1 << 22
 
 
 def centred_codebook(codebook: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -101,15 +105,16 @@ def nearest_codes(
         return indices, distances
 
     codes, bias, shift = centred_codebook(codebook)
+    search = None
     if faiss_applies and backend != "torch":
-        rows_per_block = max(1, block_elements // z.shape[1])
-        search = _faiss_block_search(codebook, codes, shift, min(rows_per_block, num_vectors))
+        _faiss_search(z, codebook, codes, shift, indices, max(1, max(block_elements, FAISS_TILE) // z.shape[1]))
+        rows_per_block = max(1, block_elements // z.shape[1])  # for the distances below
     elif low_precision:  # bfloat16 cannot hold the mu.c' term precisely: shift the rows instead (cheap on a GPU)
         search_codes, search_bias = codes.to(torch.bfloat16), codes.pow(2).sum(dim=1).to(torch.bfloat16)
         rows_per_block = max(1, block_elements // num_codes)
 
-        def search(rows, out):
-            out.copy_(_rerank_candidates(rows - shift, codes, search_codes, search_bias, rerank))
+        def search(rows):
+            return _rerank_candidates(rows - shift, codes, search_codes, search_bias, rerank)
     else:
         padding = -num_codes % GROUP
         search_codes = torch.cat([codes, codes.new_zeros(padding, codes.shape[1])])
@@ -118,39 +123,45 @@ def nearest_codes(
         rows_per_block = max(1, block_elements // codes_per_block)
         buffer = z.new_empty(min(rows_per_block, num_vectors), codes_per_block)
 
-        def search(rows, out):
-            out.copy_(_exact_block_argmin(rows, search_codes, search_bias, codes_per_block, buffer))
+        def search(rows):
+            best = _exact_block_argmin(rows, search_codes, search_bias, codes_per_block, buffer)
+            return best.clamp_max_(num_codes - 1)  # only NaN scores could select a padding code
 
-    for start in range(0, num_vectors, rows_per_block):
-        rows = z[start:start + rows_per_block]
-        best = indices[start:start + rows.shape[0]]
-        search(rows, best)
-        best.clamp_(0, num_codes - 1)  # only NaN scores could select a padding code (torch) or -1 (FAISS)
-        if with_distances:
-            distances[start:start + rows.shape[0]] = (rows - codebook[best]).pow(2).sum(dim=1)
+    if search is not None or with_distances:
+        for start in range(0, num_vectors, rows_per_block):
+            rows = z[start:start + rows_per_block]
+            if search is not None:
+                indices[start:start + rows.shape[0]] = search(rows)
+            if with_distances:
+                best = indices[start:start + rows.shape[0]]
+                distances[start:start + rows.shape[0]] = (rows - codebook[best]).pow(2).sum(dim=1)
     return indices, distances
 
 
-def _faiss_block_search(codebook, codes, shift, max_rows):
-    """A block search by FAISS's exact ``IndexFlatL2`` (k = 1), writing the codes into ``out`` without a copy.
+def _faiss_search(z, codebook, codes, shift, indices, rows_per_block):
+    """Exact search by FAISS's ``IndexFlatL2`` (k = 1), writing the codes into ``indices`` without a copy.
 
     Where the codebook mean lies within the codes' rms radius of the origin (``||mu||^2 <= mean ||c - mu||^2``),
-    ``||c||^2`` is no larger than the spread it must resolve, the centring buys no precision and the rows go to FAISS
-    as they are; otherwise the rows are shifted by ``shift`` into one reused buffer and searched among the centred
-    ``codes``."""
-    centre = bool(shift.pow(2).sum() > codes.pow(2).sum(dim=1).mean())
+    ``||c||^2`` is no larger than the spread it must resolve, the centring buys no precision, and all rows go to
+    FAISS in one call, as they are.  Otherwise the rows are shifted by ``shift`` one block of ``rows_per_block`` at a
+    time into a reused buffer and searched among the centred ``codes``.  (Every FAISS call allocates its own
+    16 MiB tile, so blocks are kept at least that large.)"""
+    centre = bool(shift.pow(2).sum() > codes.pow(2).sum(dim=1).mean()) or not z.is_contiguous()  # (no full copy)
     index = faiss.IndexFlatL2(codes.shape[1])
     index.add((codes if centre else codebook).contiguous().numpy())
-    shifted = codes.new_empty(max_rows if centre else 0, codes.shape[1])
-    squared = codes.new_empty(max_rows, 1).numpy()
-
-    def search(rows, out):
+    if not centre:
+        rows_per_block = z.shape[0]
+    rows_per_block = min(rows_per_block, z.shape[0])
+    shifted = codes.new_empty(rows_per_block if centre else 0, codes.shape[1])
+    squared = codes.new_empty(rows_per_block, 1).numpy()
+    for start in range(0, z.shape[0], rows_per_block):
+        rows = z[start:start + rows_per_block]
         count = rows.shape[0]
         if centre:
             rows = torch.sub(rows, shift, out=shifted[:count])
-        index.search(rows.contiguous().numpy(), 1, D=squared[:count], I=out.view(count, 1).numpy())
-
-    return search
+        index.search(rows.numpy(), 1, D=squared[:count],
+                     I=indices[start:start + count].view(count, 1).numpy())
+    indices.clamp_min_(0)  # FAISS answers -1 only for a row whose every distance is NaN
 
 
 def _exact_block_argmin(rows, codes, code_sq_norms, codes_per_block, buffer):
