@@ -105,11 +105,11 @@ def nearest_codes(
         return indices, distances
 
     codes, bias, shift = centred_codebook(codebook)
-    search = None
     if faiss_applies and backend != "torch":
-        _faiss_search(z, codebook, codes, shift, indices, max(1, max(block_elements, FAISS_TILE) // z.shape[1]))
-        rows_per_block = max(1, block_elements // z.shape[1])  # for the distances below
-    elif low_precision:  # bfloat16 cannot hold the mu.c' term precisely: shift the rows instead (cheap on a GPU)
+        _faiss_search(z, codebook, codes, shift, indices, distances,
+                      max(1, max(block_elements, FAISS_TILE) // z.shape[1]))
+        return indices, distances
+    if low_precision:  # bfloat16 cannot hold the mu.c' term precisely: shift the rows instead (cheap on a GPU)
         search_codes, search_bias = codes.to(torch.bfloat16), codes.pow(2).sum(dim=1).to(torch.bfloat16)
         rows_per_block = max(1, block_elements // num_codes)
 
@@ -127,19 +127,19 @@ def nearest_codes(
             best = _exact_block_argmin(rows, search_codes, search_bias, codes_per_block, buffer)
             return best.clamp_max_(num_codes - 1)  # only NaN scores could select a padding code
 
-    if search is not None or with_distances:
-        for start in range(0, num_vectors, rows_per_block):
-            rows = z[start:start + rows_per_block]
-            if search is not None:
-                indices[start:start + rows.shape[0]] = search(rows)
-            if with_distances:
-                best = indices[start:start + rows.shape[0]]
-                distances[start:start + rows.shape[0]] = (rows - codebook[best]).pow(2).sum(dim=1)
+    for start in range(0, num_vectors, rows_per_block):
+        rows = z[start:start + rows_per_block]
+        best = indices[start:start + rows.shape[0]]
+        best.copy_(search(rows))
+        if with_distances:
+            distances[start:start + rows.shape[0]] = (rows - codebook[best]).pow(2).sum(dim=1)
     return indices, distances
 
 
-def _faiss_search(z, codebook, codes, shift, indices, rows_per_block):
-    """Exact search by FAISS's ``IndexFlatL2`` (k = 1), writing the codes into ``indices`` without a copy.
+def _faiss_search(z, codebook, codes, shift, indices, distances, rows_per_block):
+    """Exact search by FAISS's ``IndexFlatL2`` (k = 1), writing the codes into ``indices`` and FAISS's squared
+    distances (float32, of the centred or near-origin vectors, so no cancellation) into ``distances`` (unless None),
+    without a copy.
 
     Where the codebook mean lies within the codes' rms radius of the origin (``||mu||^2 <= mean ||c - mu||^2``),
     ``||c||^2`` is no larger than the spread it must resolve, the centring buys no precision, and all rows go to
@@ -153,14 +153,15 @@ def _faiss_search(z, codebook, codes, shift, indices, rows_per_block):
         rows_per_block = z.shape[0]
     rows_per_block = min(rows_per_block, z.shape[0])
     shifted = codes.new_empty(rows_per_block if centre else 0, codes.shape[1])
-    squared = codes.new_empty(rows_per_block, 1).numpy()
+    scratch = codes.new_empty(rows_per_block if distances is None else 0)
     for start in range(0, z.shape[0], rows_per_block):
         rows = z[start:start + rows_per_block]
         count = rows.shape[0]
         if centre:
             rows = torch.sub(rows, shift, out=shifted[:count])
-        index.search(rows.numpy(), 1, D=squared[:count],
-                     I=indices[start:start + count].view(count, 1).numpy())
+        found = (scratch if distances is None else distances[start:])[:count]
+        best = indices[start:start + count]
+        index.search(rows.numpy(), 1, D=found.view(count, 1).numpy(), I=best.view(count, 1).numpy())
     indices.clamp_min_(0)  # FAISS answers -1 only for a row whose every distance is NaN
 
 
