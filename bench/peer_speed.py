@@ -47,10 +47,10 @@ def load() -> str:
     return "load average %.2f %.2f %.2f" % os.getloadavg()
 
 
-def interleaved_medians(functions: dict, repeats: int) -> dict:
+def interleaved_medians(functions: dict, repeats: int, warm_up: bool = True) -> dict:
     """One warm-up call each, then ``repeats`` rounds calling every function in turn; median seconds of each."""
     times = {name: [] for name in functions}
-    for function in functions.values():
+    for function in functions.values() if warm_up else ():
         function()
     for _ in range(repeats):
         for name, function in functions.items():
@@ -156,7 +156,7 @@ def kmeans_table(sizes, repeats) -> None:
         if KMeans is not None and points * k <= 5e7:
             functions["sklearn"] = run("sklearn", lambda: KMeans(k, init="k-means++", n_init=1, max_iter=10,
                                                                  random_state=0).fit(data).cluster_centers_)
-        seconds = interleaved_medians(functions, repeats)
+        seconds = interleaved_medians(functions, repeats, warm_up=False)
         inertia = {name: float(nearest_codes(tensor, c)[1].mean()) for name, c in results.items()}
         cell = {name: f"{seconds[name]:.2f} ({inertia[name]:.3f})" for name in seconds}
         versus = f"{seconds['batched'] / seconds['faiss']:.2f}x" if "faiss" in seconds else "—"
@@ -169,7 +169,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="the two smaller search shapes and k-means sizes")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--kmeans-repeats", type=int, default=3)
+    parser.add_argument("--kmeans-repeats", type=int, default=1, help="k-means runs are not warmed up")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)  # FAISS shares torch's OpenMP runtime, so this sets its threads too
     print(f"torch {torch.__version__}; faiss {getattr(faiss, '__version__', 'not installed')}")

@@ -81,3 +81,12 @@ def test_memory_stays_o_block_not_n_by_k():
     # backend's growth of the peak is over the peak before it, in one fresh process (one interpreter start).
     growth_mib = json.loads(subprocess.check_output([sys.executable, "-c", PEAK_GROWTH, *BACKENDS]))
     assert set(growth_mib) == set(BACKENDS) and max(growth_mib.values()) < 48, growth_mib
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_parameters_and_non_contiguous_inputs_are_searched_as_they_are(backend):
+    generator = torch.Generator().manual_seed(3)
+    codebook = torch.nn.Parameter(torch.randn(50, 6, generator=generator) + 20.0)
+    z = (torch.randn(6, 400, generator=generator) + 20.0).T.requires_grad_()  # a transposed view, needing grad
+    indices, distances = nearest_codes(z, codebook, backend=backend)
+    assert torch.equal(indices, brute_force(z.detach(), codebook.detach())) and not distances.requires_grad
