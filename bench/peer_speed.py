@@ -47,6 +47,9 @@ def load() -> str:
     return "load average %.2f %.2f %.2f" % os.getloadavg()
 
 
+CLOCK = time.perf_counter  # --clock cpu: time.process_time (CPU seconds of all threads: robust to a loaded machine)
+
+
 def interleaved_medians(functions: dict, repeats: int, warm_up: bool = True) -> dict:
     """One warm-up call each, then ``repeats`` rounds calling every function in turn; median seconds of each."""
     times = {name: [] for name in functions}
@@ -54,9 +57,9 @@ def interleaved_medians(functions: dict, repeats: int, warm_up: bool = True) -> 
         function()
     for _ in range(repeats):
         for name, function in functions.items():
-            start = time.perf_counter()
+            start = CLOCK()
             function()
-            times[name].append(time.perf_counter() - start)
+            times[name].append(CLOCK() - start)
     return {name: statistics.median(values) for name, values in times.items()}
 
 
@@ -86,7 +89,8 @@ def agreement(x, codebook, codes, reference) -> str:
 
 
 def search_table(shapes, repeats) -> None:
-    print(f"## exact search: median wall time / blocked x @ C.T floor; {torch.get_num_threads()} threads; {load()}")
+    print(f"## exact search: median {CLOCK.__name__} / blocked x @ C.T floor; {torch.get_num_threads()} threads; "
+          f"{load()}")
     print("| N | K | D | floor ms | seqvq auto | seqvq torch | FAISS IndexFlatL2 | torch.cdist+argmin | "
           "sklearn argmin | vector-quantize-pytorch | seqvq codes == FAISS |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
@@ -127,7 +131,7 @@ def search_table(shapes, repeats) -> None:
 
 
 def kmeans_table(sizes, repeats) -> None:
-    print(f"\n## k-means: seeding + 10 Lloyd iterations, median wall s (inertia per point); "
+    print(f"\n## k-means: seeding + 10 Lloyd iterations, median {CLOCK.__name__} s (inertia per point); "
           f"{torch.get_num_threads()} threads; {load()}")
     print("| points | K | D | seqvq (batched k-means++) | seqvq (exact k-means++) | FAISS Kmeans | "
           "sklearn KMeans | seqvq / FAISS |")
@@ -169,8 +173,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="the two smaller search shapes and k-means sizes")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall")
     parser.add_argument("--kmeans-repeats", type=int, default=1, help="k-means runs are not warmed up")
     args = parser.parse_args()
+    global CLOCK
+    CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
     torch.set_num_threads(args.threads)  # FAISS shares torch's OpenMP runtime, so this sets its threads too
     print(f"torch {torch.__version__}; faiss {getattr(faiss, '__version__', 'not installed')}")
     search_table(ISSUE_SHAPES[:2] if args.quick else ISSUE_SHAPES, args.repeats)
