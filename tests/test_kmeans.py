@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from seqvq.quantize.kmeans import kmeans, kmeans_plus_plus, lloyd
+from seqvq.quantize.distance import nearest_codes
+from seqvq.quantize.kmeans import _seed, kmeans, kmeans_plus_plus, lloyd
 
 
 def mixture(seed, points=3000, clusters=48, dim=8):
@@ -53,3 +54,11 @@ def test_seeds_are_distinct_data_points_and_lloyd_refines_them():
 def test_negative_growth_is_refused():
     with pytest.raises(ValueError, match="growth must be >= 0"):
         kmeans_plus_plus(torch.randn(10, 2), 3, torch.Generator(), growth=-1.0)
+
+
+def test_seeding_hands_lloyd_each_points_nearest_seed():
+    points = mixture(9)
+    seeds, nearest_seed = _seed(points, 64, torch.Generator().manual_seed(0), 0.5)
+    assert torch.equal(nearest_seed, nearest_codes(points, seeds)[0])
+    assert torch.equal(lloyd(points, seeds, 4, assignment=nearest_seed), lloyd(points, seeds, 4))
+    assert torch.equal(kmeans(points, 64, 4, torch.Generator().manual_seed(0)), lloyd(points, seeds, 4))

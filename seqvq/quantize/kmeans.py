@@ -27,6 +27,12 @@ def kmeans_plus_plus(points: torch.Tensor, num_centroids: int, generator: torch.
     re-clustering step).  ``growth = 0`` is exact k-means++ (one draw per round).  A round may draw a point twice;
     Lloyd's empty-cluster rule moves such a duplicate.  The choice of 0.5 is measured in bench/peer_speed.py.
     """
+    return _seed(points, num_centroids, generator, growth)[0]
+
+
+def _seed(points, num_centroids, generator, growth):
+    """k-means++ seeding (see kmeans_plus_plus); also returns each point's nearest seed, which the searches of the
+    rounds have found already (so the first Lloyd step needs no search of its own)."""
     count = points.shape[0]
     if count == 0:
         raise ValueError("k-means++ needs at least one point")
@@ -35,6 +41,7 @@ def kmeans_plus_plus(points: torch.Tensor, num_centroids: int, generator: torch.
     chosen = torch.empty(num_centroids, dtype=torch.long, device=points.device)
     chosen[0] = int(torch.randint(count, (1,), generator=generator))
     closest = nearest_codes(points, points[chosen[:1]])[1]
+    nearest = torch.zeros(count, dtype=torch.long, device=points.device)
     done = 1
     while done < num_centroids:
         draws = min(num_centroids - done, max(1, int(growth * done)))
@@ -45,19 +52,25 @@ def kmeans_plus_plus(points: torch.Tensor, num_centroids: int, generator: torch.
         else:  # every point coincides with a centroid already: draw uniformly
             picks = (thresholds * count).long().clamp_max_(count - 1)
         chosen[done:done + draws] = picks
-        torch.minimum(closest, nearest_codes(points, points[picks])[1], out=closest)
+        found, distance = nearest_codes(points, points[picks])
+        nearer = distance < closest
+        nearest = torch.where(nearer, found + done, nearest)
+        torch.where(nearer, distance, closest, out=closest)
         done += draws
-    return points[chosen].clone()
+    return points[chosen].clone(), nearest
 
 
 @torch.no_grad()
-def lloyd(points: torch.Tensor, centroids: torch.Tensor, iterations: int) -> torch.Tensor:
+def lloyd(points: torch.Tensor, centroids: torch.Tensor, iterations: int,
+          assignment: torch.Tensor | None = None) -> torch.Tensor:
     """Lloyd iterations from ``centroids``; an emptied cluster moves to the point farthest from its centroid, so
-    every code stays in use.  Stops early when assignments no longer change."""
+    every code stays in use.  Stops early when assignments no longer change.  ``assignment``: each point's nearest
+    centroid where the caller knows it already (the seeding does); it replaces the first step's search."""
     centroids = centroids.clone()
     previous = None
-    for _ in range(iterations):
-        assignment = nearest_codes(points, centroids, with_distances=False)[0]
+    for step in range(iterations):
+        if step or assignment is None:
+            assignment = nearest_codes(points, centroids, with_distances=False)[0]
         if previous is not None and torch.equal(assignment, previous):
             break
         previous = assignment
@@ -76,4 +89,5 @@ def lloyd(points: torch.Tensor, centroids: torch.Tensor, iterations: int) -> tor
 def kmeans(points: torch.Tensor, num_centroids: int, iterations: int, generator: torch.Generator,
            growth: float = DEFAULT_SEEDING_GROWTH) -> torch.Tensor:
     """k-means++ seeding (batched by ``growth``; 0 = exact) followed by ``iterations`` Lloyd steps."""
-    return lloyd(points, kmeans_plus_plus(points, num_centroids, generator, growth), iterations)
+    seeds, nearest_seed = _seed(points, num_centroids, generator, growth)
+    return lloyd(points, seeds, iterations, assignment=nearest_seed)
