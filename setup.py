@@ -10,7 +10,8 @@ EXTRAS = {
     "images": ["scikit-learn>=1.0", "scikit-image>=0.19", "pillow>=9"],
     # Optional audio front ends: tests compare against them where they import (not on CPU torch here).
     "audio": ["torchaudio", "librosa"],
-    "test": ["pytest>=7"],
+    # faiss-cpu: CI tests both nearest_codes backends (FAISS when installed, and the plain-torch path).
+    "test": ["pytest>=7", "faiss-cpu>=1.7.3"],
     # ASR toolkit adapters (seqvq/integrations/).  SpeechBrain's torchaudio may need its compiled extension
     # renamed to import (.ci/install_toolkits.sh does it).  No `espnet` extra: ESPnet >= 202412 pins
     # setuptools<74 while torch 2.13 needs setuptools>=77, so pip cannot resolve it (and without the torch pin it
@@ -19,6 +20,8 @@ EXTRAS = {
     # current torch.
     "speechbrain": ["speechbrain>=1.0"],
     "nemo": ["nemo_toolkit[asr]>=3.0"],
+    # bench/peer_speed.py comparisons; with faiss installed, nearest_codes searches CPU float32 through FAISS.
+    "bench": ["faiss-cpu>=1.7.3", "vector-quantize-pytorch", "scikit-learn"],
 }
 EXTRAS["all"] = sorted({dep for name in ("speech", "handwriting", "images", "test") for dep in EXTRAS[name]})
 

@@ -15,6 +15,15 @@ codes are centred on their mean mu, ``c' = c - mu``, and the scores are ``||c'||
 (= ``||z - c||^2 - ||z - mu||^2``): no term grows with offset^2 any more, the inputs need no shifted copy, and the
 argmin equals a float64 brute force for mean-shifted inputs (tested at offsets 0, 10, 50).
 
+FAISS backend: where faiss is installed (``pip install seqvq[bench]``), exact CPU float32 searches go to FAISS's
+``IndexFlatL2`` (k = 1): FAISS's own tiled sgemm with a fused per-row minimum.  Where the codebook sits far from
+the origin the rows are shifted by mu one block at a time into a reused buffer (the same centring, so the same
+exactness); the codes are written straight into the output.  Why: in eager torch the minimum over each score block
+takes separate passes after the matmul (the two-level argmin above), so the torch path costs more over the bare
+matmul than FAISS does, on every shape measured (``bench/peer_speed.py``); neither block or group sizes nor
+``torch.compile`` of the reduction closed that gap.  ``backend="torch"`` forces the plain-torch path, which CUDA
+and other dtypes always take.
+
 Cosine distance is the same search on l2-normalised vectors (``||a - b||^2 = 2 - 2 cos(a, b)``); the caller
 normalises.
 
@@ -26,6 +35,11 @@ from __future__ import annotations
 
 import torch
 
+try:
+    import faiss
+except ImportError:  # optional: seqvq[bench]
+    faiss = None
+
 # Elements of one (rows x codes) score block: 2^20 floats = 4 MiB, reused for every block; fastest of 2^16-2^22 in
 # bench/vq_speed.py on the 2-core CPU here, and a negligible allocation on GPUs.
 DEFAULT_BLOCK_ELEMENTS = 1 << 20
@@ -33,6 +47,26 @@ DEFAULT_BLOCK_ELEMENTS = 1 << 20
 DEFAULT_CODE_CHUNK = 8192
 # Codes per group of the two-level argmin (a divisor of DEFAULT_CODE_CHUNK).
 GROUP = 32
+BACKENDS = ("auto", "torch", "faiss")
+# Elements of FAISS's own score tile (4096 queries x 1024 codes), allocated afresh by every search call.
+FAISS_TILE = 1 << 22
+
+
+def centred_codebook(codebook: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(codes, bias, mu)``: the codebook centred on its mean ``mu`` (detached) and per-code offsets such that
+    ``bias - 2 z @ codes.T = ||z - c||^2 - ||z - mu||^2`` — the squared distances up to a per-row constant, with no
+    term that grows with the distance of data and codes from the origin (see the module docstring)."""
+    shift = codebook.mean(dim=0).detach()
+    codes = codebook - shift
+    return codes, codes.pow(2).sum(dim=1) + 2.0 * (codes @ shift), shift
+
+
+def centred_scores(rows: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
+    """``||z - c||^2 - ||z - mu||^2`` for every row and code (rows, K): the argmin, softmax or Gumbel-max of its
+    negation over codes is that of the squared distances.  Differentiable (the shift mu is detached, so the gradient
+    is that of ``||z - c||^2``)."""
+    codes, bias, _ = centred_codebook(codebook)
+    return torch.addmm(bias, rows, codes.T, alpha=-2.0)
 
 
 @torch.no_grad()
@@ -45,45 +79,90 @@ def nearest_codes(
     low_precision: bool = False,
     rerank: int = 8,
     with_distances: bool = True,
+    backend: str = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Return ``(indices, squared_distances)`` of the nearest row of ``codebook`` (K, D) for each row of z (N, D);
     the distances are None with ``with_distances=False``.
 
-    Memory is O(block_elements) beyond the inputs; the full N x K matrix is never allocated.
+    ``backend``: ``"faiss"`` (exact CPU float32 search by FAISS; needs faiss installed), ``"torch"``, or ``"auto"``
+    (FAISS where it is installed and applies, else torch).  Memory is O(block_elements) beyond the inputs (FAISS adds
+    its own fixed-size tile); the full N x K matrix is never allocated.
     """
     if z.dim() != 2 or codebook.dim() != 2 or z.shape[1] != codebook.shape[1]:
         raise ValueError(f"nearest_codes expects z (N, D) and codebook (K, D); got {tuple(z.shape)} and "
                          f"{tuple(codebook.shape)}")
+    if backend not in BACKENDS:
+        raise ValueError(f"nearest_codes: backend must be one of {BACKENDS}, got {backend!r}")
+    faiss_applies = (faiss is not None and not low_precision and z.device.type == "cpu"
+                     and z.dtype == codebook.dtype == torch.float32)
+    if backend == "faiss" and not faiss_applies:
+        raise ValueError("nearest_codes: backend='faiss' needs faiss installed (pip install seqvq[bench]), CPU "
+                         "float32 inputs and low_precision=False")
     num_vectors, num_codes = z.shape[0], codebook.shape[0]
     indices = torch.empty(num_vectors, dtype=torch.long, device=z.device)
     distances = z.new_empty(num_vectors) if with_distances else None
     if num_vectors == 0:
         return indices, distances
 
-    shift = codebook.mean(dim=0)
-    codes = codebook - shift
-    bias = codes.pow(2).sum(dim=1) + 2.0 * (codes @ shift)
+    codes, bias, shift = centred_codebook(codebook)
+    if faiss_applies and backend != "torch":
+        _faiss_search(z, codebook, codes, shift, indices, distances,
+                      max(1, max(block_elements, FAISS_TILE) // z.shape[1]))
+        return indices, distances
     if low_precision:  # bfloat16 cannot hold the mu.c' term precisely: shift the rows instead (cheap on a GPU)
         search_codes, search_bias = codes.to(torch.bfloat16), codes.pow(2).sum(dim=1).to(torch.bfloat16)
+        rows_per_block = max(1, block_elements // num_codes)
+
+        def search(rows):
+            return _rerank_candidates(rows - shift, codes, search_codes, search_bias, rerank)
     else:
         padding = -num_codes % GROUP
         search_codes = torch.cat([codes, codes.new_zeros(padding, codes.shape[1])])
         search_bias = torch.cat([bias, bias.new_full((padding,), float("inf"))])
-    codes_per_block = min(search_codes.shape[0], code_chunk - code_chunk % GROUP or GROUP)
-    rows_per_block = max(1, block_elements // codes_per_block)
-    buffer = None if low_precision else z.new_empty(rows_per_block, codes_per_block)
+        codes_per_block = min(search_codes.shape[0], code_chunk - code_chunk % GROUP or GROUP)
+        rows_per_block = max(1, block_elements // codes_per_block)
+        buffer = z.new_empty(min(rows_per_block, num_vectors), codes_per_block)
+
+        def search(rows):
+            best = _exact_block_argmin(rows, search_codes, search_bias, codes_per_block, buffer)
+            return best.clamp_max_(num_codes - 1)  # only NaN scores could select a padding code
 
     for start in range(0, num_vectors, rows_per_block):
         rows = z[start:start + rows_per_block]
-        if low_precision:
-            best = _rerank_candidates(rows - shift, codes, search_codes, search_bias, rerank)
-        else:
-            best = _exact_block_argmin(rows, search_codes, search_bias, codes_per_block, buffer)
-            best.clamp_max_(num_codes - 1)  # only NaN scores could select a padding code
-        indices[start:start + rows.shape[0]] = best
+        best = indices[start:start + rows.shape[0]]
+        best.copy_(search(rows))
         if with_distances:
             distances[start:start + rows.shape[0]] = (rows - codebook[best]).pow(2).sum(dim=1)
     return indices, distances
+
+
+def _faiss_search(z, codebook, codes, shift, indices, distances, rows_per_block):
+    """Exact search by FAISS's ``IndexFlatL2`` (k = 1), writing the codes into ``indices`` and FAISS's squared
+    distances (float32, of the centred or near-origin vectors, so no cancellation) into ``distances`` (unless None),
+    without a copy.
+
+    Where the codebook mean lies within the codes' rms radius of the origin (``||mu||^2 <= mean ||c - mu||^2``),
+    ``||c||^2`` is no larger than the spread it must resolve, the centring buys no precision, and all rows go to
+    FAISS in one call, as they are.  Otherwise the rows are shifted by ``shift`` one block of ``rows_per_block`` at a
+    time into a reused buffer and searched among the centred ``codes``.  (Every FAISS call allocates its own
+    16 MiB tile, so blocks are kept at least that large.)"""
+    centre = bool(shift.pow(2).sum() > codes.pow(2).sum(dim=1).mean()) or not z.is_contiguous()  # (no full copy)
+    index = faiss.IndexFlatL2(codes.shape[1])
+    index.add((codes if centre else codebook).contiguous().numpy())
+    if not centre:
+        rows_per_block = z.shape[0]
+    rows_per_block = min(rows_per_block, z.shape[0])
+    shifted = codes.new_empty(rows_per_block if centre else 0, codes.shape[1])
+    scratch = codes.new_empty(rows_per_block if distances is None else 0)
+    for start in range(0, z.shape[0], rows_per_block):
+        rows = z[start:start + rows_per_block]
+        count = rows.shape[0]
+        if centre:
+            rows = torch.sub(rows, shift, out=shifted[:count])
+        found = (scratch if distances is None else distances[start:])[:count]
+        best = indices[start:start + count]
+        index.search(rows.numpy(), 1, D=found.view(count, 1).numpy(), I=best.view(count, 1).numpy())
+    indices.clamp_min_(0)  # FAISS answers -1 only for a row whose every distance is NaN
 
 
 def _exact_block_argmin(rows, codes, code_sq_norms, codes_per_block, buffer):

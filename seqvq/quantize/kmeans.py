@@ -10,60 +10,84 @@ import torch
 
 from .distance import nearest_codes
 
+# Round growth of the batched D^2 seeding (see kmeans_plus_plus).
+DEFAULT_SEEDING_GROWTH = 0.5
+
 
 @torch.no_grad()
-def kmeans_plus_plus(points: torch.Tensor, num_centroids: int, generator: torch.Generator) -> torch.Tensor:
+def kmeans_plus_plus(points: torch.Tensor, num_centroids: int, generator: torch.Generator,
+                     growth: float = DEFAULT_SEEDING_GROWTH) -> torch.Tensor:
     """D^2 seeding: each next centroid is a point drawn with probability proportional to its squared distance to
     the nearest centroid chosen so far.  Points may be fewer than centroids (they are then reused).
 
-    Each pick costs one matrix-vector product (distances via ``||x||^2 - 2 x.c + ||c||^2`` on mean-centred points,
-    which keeps float32 accurate) and one cumulative-sum draw; no N x K matrix is formed.
+    Batched in rounds: with ``c`` centroids chosen, a round draws ``max(1, floor(growth * c))`` points at once from
+    the same D^2 distribution, then one blocked ``nearest_codes`` search of every point against the round's new
+    centroids updates the distances — about ``log(K) / log(1 + growth)`` rounds of matrix products instead of K
+    sequential matrix-vector products (the oversampling rounds of k-means||, Bahmani et al. 2012, without its
+    re-clustering step).  ``growth = 0`` is exact k-means++ (one draw per round).  A round may draw a point twice;
+    Lloyd's empty-cluster rule moves such a duplicate.  The choice of 0.5 is measured in bench/peer_speed.py.
     """
+    return _seed(points, num_centroids, generator, growth)[0]
+
+
+def _seed(points, num_centroids, generator, growth):
+    """k-means++ seeding (see kmeans_plus_plus); also returns each point's nearest seed, which the searches of the
+    rounds have found already (so the first Lloyd step needs no search of its own)."""
     count = points.shape[0]
     if count == 0:
         raise ValueError("k-means++ needs at least one point")
-    centred = points - points.mean(dim=0)
-    squared_norms = centred.pow(2).sum(dim=1)
-    chosen = torch.empty(num_centroids, dtype=torch.long)
-    chosen[0] = torch.randint(count, (1,), generator=generator)
-    closest = torch.full((count,), float("inf"), dtype=points.dtype, device=points.device)
-    thresholds = torch.rand(num_centroids, generator=generator).to(points.device)
-    for index in range(num_centroids):
-        if index:
-            cumulative = torch.cumsum(closest, dim=0)
-            if cumulative[-1] > 0:
-                pick = torch.searchsorted(cumulative, thresholds[index:index + 1] * cumulative[-1], right=True)
-                chosen[index] = pick.clamp_max(count - 1).cpu()
-            else:  # every point coincides with a centroid already: draw uniformly
-                chosen[index] = int(thresholds[index] * count)
-        centre = centred[int(chosen[index])]
-        distance = torch.addmv(squared_norms, centred, centre, alpha=-2.0).add_(centre.dot(centre)).clamp_min_(0.0)
-        torch.minimum(closest, distance, out=closest)
-    return points[chosen.to(points.device)].clone()
+    if growth < 0:
+        raise ValueError(f"k-means++: growth must be >= 0, got {growth}")
+    chosen = torch.empty(num_centroids, dtype=torch.long, device=points.device)
+    chosen[0] = int(torch.randint(count, (1,), generator=generator))
+    closest = nearest_codes(points, points[chosen[:1]])[1]
+    nearest = torch.zeros(count, dtype=torch.long, device=points.device)
+    done = 1
+    while done < num_centroids:
+        draws = min(num_centroids - done, max(1, int(growth * done)))
+        thresholds = torch.rand(draws, generator=generator, dtype=closest.dtype).to(points.device)
+        cumulative = torch.cumsum(closest, dim=0)
+        if cumulative[-1] > 0:
+            picks = torch.searchsorted(cumulative, thresholds * cumulative[-1], right=True).clamp_max_(count - 1)
+        else:  # every point coincides with a centroid already: draw uniformly
+            picks = (thresholds * count).long().clamp_max_(count - 1)
+        chosen[done:done + draws] = picks
+        found, distance = nearest_codes(points, points[picks])
+        nearer = distance < closest
+        nearest = torch.where(nearer, found + done, nearest)
+        torch.where(nearer, distance, closest, out=closest)
+        done += draws
+    return points[chosen].clone(), nearest
 
 
 @torch.no_grad()
-def lloyd(points: torch.Tensor, centroids: torch.Tensor, iterations: int) -> torch.Tensor:
+def lloyd(points: torch.Tensor, centroids: torch.Tensor, iterations: int,
+          assignment: torch.Tensor | None = None) -> torch.Tensor:
     """Lloyd iterations from ``centroids``; an emptied cluster moves to the point farthest from its centroid, so
-    every code stays in use.  Stops early when assignments no longer change."""
+    every code stays in use.  Stops early when assignments no longer change.  ``assignment``: each point's nearest
+    centroid where the caller knows it already (the seeding does); it replaces the first step's search."""
     centroids = centroids.clone()
     previous = None
-    for _ in range(iterations):
-        assignment, distance = nearest_codes(points, centroids)
+    for step in range(iterations):
+        if step or assignment is None:
+            assignment = nearest_codes(points, centroids, with_distances=False)[0]
         if previous is not None and torch.equal(assignment, previous):
             break
         previous = assignment
         counts = torch.bincount(assignment, minlength=centroids.shape[0])
+        empty = (counts == 0).nonzero().squeeze(1)
+        if empty.numel():  # distances to the assigned centroids, computed only when a cluster emptied (rare)
+            farthest = (points - centroids[assignment]).pow(2).sum(dim=1).topk(min(empty.numel(), points.shape[0]))
         sums = torch.zeros_like(centroids).index_add_(0, assignment, points)
         occupied = counts > 0
         centroids[occupied] = sums[occupied] / counts[occupied].unsqueeze(1).to(points.dtype)
-        empty = (~occupied).nonzero().squeeze(1)
         if empty.numel():
-            farthest = distance.topk(min(empty.numel(), points.shape[0])).indices
-            centroids[empty[: farthest.numel()]] = points[farthest]
+            centroids[empty[: farthest.indices.numel()]] = points[farthest.indices]
     return centroids
 
 
-def kmeans(points: torch.Tensor, num_centroids: int, iterations: int, generator: torch.Generator) -> torch.Tensor:
-    """k-means++ seeding followed by ``iterations`` Lloyd steps."""
-    return lloyd(points, kmeans_plus_plus(points, num_centroids, generator), iterations)
+def kmeans(points: torch.Tensor, num_centroids: int, iterations: int, generator: torch.Generator,
+           growth: float = DEFAULT_SEEDING_GROWTH) -> torch.Tensor:
+    """k-means++ seeding (batched by ``growth``; 0 = exact) followed by ``iterations`` Lloyd steps."""
+    seeds, nearest_seed = _seed(points, num_centroids, generator, growth)
+    return lloyd(points, seeds, iterations, assignment=nearest_seed)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .distance import DEFAULT_BLOCK_ELEMENTS, nearest_codes
+from .distance import DEFAULT_BLOCK_ELEMENTS, centred_scores, nearest_codes
 
 
 def _check_inputs(name: str, z_e: torch.Tensor, codebook: torch.Tensor, temperature: float) -> None:
@@ -24,14 +24,6 @@ def _check_inputs(name: str, z_e: torch.Tensor, codebook: torch.Tensor, temperat
                          f"{tuple(codebook.shape)}")
     if temperature < 0:
         raise ValueError(f"{name}: temperature must be >= 0, got {temperature}")
-
-
-def _negative_distances(rows: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
-    """``-||z - c||^2`` for a block of rows, up to a per-row constant (which no softmax or argmax sees), computed
-    around the codebook mean to keep float32 accurate far from the origin."""
-    shift = codebook.mean(dim=0).detach()
-    codes = codebook - shift
-    return 2.0 * (rows - shift) @ codes.T - codes.pow(2).sum(dim=1)
 
 
 def _gumbel_noise(shape, like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -57,7 +49,7 @@ def stochastic_codes(z_e: torch.Tensor, codebook: torch.Tensor, temperature: flo
     codebook = codebook.to(work_dtype)
     for start in range(0, z_e.shape[0], rows_per_block):
         rows = z_e[start:start + rows_per_block].to(work_dtype)
-        logits = _negative_distances(rows, codebook) / temperature
+        logits = -centred_scores(rows, codebook) / temperature  # -||z - c||^2 up to a per-row constant
         codes[start:start + rows.shape[0]] = (logits + _gumbel_noise(logits.shape, logits, generator)).argmax(1)
     return codes
 
@@ -75,7 +67,7 @@ def gumbel_softmax_quantize(z_e: torch.Tensor, codebook: torch.Tensor, temperatu
     if temperature <= 0:
         raise ValueError(f"gumbel_softmax_quantize: temperature must be > 0, got {temperature}")
     _check_inputs("gumbel_softmax_quantize", z_e, codebook, temperature)
-    logits = _negative_distances(z_e, codebook)
+    logits = -centred_scores(z_e, codebook)
     perturbed = logits + _gumbel_noise(logits.shape, logits.detach(), generator)
     weights = F.softmax(perturbed / temperature, dim=1)
     codes = perturbed.detach().argmax(dim=1)
