@@ -14,6 +14,7 @@ from seqvq.train.types import TaskBundle
 TASKS: dict[str, str] = {
     "speech_ctc": "seqvq.tasks.speech",
     "handwriting_ae": "seqvq.tasks.handwriting",
+    "image_classification": "seqvq.tasks.classification",
 }
 
 
