@@ -66,6 +66,18 @@ def test_torchvision_state_dicts_load_where_torchvision_imports():
         assert torch.allclose(plain(images).logits, reference.eval()(images), atol=1e-4)
 
 
+def test_timm_state_dict_loads_where_timm_imports():
+    try:
+        import timm
+    except Exception as error:  # timm needs torchvision, which does not import next to CPU torch here
+        pytest.skip(f"timm does not import: {error}")
+    reference = timm.create_model("vit_tiny_patch16_224", pretrained=False).eval()
+    model = VisionTransformer(quantizer=None).eval()
+    model.load_state_dict(reference.state_dict())
+    images = torch.randn(1, 3, 224, 224)
+    assert torch.allclose(model(images).logits, reference(images), atol=1e-4)
+
+
 def _quantizer_input(model, images):
     seen = []
     handle = model.quantizer.register_forward_hook(lambda module, args, result: seen.append((args[0], result)))

@@ -46,7 +46,9 @@ class QuantizedClassifier(nn.Module):
         if self.quantizer is None:
             return ClassifierOutput(self.classify(features), None)
         result = self.quantizer(features)
-        return ClassifierOutput(self.classify(result.quantized), result)
+        # (B, C, H, W) quantizer outputs are channel-last in memory; contiguous() gives the following convolutions
+        # (and DDP's gradient buckets) the layout of the unquantized network.
+        return ClassifierOutput(self.classify(result.quantized.contiguous()), result)
 
     def codebook_loss(self, images: torch.Tensor) -> torch.Tensor:
         """The quantizer's codebook term with the encoder under no_grad: the inner loss (eq. 17) of Huh's
