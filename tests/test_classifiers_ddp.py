@@ -5,13 +5,10 @@ from __future__ import annotations
 
 import os
 import socket
-import sys
 
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
 def _worker(rank: int, port: int, root: str, out_dir: str) -> None:
