@@ -21,6 +21,7 @@ TASKS: dict[str, str] = {
     "handwriting_ae": "seqvq.tasks.handwriting",
     "cifar_ae": "seqvq.tasks.cifar_ae",
     "vqvae": "seqvq.tasks.vqvae",
+    "image_classification": "seqvq.tasks.classification",
 }
 
 

@@ -32,6 +32,9 @@ class TrainConfig:
     steps: int = 1000
     batch_size: int = 16
     lr: float = 1e-3
+    optimizer: str = "adam"  # "adam" | "adamw" | "sgd" (Huh Tables 4-6: SGD + momentum for CNNs, AdamW for ViT)
+    momentum: float = 0.9  # sgd only
+    betas: list | None = None  # adam / adamw; None -> torch's (0.9, 0.999)
     codebook_lr: float | None = None  # None -> lr; Łańcucki 2020 §IV: 10x lr as a rule of thumb
     weight_decay: float = 0.0
     schedule: str = "constant"  # "constant" | "step" | "warmup_cosine"

@@ -16,11 +16,12 @@ Contract
   ``model.eval()`` and ``torch.no_grad()``, with the Polyak-averaged parameters swapped in when
   ``polyak_decay`` is set, and with the training RNG state saved and restored around it. Its figures are
   logged with ``split="dev"``.
-* Optimizer: ``Adam(seqvq.param_groups(model, lr, codebook_lr, weight_decay))``;
+* Optimizer: ``Adam(seqvq.param_groups(model, lr, codebook_lr, weight_decay))`` (``optimizer: adamw`` or
+  ``sgd`` with ``momentum`` pick another; see :func:`build_optimizer`);
   ``seqvq.reset_optimizer_state(model, optimizer)`` runs after backward and before the step.  With
   ``alternating_inner_steps: k`` (or ``alternating_fused: true``) the step is Huh et al.'s alternating one
-  (:class:`seqvq.AlternatingOptimizer`: k codebook-only steps on sub-batches, then the task step) with one Adam
-  for the codebook group and one for the rest.  A model may provide ``codebook_loss(part)`` (its quantizers'
+  (:class:`seqvq.AlternatingOptimizer`: k codebook-only steps on sub-batches, then the task step) with one
+  optimizer for the codebook group and one for the rest.  A model may provide ``codebook_loss(part)`` (its quantizers'
   codebook terms with the encoder under no_grad; else the whole forward pass runs per inner step) and
   ``split_batch(batch, parts)`` (for batch layouts that slicing every tensor along dim 0 cannot split).
 * Non-finite values: a step whose loss or gradient norm is NaN/Inf stops training with an error naming the step,
@@ -111,6 +112,21 @@ def move_to(value, device: torch.device):
     return value
 
 
+OPTIMIZERS = ("adam", "adamw", "sgd")
+
+
+def build_optimizer(config: TrainConfig, groups: list[dict]) -> torch.optim.Optimizer:
+    """The optimizer ``config.optimizer`` names over the parameter ``groups`` (each carries its lr and weight
+    decay; the codebook group has none, Huh A.1)."""
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    if config.optimizer in ("adam", "adamw"):
+        betas = tuple(config.betas) if config.betas is not None else (0.9, 0.999)
+        kind = torch.optim.Adam if config.optimizer == "adam" else torch.optim.AdamW
+        return kind(groups, lr=config.lr, betas=betas, weight_decay=config.weight_decay)
+    raise ValueError(f"unknown train.optimizer {config.optimizer!r}; use one of {', '.join(OPTIMIZERS)}")
+
+
 class Trainer:
     """Trains a task model; see the module docstring for the contract."""
 
@@ -131,15 +147,15 @@ class Trainer:
         if config.alternating_inner_steps or config.alternating_fused:
             # Huh §4.2: the codebook (eq. 17) and the rest (eq. 18) are stepped by separate optimizers.
             by_name = {group["name"]: group for group in groups}
-            self.optimizers = [torch.optim.Adam([by_name["model"]])]
+            self.optimizers = [build_optimizer(config, [by_name["model"]])]
             if "codebook" in by_name:
-                self.optimizers.append(torch.optim.Adam([by_name["codebook"]]))
+                self.optimizers.append(build_optimizer(config, [by_name["codebook"]]))
             self.alternating = AlternatingOptimizer(
                 self.model, self.optimizers[0], self.optimizers[1] if len(self.optimizers) > 1 else None,
                 inner_steps=max(1, config.alternating_inner_steps), fused=config.alternating_fused,
                 split=getattr(model, "split_batch", None), clip_grad_norm=config.clip_grad_norm)
         else:
-            self.optimizers = [torch.optim.Adam(groups, lr=config.lr, weight_decay=config.weight_decay)]
+            self.optimizers = [build_optimizer(config, groups)]
         self.optimizer = self.optimizers[0]
         self.schedulers = [torch.optim.lr_scheduler.LambdaLR(optimizer, LRFactor(
             config.schedule, config.steps, config.step_size, config.gamma, config.warmup_steps,

@@ -1,0 +1,131 @@
+"""The `image_classification` task with the shared trainer: a smoke run per model whose loss falls, the evaluation
+CLI, every recipe config, and the trainer's SGD / AdamW option (Huh Tables 4-6)."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from seqvq.tasks.classification import build_classifier, build_task, evaluate_cli
+from seqvq.train import Trainer, TrainConfig, load_config, read_metrics
+from seqvq.train.trainer import build_optimizer
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+CONF = Path(__file__).resolve().parents[1] / "recipes" / "imagenet100" / "conf"
+COLOURS = {"red": (220, 40, 40), "green": (40, 200, 60), "blue": (50, 60, 230)}
+
+
+def _folder(root: Path, per_class: int = 8, size: int = 20) -> None:
+    """Three classes told apart by colour, with noise and a random bright square."""
+    rng = np.random.default_rng(0)
+    for split, count in (("train", per_class), ("val", 3)):
+        for name, colour in COLOURS.items():
+            (root / split / name).mkdir(parents=True)
+            for index in range(count):
+                pixels = np.clip(np.array(colour) + rng.normal(0, 30, (size, size, 3)), 0, 255)
+                top, left = rng.integers(0, size - 6, 2)
+                pixels[top: top + 6, left: left + 6] = 255
+                Image.fromarray(pixels.astype(np.uint8)).save(root / split / name / f"{index}.JPEG")
+
+
+MODELS = {
+    "resnet18": ({"arch": "resnet18", "width": 8}, 32),
+    "alexnet": ({"arch": "alexnet", "hidden": 32, "pooled_size": 1, "dropout": 0.0}, 64),
+    "vit_tiny": ({"arch": "vit_tiny", "patch_size": 8, "embed_dim": 24, "depth": 2, "num_heads": 2,
+                  "quantize_after": 1}, 16),
+}
+
+
+def _config(tmp_path, arch: str) -> dict:
+    model, size = MODELS[arch]
+    return {"task": "image_classification", "exp_dir": str(tmp_path / "exp"),
+            "data": {"root": str(tmp_path / "images"), "image_size": size, "resize_size": size,
+                     "crop_scale": [0.5, 1.0]},
+            "model": {**model, "quantizer": {"codebook_size": 8, "kmeans_init": True, "affine": "learned",
+                                             "sync_nu": 1.0, "replace_dead_after": 8}},
+            "eval": {"batch_size": 5}}
+
+
+@pytest.mark.parametrize("arch", list(MODELS))
+def test_smoke_run_loss_falls_then_evaluate_cli(tmp_path, arch):
+    _folder(tmp_path / "images")
+    config = _config(tmp_path, arch)
+    torch.manual_seed(0)
+    bundle = build_task(config)
+    assert config["data"]["classes"] == ["blue", "green", "red"]
+    train = TrainConfig(steps=32, batch_size=12, optimizer="adamw", lr=1e-3 if arch == "vit_tiny" else 2e-3,
+                        log_every=4, eval_every=32, checkpoint_every=32, device="cpu")
+    figures = Trainer(bundle.model, train, bundle.train_dataset, bundle.collate_fn, bundle.evaluate,
+                      exp_dir=tmp_path / "exp", run_config=config).fit()
+    records = [r for r in read_metrics(tmp_path / "exp") if r["split"] == "train"]
+    losses, task_losses = [r["loss"] for r in records], [r["cross_entropy"] for r in records]
+    assert sum(losses[-2:]) < sum(losses[:2]), (losses, task_losses)  # + the VQ loss, which may grow
+    assert sum(task_losses[-2:]) < 0.6 * sum(task_losses[:2]), (losses, task_losses)
+    assert set(figures) == {"accuracy", "images", "perplexity", "codes_used"} and figures["images"] == 9
+    assert 1 <= figures["perplexity"] <= figures["codes_used"] <= 8
+
+    result = evaluate_cli(str(tmp_path / "exp" / "checkpoints" / "last.pt"), str(tmp_path / "images"), config)
+    assert result == pytest.approx(figures)
+    saved = json.loads((tmp_path / "exp" / "eval" / "metrics.json").read_text())
+    assert saved == pytest.approx(figures)
+
+
+def test_all_remedies_train_together(tmp_path):
+    """Huh's full set (affine + sync + alternating + replacement) through the trainer's alternating step."""
+    _folder(tmp_path / "images")
+    config = _config(tmp_path, "resnet18")
+    config["model"]["quantizer"].update(sync_nu=0.2, replace_dead_after=2)
+    torch.manual_seed(0)
+    bundle = build_task(config)
+    train = TrainConfig(steps=6, batch_size=12, optimizer="sgd", lr=0.05, alternating_fused=True, log_every=2,
+                        eval_every=6, checkpoint_every=6, device="cpu")
+    quantizer = bundle.model.classifier.quantizer
+    Trainer(bundle.model, train, bundle.train_dataset, bundle.collate_fn, bundle.evaluate,
+            exp_dir=tmp_path / "exp", run_config=config).fit()
+    assert quantizer.affine.scale.abs().sum() > 0  # the affine parameters were trained
+    assert int(quantizer.rewrites) >= 1  # k-means on the first batch (it restarts every code's LRU clock)
+    assert int(quantizer.step) == 6 and int(quantizer.replacement.last_used.max()) == 6  # the clock ran every step
+    records = [r for r in read_metrics(tmp_path / "exp") if r["split"] == "train"]
+    assert all("inner_codebook_loss" in r for r in records)
+    assert all(r["loss"] < 100 for r in records)
+
+
+def test_data_errors(tmp_path):
+    config = _config(tmp_path, "resnet18")
+    config["data"]["root"] = None
+    with pytest.raises(ValueError, match="data.root"):
+        build_task(config)
+    with pytest.raises(ValueError, match="model.arch"):
+        build_classifier({"arch": "vgg16"}, 10, 224)
+    with pytest.raises(ValueError, match="data.image_size"):
+        build_classifier({"arch": "vit_tiny", "image_size": 32}, 10, 224)
+
+
+@pytest.mark.parametrize("path", sorted(CONF.glob("*/*.yaml")), ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_recipe_configs_build(path):
+    config = load_config(path)
+    train = TrainConfig.from_dict(config["train"])
+    assert config["task"] == "image_classification" and train.optimizer in ("sgd", "adamw")
+    model = dict(config["model"])
+    if model["arch"] == "alexnet":
+        model["hidden"] = 16  # the 4096-unit layers take seconds to initialise; the quantizer options are the test
+    classifier = build_classifier(model, 10, int(config["data"]["image_size"]))
+    assert (classifier.quantizer is None) == (path.stem == "novq")
+    if path.stem in ("all", "alternating"):
+        assert train.alternating_fused
+    if classifier.quantizer is not None:
+        assert classifier.quantizer.codebook_size == 1024 and classifier.quantizer.alpha == 5.0
+
+
+def test_trainer_builds_sgd_and_adamw():
+    groups = [{"name": "model", "params": [torch.nn.Parameter(torch.zeros(2))], "lr": 0.1, "weight_decay": 1e-4},
+              {"name": "codebook", "params": [torch.nn.Parameter(torch.zeros(2))], "lr": 0.1, "weight_decay": 0.0}]
+    sgd = build_optimizer(TrainConfig(optimizer="sgd", lr=0.1, momentum=0.8, weight_decay=1e-4), groups)
+    assert isinstance(sgd, torch.optim.SGD) and sgd.param_groups[0]["momentum"] == 0.8
+    assert [g["weight_decay"] for g in sgd.param_groups] == [1e-4, 0.0]
+    adamw = build_optimizer(TrainConfig.from_dict({"optimizer": "adamw", "betas": [0.9, 0.95]}), groups)
+    assert isinstance(adamw, torch.optim.AdamW) and adamw.param_groups[0]["betas"] == (0.9, 0.95)
+    with pytest.raises(ValueError, match="train.optimizer"):
+        build_optimizer(TrainConfig(optimizer="lion"), groups)
