@@ -21,8 +21,9 @@ import time
 import numpy as np
 import torch
 
-from seqvq.quantize.distance import DEFAULT_BLOCK_ELEMENTS, DEFAULT_CODE_CHUNK, nearest_codes
+from seqvq.quantize.distance import nearest_codes
 from seqvq.quantize.kmeans import kmeans
+from vq_speed import floor_function  # the blocked x @ C.T floor (bench/ is on sys.path when run as a script)
 
 try:
     import faiss
@@ -63,19 +64,6 @@ def interleaved_medians(functions: dict, repeats: int, warm_up: bool = True) -> 
     return {name: statistics.median(values) for name, values in times.items()}
 
 
-def blocked_floor(x, codebook):
-    """The bare ``x @ C.T`` over the row blocks nearest_codes uses, into one preallocated buffer."""
-    rows = max(1, DEFAULT_BLOCK_ELEMENTS // min(codebook.shape[0], DEFAULT_CODE_CHUNK))
-    out = torch.empty(rows, codebook.shape[0])
-
-    def run():
-        for start in range(0, x.shape[0], rows):
-            block = x[start:start + rows]
-            torch.mm(block, codebook.T, out=out[: block.shape[0]])
-
-    return run
-
-
 def agreement(x, codebook, codes, reference) -> str:
     """How many codes equal the reference; where they differ, which of the two is farther in float64."""
     differ = (codes != reference).nonzero().squeeze(1)
@@ -97,7 +85,7 @@ def search_table(shapes, repeats) -> None:
     for n, k, d in shapes:
         generator = torch.Generator().manual_seed(0)
         x, codebook = torch.randn(n, d, generator=generator), torch.randn(k, d, generator=generator)
-        functions = {"floor": blocked_floor(x, codebook),
+        functions = {"floor": floor_function(x, codebook),
                      "auto": lambda: nearest_codes(x, codebook, with_distances=False),
                      "torch": lambda: nearest_codes(x, codebook, with_distances=False, backend="torch")}
         if faiss is not None:

@@ -36,6 +36,7 @@ def best_time(function, repeats: int) -> float:
 
 
 def floor_function(z, codebook):
+    """The bare ``x @ C.T`` over the row blocks nearest_codes uses, into one preallocated buffer."""
     rows = max(1, DEFAULT_BLOCK_ELEMENTS // min(codebook.shape[0], DEFAULT_CODE_CHUNK))
     out = torch.empty(rows, codebook.shape[0])
 
