@@ -2,7 +2,6 @@
 codebook map.  Each: its gradient against a hand-derived case, and, combined with every remedy of
 test_remedy_combinations (refused pairs raise naming both options), padded == unpadded, exact resume and no NaN.
 """
-import copy
 import math
 
 import pytest
@@ -13,7 +12,7 @@ from seqvq import demo
 from seqvq.demo import run_method
 from seqvq.quantize.rotation import rotation_trick
 from seqvq.quantize.usage import kl_to_uniform, mean_soft_assignment
-from test_remedy_combinations import REMEDIES, STEPS, RESUME_AT, SAME_OPTION, Run
+from test_remedy_combinations import REMEDIES, STEPS, SAME_OPTION, Run, assert_pads_and_resumes
 
 MODERN = {
     "rotation": {"rotation_trick": True},
@@ -107,19 +106,7 @@ def test_modern_combination_pads_resumes_and_stays_finite(remedies, one_thread):
     run = _run(remedies).train(steps)
     assert all(torch.isfinite(loss) for loss in run.losses)
     assert int(run.model.quantizer.step) == STEPS
-    packed = _run(remedies).train(steps, packed=True)
-    for step in steps:
-        torch.testing.assert_close(run.outputs[step], packed.outputs[step], msg=f"output at step {step}")
-    for (name, a), b in zip(run.model.state_dict().items(), packed.model.state_dict().values()):
-        torch.testing.assert_close(a, b, msg=name)
-    first = _run(remedies).train(range(1, RESUME_AT + 1))
-    saved = copy.deepcopy(first.state())
-    resumed = _run(remedies, seed=99)
-    resumed.model.load_state_dict(saved["model"])
-    resumed.optimizer.load_state_dict(saved["optimizer"])
-    resumed.train(range(RESUME_AT + 1, STEPS + 1))
-    for (name, a), b in zip(run.model.state_dict().items(), resumed.model.state_dict().values()):
-        assert torch.equal(a, b), name
+    assert_pads_and_resumes(lambda **options: _run(remedies, **options), run)
 
 
 # -------------------------------------------------------------------------------------------- usage regularizer

@@ -133,17 +133,26 @@ def test_allowed_combination_trains_pads_resumes_and_acts(remedies, one_thread):
     assert all(torch.isfinite(value).all() for value in run.model.state_dict().values() if value.is_floating_point())
     assert int(quantizer.step) == STEPS
 
-    # Padded == unpadded.
-    packed = Run(remedies).train(steps, packed=True)
+    assert_pads_and_resumes(lambda **options: Run(remedies, **options), run)
+
+    for remedy in remedies:
+        assert_active(remedy, run, remedies)
+
+
+def assert_pads_and_resumes(make_run, run):
+    """``run`` (``make_run()`` trained for STEPS steps) equals, step by step and in its final state, the same run on
+    unpadded (packed) batches, and a run resumed from a state_dict taken mid-run into a differently initialised
+    (and perturbed) model."""
+    steps = range(1, STEPS + 1)
+    packed = make_run().train(steps, packed=True)
     for step in steps:
         torch.testing.assert_close(run.outputs[step], packed.outputs[step], msg=f"output at step {step}")
     for (name, a), b in zip(run.model.state_dict().items(), packed.model.state_dict().values()):
         torch.testing.assert_close(a, b, msg=name)
 
-    # Exact resume from a state_dict taken mid-run (into a differently initialised model).
-    first = Run(remedies).train(range(1, RESUME_AT + 1))
+    first = make_run().train(range(1, RESUME_AT + 1))
     saved = copy.deepcopy(first.state())
-    resumed = Run(remedies, seed=99)
+    resumed = make_run(seed=99)
     with torch.no_grad():
         for parameter in resumed.model.parameters():
             parameter.add_(1.0)
@@ -152,9 +161,6 @@ def test_allowed_combination_trains_pads_resumes_and_acts(remedies, one_thread):
     resumed.train(range(RESUME_AT + 1, STEPS + 1))
     for (name, a), b in zip(run.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.equal(a, b), name
-
-    for remedy in remedies:
-        assert_active(remedy, run, remedies)
 
 
 def assert_active(remedy, run, remedies):
