@@ -167,13 +167,6 @@ def quantizers_bypassed(model: nn.Module):
     return quantizer_passes(model, "bypass")
 
 
-def quantizer_losses_zeroed(model: nn.Module):
-    """Within the block every :class:`VectorQuantizer` in ``model`` quantizes as usual but returns zero loss (and
-    detached ``losses``), so a backward pass carries the task gradient alone (eq. 14 is about ``L_task``); no
-    quantizer state changes (the ``"zero_loss"`` pass)."""
-    return quantizer_passes(model, "zero_loss")
-
-
 def _loss_value(output) -> torch.Tensor:
     loss = getattr(output, "loss", output)
     if not torch.is_tensor(loss) or loss.dim() != 0:

@@ -213,12 +213,16 @@ class Trainer:
                 nn.utils.clip_grads_with_norm_(self.model.parameters(), self.config.clip_grad_norm, grad_norm)
                 out.metrics = {**out.metrics, "grad_norm": grad_norm}
             self.optimizer.step()
-        for scheduler in self.schedulers:
-            scheduler.step()
         if self.polyak is not None:
             self.polyak.update(self.model)
-        self.step += 1
+        self._end_step()
         return out
+
+    def _end_step(self) -> None:
+        """A step taken (or skipped) counts: the LR schedules advance and ``step`` with them."""
+        for scheduler in self.schedulers:
+            scheduler.step()
+        self.step += 1
 
     def _forward_state(self) -> dict[str, torch.Tensor]:
         """A copy of the model's state: a forward pass changes buffers in place (BatchNorm moments, EMA statistics,
@@ -253,9 +257,7 @@ class Trainer:
         if self.rank == 0:
             print(f"step {self.step + 1}: non-finite loss or gradient; batch skipped "
                   f"({self.skipped_nonfinite} so far)", file=sys.stderr)
-        for scheduler in self.schedulers:
-            scheduler.step()
-        self.step += 1
+        self._end_step()
 
     def _task_output(self, batch) -> StepOutput:
         out = self.ddp_model(batch)
