@@ -50,10 +50,13 @@ def test_table2_prints_markdown(tmp_path):
     command = [os.path.join(RECIPE, "table2.sh"), "--table-only", "--exp", str(tmp_path)]
     out = subprocess.run(command + ["--rows", "bn_reestimation vanilla"], capture_output=True, text=True,
                          check=True).stdout
-    assert "| + BN + data-dep reest | 0.200 | 2388.0 | 3000 | 0.294 | 0.288 |" in out
-    assert "| vanilla VQ | not evaluated |" in out and "128 pixels per latent" in out
+    assert "| + BN + data-dep reest | 1/1 | 0.2000 | 2388.0 | 3000 | 0.2938 | 0.2877 |" in out
+    assert "| vanilla VQ | 0/1 | N/A |" in out
+    (tmp_path / "bn_reestimation_seed1" / "eval").mkdir(parents=True)  # a second seed, mean and sd over both
+    (tmp_path / "bn_reestimation_seed1" / "eval" / "metrics.json").write_text(json.dumps({**figures, "bpd": 0.21}))
     every_evaluated = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-    assert "+ BN + data-dep reest" in every_evaluated and "vanilla" not in every_evaluated
+    assert "| + BN + data-dep reest | 2/2 | 0.2050 ± 0.0071 |" in every_evaluated
+    assert "vanilla" not in every_evaluated
 
 
 def run_sh(*arguments):

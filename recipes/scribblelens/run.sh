@@ -10,7 +10,8 @@
 # every line, writing nothing into it), 1 train, 2 evaluate and print.
 # Options: --config ROW (a file in conf/; default bn_reestimation_codebook_lr), --size cpu|paper (cpu applies
 # conf/mini.overrides, the --mini settings; default: paper for the ScribbleLens zip, cpu otherwise), --exp DIR
-# (default exp/scribblelens/{mini,full,<folder name>}; the model goes to EXP/ROW), and after `--` extra dotted
+# (default exp/scribblelens/{mini,full,<folder name>}; the model goes to EXP/ROW), --seed N (train.seed; a seed
+# other than 0 trains into EXP/ROW_seedN, so seeds of one row sit side by side), and after `--` extra dotted
 # overrides, e.g. `-- train.steps=100 data.test_fraction=0.2 model.height=48`. A folder of line images takes
 # FOLDER/transcripts.txt and FOLDER/train.txt + test.txt when present, else holds out data.test_fraction (0.1)
 # of the images (seqvq/data/image_folder.py). Training resumes from the row's last checkpoint when re-run.
@@ -23,9 +24,9 @@ export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}"
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 
 row=bn_reestimation_codebook_lr
-stage=0 stop_stage=2 corpus="" mini=0 exp="" size="" extra=() print_exp=0
+stage=0 stop_stage=2 corpus="" mini=0 exp="" size="" extra=() print_exp=0 seed=0
 
-usage() { sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit "${1:-1}"; }
+usage() { sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit "${1:-1}"; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --data) corpus=$2; shift 2 ;;
@@ -35,6 +36,7 @@ while [ $# -gt 0 ]; do
     --stage) stage=$2; shift 2 ;;
     --stop-stage) stop_stage=$2; shift 2 ;;
     --exp) exp=$2; shift 2 ;;
+    --seed) seed=$2; shift 2 ;;
     --print-exp) print_exp=1; shift ;;
     -h|--help) usage 0 ;;
     --) shift; extra=("$@"); break ;;
@@ -42,6 +44,8 @@ while [ $# -gt 0 ]; do
   esac
 done
 if [ "$mini" = 1 ] && [ -n "$corpus" ]; then echo "error: run.sh: give --data CORPUS or --mini, not both" >&2; exit 1; fi
+case "$seed" in ''|*[!0-9]*) echo "error: run.sh: --seed must be a non-negative integer" >&2; exit 1 ;; esac
+run=$row; [ "$seed" = 0 ] || run=${row}_seed$seed
 if [ ! -f "$recipe/conf/$row.yaml" ]; then
   known=$(ls "$recipe/conf" | grep '\.yaml$' | grep -v common | sed 's/\.yaml$//' | tr '\n' ' ')
   echo "error: run.sh: no conf/$row.yaml; configs: $known" >&2; exit 1
@@ -75,7 +79,7 @@ if [ "$size" = cpu ]; then
   mapfile -t overrides < <(grep -v '^\s*#' "$recipe/conf/mini.overrides" | awk -v row="$row" -F': ' \
     '$1 == "*" { print $2 } $1 == row { later[++n] = $2 } END { for (i = 1; i <= n; i++) print later[i] }')
 fi
-overrides+=("data.corpus=$corpus" ${extra[@]+"${extra[@]}"})
+overrides+=("data.corpus=$corpus" "train.seed=$seed" ${extra[@]+"${extra[@]}"})
 
 if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
   if [ "$mini" = 1 ]; then
@@ -92,17 +96,17 @@ if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
 fi
 
 if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
-  echo "stage 1: training $row ($size size) -> $exp/$row"
+  echo "stage 1: training $row, seed $seed ($size size) -> $exp/$run"
   start=$(date +%s)
-  python -m seqvq.cli train "$recipe/conf/$row.yaml" "${overrides[@]}" --exp-dir "$exp/$row"
+  python -m seqvq.cli train "$recipe/conf/$row.yaml" "${overrides[@]}" --exp-dir "$exp/$run"
   mkdir -p "$exp"
-  echo "$row trained in $(( $(date +%s) - start )) s" | tee -a "$exp/train_times.txt"
+  echo "$run trained in $(( $(date +%s) - start )) s" | tee -a "$exp/train_times.txt"
 fi
 
 if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
-  echo "stage 2: evaluating $row on the test split of $corpus"
-  python -m seqvq.cli evaluate "$exp/$row/checkpoints/last.pt" "$corpus" --out "$exp/$row/eval" > /dev/null
-  python - "$exp/$row/eval/metrics.json" "$row" <<'PY'
+  echo "stage 2: evaluating $run on the test split of $corpus"
+  python -m seqvq.cli evaluate "$exp/$run/checkpoints/last.pt" "$corpus" --out "$exp/$run/eval" > /dev/null
+  python - "$exp/$run/eval/metrics.json" "$run" <<'PY'
 import json, sys
 m = json.load(open(sys.argv[1]))
 print(f"{sys.argv[2]} (test, {m['lines']:.0f} lines): Rec. BPD {m['bpd']:.3f} | perplexity {m['perplexity']:.1f} | "

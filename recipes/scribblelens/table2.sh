@@ -1,85 +1,87 @@
 #!/usr/bin/env bash
-# Table II of Łańcucki et al. 2020 (Rec. BPD, perplexity, uniform and unigram NELBO in bits), plus the Huh et al.
-# 2023 remedies: trains and evaluates every row with run.sh --config ROW (data prepared once), then prints the
-# markdown table from EXP/<row>/eval/metrics.json. Rows already evaluated are not retrained (delete EXP/ROW to
-# redo one).
+# Table II of Łańcucki et al. 2020 (Rec. BPD, perplexity, uniform and unigram NELBO in bits), plus Huh et al.
+# 2023's remedies: trains and evaluates every run with run.sh --config ROW --seed K (data prepared once, --jobs
+# runs at a time on nproc/jobs threads each), then writes EXP/table2.md (mean ± sd over seeds), EXP/table2.json
+# and EXP/table2_curves.png (test BPD and code perplexity vs step, every row, seed range shaded) with
+# recipes/common/seed_table.py. Runs already evaluated are not retrained (delete EXP/RUN to redo one).
 #
-#   recipes/scribblelens/table2.sh --mini | --data CORPUS [--rows "vanilla bn ..."] [--exp DIR] [--size cpu|paper]
-#                                  [-- dotted.key=value ...]
-#   recipes/scribblelens/table2.sh --table-only --exp DIR [--rows "..."]    # print the table of trained rows
+#   recipes/scribblelens/table2.sh --mini | --data CORPUS [--rows "vanilla:3 bn ..."] [--jobs 2] [--exp DIR]
+#                                  [--size cpu|paper] [-- dotted.key=value ...]
+#   recipes/scribblelens/table2.sh --table-only --exp DIR [--rows "..."]    # the table of trained runs
+#
+# A row is CONFIG or CONFIG:SEEDS (seeds 0..SEEDS-1; seed k > 0 trains into EXP/CONFIG_seedk).
 set -euo pipefail
+command="$*"
 
 recipe=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$recipe/../.." && pwd)
-rows="vanilla bn bn_codebook_lr bn_ema bn_reestimation bn_reestimation_codebook_lr huh_affine huh_sync
+all_rows="vanilla bn bn_codebook_lr bn_ema bn_reestimation bn_reestimation_codebook_lr huh_affine huh_sync
 huh_alternating huh_replacement"
-run_args=() extra=() exp="" table_only=0 rows_given=0
+rows="vanilla:3 bn bn_codebook_lr bn_ema:3 bn_reestimation:3 bn_reestimation_codebook_lr:3"
+run_args=() extra=() exp="" table_only=0 rows_given=0 jobs=2
 while [ $# -gt 0 ]; do
   case "$1" in
     --rows) rows=$2; rows_given=1; shift 2 ;;
     --exp) exp=$2; shift 2 ;;
+    --jobs) jobs=$2; shift 2 ;;
     --table-only) table_only=1; shift ;;
     --mini) run_args+=(--mini); shift ;;
     --data|--size) run_args+=("$1" "$2"); shift 2 ;;
-    -h|--help) sed -n '2,9p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     --) shift; extra=("$@"); break ;;
-    *) echo "table2.sh: unknown option $1 (see --help)" >&2; exit 1 ;;
+    *) echo "error: table2.sh: unknown option $1 (see --help)" >&2; exit 1 ;;
   esac
 done
-
+note=""
 if [ "$table_only" = 0 ]; then
   if [ ${#run_args[@]} -eq 0 ]; then
-    echo "table2.sh: give --mini or --data CORPUS (or --table-only --exp DIR)" >&2; exit 1
+    echo "error: table2.sh: give --mini or --data CORPUS (or --table-only --exp DIR)" >&2; exit 1
   fi
-  if [ -z "$exp" ]; then  # the directory run.sh would choose, so that every row lands in the same one
+  if [ -z "$exp" ]; then  # the directory run.sh would choose, so that every run lands in the same one
     exp=$(bash "$recipe/run.sh" "${run_args[@]}" --print-exp)
   fi
   start_time=$(date +%s)
   bash "$recipe/run.sh" "${run_args[@]}" --exp "$exp" --stage 0 --stop-stage 0 -- ${extra[@]+"${extra[@]}"}
-  for row in $rows; do
-    if [ -f "$exp/$row/eval/metrics.json" ]; then echo "table2.sh: $row already evaluated"; continue; fi
-    bash "$recipe/run.sh" "${run_args[@]}" --exp "$exp" --config "$row" --stage 1 --stop-stage 2 \
-      -- ${extra[@]+"${extra[@]}"} || echo "table2.sh: $row failed" >&2
+  # Seed-major order (every row's seed 0, then every seed 1, ...), so a partial table already has every row.
+  # The thread count is fixed per table: a different one changes the float sums.
+  threads=$(( $(nproc) / jobs )); [ "$threads" -ge 1 ] || threads=1
+  max_seeds=1
+  for entry in $rows; do case $entry in *:*) [ "${entry#*:}" -le "$max_seeds" ] || max_seeds=${entry#*:} ;; esac; done
+  mkdir -p "$exp/logs"
+  running=0
+  for (( seed = 0; seed < max_seeds; seed++ )); do
+    for entry in $rows; do
+      row=${entry%%:*} seeds=1
+      case $entry in *:*) seeds=${entry#*:} ;; esac
+      [ "$seed" -lt "$seeds" ] || continue
+      run=$row; [ "$seed" = 0 ] || run=${row}_seed$seed
+      if [ -f "$exp/$run/eval/metrics.json" ]; then echo "table2.sh: $run already evaluated"; continue; fi
+      echo "table2.sh: training $run (log: $exp/logs/$run.log)"
+      OMP_NUM_THREADS=$threads bash "$recipe/run.sh" "${run_args[@]}" --exp "$exp" --config "$row" --seed "$seed" \
+        --stage 1 --stop-stage 2 -- ${extra[@]+"${extra[@]}"} > "$exp/logs/$run.log" 2>&1 &
+      running=$((running + 1))
+      if [ "$running" -ge "$jobs" ]; then
+        wait -n || echo "table2.sh: a run failed; see $exp/logs" >&2
+        running=$((running - 1))
+      fi
+    done
   done
-  echo "table2.sh: done in $(( $(date +%s) - start_time )) s"
+  while [ "$running" -gt 0 ]; do
+    wait -n || echo "table2.sh: a run failed; see $exp/logs" >&2
+    running=$((running - 1))
+  done
+  minutes=$(( ($(date +%s) - start_time) / 60 ))
+  note="Command: \`bash recipes/scribblelens/table2.sh $command\`; $minutes min wall time for the runs trained by \
+this call; machine: $(nproc) CPU cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), \
+torch $(python -c 'import torch; print(torch.__version__)'), $jobs runs at a time with $threads thread(s) each."
 fi
-[ -n "$exp" ] || { echo "table2.sh: --table-only needs --exp DIR" >&2; exit 1; }
-[ "$rows_given" = 1 ] || [ "$table_only" = 0 ] || rows=""
-
-python - "$exp" $rows <<'PY'
-import json
-import os
-import sys
-
-LABELS = {
-    "vanilla": "vanilla VQ",
-    "bn": "+ BN",
-    "bn_codebook_lr": "+ BN + codebook LR",
-    "bn_ema": "+ BN + EMA",
-    "bn_reestimation": "+ BN + data-dep reest",
-    "bn_reestimation_codebook_lr": "+ BN + data-dep reest + codebook LR",
-    "huh_affine": "Huh: affine reparameterization",
-    "huh_sync": "Huh: synchronized update",
-    "huh_alternating": "Huh: alternating optimization",
-    "huh_replacement": "dead-code replacement",
-}
-exp, rows = sys.argv[1], sys.argv[2:]
-if not rows:
-    rows = [r for r in LABELS if os.path.isfile(os.path.join(exp, r, "eval", "metrics.json"))]
-print("| Model | Rec. BPD | Pplx | Codes used | Uniform NELBO bits | Unigram NELBO bits |")
-print("|---|---|---|---|---|---|")
-evaluated = []
-for row in rows:
-    path = os.path.join(exp, row, "eval", "metrics.json")
-    if not os.path.isfile(path):
-        print(f"| {LABELS.get(row, row)} | not evaluated | | | | |")
-        continue
-    with open(path) as handle:
-        m = json.load(handle)
-    evaluated.append(m)
-    print(f"| {LABELS.get(row, row)} | {m['bpd']:.3f} | {m['perplexity']:.1f} | {m['codes_used']:.0f} | "
-          f"{m['uniform_nelbo']:.3f} | {m['unigram_nelbo']:.3f} |")
-if evaluated:
-    print(f"\nTest lines: {evaluated[0]['lines']:.0f}; NELBO = BPD + bits per latent / "
-          f"{evaluated[0]['pixels_per_latent']:.0f} pixels per latent (line height x width stride).")
-PY
+[ -n "$exp" ] || { echo "error: table2.sh: --table-only needs --exp DIR" >&2; exit 1; }
+if [ "$table_only" = 1 ] && [ "$rows_given" = 0 ]; then  # every evaluated row, with the seeds that are there
+  rows=""
+  for row in $all_rows; do
+    [ -f "$exp/$row/eval/metrics.json" ] || continue
+    seeds=1; while [ -d "$exp/${row}_seed$seeds" ]; do seeds=$((seeds + 1)); done
+    rows="$rows $row:$seeds"
+  done
+fi
+python "$repo/recipes/common/seed_table.py" scribblelens "$exp" --rows "$rows" --note "$note"

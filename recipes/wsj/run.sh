@@ -25,6 +25,7 @@
 #   --lexicon FILE (Kaldi lexicon.txt; default with --data: DIR/local/dict/lexicon.txt if present, which has
 #   WSJ's verbalized punctuation, else CMUdict; phones only),
 #   --threads N (torch CPU threads for training; default: all cores),
+#   --seed N (train.seed; a seed other than 0 trains into EXP/CONFIG_seedN, so seeds of one row sit side by side),
 #   and anything after `--` is passed to `seqvq train` as dotted overrides (e.g. -- train.steps=200).
 set -euo pipefail
 
@@ -43,6 +44,7 @@ test_set=test_eval92
 phones_dir=""
 lexicon=""
 threads=$(nproc)
+seed=0
 units=phones
 vocab_size=300
 overrides=()
@@ -66,8 +68,9 @@ while [[ $# -gt 0 ]]; do
     --phones-dir) phones_dir=$2; shift 2 ;;
     --lexicon) lexicon=$2; shift 2 ;;
     --threads) threads=$2; shift 2 ;;
+    --seed) seed=$2; shift 2 ;;
     --) shift; overrides=("$@"); break ;;
-    -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
     *) echo "error: run.sh: unknown option $1 (see --help)" >&2; exit 1 ;;
   esac
 done
@@ -95,6 +98,8 @@ case $units in
        tag=bpe$vocab_size; model_name=${variant}_bpe$vocab_size ;;
   *) echo "error: run.sh: --units must be phones, chars or bpe" >&2; exit 1 ;;
 esac
+[[ $seed =~ ^[0-9]+$ ]] || { echo "error: run.sh: --seed must be a non-negative integer" >&2; exit 1; }
+if [[ $seed != 0 ]]; then model_name=${model_name}_seed$seed; fi
 if [[ $units != phones && ( -n $phones_dir || -n $lexicon ) ]]; then
   echo "error: run.sh: --phones-dir and --lexicon give phone targets; drop them or use --units phones" >&2; exit 1
 fi
@@ -158,7 +163,7 @@ if [[ $stage -le 3 && $stop_stage -ge 3 ]]; then
     if [[ $size == paper ]]; then cat "$conf/size_paper.yaml"; fi
   } > "$run_config.tmp" && mv "$run_config.tmp" "$run_config"
   $python -m seqvq.cli train "$run_config" "data.train=$feats/train" "data.dev=$feats/dev" \
-    "data.cmvn=$feats/train/cmvn.ark" "data.units=$feats/units_$tag.json" "threads=$threads" \
+    "data.cmvn=$feats/train/cmvn.ark" "data.units=$feats/units_$tag.json" "threads=$threads" "train.seed=$seed" \
     ${overrides[@]+"${overrides[@]}"} --exp-dir "$exp/$model_name"
 fi
 
