@@ -1,14 +1,27 @@
-"""The image recipes' shared scripts (recipes/common/image_ae_run.sh, image_ae_table.py) behind the thin
-recipes/cifar10 and recipes/vqvae wrappers: argument checks and the markdown tables."""
+"""The image recipes' shared scripts (recipes/common/image_ae_run.sh, image_ae_table.sh, image_ae_table.py) behind
+the thin recipes/cifar10 and recipes/vqvae wrappers: run.sh trains one row (--config, --seed), table3.sh every row;
+argument checks and the markdown tables."""
 import json
+import os
 import subprocess
 from pathlib import Path
+
+import numpy as np
+
+from seqvq.data.cifar import write_cifar_batches
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", *args], cwd=REPO, capture_output=True, text=True, timeout=60)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(["bash", *args], cwd=REPO, capture_output=True, text=True, timeout=120, env=env)
+
+
+def write_metrics(folder: Path, mse: float) -> None:
+    (folder / "eval").mkdir(parents=True)
+    metrics = {"mse": mse, "perplexity": 345.67, "codes_used": 512.0, "images": 293.0}
+    (folder / "eval" / "metrics.json").write_text(json.dumps(metrics))
 
 
 def test_help_is_the_wrappers_header():
@@ -16,29 +29,67 @@ def test_help_is_the_wrappers_header():
         result = run(f"recipes/{recipe}/run.sh", "--help")
         assert result.returncode == 0 and result.stdout.startswith(first)
         assert result.stdout.rstrip().endswith("Threads: OMP_NUM_THREADS (default 2 here).")
+    result = run("recipes/cifar10/table3.sh", "--help")
+    assert result.returncode == 0 and result.stdout.startswith("Table III of Łańcucki et al. 2020")
 
 
-def test_bottleneck_is_an_option_of_cifar10_only():
-    result = run("recipes/cifar10/run.sh", "--mini", "--bottleneck", "3x3")
-    assert result.returncode == 1
-    assert result.stderr.strip() == "run.sh: --bottleneck must be 8x128 or 5x1024 (Table III's columns), got 3x3"
-    result = run("recipes/vqvae/run.sh", "--mini", "--bottleneck", "8x128")
-    assert result.returncode == 1 and result.stderr.startswith("run.sh: unknown option --bottleneck")
+def test_run_sh_refuses_bad_arguments_in_one_line():
+    def error(*args):
+        result = run(*args)
+        assert result.returncode == 1 and result.stdout == "", result
+        return result.stderr.strip()
+
+    assert error("recipes/cifar10/run.sh", "--mini", "--bottleneck", "3x3") == \
+        "error: run.sh: --bottleneck must be 8x128 or 5x1024 (Table III's columns), got 3x3"
+    assert error("recipes/vqvae/run.sh", "--mini", "--bottleneck", "8x128") == \
+        "error: run.sh: unknown option --bottleneck (see --help)"
+    configs = sorted(p.stem for p in (REPO / "recipes" / "vqvae" / "conf").glob("*.yaml") if p.stem != "common")
+    assert error("recipes/vqvae/run.sh", "--mini", "--config", "bn") == \
+        f"error: run.sh: no conf/bn.yaml; configs: {' '.join(configs)}"
+    assert error("recipes/cifar10/run.sh", "--mini", "--seed", "-1") == \
+        "error: run.sh: --seed must be a non-negative integer, got -1"
+    assert error("recipes/cifar10/run.sh").startswith("error: run.sh: give --mini (built set) or --data CIFAR")
+    assert error("recipes/cifar10/table3.sh").startswith("error: table3.sh: give --mini or --data CIFAR")
+    assert error("recipes/vqvae/table3.sh", "--table-only") == "error: table3.sh: --table-only needs --exp DIR"
 
 
 def test_tables(tmp_path):
-    (tmp_path / "l2" / "eval").mkdir(parents=True)
-    metrics = {"mse": 0.0123, "perplexity": 345.67, "codes_used": 512.0, "images": 293.0}
-    (tmp_path / "l2" / "eval" / "metrics.json").write_text(json.dumps(metrics))
-    result = run("recipes/vqvae/table3.sh", str(tmp_path), "vqvae", "l2")
+    write_metrics(tmp_path / "l2", 0.0123)
+    write_metrics(tmp_path / "l2_seed2", 0.0125)
+    write_metrics(tmp_path / "vqvae_seed1", 0.02)
+    header = ["| Method | MSE (1e-3) | Perplexity | Codes used |", "|---|---|---|---|"]
+    footer = ["", "Test images: 293; MSE of the reconstruction in [0, 1] per sub-pixel."]
+    result = run("recipes/vqvae/table3.sh", "--table-only", "--exp", str(tmp_path), "--rows", "vqvae l2")
     assert result.returncode == 0
-    assert result.stdout.splitlines() == [
-        "| Method | MSE (1e-3) | Perplexity | Codes used |", "|---|---|---|---|",
-        "| VQVAE | not evaluated | | |", "| VQVAE + l2 | 12.30 | 345.7 | 512 |", "",
-        "Test images: 293; MSE of the reconstruction in [0, 1] per sub-pixel."]
-    result = run("recipes/cifar10/table3.sh", str(tmp_path))  # default rows: the evaluated ones (none here)
+    assert result.stdout.splitlines() == header + [
+        "| VQVAE | not evaluated | | |", "| VQVAE + l2 | 12.30 | 345.7 | 512 |"] + footer
+    # default rows: every evaluated row with its seeds, in the table's order
+    result = run("recipes/vqvae/table3.sh", "--table-only", "--exp", str(tmp_path))
+    assert result.stdout.splitlines() == header + [
+        "| VQVAE (seed 1) | 20.00 | 345.7 | 512 |", "| VQVAE + l2 | 12.30 | 345.7 | 512 |",
+        "| VQVAE + l2 (seed 2) | 12.50 | 345.7 | 512 |"] + footer
+    result = run("recipes/vqvae/table3.sh", "--table-only", "--exp", str(tmp_path), "--rows", "l2", "--seed", "2")
+    assert result.stdout.splitlines() == header + ["| VQVAE + l2 (seed 2) | 12.50 | 345.7 | 512 |"] + footer
+    result = run("recipes/cifar10/table3.sh", "--table-only", "--exp", str(tmp_path))  # no cifar10 row evaluated
     assert result.stdout.splitlines() == [
         "| Model | BPD | Rec. BPD | Latent BPD | Unigram BPD | Pplx (mean over codebooks) | Codes used |",
         "|---|---|---|---|---|---|---|"]
-    result = run("recipes/cifar10/table3.sh")
-    assert result.returncode == 1 and result.stdout.startswith("Print Table III of Łańcucki et al. 2020")
+
+
+def test_table3_trains_each_row_once_with_run_sh_and_a_seed_names_its_folder(tmp_path):
+    images = np.random.default_rng(0).integers(0, 256, (6, 3, 32, 32), dtype=np.uint8)
+    write_cifar_batches(str(tmp_path / "data"), (images, np.zeros(6, np.int64)), (images[:2], np.zeros(2, np.int64)),
+                        ["x"])
+    exp = tmp_path / "exp"
+    command = ["recipes/vqvae/table3.sh", "--data", str(tmp_path / "data"), "--exp", str(exp), "--rows", "vqvae",
+               "--seed", "3", "--", "train.steps=1", "train.batch_size=2", "model.channels=8",
+               "model.quantizer.codebook_size=4", "train.checkpoint_every=1", "train.eval_every=1"]
+    result = run(*command)
+    assert result.returncode == 0, result.stderr
+    assert set(os.listdir(exp)) == {"vqvae_seed3", "train_times.txt"}
+    assert "seed: 3" in (exp / "vqvae_seed3" / "config.yaml").read_text()
+    table = result.stdout.split("table3.sh: done")[1].splitlines()
+    assert table[3].startswith("| VQVAE (seed 3) | ") and "not evaluated" not in table[3]
+    result = run(*command)  # evaluated rows are not retrained
+    assert result.returncode == 0 and "table3.sh: vqvae_seed3 already evaluated" in result.stdout
+    assert "stage 1" not in result.stdout

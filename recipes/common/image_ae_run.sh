@@ -1,67 +1,73 @@
-# Shared body of the image-autoencoder recipes (recipes/cifar10/run.sh, recipes/vqvae/run.sh), sourced by them
-# after they set:
-#   rows         default rows (configs conf/<row>.yaml of the recipe)
+# Shared body of the image-autoencoder recipes' run.sh (recipes/cifar10, recipes/vqvae), sourced by them after
+# they set:
+#   config       the default row (conf/<config>.yaml of the recipe)
 #   bottlenecks  the values --bottleneck accepts, "" where the recipe has no such option, and then
 #   bottleneck   the default one and bottleneck_note, what the values are (for the error message)
 # Options and stages: the recipe's header, printed by --help. Experiments go to exp/<recipe>/{full,mini} (with
-# _<bottleneck> where the recipe has one).
+# _<bottleneck> where the recipe has one); the row to EXP/<config>, or EXP/<config>_seedN for --seed N > 0.
 wrapper=${BASH_SOURCE[1]}
 recipe=$(cd "$(dirname "$wrapper")" && pwd)
 repo=$(cd "$recipe/../.." && pwd)
 export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}"
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 
-stage=0 stop_stage=3 corpus="" mini=0 exp="" extra=()
+stage=0 stop_stage=2 corpus="" mini=0 exp="" seed=0 print_exp=0 extra=()
 
 # the wrapper's header comment (after the #! line), without the leading '# '
-usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1' "$wrapper" | sed 's/^# \{0,1\}//'; exit "${1:-1}"; }
-unknown_option() { echo "run.sh: unknown option $1" >&2; usage; }
+usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1' "$wrapper" | sed 's/^# \{0,1\}//'; exit 0; }
+unknown_option() { echo "error: run.sh: unknown option $1 (see --help)" >&2; exit 1; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --data) corpus=$2; shift 2 ;;
     --mini) mini=1; shift ;;
+    --config) config=$2; shift 2 ;;
+    --seed) seed=$2; shift 2 ;;
     --stage) stage=$2; shift 2 ;;
     --stop-stage) stop_stage=$2; shift 2 ;;
-    --rows) rows=$2; shift 2 ;;
     --bottleneck) [ -n "$bottlenecks" ] || unknown_option "$1"; bottleneck=$2; shift 2 ;;
     --exp) exp=$2; shift 2 ;;
-    -h|--help) usage 0 ;;
+    --print-exp) print_exp=1; shift ;;
+    -h|--help) usage ;;
     --) shift; extra=("$@"); break ;;
     *) unknown_option "$1" ;;
   esac
 done
 if [ -n "$bottlenecks" ] && ! [[ " $bottlenecks " == *" $bottleneck "* ]]; then
-  echo "run.sh: --bottleneck must be ${bottlenecks// / or } ($bottleneck_note), got $bottleneck" >&2; exit 1
+  echo "error: run.sh: --bottleneck must be ${bottlenecks// / or } ($bottleneck_note), got $bottleneck" >&2; exit 1
 fi
-if [ "$mini" = 1 ] && [ -n "$corpus" ]; then echo "run.sh: give --data CIFAR or --mini, not both" >&2; exit 1; fi
+if [ ! -f "$recipe/conf/$config.yaml" ]; then
+  known=$(ls "$recipe/conf" | grep '\.yaml$' | grep -v '^common\.yaml$' | sed 's/\.yaml$//' | paste -sd ' ')
+  echo "error: run.sh: no conf/$config.yaml; configs: $known" >&2; exit 1
+fi
+[[ $seed =~ ^[0-9]+$ ]] || { echo "error: run.sh: --seed must be a non-negative integer, got $seed" >&2; exit 1; }
+if [ "$mini" = 1 ] && [ -n "$corpus" ]; then echo "error: run.sh: give --data CIFAR or --mini, not both" >&2; exit 1; fi
 if [ "$mini" = 1 ]; then
   corpus=$repo/data/mini_images
   exp=${exp:-$repo/exp/$(basename "$recipe")/mini${bottlenecks:+_$bottleneck}}
 elif [ -n "$corpus" ]; then
-  [ -e "$corpus" ] || { echo "run.sh: $corpus: no such file or folder (cifar-10-python.tar.gz)" >&2; exit 1; }
+  [ -e "$corpus" ] || { echo "error: run.sh: $corpus: no such file or folder (cifar-10-python.tar.gz)" >&2; exit 1; }
   corpus=$(cd "$(dirname "$corpus")" && pwd)/$(basename "$corpus")
   exp=${exp:-$repo/exp/$(basename "$recipe")/full${bottlenecks:+_$bottleneck}}
 else
-  usage
+  echo "error: run.sh: give --mini (built set) or --data CIFAR (cifar-10-python.tar.gz or cifar-10-batches-py/)" >&2
+  exit 1
 fi
+case "$exp" in /*) ;; *) exp=$PWD/$exp ;; esac
+if [ "$print_exp" = 1 ]; then echo "$exp"; exit 0; fi  # for table3.sh
+name=$config
+[ "$seed" = 0 ] || name=${config}_seed$seed
 
-# overrides of one row: the bottleneck (G x K), the --mini lines that apply to it, then the command line's
-row_overrides() {
-  if [ -n "$bottlenecks" ]; then
-    echo "model.num_codebooks=${bottleneck%x*}"
-    echo "model.quantizer.codebook_size=${bottleneck#*x}"
-  fi
-  if [ "$mini" = 1 ]; then
-    grep -v '^\s*#' "$recipe/conf/mini.overrides" | awk -F': ' '$1 == "*" { print $2 }'
-    grep -v '^\s*#' "$recipe/conf/mini.overrides" | awk -v row="$1" -F': ' '$1 == row { print $2 }'
-  fi
-  echo "data.corpus=$corpus"
-  for item in "${extra[@]+"${extra[@]}"}"; do echo "$item"; done
-}
-
-for row in $rows; do
-  [ -f "$recipe/conf/$row.yaml" ] || { echo "run.sh: no config conf/$row.yaml" >&2; exit 1; }
-done
+# the row's overrides: the bottleneck (G x K), the --mini lines that apply to it, the seed, then the command line's
+overrides=()
+if [ -n "$bottlenecks" ]; then
+  overrides+=("model.num_codebooks=${bottleneck%x*}" "model.quantizer.codebook_size=${bottleneck#*x}")
+fi
+if [ "$mini" = 1 ]; then
+  mapfile -t -O ${#overrides[@]} overrides < <(grep -v '^\s*#' "$recipe/conf/mini.overrides" | \
+    awk -v row="$config" -F': ' '$1 == "*" { print $2 } $1 == row { later[++n] = $2 }
+                                 END { for (i = 1; i <= n; i++) print later[i] }')
+fi
+overrides+=("train.seed=$seed" "data.corpus=$corpus" ${extra[@]+"${extra[@]}"})
 
 if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ] && [ "$mini" = 1 ]; then
   if [ -f "$corpus/test_batch" ]; then
@@ -73,23 +79,14 @@ if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ] && [ "$mini" = 1 ]; then
 fi
 
 if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
-  mkdir -p "$exp"
-  for row in $rows; do
-    mapfile -t overrides < <(row_overrides "$row")
-    echo "stage 1: training $row -> $exp/$row"
-    start=$(date +%s)
-    python -m seqvq.cli train "$recipe/conf/$row.yaml" "${overrides[@]}" --exp-dir "$exp/$row"
-    echo "$row trained in $(( $(date +%s) - start )) s" | tee -a "$exp/train_times.txt"
-  done
+  echo "stage 1: training $config (seed $seed) -> $exp/$name"
+  start=$(date +%s)
+  python -m seqvq.cli train "$recipe/conf/$config.yaml" "${overrides[@]}" --exp-dir "$exp/$name"
+  echo "$name trained in $(( $(date +%s) - start )) s" | tee -a "$exp/train_times.txt"
 fi
 
 if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
-  for row in $rows; do
-    echo "stage 2: evaluating $row"
-    python -m seqvq.cli evaluate "$exp/$row/checkpoints/last.pt" "$corpus" --out "$exp/$row/eval"
-  done
-fi
-
-if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
-  "$recipe/table3.sh" "$exp" $rows
+  echo "stage 2: evaluating $name on the test split of $corpus"
+  python -m seqvq.cli evaluate "$exp/$name/checkpoints/last.pt" "$corpus" --out "$exp/$name/eval" > /dev/null
+  python "$repo/recipes/common/image_ae_table.py" "$(basename "$recipe")" "$exp" "$name"
 fi

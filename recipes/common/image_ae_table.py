@@ -1,15 +1,15 @@
-"""The results tables of the image-autoencoder recipes as markdown, one line per row (config), from
-EXP_DIR/<row>/eval/metrics.json written by the recipe's `run.sh` stage 2.
+"""The results tables of the image-autoencoder recipes as markdown, one line per trained row, from
+EXP_DIR/<row>/eval/metrics.json written by the recipe's `run.sh` stage 2 (EXP_DIR/<row>_seedN for seed N > 0).
 
-    python recipes/common/image_ae_table.py RECIPE/table3.sh EXP_DIR [ROW ...]
+    python recipes/common/image_ae_table.py RECIPE EXP_DIR [ROW ...]     (RECIPE: cifar10 or vqvae)
 
-(called by recipes/cifar10/table3.sh and recipes/vqvae/table3.sh; the recipe is the folder of the script, whose
-header comment is the usage printed when EXP_DIR is missing).
+(called by recipes/{cifar10,vqvae}/table3.sh for the table and by their run.sh for the line of the row it trained).
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from dataclasses import dataclass
 from typing import Callable
@@ -48,39 +48,54 @@ TABLES = {
 }
 
 
+SEEDED = re.compile(r"(.+)_seed([0-9]+)")  # the folder of a row trained with run.sh --seed N, N > 0
+
+
+def label(table: Table, run: str) -> str:
+    """The table's label of a row, with "(seed N)" for ROW_seedN; an unknown name as it is."""
+    seeded = SEEDED.fullmatch(run)
+    if seeded and seeded[1] in table.labels:
+        return f"{table.labels[seeded[1]]} (seed {seeded[2]})"
+    return table.labels.get(run, run)
+
+
+def evaluated_runs(table: Table, exp: str) -> list[str]:
+    """Every row of the table evaluated in exp, in the table's order, each row's seeds in increasing order."""
+    folders = os.listdir(exp) if os.path.isdir(exp) else []
+    runs = []
+    for row in table.labels:
+        seeded = sorted((m for m in map(SEEDED.fullmatch, folders) if m and m[1] == row), key=lambda m: int(m[2]))
+        runs += [row] + [m[0] for m in seeded]
+    return [run for run in runs if os.path.isfile(os.path.join(exp, run, "eval", "metrics.json"))]
+
+
 def print_table(table: Table, exp: str, rows: list[str]) -> None:
-    """One line per row (default: every row of the table that has been evaluated, in its order): the label and
-    the cells, or "not evaluated"; then a blank line and the footer if any row was evaluated."""
-    if not rows:
-        rows = [r for r in table.labels if os.path.isfile(os.path.join(exp, r, "eval", "metrics.json"))]
+    """One line per row (default: every row of the table evaluated in exp, with its seeds, in the table's order):
+    the label and the cells, or "not evaluated"; then a blank line and the footer if any row was evaluated."""
+    rows = rows or evaluated_runs(table, exp)
     print("| " + " | ".join(table.header) + " |")
     print("|" + "---|" * len(table.header))
     evaluated = []
     for row in rows:
-        label = table.labels.get(row, row)
+        name = label(table, row)
         path = os.path.join(exp, row, "eval", "metrics.json")
         if not os.path.isfile(path):
-            print(f"| {label} | not evaluated |" + " |" * (len(table.header) - 2))
+            print(f"| {name} | not evaluated |" + " |" * (len(table.header) - 2))
             continue
         with open(path) as handle:
             evaluated.append(json.load(handle))
-        print("| " + " | ".join([label, *table.cells(evaluated[-1])]) + " |")
+        print("| " + " | ".join([name, *table.cells(evaluated[-1])]) + " |")
     if evaluated:
         print("\n" + table.footer(evaluated))
 
 
-def main(script: str, args: list[str]) -> int:
-    if not args:  # the script's header comment, after its #! line, is its usage
-        with open(script) as handle:
-            lines = handle.read().splitlines()[1:]
-        for line in lines:
-            if not line.startswith("#"):
-                break
-            print(line[2:] if line.startswith("# ") else line[1:])
+def main(args: list[str]) -> int:
+    if len(args) < 2 or args[0] not in TABLES:
+        print(f"error: usage: image_ae_table.py {{{','.join(TABLES)}}} EXP_DIR [ROW ...]", file=sys.stderr)
         return 1
-    print_table(TABLES[os.path.basename(os.path.dirname(os.path.abspath(script)))], args[0], args[1:])
+    print_table(TABLES[args[0]], args[1], args[2:])
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1], sys.argv[2:]))
+    sys.exit(main(sys.argv[1:]))
