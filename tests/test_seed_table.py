@@ -41,13 +41,14 @@ def test_mean_sd_over_seeds_and_missing_seeds(tmp_path, capsys):
     assert (tmp_path / "table1_curves.png").stat().st_size > 10_000
 
 
-def test_units_suffix_selects_runs_and_columns(tmp_path):
+def test_units_suffix_selects_runs_and_columns_and_name_the_files(tmp_path):
     directory = tmp_path / "bn_chars"
     for split in ("dev", "test"):
         (directory / f"decode_{split}").mkdir(parents=True)
         (directory / f"decode_{split}" / "figures.json").write_text(json.dumps({"cer": 5.0, "wer": 20.0}))
-    seed_table.main(["wsj", str(tmp_path), "--rows", "bn", "--suffix", "_chars"])
-    table = (tmp_path / "table1.md").read_text()
+    seed_table.main(["wsj", str(tmp_path), "--rows", "bn", "--suffix", "_chars", "--name", "chars"])
+    table = (tmp_path / "chars.md").read_text()
+    assert not (tmp_path / "table1.md").exists()
     assert "Dev CER (%) | Dev WER (%) | Test CER (%)" in table
     assert "| + BN | 1/1 | 5.0 | 20.0 | 5.0 | 20.0 |" in table
 

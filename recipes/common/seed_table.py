@@ -8,11 +8,13 @@ EXP_DIR/CONFIG<suffix>_seedk (the ``--seed`` naming of recipes/wsj/run.sh and re
 cell is the mean over the row's finished seeds, with "± sd" (sample standard deviation) when there are several;
 the seed count is its own column. Writes EXP_DIR/NAME.md (the markdown table, also printed), EXP_DIR/NAME.json
 (every seed's figures) and EXP_DIR/NAME_curves.png: one panel per curve metric, every row on it, the mean over
-seeds as a line and the seeds' min-max range shaded (Łańcucki et al. 2020 Fig. 2 and Fig. 4 style).
+seeds as a line and the seeds' min-max range shaded (Łańcucki et al. 2020 Fig. 2 and Fig. 4 style). NAME is
+--name, by default table1 (wsj) or table2 (scribblelens).
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -185,10 +187,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("exp", type=Path)
     parser.add_argument("--rows", required=True, help='"CONFIG[:SEEDS] ..." in table order')
     parser.add_argument("--suffix", default="", help="run-name suffix of the speech units (_chars, _bpe300)")
+    parser.add_argument("--name", help="output files EXP_DIR/NAME.md, .json, _curves.png (default: table1 for "
+                        "wsj, table2 for scribblelens)")
     parser.add_argument("--note", default="", help="a line written under the table (command, wall time, machine)")
     args = parser.parse_args(argv)
     units = {"": "phones", "_chars": "chars"}.get(args.suffix, "bpe")
     kind = speech_kind(units) if args.recipe == "wsj" else HANDWRITING
+    if args.name:
+        kind = dataclasses.replace(kind, name=args.name)
     rows = parse_rows(args.rows)
     results = collect(kind, args.exp, rows, args.suffix)
     table = markdown(kind, rows, results) + (f"\n{args.note}\n" if args.note else "")

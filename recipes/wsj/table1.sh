@@ -7,9 +7,10 @@
 # every row, seed range shaded) with recipes/common/seed_table.py.
 #
 #   bash recipes/wsj/table1.sh [--mini | --data DIR] [--jobs 2] [--variants "no_bottleneck:3 vanilla_vq ..."]
-#                              [-- train.steps=N ...]
+#                              [--table NAME] [-- train.steps=N ...]
 #
-# A variant is CONFIG or CONFIG:SEEDS (seeds 0..SEEDS-1; seed k > 0 trains into EXP/CONFIG_seedk). Other options
+# A variant is CONFIG or CONFIG:SEEDS (seeds 0..SEEDS-1; seed k > 0 trains into EXP/CONFIG_seedk). --table NAME
+# writes EXP/NAME.md, .json, _curves.png instead of EXP/table1.* (e.g. for another set of variants). Other options
 # are passed to run.sh (--exp, --size, --train-utts, --units, --vocab-size, ...). Runs that already have
 # decode_dev/figures.json are not retrained (delete EXP/RUN to redo one), so an interrupted table resumes.
 set -euo pipefail
@@ -18,6 +19,7 @@ command="$*"
 variants="no_bottleneck:3 vanilla_vq bn bn_codebook_lr bn_ema:3 bn_reestimation:3 bn_reestimation_codebook_lr:3
 huh_all"
 jobs=2
+table=table1
 run_args=()
 overrides=()
 exp=""
@@ -29,13 +31,14 @@ while [[ $# -gt 0 ]]; do
   case "$1" in
     --variants) variants=$2; shift 2 ;;
     --jobs) jobs=$2; shift 2 ;;
+    --table) table=$2; shift 2 ;;
     --exp) exp=$2; run_args+=(--exp "$2"); shift 2 ;;
     --data) mini=false; run_args+=(--data "$2"); shift 2 ;;
     --mini) shift ;;
     --units) units=$2; run_args+=(--units "$2"); shift 2 ;;
     --vocab-size) vocab_size=$2; run_args+=(--vocab-size "$2"); shift 2 ;;
     --) shift; overrides=("$@"); break ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) run_args+=("$1" "$2"); shift 2 ;;
   esac
 done
@@ -79,7 +82,7 @@ done
 minutes=$(( (SECONDS - start_time) / 60 ))
 machine="$(nproc) CPU cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), \
 torch $(python3 -c 'import torch; print(torch.__version__)'), $jobs runs at a time with $threads thread(s) each"
-python3 "$here/../common/seed_table.py" wsj "$exp" --rows "$variants" --suffix "$suffix" \
+python3 "$here/../common/seed_table.py" wsj "$exp" --rows "$variants" --suffix "$suffix" --name "$table" \
   --note "Command: \`bash recipes/wsj/table1.sh $command\`; $minutes min wall time for the runs trained by this \
 call; machine: $machine."
 echo "table1.sh: done in $minutes min"
