@@ -202,7 +202,7 @@ def test_modern_recipe_configs_build_and_run(one_thread):
     from seqvq.train.config import load_config
 
     paths = sorted(Path(__file__).parent.parent.glob("recipes/wsj/conf/modern_*.yaml"))
-    assert len(paths) == 8
+    assert len(paths) == 9
     for path in paths:
         model = DeepSpeech2CTC(input_dim=243, num_classes=40, **load_config(path)["model"])
         out = model(torch.randn(2, 30, 243), torch.tensor([30, 21]))

@@ -15,8 +15,8 @@ it factorizes over the bits, ``q(c|u) = prod_i q(c_i|u_i)`` with
 
     q(c_i = +-1/sqrt(L) | u_i) = sigmoid(+-4 u_i / (t sqrt(L))).
 
-(The paper writes the softmax as ``exp(tau c.u)``, i.e. ``tau = 2 / t``; the authors' released code uses
-``sigmoid(4 tau' u_i / sqrt(L))`` with an inverse temperature ``tau'`` = our ``1 / t``, default 1.)  With ``H_b`` the
+(The authors' released code computes the same per-bit probabilities, ``sigmoid(4 tau u_i / sqrt(L))``, with an
+inverse temperature ``tau`` = our ``1 / t``, default 1; the scale of ``t`` is a convention.)  With ``H_b`` the
 binary entropy in nats and ``p_ni = q(c_i = +1/sqrt(L) | u_n)`` for the N valid vectors, the term is
 
     entropy = (1/N) sum_n sum_i H_b(p_ni)  -  gamma * sum_i H_b(p̄_i),        p̄_i = (1/N) sum_n p_ni.
