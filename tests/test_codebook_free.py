@@ -1,5 +1,5 @@
 """FSQ and BSQ (seqvq/quantize/fsq.py, bsq.py): hand-derived gradients, codes and decoding, padded == unpadded,
-channel-first layouts, state_dict round trip, and the config constructor."""
+channel-first layouts, state_dict round trip, BSQ's entropy regularizer, and the config constructor."""
 import math
 
 import pytest
@@ -56,10 +56,91 @@ def test_bsq_commitment_loss():
     torch.testing.assert_close(result.loss, 0.5 * result.losses["commitment"])
 
 
+def test_bsq_entropy_by_hand_for_two_bits_and_two_vectors():
+    """The soft assignment written out over the four codes: softmax(-||u - c||^2 / t) (module docstring)."""
+    quantizer = BinarySphericalQuantizer(2, 2, commitment=0.0,
+                                         entropy_regularizer={"weight": 2.0, "gamma": 0.5, "temperature": 0.5})
+    result = quantizer(torch.tensor([[[3.0, -4.0], [0.0, 2.0]]]))
+    corners = [(a / math.sqrt(2), b / math.sqrt(2)) for a in (1, -1) for b in (1, -1)]
+
+    def soft_assignment(u):
+        weights = [math.exp(-((u[0] - c[0]) ** 2 + (u[1] - c[1]) ** 2) / 0.5) for c in corners]
+        return [w / sum(weights) for w in weights]
+
+    def entropy(probabilities):
+        return -sum(p * math.log(p) for p in probabilities if p > 0)
+
+    first, second = soft_assignment((0.6, -0.8)), soft_assignment((0.0, 1.0))
+    per_sample = (entropy(first) + entropy(second)) / 2  # exact: the full 4-code entropies
+    mean = [(a + b) / 2 for a, b in zip(first, second)]
+    bit0, bit1 = mean[0] + mean[1], mean[0] + mean[2]  # marginals of the mean: P(bit 0 = +), P(bit 1 = +)
+    codebook = entropy([bit0, 1 - bit0]) + entropy([bit1, 1 - bit1])  # eq. 8: sum of the per-bit entropies
+    assert codebook >= entropy(mean)  # the approximation bounds the exact codebook entropy from above
+    torch.testing.assert_close(result.losses["entropy"], torch.tensor(per_sample - 0.5 * codebook))
+    torch.testing.assert_close(result.loss, 2.0 * result.losses["entropy"])
+
+
+def test_bsq_entropy_ignores_padding_and_its_gradient_reaches_the_input():
+    torch.manual_seed(0)
+    quantizer = BinarySphericalQuantizer(6, 4, entropy_regularizer={"weight": 1.0, "gamma": 2.0})
+    x = torch.randn(3, 7, 6)
+    lengths = torch.tensor([7, 3, 5])
+    mask = torch.arange(7) < lengths.unsqueeze(1)
+    garbage = x.clone()
+    garbage[~mask] = 1e6
+    garbage.requires_grad_()
+    padded = quantizer(garbage, lengths=lengths)
+    packed = quantizer(x[mask].unsqueeze(0))
+    torch.testing.assert_close(padded.losses["entropy"], packed.losses["entropy"])
+    torch.testing.assert_close(padded.loss, packed.loss)
+    padded.losses["entropy"].backward()
+    assert (garbage.grad[~mask] == 0).all() and (garbage.grad[mask].abs().sum(dim=-1) > 0).all()
+
+    regularized = BinarySphericalQuantizer(3, 3, entropy_regularizer={"gamma": 2.0, "temperature": 0.7})
+    h = torch.randn(1, 5, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda h: regularized(h).losses["entropy"], h)
+
+
+def test_bsq_without_entropy_keeps_the_old_loss():
+    torch.manual_seed(0)
+    x, lengths = torch.randn(2, 5, 6), torch.tensor([5, 2])
+    plain = BinarySphericalQuantizer(6, 4, commitment=0.5)
+    result = plain(x, lengths=lengths)
+    assert set(result.losses) == {"commitment"}
+    assert torch.equal(result.loss, 0.5 * result.losses["commitment"])
+    off = BinarySphericalQuantizer(6, 4, commitment=0.5, entropy_regularizer={"weight": 0.0})
+    off.load_state_dict(plain.state_dict())
+    weightless = off(x, lengths=lengths)
+    assert torch.equal(weightless.loss, result.loss) and weightless.losses["entropy"] != 0
+    off.eval()  # a training loss: evaluation passes neither compute nor add it
+    assert set(off(x, lengths=lengths).losses) == {"commitment"}
+    with pytest.raises(ValueError, match="takes 'weight', 'gamma' and 'temperature'"):
+        BinarySphericalQuantizer(6, 4, entropy_regularizer={"tau": 1.0})
+    with pytest.raises(ValueError, match="temperature > 0"):
+        BinarySphericalQuantizer(6, 4, entropy_regularizer={"temperature": 0.0})
+
+
+def test_bsq_entropy_spreads_a_collapsed_batch():
+    """Gradient steps on 16 vectors that share one code: the entropy term (gamma 2) spreads them over most of the
+    8 codes; the commitment loss alone keeps them on one."""
+    for options, least, most in (({"weight": 1.0, "gamma": 2.0, "temperature": 0.5}, 6, 8), (None, 1, 1)):
+        torch.manual_seed(0)
+        quantizer = BinarySphericalQuantizer(3, 3, entropy_regularizer=options)
+        x = (torch.tensor([1.0, 1.0, 1.0]) + 0.3 * torch.randn(1, 16, 3)).requires_grad_()
+        assert quantizer(x).codes.unique().numel() == 1
+        optimizer = torch.optim.SGD([x], lr=0.5)
+        for _ in range(200):
+            optimizer.zero_grad()
+            quantizer(x).loss.backward()
+            optimizer.step()
+        assert least <= quantizer(x).codes.unique().numel() <= most, options
+
+
 @pytest.mark.parametrize("make", [lambda: FiniteScalarQuantizer(6, [8, 5, 5]),
                                   lambda: FiniteScalarQuantizer(6, [8, 5, 5], pre_norm=True),
-                                  lambda: BinarySphericalQuantizer(6, 5, pre_norm=True)],
-                         ids=["fsq", "fsq_bn", "bsq_bn"])
+                                  lambda: BinarySphericalQuantizer(6, 5, pre_norm=True),
+                                  lambda: BinarySphericalQuantizer(6, 5, entropy_regularizer={"weight": 0.5})],
+                         ids=["fsq", "fsq_bn", "bsq_bn", "bsq_entropy"])
 def test_padded_equals_unpadded_channel_first_and_resume(make):
     torch.manual_seed(0)
     quantizer = make()
@@ -121,7 +202,7 @@ def test_modern_recipe_configs_build_and_run(one_thread):
     from seqvq.train.config import load_config
 
     paths = sorted(Path(__file__).parent.parent.glob("recipes/wsj/conf/modern_*.yaml"))
-    assert len(paths) == 8
+    assert len(paths) == 9
     for path in paths:
         model = DeepSpeech2CTC(input_dim=243, num_classes=40, **load_config(path)["model"])
         out = model(torch.randn(2, 30, 243), torch.tensor([30, 21]))

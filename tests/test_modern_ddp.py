@@ -1,5 +1,6 @@
-"""Two gloo processes: the usage regularizer (seqvq/quantize/usage.py) is the global batch's KL on every rank, and
-each rank's input gradient is its share of the global gradient (x world size, which DDP's averaging undoes); and
+"""Two gloo processes: the usage regularizer (seqvq/quantize/usage.py) and BSQ's codebook entropy (bsq.py) are the
+global batch's on every rank, and each rank's input gradient is its share of the global gradient (x world size,
+which DDP's averaging undoes); and
 training with the modern methods (SimVQ map, rotation trick, usage regularizer; residual VQ with quantizer dropout
 and DAC projections) with DDP-averaged gradients ends every step with identical state on both ranks."""
 from __future__ import annotations
@@ -13,6 +14,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 import seqvq
+from seqvq.quantize.bsq import bsq_entropy
 from seqvq.quantize.usage import kl_to_uniform, mean_soft_assignment
 
 CODEBOOK = torch.randn(2, 6, 3, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
@@ -33,8 +35,12 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
     torch.manual_seed(0)
     quantizer = seqvq.VectorQuantizer(6, 6, num_codebooks=2, usage_regularizer={"weight": 1.0})
     usage = quantizer(rank_data(rank).float().reshape(1, -1, 6)).losses["usage"]
+    u = torch.nn.functional.normalize(rank_data(rank).reshape(-1, 6), dim=-1).requires_grad_()
+    codebook_entropy = bsq_entropy(u, 0.5)[1]
+    codebook_entropy.backward()
     snapshots = {name: train(make, rank) for name, make in MODELS.items()}
-    torch.save({"kl": kl.detach(), "grad": z.grad, "usage": usage.detach(), "snapshots": snapshots},
+    torch.save({"kl": kl.detach(), "grad": z.grad, "usage": usage.detach(), "codebook_entropy":
+                codebook_entropy.detach(), "entropy_grad": u.grad, "snapshots": snapshots},
                os.path.join(out_dir, f"rank{rank}.pt"))
     dist.destroy_process_group()
 
@@ -75,7 +81,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_usage_regularizer_is_global_under_two_gloo_ranks(tmp_path):
+def test_usage_regularizer_and_bsq_entropy_are_global_under_two_gloo_ranks(tmp_path):
     mp.start_processes(_worker, args=(_free_port(), str(tmp_path)), nprocs=2, start_method="spawn")
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
     z = torch.cat([rank_data(0), rank_data(1)]).requires_grad_()
@@ -90,6 +96,13 @@ def test_usage_regularizer_is_global_under_two_gloo_ranks(tmp_path):
     whole = quantizer(z.detach().float().reshape(1, -1, 6)).losses["usage"]
     for result in ranks:
         torch.testing.assert_close(result["usage"], whole)
+    u = torch.nn.functional.normalize(z.detach().reshape(-1, 6), dim=-1).requires_grad_()
+    codebook_entropy = bsq_entropy(u, 0.5)[1]
+    codebook_entropy.backward()
+    for rank, result in enumerate(ranks):
+        torch.testing.assert_close(result["codebook_entropy"], codebook_entropy.detach())
+        rows = slice(0, 4) if rank == 0 else slice(4, None)
+        torch.testing.assert_close(result["entropy_grad"] / 2, u.grad[rows])
     for name in MODELS:
         for step, (a, b) in enumerate(zip(ranks[0]["snapshots"][name], ranks[1]["snapshots"][name])):
             for key in a:
