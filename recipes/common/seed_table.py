@@ -19,14 +19,13 @@ import json
 import math
 import os
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from seqvq.train.logs import atomic_write_text, read_metrics  # noqa: E402
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Column:
     header: str
     source: str  # the figures file the value comes from, relative to the run directory
@@ -34,13 +33,14 @@ class Column:
     digits: int
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class TableKind:
     name: str  # output files EXP_DIR/NAME.md, .json, _curves.png
     labels: dict[str, str]
     columns: list[Column]
     curves: list[tuple[str, str]]  # (key of the dev records in metrics.jsonl, axis label)
     note: str
+    log_scale: dict[str, bool] = dataclasses.field(default_factory=dict)  # curve key -> log y axis
 
 
 SPEECH_LABELS = {
@@ -53,7 +53,11 @@ SPEECH_LABELS = {
     "modern_usage_kl": "usage regularizer (KL)", "modern_fsq": "FSQ 8x8x8", "modern_bn_fsq": "FSQ + BN",
     "modern_bn_reestimation_rotation": "+ BN + data-dep reest + rotation trick",
     "modern_bn_reestimation_simvq": "+ BN + data-dep reest + SimVQ",
-    "modern_bn_reestimation_usage_kl": "+ BN + data-dep reest + usage regularizer",
+    "modern_bn_reestimation_usage_kl": "+ BN + data-dep reest + usage regularizer", "modern_bsq": "BSQ 9 bits",
+    "ablation_constant_lr": "reest + codebook LR, constant LR (no warm-up, no cosine)",
+    "ablation_no_restart": "reest + codebook LR, reservoir never restarted",
+    "ablation_early_reestimation": "reest + codebook LR, re-estimation at steps 50-200 (5 iterations)",
+    "ablation_huh_all_defaults": "Huh: all remedies, library defaults (lr scale 1, no k-means init, constant LR)",
 }
 HANDWRITING_LABELS = {
     "vanilla": "vanilla VQ", "bn": "+ BN", "bn_codebook_lr": "+ BN + codebook LR", "bn_ema": "+ BN + EMA",
@@ -72,7 +76,8 @@ def speech_kind(units: str) -> TableKind:
                 Column("Codes used (dev)", "decode_dev/figures.json", "codes_used", 0)]
     return TableKind("table1", SPEECH_LABELS, columns,
                      [(rates[0][0], f"dev {rates[0][1]} (%)"), ("code_perplexity", "dev code perplexity")],
-                     "Greedy CTC decoding of the last checkpoint; perplexity and codes used over the dev latents.")
+                     "Greedy CTC decoding of the last checkpoint; perplexity and codes used over the dev latents.",
+                     {rates[0][0]: True})  # collapsed rows sit near 100%, converged ones near 10%
 
 
 HANDWRITING = TableKind(
@@ -154,20 +159,26 @@ def plot(kind: TableKind, rows: list[tuple[str, int]], results: dict[str, list[d
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, axes = plt.subplots(1, len(kind.curves), figsize=(6.5 * len(kind.curves), 4.5), squeeze=False)
     for ax, (key, label) in zip(axes[0], kind.curves):
-        for config, _ in rows:
+        for index, (config, _) in enumerate(rows):  # a row keeps its colour in every panel
             curves = [dict(r["curves"][key]) for r in results[config] if r["curves"].get(key)]
             if not curves:
                 continue
             steps = sorted(set.intersection(*(set(c) for c in curves)))
             values = [[c[s] for c in curves] for s in steps]
-            line, = ax.plot(steps, [sum(v) / len(v) for v in values], marker=".",
-                            label=f"{kind.labels.get(config, config)} ({len(curves)})")
+            style = {"color": f"C{index % 10}", "linestyle": "-" if index < 10 else "--"}
+            ax.plot(steps, [sum(v) / len(v) for v in values], marker=".", **style,
+                    label=f"{kind.labels.get(config, config)} ({len(curves)})")
             if len(curves) > 1:
-                ax.fill_between(steps, [min(v) for v in values], [max(v) for v in values], color=line.get_color(),
+                ax.fill_between(steps, [min(v) for v in values], [max(v) for v in values], color=style["color"],
                                 alpha=0.2)
+        if kind.log_scale.get(key):
+            ax.set_yscale("log")
+            for axis_format in (ax.yaxis.set_major_formatter, ax.yaxis.set_minor_formatter):
+                axis_format(matplotlib.ticker.FormatStrFormatter("%g"))
         ax.set_xlabel("training step")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
