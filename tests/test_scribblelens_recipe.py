@@ -76,7 +76,8 @@ def test_run_sh_output_directory_per_corpus_and_errors(tmp_path):
     for arguments, message in ((["--mini", "--config", "nope"], "no conf/nope.yaml; configs: bn "),
                                (["--data", tmp_path / "missing"], "no such file or folder"),
                                (["--mini", "--size", "huge"], "--size must be cpu or paper"),
-                               (["--rows", "bn"], "unknown option --rows")):
+                               (["--rows", "bn"], "unknown option --rows"),
+                               (["--mini", "--seed", "one"], "--seed must be a non-negative integer")):
         result = run_sh(*arguments)
         assert result.returncode == 1 and message in result.stderr, (arguments, result.stderr)
 

@@ -13,6 +13,7 @@ RUN = pathlib.Path(__file__).resolve().parents[1] / "recipes" / "wsj" / "run.sh"
     (["--units", "chars", "--lexicon", "lexicon.txt"],
      "run.sh: --phones-dir and --lexicon give phone targets; drop them or use --units phones"),
     (["--config", "nope"], "run.sh: no recipes/wsj/conf/nope.yaml; configs: "),
+    (["--seed", "-1"], "run.sh: --seed must be a non-negative integer"),
 ])
 def test_bad_unit_and_config_options(tmp_path, arguments, message):
     result = subprocess.run(["bash", str(RUN), "--data", str(tmp_path), *arguments], capture_output=True, text=True)
