@@ -31,24 +31,16 @@ start=$(date +%s)
 
 bash "$here/run.sh" "${data_args[@]}" --stage 0 --stop-stage 0
 mkdir -p "$exp/logs"
-running=0
+source "$repo/recipes/common/jobs.sh"
 for model in $models; do
   for row in $rows; do
     [ -f "$exp/$model/$row/eval/metrics.json" ] && continue
     echo "table2_huh.sh: $model/$row (log: $exp/logs/$model-$row.log)"
-    OMP_NUM_THREADS=$threads bash "$here/run.sh" "${data_args[@]}" --model "$model" --config "$row" --stage 1 \
-      --exp "$exp/$model/$row" -- ${overrides[@]+"${overrides[@]}"} > "$exp/logs/$model-$row.log" 2>&1 &
-    running=$((running + 1))
-    if (( running >= jobs )); then
-      wait -n || echo "table2_huh.sh: a run failed; see $exp/logs" >&2
-      running=$((running - 1))
-    fi
+    start_job "$exp/logs/$model-$row.log" env OMP_NUM_THREADS="$threads" bash "$here/run.sh" "${data_args[@]}" \
+      --model "$model" --config "$row" --stage 1 --exp "$exp/$model/$row" -- ${overrides[@]+"${overrides[@]}"}
   done
 done
-while (( running > 0 )); do
-  wait -n || echo "table2_huh.sh: a run failed; see $exp/logs" >&2
-  running=$((running - 1))
-done
+wait_jobs
 echo "table2_huh.sh: $(( $(date +%s) - start )) s"
 
 python3 - "$exp" "$models" "$rows" <<'PY'

@@ -48,7 +48,7 @@ if [ "$table_only" = 0 ]; then
   max_seeds=1
   for entry in $rows; do case $entry in *:*) [ "${entry#*:}" -le "$max_seeds" ] || max_seeds=${entry#*:} ;; esac; done
   mkdir -p "$exp/logs"
-  running=0
+  source "$repo/recipes/common/jobs.sh"
   for (( seed = 0; seed < max_seeds; seed++ )); do
     for entry in $rows; do
       row=${entry%%:*} seeds=1
@@ -57,19 +57,11 @@ if [ "$table_only" = 0 ]; then
       run=$row; [ "$seed" = 0 ] || run=${row}_seed$seed
       if [ -f "$exp/$run/eval/metrics.json" ]; then echo "table2.sh: $run already evaluated"; continue; fi
       echo "table2.sh: training $run (log: $exp/logs/$run.log)"
-      OMP_NUM_THREADS=$threads bash "$recipe/run.sh" "${run_args[@]}" --exp "$exp" --config "$row" --seed "$seed" \
-        --stage 1 --stop-stage 2 -- ${extra[@]+"${extra[@]}"} > "$exp/logs/$run.log" 2>&1 &
-      running=$((running + 1))
-      if [ "$running" -ge "$jobs" ]; then
-        wait -n || echo "table2.sh: a run failed; see $exp/logs" >&2
-        running=$((running - 1))
-      fi
+      start_job "$exp/logs/$run.log" env OMP_NUM_THREADS="$threads" bash "$recipe/run.sh" "${run_args[@]}" \
+        --exp "$exp" --config "$row" --seed "$seed" --stage 1 --stop-stage 2 -- ${extra[@]+"${extra[@]}"}
     done
   done
-  while [ "$running" -gt 0 ]; do
-    wait -n || echo "table2.sh: a run failed; see $exp/logs" >&2
-    running=$((running - 1))
-  done
+  wait_jobs
   minutes=$(( ($(date +%s) - start_time) / 60 ))
   note="Command: \`bash recipes/scribblelens/table2.sh $command\`; $minutes min wall time for the runs trained by \
 this call; machine: $(nproc) CPU cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), \

@@ -56,7 +56,7 @@ threads=$(( $(nproc) / jobs )); (( threads >= 1 )) || threads=1
 max_seeds=1
 for entry in $variants; do [[ $entry == *:* ]] && (( ${entry#*:} > max_seeds )) && max_seeds=${entry#*:}; done
 mkdir -p "$exp/logs"
-running=0
+source "$here/../common/jobs.sh"
 for (( seed = 0; seed < max_seeds; seed++ )); do
   for entry in $variants; do
     variant=${entry%%:*}; seeds=1
@@ -65,19 +65,11 @@ for (( seed = 0; seed < max_seeds; seed++ )); do
     name=$variant$suffix; (( seed == 0 )) || name=${name}_seed$seed
     if [[ -f $exp/$name/decode_dev/figures.json ]]; then continue; fi
     echo "table1.sh: training $name (log: $exp/logs/$name.log)"
-    bash "$here/run.sh" "${run_args[@]}" --config "$variant" --seed "$seed" --threads "$threads" \
-      --stage 3 --stop-stage 4 -- ${overrides[@]+"${overrides[@]}"} > "$exp/logs/$name.log" 2>&1 &
-    running=$((running + 1))
-    if (( running >= jobs )); then
-      wait -n || echo "table1.sh: a run failed; see $exp/logs" >&2
-      running=$((running - 1))
-    fi
+    start_job "$exp/logs/$name.log" bash "$here/run.sh" "${run_args[@]}" --config "$variant" --seed "$seed" \
+      --threads "$threads" --stage 3 --stop-stage 4 -- ${overrides[@]+"${overrides[@]}"}
   done
 done
-while (( running > 0 )); do
-  wait -n || echo "table1.sh: a run failed; see $exp/logs" >&2
-  running=$((running - 1))
-done
+wait_jobs
 
 minutes=$(( (SECONDS - start_time) / 60 ))
 machine="$(nproc) CPU cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), \
