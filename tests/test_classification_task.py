@@ -8,8 +8,10 @@ import pytest
 import torch
 from PIL import Image
 
-from seqvq.tasks.classification import build_classifier, build_task, evaluate_cli
+from seqvq import cli
+from seqvq.tasks.classification import CONFIG, build_classifier, build_task
 from seqvq.train import Trainer, TrainConfig, load_config, read_metrics
+from seqvq.train.config import check_run_config
 from seqvq.train.trainer import build_optimizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -66,8 +68,9 @@ def test_smoke_run_loss_falls_then_evaluate_cli(tmp_path, arch):
     assert set(figures) == {"accuracy", "images", "perplexity", "codes_used"} and figures["images"] == 9
     assert 1 <= figures["perplexity"] <= figures["codes_used"] <= 8
 
-    result = evaluate_cli(str(tmp_path / "exp" / "checkpoints" / "last.pt"), str(tmp_path / "images"), config)
-    assert result == pytest.approx(figures)
+    # `seqvq evaluate` as recipes/imagenet100/run.sh calls it: the run config is checked, figures go to --out
+    cli.main(["evaluate", str(tmp_path / "exp" / "checkpoints" / "last.pt"), str(tmp_path / "images"),
+              "--out", str(tmp_path / "exp" / "eval")])
     saved = json.loads((tmp_path / "exp" / "eval" / "metrics.json").read_text())
     assert saved == pytest.approx(figures)
 
@@ -106,6 +109,7 @@ def test_data_errors(tmp_path):
 @pytest.mark.parametrize("path", sorted(CONF.glob("*/*.yaml")), ids=lambda p: f"{p.parent.name}/{p.stem}")
 def test_recipe_configs_build(path):
     config = load_config(path)
+    check_run_config(config, CONFIG)  # what `seqvq train` checks before anything runs
     train = TrainConfig.from_dict(config["train"])
     assert config["task"] == "image_classification" and train.optimizer in ("sgd", "adamw")
     model = dict(config["model"])

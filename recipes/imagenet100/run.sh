@@ -79,5 +79,5 @@ fi
 
 if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
   echo "stage 2: evaluating $model/$config"
-  python -m seqvq.cli evaluate "$exp/checkpoints/last.pt" "$root"
+  python -m seqvq.cli evaluate "$exp/checkpoints/last.pt" "$root" --out "$exp/eval"
 fi

@@ -33,6 +33,8 @@ from seqvq.models.alexnet import AlexNet
 from seqvq.models.quantized_classifier import QuantizedClassifier
 from seqvq.models.resnet import ResNet18
 from seqvq.models.vit import VisionTransformer
+from seqvq.tasks import quantizer_section
+from seqvq.train.config import Section
 from seqvq.train.types import StepOutput, TaskBundle
 
 ARCHITECTURES = {"resnet18": ResNet18, "alexnet": AlexNet, "vit_tiny": VisionTransformer}
@@ -59,6 +61,22 @@ class ClassificationTask(nn.Module):
     def codebook_loss(self, batch: ImageBatch) -> torch.Tensor:
         """The inner loss (eq. 17) of Huh's alternating optimization on ``batch``."""
         return self.classifier.codebook_loss(batch.images)
+
+
+def _model_section() -> Section:
+    """``model:``: ``arch`` plus the constructor keys of any architecture (each checks its own on construction)."""
+    union = Section("model", {"arch": str}, {})
+    for architecture in ARCHITECTURES.values():
+        union = union.merged(Section.of(architecture, skip=("num_classes",), quantizer=quantizer_section()))
+    return union
+
+
+# The keys a run config of this task may hold (checked by ``seqvq train`` / ``seqvq evaluate``).
+CONFIG = Section.keys(
+    "image_classification", model=_model_section(),
+    data=Section.keys("data", root=str | None, classes=list | None, train_split=str, val_split=str, image_size=int,
+                      resize_size=int, crop_scale=list, flip=bool),
+    eval=Section.keys("eval", batch_size=int, max_images=int | None))
 
 
 def build_classifier(model_config: dict, num_classes: int, image_size: int) -> QuantizedClassifier:
@@ -139,9 +157,9 @@ def build_task(config: dict) -> TaskBundle:
     return TaskBundle(model, train_images, train_collate, evaluate)
 
 
-def evaluate_cli(checkpoint: str, data_root: str, config: dict) -> dict:
-    """`seqvq evaluate CKPT DATA`: Table 2 figures on DATA's validation split (Polyak weights when saved), also
-    written to <exp_dir>/eval/metrics.json."""
+def evaluate_cli(checkpoint: str, data_root: str, config: dict, out_dir: Path) -> dict:
+    """`seqvq evaluate CKPT DATA [--out DIR]`: Table 2 figures on DATA's validation split (Polyak weights when
+    saved), also written to out_dir/metrics.json."""
     from seqvq.train.checkpoint import load_checkpoint
 
     model = build_model(config)
@@ -152,7 +170,6 @@ def evaluate_cli(checkpoint: str, data_root: str, config: dict) -> dict:
     images = ClassFolderDataset(os.path.join(_root(data, data_root), data["val_split"]), data.get("classes"))
     figures = evaluate_images(model, images, EvalCollate(int(data["image_size"]), int(data["resize_size"])),
                               int(options.get("batch_size", 100)), options.get("max_images"))
-    out_dir = Path(checkpoint).resolve().parent.parent / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp_path = out_dir / "metrics.json.tmp"
     tmp_path.write_text(json.dumps(figures, indent=1) + "\n")
