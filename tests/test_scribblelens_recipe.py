@@ -31,7 +31,7 @@ def test_row_configs_build(row):
         TrainConfig.from_dict(config["train"])
         if overrides:  # the paper-scale model is big; building the mini one checks every quantizer option
             model = HandwritingAutoencoder(**config["model"])
-            assert model.codebook_size == 256 and model.width_stride == 4
+            assert model.codebook_size == 1024 and model.width_stride == 2  # 64 pixels per latent
     assert load_config(path)["model"]["quantizer"]["codebook_size"] == 4096
 
 

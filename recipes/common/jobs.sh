@@ -3,8 +3,10 @@
 #   start_job LOG COMMAND...   runs COMMAND in the background with stdout and stderr to LOG, first waiting for a
 #                              slot while `jobs` runs are going
 #   wait_jobs                  waits for the runs still going
+#   cpu_cores                  the cores this process may use (nproc, which would follow OMP_NUM_THREADS)
 # A run that fails is reported on stderr (its log under EXP/logs says why); the table goes on with the others.
 running=0
+cpu_cores() { env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc; }
 finish_one_job() {
   wait -n || echo "$(basename "$0"): a run failed; see $exp/logs" >&2
   running=$((running - 1))

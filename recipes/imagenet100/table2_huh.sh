@@ -26,12 +26,12 @@ while [ $# -gt 0 ]; do
   esac
 done
 [ "$mini" = 1 ] && exp=${exp:-$repo/exp/imagenet100/mini} || exp=${exp:-$repo/exp/imagenet100/full}
-threads=${OMP_NUM_THREADS:-$(( $(nproc) / jobs ))}; (( threads >= 1 )) || threads=1
 start=$(date +%s)
 
 bash "$here/run.sh" "${data_args[@]}" --stage 0 --stop-stage 0
 mkdir -p "$exp/logs"
 source "$repo/recipes/common/jobs.sh"
+threads=${OMP_NUM_THREADS:-$(( $(cpu_cores) / jobs ))}; (( threads >= 1 )) || threads=1
 for model in $models; do
   for row in $rows; do
     [ -f "$exp/$model/$row/eval/metrics.json" ] && continue

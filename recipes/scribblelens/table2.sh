@@ -40,15 +40,15 @@ if [ "$table_only" = 0 ]; then
   if [ -z "$exp" ]; then  # the directory run.sh would choose, so that every run lands in the same one
     exp=$(bash "$recipe/run.sh" "${run_args[@]}" --print-exp)
   fi
+  source "$repo/recipes/common/jobs.sh"
   start_time=$(date +%s)
   bash "$recipe/run.sh" "${run_args[@]}" --exp "$exp" --stage 0 --stop-stage 0 -- ${extra[@]+"${extra[@]}"}
   # Seed-major order (every row's seed 0, then every seed 1, ...), so a partial table already has every row.
   # The thread count is fixed per table: a different one changes the float sums.
-  threads=$(( $(nproc) / jobs )); [ "$threads" -ge 1 ] || threads=1
+  threads=$(( $(cpu_cores) / jobs )); [ "$threads" -ge 1 ] || threads=1
   max_seeds=1
   for entry in $rows; do case $entry in *:*) [ "${entry#*:}" -le "$max_seeds" ] || max_seeds=${entry#*:} ;; esac; done
   mkdir -p "$exp/logs"
-  source "$repo/recipes/common/jobs.sh"
   for (( seed = 0; seed < max_seeds; seed++ )); do
     for entry in $rows; do
       row=${entry%%:*} seeds=1
@@ -64,7 +64,7 @@ if [ "$table_only" = 0 ]; then
   wait_jobs
   minutes=$(( ($(date +%s) - start_time) / 60 ))
   note="Command: \`bash recipes/scribblelens/table2.sh $command\`; $minutes min wall time for the runs trained by \
-this call; machine: $(nproc) CPU cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), \
+this call; machine: $(cpu_cores) CPU cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), \
 torch $(python -c 'import torch; print(torch.__version__)'), $jobs runs at a time with $threads thread(s) each."
 fi
 [ -n "$exp" ] || { echo "error: table2.sh: --table-only needs --exp DIR" >&2; exit 1; }

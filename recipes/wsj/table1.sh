@@ -52,11 +52,11 @@ bash "$here/run.sh" "${run_args[@]}" --stage 0 --stop-stage 2
 
 # Runs in seed-major order (every row's seed 0, then every seed 1, ...), so a partial table already has every row.
 # Each run uses nproc/jobs threads: fixed per table, because a different thread count changes the float sums.
-threads=$(( $(nproc) / jobs )); (( threads >= 1 )) || threads=1
 max_seeds=1
 for entry in $variants; do [[ $entry == *:* ]] && (( ${entry#*:} > max_seeds )) && max_seeds=${entry#*:}; done
 mkdir -p "$exp/logs"
 source "$here/../common/jobs.sh"
+threads=$(( $(cpu_cores) / jobs )); (( threads >= 1 )) || threads=1
 for (( seed = 0; seed < max_seeds; seed++ )); do
   for entry in $variants; do
     variant=${entry%%:*}; seeds=1
@@ -72,7 +72,7 @@ done
 wait_jobs
 
 minutes=$(( (SECONDS - start_time) / 60 ))
-machine="$(nproc) CPU cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), \
+machine="$(cpu_cores) CPU cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), \
 torch $(python3 -c 'import torch; print(torch.__version__)'), $jobs runs at a time with $threads thread(s) each"
 python3 "$here/../common/seed_table.py" wsj "$exp" --rows "$variants" --suffix "$suffix" --name "$table" \
   --note "Command: \`bash recipes/wsj/table1.sh $command\`; $minutes min wall time for the runs trained by this \
