@@ -6,9 +6,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from seqvq import cli
+from seqvq.quantize import BinarySphericalQuantizer, FiniteScalarQuantizer, VectorQuantizer
+from seqvq.quantize.linear_map import LinearCodebookMap
 from seqvq.tasks.classification import CONFIG, build_classifier, build_task
 from seqvq.train import Trainer, TrainConfig, load_config, read_metrics
 from seqvq.train.config import check_run_config
@@ -106,9 +109,22 @@ def test_data_errors(tmp_path):
         build_classifier({"arch": "vit_tiny", "image_size": 32}, 10, 224)
 
 
+def mini_overrides(path: Path) -> list[str]:
+    """The lines of conf/<model>/mini.overrides that run.sh --mini applies to the row ``path``: '*' lines first."""
+    lines = (path.parent / "mini.overrides").read_text().splitlines()
+    pairs = [line.split(": ", 1) for line in lines if line.strip() and not line.startswith("#")]
+    return [value for key, value in pairs if key == "*"] + [value for key, value in pairs if key == path.stem]
+
+
+MODERN = {"modern_rotation", "modern_simvq", "modern_usage_kl", "modern_fsq", "modern_bsq", "bn_reestimation",
+          "modern_bn_reestimation_rotation", "modern_bn_reestimation_simvq", "modern_bn_reestimation_usage_kl",
+          "modern_bn_fsq"}
+
+
+@pytest.mark.parametrize("mini", [False, True], ids=["paper", "mini"])
 @pytest.mark.parametrize("path", sorted(CONF.glob("*/*.yaml")), ids=lambda p: f"{p.parent.name}/{p.stem}")
-def test_recipe_configs_build(path):
-    config = load_config(path)
+def test_recipe_configs_build(path, mini):
+    config = load_config(path, mini_overrides(path) if mini else [])
     check_run_config(config, CONFIG)  # what `seqvq train` checks before anything runs
     train = TrainConfig.from_dict(config["train"])
     assert config["task"] == "image_classification" and train.optimizer in ("sgd", "adamw")
@@ -116,11 +132,48 @@ def test_recipe_configs_build(path):
     if model["arch"] == "alexnet":
         model["hidden"] = 16  # the 4096-unit layers take seconds to initialise; the quantizer options are the test
     classifier = build_classifier(model, 10, int(config["data"]["image_size"]))
-    assert (classifier.quantizer is None) == (path.stem == "novq")
+    quantizer = classifier.quantizer
+    assert (quantizer is None) == (path.stem == "novq")
     if path.stem in ("all", "alternating"):
         assert train.alternating_fused
-    if classifier.quantizer is not None:
-        assert classifier.quantizer.codebook_size == 1024 and classifier.quantizer.alpha == 5.0
+    if path.stem.endswith("fsq"):  # FSQ Table 1's levels for about 2^10 codes, no VQ key inherited
+        assert isinstance(quantizer, FiniteScalarQuantizer) and quantizer.codebook_size == 1000
+        assert (quantizer.norm is not None) == (path.stem == "modern_bn_fsq")
+    elif path.stem == "modern_bsq":
+        assert isinstance(quantizer, BinarySphericalQuantizer) and quantizer.codebook_size == 1024
+    elif quantizer is not None:
+        assert quantizer.codebook_size == 1024 and quantizer.alpha == 5.0
+        assert quantizer.rotation_trick == path.stem.endswith("rotation")
+        assert isinstance(quantizer.affine, LinearCodebookMap) == path.stem.endswith("simvq")
+        assert (quantizer.usage_regularizer is not None) == path.stem.endswith("usage_kl")
+        reestimation = quantizer.reestimation
+        assert (reestimation is not None) == ("reestimation" in path.stem) == (quantizer.norm is not None)
+        assert quantizer.kmeans_init == (reestimation is None)  # refused together; re-estimation sets the codes
+        if reestimation is not None:  # the re-estimations end well before the first lr step (1/3 of training)
+            assert reestimation.init_steps > 0 and reestimation.last_reestimation() < train.step_size
+            assert reestimation.reservoir.size >= quantizer.codebook_size
+            if mini:  # quantize from step 40, re-estimate at 40, 80, 120 (mini.overrides)
+                assert [s for s in range(train.steps) if reestimation.reestimates_at(s)] == [40, 80, 120]
+
+
+@pytest.mark.parametrize("row", sorted(MODERN))
+def test_modern_rows_train_one_batch(row):
+    """Each modern row's --mini ResNet18 (re-estimating from its first step) takes a training step on one batch of
+    64 random 32 px images: the loss is finite and the gradient reaches the first convolution."""
+    path = CONF / "resnet18" / f"{row}.yaml"
+    config = load_config(path, mini_overrides(path))
+    if "reestimate" in config["model"]["quantizer"]:
+        config = load_config(path, mini_overrides(path) + ["model.quantizer.reestimate.steps_per_epoch=1"])
+    torch.manual_seed(0)
+    classifier = build_classifier(config["model"], 10, int(config["data"]["image_size"]))
+    out = classifier(torch.randn(64, 3, 32, 32))
+    loss = F.cross_entropy(out.logits, torch.randint(0, 10, (64,))) + out.quantized.loss
+    loss.backward()
+    assert torch.isfinite(loss) and classifier.conv1.weight.grad.abs().sum() > 0
+    codes = out.quantized.codes
+    assert codes.shape == (64, 4, 4) and 0 <= int(codes.min()) and int(codes.max()) < classifier.quantizer.codebook_size
+    if isinstance(classifier.quantizer, VectorQuantizer):  # k-means on the first batch, or re-estimation at step 1
+        assert int(classifier.quantizer.rewrites) == 1
 
 
 def test_trainer_builds_sgd_and_adamw():

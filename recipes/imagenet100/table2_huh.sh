@@ -5,13 +5,18 @@
 # have eval/metrics.json are not retrained (delete EXP/<model>/<row> to redo one).
 #
 #   bash recipes/imagenet100/table2_huh.sh [--mini | --data DIR] [--models "resnet18 alexnet vit_tiny"]
-#        [--rows "novq none affine sync alternating replace all"] [--jobs 2] [--exp DIR] [-- train.steps=N ...]
+#        [--rows "novq none affine sync alternating replace all"] [--jobs 2] [--exp DIR] [--table NAME]
+#        [--table-only] [-- train.steps=N ...]
+#
+# --table NAME also writes the table to EXP/NAME.md (e.g. --table modern for the modern-remedies rows of issue 14,
+# README.md); without it the table is printed only. --table-only prints (and writes) the table of the runs already
+# in EXP without preparing data or training.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 models="resnet18" rows="novq none affine sync alternating replace all" jobs=2 exp="" data_args=(--mini) overrides=()
-mini=1
+mini=1 table="" table_only=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --mini) shift ;;
@@ -20,47 +25,74 @@ while [ $# -gt 0 ]; do
     --rows) rows=$2; shift 2 ;;
     --jobs) jobs=$2; shift 2 ;;
     --exp) exp=$2; shift 2 ;;
-    -h|--help) sed -n '2,9p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --table) table=$2; shift 2 ;;
+    --table-only) table_only=1; shift ;;
+    -h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     --) shift; overrides=("$@"); break ;;
-    *) echo "table2_huh.sh: unknown option $1" >&2; exit 1 ;;
+    *) echo "error: table2_huh.sh: unknown option $1 (see --help)" >&2; exit 1 ;;
   esac
 done
-[ "$mini" = 1 ] && exp=${exp:-$repo/exp/imagenet100/mini} || exp=${exp:-$repo/exp/imagenet100/full}
-start=$(date +%s)
-
-bash "$here/run.sh" "${data_args[@]}" --stage 0 --stop-stage 0
-mkdir -p "$exp/logs"
-source "$repo/recipes/common/jobs.sh"
-threads=${OMP_NUM_THREADS:-$(( $(cpu_cores) / jobs ))}; (( threads >= 1 )) || threads=1
+if [ -n "$table" ] && ! [[ $table =~ ^[A-Za-z0-9][A-Za-z0-9_.-]*$ ]]; then
+  echo "error: table2_huh.sh: --table takes a file name without a folder (EXP/NAME.md), got '$table'" >&2; exit 1
+fi
 for model in $models; do
   for row in $rows; do
-    [ -f "$exp/$model/$row/eval/metrics.json" ] && continue
-    echo "table2_huh.sh: $model/$row (log: $exp/logs/$model-$row.log)"
-    start_job "$exp/logs/$model-$row.log" env OMP_NUM_THREADS="$threads" bash "$here/run.sh" "${data_args[@]}" \
-      --model "$model" --config "$row" --stage 1 --exp "$exp/$model/$row" -- ${overrides[@]+"${overrides[@]}"}
+    [ -f "$here/conf/$model/$row.yaml" ] || [ "$table_only" = 1 ] || {
+      echo "error: table2_huh.sh: no config conf/$model/$row.yaml; see the rows of recipes/imagenet100/README.md" >&2
+      exit 1; }
   done
 done
-wait_jobs
-echo "table2_huh.sh: $(( $(date +%s) - start )) s"
+[ "$mini" = 1 ] && exp=${exp:-$repo/exp/imagenet100/mini} || exp=${exp:-$repo/exp/imagenet100/full}
+if [ "$table_only" = 0 ]; then
+  start=$(date +%s)
+  bash "$here/run.sh" "${data_args[@]}" --stage 0 --stop-stage 0
+  mkdir -p "$exp/logs"
+  source "$repo/recipes/common/jobs.sh"
+  threads=${OMP_NUM_THREADS:-$(( $(cpu_cores) / jobs ))}; (( threads >= 1 )) || threads=1
+  for model in $models; do
+    for row in $rows; do
+      [ -f "$exp/$model/$row/eval/metrics.json" ] && continue
+      echo "table2_huh.sh: $model/$row (log: $exp/logs/$model-$row.log)"
+      start_job "$exp/logs/$model-$row.log" env OMP_NUM_THREADS="$threads" bash "$here/run.sh" "${data_args[@]}" \
+        --model "$model" --config "$row" --stage 1 --exp "$exp/$model/$row" -- ${overrides[@]+"${overrides[@]}"}
+    done
+  done
+  wait_jobs
+  echo "table2_huh.sh: $(( $(date +%s) - start )) s"
+elif [ ! -d "$exp" ]; then
+  echo "error: table2_huh.sh: --table-only: no runs in $exp; give the --exp DIR of the trained rows" >&2; exit 1
+fi
 
-python3 - "$exp" "$models" "$rows" <<'PY'
+python3 - "$exp" "$models" "$rows" "$table" <<'PY'
 import json
 import os
 import sys
+import tempfile
 
-exp, models, rows = sys.argv[1], sys.argv[2].split(), sys.argv[3].split()
+exp, models, rows, table = sys.argv[1], sys.argv[2].split(), sys.argv[3].split(), sys.argv[4]
+# Huh's four methods per row (A, S, L, R): None = no VQ; rows that use none of them (the plain row, Łańcucki's
+# remedy, the modern remedies of issue 14) get "" and a label naming their method in the Row column.
 METHODS = {"novq": None, "none": "", "affine": "A", "sync": "S", "alternating": "L", "replace": "R", "all": "ASLR"}
-print("| Model | Row | Affine | Sync. | Alt. | Replace | Accuracy | Perplexity | Codes used | Train s |")
-print("|---|---|---|---|---|---|---|---|---|---|")
+LABELS = {
+    "bn_reestimation": "+ BN + data-dep reest", "modern_rotation": "rotation trick",
+    "modern_simvq": "SimVQ linear map", "modern_usage_kl": "usage regularizer (KL)", "modern_fsq": "FSQ 8x5x5x5",
+    "modern_bsq": "BSQ 10 bits", "modern_bn_fsq": "FSQ 8x5x5x5 + BN",
+    "modern_bn_reestimation_rotation": "+ BN + data-dep reest + rotation trick",
+    "modern_bn_reestimation_simvq": "+ BN + data-dep reest + SimVQ",
+    "modern_bn_reestimation_usage_kl": "+ BN + data-dep reest + usage regularizer (KL)",
+}
+lines = ["| Model | Row | Affine | Sync. | Alt. | Replace | Accuracy | Perplexity | Codes used | Train s |",
+         "|---|---|---|---|---|---|---|---|---|---|"]
 for model in models:
     base = None
     for row in rows:
         path = os.path.join(exp, model, row, "eval", "metrics.json")
-        methods = METHODS.get(row, "?")
+        methods = METHODS.get(row, "" if row in LABELS else "?")
+        label = LABELS.get(row, row)
         marks = " | ".join(["no VQ", "", "", ""] if methods is None else
                            ["✓" if flag in methods else "-" for flag in "ASLR"])
         if not os.path.isfile(path):
-            print(f"| {model} | {row} | {marks} | not evaluated | | | |")
+            lines.append(f"| {model} | {label} | {marks} | not evaluated | | | |")
             continue
         with open(path) as handle:
             m = json.load(handle)
@@ -73,5 +105,13 @@ for model in models:
             accuracy += f" ({m['accuracy'] - base:+.1f})"
         perplexity = f"{m['perplexity']:.1f}" if "perplexity" in m else "-"
         used = f"{m['codes_used']:.0f}" if "codes_used" in m else "-"
-        print(f"| {model} | {row} | {marks} | {accuracy} | {perplexity} | {used} | {seconds} |")
+        lines.append(f"| {model} | {label} | {marks} | {accuracy} | {perplexity} | {used} | {seconds} |")
+text = "\n".join(lines) + "\n"
+print(text, end="")
+if table:  # a temporary file renamed over EXP/NAME.md, so an interrupted write never leaves half a table
+    fd, tmp = tempfile.mkstemp(prefix=f".{table}.md.", dir=exp)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.replace(tmp, os.path.join(exp, f"{table}.md"))
+    print(f"table2_huh.sh: wrote {os.path.join(exp, table + '.md')}")
 PY

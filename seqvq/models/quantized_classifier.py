@@ -1,5 +1,6 @@
-"""What the VQ image classifiers of Huh et al. 2023 §5.1 share: one `VectorQuantizer` between an encoder (the
-layers before the quantization point) and the rest of the network, and a typed output.
+"""What the VQ image classifiers of Huh et al. 2023 §5.1 share: one quantizer (a `VectorQuantizer`, or FSQ / BSQ
+with ``kind:``) between an encoder (the layers before the quantization point) and the rest of the network, and a
+typed output.
 
 A model subclasses :class:`QuantizedClassifier` and implements ``encode(images)`` (the layers up to the paper's
 quantization point) and ``classify(features)`` (the layers after it); the quantizer, when there is one, sits
@@ -12,7 +13,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from seqvq.quantize.core import QuantizedResult, VectorQuantizer
+from seqvq.quantize.build import build_quantizer as make_quantizer
+from seqvq.quantize.core import QuantizedResult
 
 
 @dataclass
@@ -21,9 +23,10 @@ class ClassifierOutput:
     quantized: QuantizedResult | None  # the quantizer's result (codes, loss, metrics); None without VQ
 
 
-def build_quantizer(dim: int, channel_dim: int, options: dict | None) -> VectorQuantizer | None:
-    """A `VectorQuantizer` over ``dim`` channels at ``channel_dim`` from the config's ``quantizer:`` keywords
-    (``codebook_size`` and the remedies); None when ``options`` is None."""
+def build_quantizer(dim: int, channel_dim: int, options: dict | None) -> nn.Module | None:
+    """The quantizer over ``dim`` channels at ``channel_dim`` from the config's ``quantizer:`` keywords: by ``kind``
+    (default ``vq``: a `VectorQuantizer` with ``codebook_size`` and the remedies; ``fsq`` / ``bsq``: the
+    codebook-free quantizers, see `seqvq.build_quantizer`); None when ``options`` is None."""
     if options is None:
         return None
     options = dict(options)
@@ -31,15 +34,19 @@ def build_quantizer(dim: int, channel_dim: int, options: dict | None) -> VectorQ
         if fixed in options:
             raise ValueError(f"quantizer option {fixed!r} is set by the model (the channels at the quantization "
                              f"point); remove it from the config")
-    if "codebook_size" not in options:
+    kind = options.pop("kind", "vq")
+    if kind == "residual":
+        raise ValueError("quantizer kind 'residual' gives several codes per vector, which the classifiers' "
+                         "evaluation (one code per vector) does not count; use kind vq, fsq or bsq")
+    if kind == "vq" and "codebook_size" not in options:
         raise ValueError("quantizer options need codebook_size (Huh et al. A.1 use 1024)")
-    return VectorQuantizer(dim, options.pop("codebook_size"), channel_dim=channel_dim, **options)
+    return make_quantizer(dim, kind, channel_dim=channel_dim, **options)
 
 
 class QuantizedClassifier(nn.Module):
     """``encode`` -> optional ``quantizer`` -> ``classify``; see the module docstring."""
 
-    quantizer: VectorQuantizer | None  # subclasses also define encode(images) and classify(features)
+    quantizer: nn.Module | None  # VectorQuantizer, FSQ or BSQ; subclasses define encode(images), classify(features)
 
     def forward(self, images: torch.Tensor) -> ClassifierOutput:
         features = self.encode(images)
