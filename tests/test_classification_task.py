@@ -1,6 +1,7 @@
 """The `image_classification` task with the shared trainer: a smoke run per model whose loss falls, the evaluation
 CLI, every recipe config, and the trainer's SGD / AdamW option (Huh Tables 4-6)."""
 import json
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -107,6 +108,9 @@ def test_data_errors(tmp_path):
         build_classifier({"arch": "vgg16"}, 10, 224)
     with pytest.raises(ValueError, match="data.image_size"):
         build_classifier({"arch": "vit_tiny", "image_size": 32}, 10, 224)
+    with pytest.raises(ValueError, match="kind 'residual'"):  # several codes per vector: not what evaluation counts
+        build_classifier({"arch": "resnet18", "width": 8, "quantizer": {"kind": "residual", "codebook_size": 8,
+                                                                      "num_quantizers": 2}}, 10, 32)
 
 
 def mini_overrides(path: Path) -> list[str]:
@@ -174,6 +178,43 @@ def test_modern_rows_train_one_batch(row):
     assert codes.shape == (64, 4, 4) and 0 <= int(codes.min()) and int(codes.max()) < classifier.quantizer.codebook_size
     if isinstance(classifier.quantizer, VectorQuantizer):  # k-means on the first batch, or re-estimation at step 1
         assert int(classifier.quantizer.rewrites) == 1
+
+
+def test_table_script_writes_a_named_table(tmp_path):
+    """table2_huh.sh --table-only: the table of the runs in --exp, rows labelled by their method; --table NAME also
+    writes EXP/NAME.md, and without it nothing is written (the Table 2 default)."""
+    figures = {"none": (80.0, 300.0, 700), "modern_rotation": (82.5, 512.25, 900), "modern_fsq": (79.0, 250.0, 600)}
+    for row, (accuracy, perplexity, used) in figures.items():
+        (tmp_path / "resnet18" / row / "eval").mkdir(parents=True)
+        (tmp_path / "resnet18" / row / "eval" / "metrics.json").write_text(json.dumps(
+            {"accuracy": accuracy, "images": 1000.0, "perplexity": perplexity, "codes_used": float(used)}))
+    (tmp_path / "resnet18" / "none" / "train_seconds.txt").write_text("61\n")
+    script = str(CONF.parent / "table2_huh.sh")
+    rows = ["--rows", "none modern_rotation modern_fsq modern_bn_reestimation_simvq"]
+    command = ["bash", script, "--table-only", "--exp", str(tmp_path), *rows]
+    printed = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    assert list(tmp_path.glob("*.md")) == []
+    lines = printed.splitlines()
+    assert lines[2] == "| resnet18 | none | - | - | - | - | 80.0 | 300.0 | 700 | 61 |"
+    assert lines[3] == "| resnet18 | rotation trick | - | - | - | - | 82.5 (+2.5) | 512.2 | 900 |  |"
+    assert lines[4] == "| resnet18 | FSQ 8x5x5x5 | - | - | - | - | 79.0 (-1.0) | 250.0 | 600 |  |"
+    assert lines[5] == "| resnet18 | + BN + data-dep reest + SimVQ | - | - | - | - | not evaluated | | | |"
+
+    written = subprocess.run(command + ["--table", "modern"], capture_output=True, text=True, check=True).stdout
+    assert written == printed + f"table2_huh.sh: wrote {tmp_path / 'modern.md'}\n"
+    assert (tmp_path / "modern.md").read_text() == printed
+    assert [p.name for p in tmp_path.iterdir() if p.is_file()] == ["modern.md"]  # no temporary file left
+
+    def error(*arguments):
+        result = subprocess.run(["bash", script, *arguments], capture_output=True, text=True)
+        assert result.returncode == 1 and result.stdout == ""
+        return result.stderr.strip()
+    assert error("--table-only", "--exp", str(tmp_path), "--table", "../modern").startswith(
+        "error: table2_huh.sh: --table takes a file name without a folder")
+    assert error("--table-only", "--exp", str(tmp_path / "missing")).startswith(
+        "error: table2_huh.sh: --table-only: no runs in")
+    assert error("--models", "alexnet", "--rows", "modern_fsq").startswith(  # before any data or training
+        "error: table2_huh.sh: no config conf/alexnet/modern_fsq.yaml")
 
 
 def test_trainer_builds_sgd_and_adamw():
