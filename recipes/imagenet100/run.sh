@@ -5,11 +5,12 @@
 #   recipes/imagenet100/run.sh --data DIR --model resnet18 --config all   # DIR/train/<class>/*.JPEG, DIR/val/...
 #   recipes/imagenet100/run.sh --mini --model resnet18 --config all       # the built MNIST digit set, minutes
 #
-# --model: resnet18 | alexnet | vit_tiny (conf/<model>/); --config: novq none affine sync alternating replace all
-# (conf/<model>/<config>.yaml). Options: --stage N / --stop-stage N (0 data, 1 train, 2 evaluate), --exp DIR
-# (default exp/imagenet100/{full,mini}/<model>/<config>), --nproc N (train under torchrun with N processes: DDP),
-# and after `--` dotted overrides, e.g. `-- train.steps=100 train.seed=1`. Training resumes from the run's last
-# checkpoint when re-run. Threads: OMP_NUM_THREADS (default 2 here).
+# --model: resnet18 | alexnet | vit_tiny (conf/<model>/); --config: novq none affine sync alternating replace all,
+# and for resnet18 bn_reestimation and the modern_* rows (conf/<model>/<config>.yaml; README.md). Options:
+# --stage N / --stop-stage N (0 data, 1 train, 2 evaluate), --exp DIR (default
+# exp/imagenet100/{full,mini}/<model>/<config>), --nproc N (train under torchrun with N processes: DDP), and after
+# `--` dotted overrides, e.g. `-- train.steps=100 train.seed=1`. Training resumes from the run's last checkpoint
+# when re-run. Threads: OMP_NUM_THREADS (default 2 here).
 set -euo pipefail
 
 recipe=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -18,7 +19,7 @@ export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}"
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 
 stage=0 stop_stage=2 root="" mini=0 exp="" model=resnet18 config=all nproc=1 extra=()
-usage() { sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit "${1:-1}"; }
+usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit "${1:-1}"; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --data) root=$2; shift 2 ;;
