@@ -20,7 +20,8 @@ from .quantized_classifier import QuantizedClassifier, build_quantizer
 
 
 class AlexNet(QuantizedClassifier):
-    """torchvision's AlexNet; ``quantizer`` (VectorQuantizer keywords, or None) quantizes ``features``' output."""
+    """torchvision's AlexNet; ``quantizer`` (VectorQuantizer keywords, or FSQ / BSQ ones with ``kind``; None: no
+    VQ) quantizes ``features``' output."""
 
     def __init__(self, num_classes: int = 1000, quantizer: dict | None = None, dropout: float = 0.5,
                  hidden: int = 4096, pooled_size: int = 6):

@@ -45,7 +45,8 @@ class BasicBlock(nn.Module):
 
 
 class ResNet18(QuantizedClassifier):
-    """torchvision's ResNet18; ``quantizer`` (VectorQuantizer keywords, or None) quantizes ``layer2``'s output."""
+    """torchvision's ResNet18; ``quantizer`` (VectorQuantizer keywords, or FSQ / BSQ ones with ``kind``; None: no
+    VQ) quantizes ``layer2``'s output."""
 
     def __init__(self, num_classes: int = 1000, quantizer: dict | None = None, width: int = 64):
         super().__init__()

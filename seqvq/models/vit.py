@@ -82,7 +82,8 @@ class Block(nn.Module):
 
 class VisionTransformer(QuantizedClassifier):
     """timm's VisionTransformer (class-token pooling); defaults are ViT-Tiny/16 at 224 px (Huh Table 7).
-    ``quantizer`` (VectorQuantizer keywords, or None) quantizes the tokens after block ``quantize_after``."""
+    ``quantizer`` (VectorQuantizer keywords, or FSQ / BSQ ones with ``kind``; None: no VQ) quantizes the tokens
+    after block ``quantize_after``."""
 
     def __init__(self, num_classes: int = 1000, quantizer: dict | None = None, image_size: int = 224,
                  patch_size: int = 16, embed_dim: int = 192, depth: int = 12, num_heads: int = 3,
