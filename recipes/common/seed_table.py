@@ -64,7 +64,6 @@ HANDWRITING_LABELS = {
     "bn_reestimation": "+ BN + data-dep reest", "bn_reestimation_codebook_lr": "+ BN + data-dep reest + codebook LR",
     "huh_affine": "Huh: affine", "huh_sync": "Huh: synchronized update",
     "huh_alternating": "Huh: alternating optimization", "huh_replacement": "Huh: dead-code replacement",
-    "huh_all": "Huh: all remedies", "no_conditioning": "no latents (PixelCNN alone)",
 }
 
 
