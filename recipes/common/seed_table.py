@@ -86,7 +86,8 @@ HANDWRITING = TableKind(
      Column("Uniform NELBO bits", "eval/metrics.json", "uniform_nelbo", 4),
      Column("Unigram NELBO bits", "eval/metrics.json", "unigram_nelbo", 4)],
     [("bpd", "test BPD"), ("perplexity", "test code perplexity")],
-    "Test split; NELBO = BPD + bits per latent / pixels per latent (uniform: log2 K, unigram: log2 perplexity).")
+    "Test split; NELBO = BPD + bits per latent / pixels per latent (uniform: log2 K, unigram: log2 perplexity).",
+    {"bpd": True})  # the first evaluations sit near 0.9 bits/dim, the rows differ by 0.01 near 0.3
 
 
 def parse_rows(spec: str) -> list[tuple[str, int]]:
