@@ -63,11 +63,13 @@ elif [ ! -d "$exp" ]; then
   echo "error: table2_huh.sh: --table-only: no runs in $exp; give the --exp DIR of the trained rows" >&2; exit 1
 fi
 
-python3 - "$exp" "$models" "$rows" "$table" <<'PY'
+PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}" python3 - "$exp" "$models" "$rows" "$table" <<'PY'
 import json
 import os
 import sys
-import tempfile
+from pathlib import Path
+
+from seqvq.train.logs import atomic_write_text
 
 exp, models, rows, table = sys.argv[1], sys.argv[2].split(), sys.argv[3].split(), sys.argv[4]
 # Huh's four methods per row (A, S, L, R): None = no VQ; rows that use none of them (the plain row, Łańcucki's
@@ -109,9 +111,6 @@ for model in models:
 text = "\n".join(lines) + "\n"
 print(text, end="")
 if table:  # a temporary file renamed over EXP/NAME.md, so an interrupted write never leaves half a table
-    fd, tmp = tempfile.mkstemp(prefix=f".{table}.md.", dir=exp)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, os.path.join(exp, f"{table}.md"))
+    atomic_write_text(Path(exp) / f"{table}.md", text)
     print(f"table2_huh.sh: wrote {os.path.join(exp, table + '.md')}")
 PY
