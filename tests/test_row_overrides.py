@@ -1,6 +1,7 @@
-"""recipes/common/row_overrides.py, the mini.overrides reader of the scribblelens and imagenet100 run.sh scripts:
-'*' lines, then the lines of the row's base: chain (farthest ancestor first), file order within a name; a broken
-chain or override file is a one-line error naming the file, and stops run.sh."""
+"""recipes/common/row_overrides.py, the mini.overrides reader of the run.sh scripts (scribblelens, imagenet100, and
+cifar10 / vqvae through recipes/common/image_ae_run.sh): '*' lines, then the lines of the row's base: chain (farthest
+ancestor first), file order within a name; a broken chain or override file is a one-line error naming the file,
+and stops run.sh."""
 import importlib.util
 import shutil
 import subprocess
@@ -68,18 +69,32 @@ def test_errors_are_one_line_naming_the_file(tmp_path, case):
     assert result.stderr.startswith(expected)
 
 
+@pytest.mark.parametrize("folder", sorted(path.parent for path in REPO.glob("recipes/**/mini.overrides")),
+                         ids=lambda folder: str(folder.relative_to(REPO / "recipes")))
+def test_every_recipe_row_gets_its_bases_lines(folder):
+    """The recipes' own override files: every row config reads without error (every NAME is a config there) and
+    a row's lines start with all of its base's (bn_reestimation_codebook_lr gets bn_reestimation's)."""
+    for path in sorted(folder.glob("*.yaml")):
+        lines = row_overrides.row_overrides(folder / "mini.overrides", path)
+        chain = row_overrides.base_chain(path)
+        if len(chain) > 1:
+            base_lines = row_overrides.row_overrides(folder / "mini.overrides", chain[-2])
+            assert lines[:len(base_lines)] == base_lines, path.name
+
+
 @pytest.mark.parametrize("recipe, arguments, overrides", [
     ("scribblelens", ["--mini"], "conf/mini.overrides"),
     ("imagenet100", ["--mini", "--model", "resnet18", "--config", "modern_bn_reestimation_simvq"],
-     "conf/resnet18/mini.overrides")])
+     "conf/resnet18/mini.overrides"),
+    ("cifar10", ["--mini"], "conf/mini.overrides")])
 def test_run_sh_stops_with_the_helpers_message(tmp_path, recipe, arguments, overrides):
-    """A copy of the recipe (run.sh finds the helper at ../common/) with a misspelt row in its override file: run.sh
-    prints the helper's line and exits 1 before any stage (--stage 9 runs none); the real file passes."""
+    """A copy of the recipe (run.sh finds the helper, and the image recipes their shared body, in ../common/) with
+    a misspelt row in its override file: run.sh prints the helper's line and exits 1 before any stage (--stage 9
+    runs none); the real file passes."""
     copy = tmp_path / "recipes" / recipe
     shutil.copytree(REPO / "recipes" / recipe / "conf", copy / "conf")
     shutil.copy(REPO / "recipes" / recipe / "run.sh", copy / "run.sh")
-    (tmp_path / "recipes" / "common").mkdir()
-    shutil.copy(SCRIPT, tmp_path / "recipes" / "common")
+    shutil.copytree(REPO / "recipes" / "common", tmp_path / "recipes" / "common")
     command = ["bash", str(copy / "run.sh"), *arguments, "--stage", "9", "--exp", str(tmp_path / "exp")]
     assert subprocess.run(command, capture_output=True, text=True).returncode == 0
     with open(copy / overrides, "a") as handle:
