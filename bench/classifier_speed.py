@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import tempfile
 import time
 
@@ -23,19 +24,17 @@ import torch
 
 from seqvq.data.class_folder import ImageBatch
 from seqvq.tasks.classification import build_model
-from seqvq.train import Trainer, TrainConfig, apply_overrides, load_config
+from seqvq.train import Trainer, TrainConfig, load_config
 
 CONF = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "recipes", "imagenet100", "conf")
+sys.path.insert(0, os.path.join(CONF, os.pardir, os.pardir, "common"))
+from row_overrides import row_overrides  # noqa: E402  (recipes/common/row_overrides.py, as run.sh --mini)
 
 
 def recipe_config(model: str, row: str, mini: bool) -> dict:
-    config = load_config(os.path.join(CONF, model, f"{row}.yaml"))
-    if mini:
-        with open(os.path.join(CONF, model, "mini.overrides")) as handle:
-            lines = [line.strip() for line in handle if line.strip() and not line.startswith("#")]
-        pairs = [line.split(": ", 1) for line in lines]
-        config = apply_overrides(config, [value for key, value in pairs if key in ("*", row)])
-    return config
+    """The row's config; with ``mini``, plus the mini.overrides lines run.sh --mini gives it (row_overrides.py)."""
+    path = os.path.join(CONF, model, f"{row}.yaml")
+    return load_config(path, row_overrides(os.path.join(CONF, model, "mini.overrides"), path) if mini else [])
 
 
 def images_per_second(config: dict, batch_size: int, steps: int, num_classes: int, device: str) -> float:

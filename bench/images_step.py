@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import time
 
 import torch
@@ -22,21 +23,19 @@ import torch
 from seqvq import param_groups, reset_optimizer_state
 from seqvq.models.cifar_ae import CifarAutoencoder
 from seqvq.models.vqvae import VQVAE
-from seqvq.train.config import apply_overrides, load_config
+from seqvq.train.config import load_config
 
 REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir)
+sys.path.insert(0, os.path.join(REPO, "recipes", "common"))
+from row_overrides import row_overrides  # noqa: E402  (recipes/common/row_overrides.py, as run.sh --mini)
 MODELS = {"cifar10": CifarAutoencoder, "vqvae": VQVAE}
 
 
 def recipe_config(recipe: str, row: str, full: bool) -> dict:
+    """The row's config; unless ``full``, plus the mini.overrides lines run.sh --mini gives it (row_overrides.py)."""
     conf = os.path.join(REPO, "recipes", recipe, "conf")
-    config = load_config(os.path.join(conf, f"{row}.yaml"))
-    if not full:
-        with open(os.path.join(conf, "mini.overrides")) as handle:
-            lines = [line.strip() for line in handle if line.strip() and not line.startswith("#")]
-        config = apply_overrides(config, [line.split(": ", 1)[1] for line in lines
-                                          if line.split(": ", 1)[0] in ("*", row)])
-    return config
+    path = os.path.join(conf, f"{row}.yaml")
+    return load_config(path, [] if full else row_overrides(os.path.join(conf, "mini.overrides"), path))
 
 
 def images_per_second(model: torch.nn.Module, batch_size: int, steps: int, device: str) -> tuple[float, float]:

@@ -1,5 +1,6 @@
 """The `image_classification` task with the shared trainer: a smoke run per model whose loss falls, the evaluation
 CLI, every recipe config, and the trainer's SGD / AdamW option (Huh Tables 4-6)."""
+import importlib.util
 import json
 import subprocess
 from pathlib import Path
@@ -20,6 +21,10 @@ from seqvq.train.trainer import build_optimizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 CONF = Path(__file__).resolve().parents[1] / "recipes" / "imagenet100" / "conf"
+spec = importlib.util.spec_from_file_location(
+    "row_overrides", Path(__file__).resolve().parents[1] / "recipes" / "common" / "row_overrides.py")
+row_overrides = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(row_overrides)
 COLOURS = {"red": (220, 40, 40), "green": (40, 200, 60), "blue": (50, 60, 230)}
 
 
@@ -114,10 +119,9 @@ def test_data_errors(tmp_path):
 
 
 def mini_overrides(path: Path) -> list[str]:
-    """The lines of conf/<model>/mini.overrides that run.sh --mini applies to the row ``path``: '*' lines first."""
-    lines = (path.parent / "mini.overrides").read_text().splitlines()
-    pairs = [line.split(": ", 1) for line in lines if line.strip() and not line.startswith("#")]
-    return [value for key, value in pairs if key == "*"] + [value for key, value in pairs if key == path.stem]
+    """The lines of conf/<model>/mini.overrides that run.sh --mini applies to the row ``path`` (and its bases),
+    from recipes/common/row_overrides.py, which run.sh calls."""
+    return row_overrides.row_overrides(path.parent / "mini.overrides", path)
 
 
 MODERN = {"modern_rotation", "modern_simvq", "modern_usage_kl", "modern_fsq", "modern_bsq", "bn_reestimation",

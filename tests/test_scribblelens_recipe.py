@@ -1,5 +1,6 @@
 """The ScribbleLens recipe's configs build (paper scale and --mini), run.sh picks its corpus, size and output
 directory (one model) and checks a folder of line images read-only, and table2.sh prints Table II."""
+import importlib.util
 import json
 import os
 import subprocess
@@ -15,11 +16,17 @@ ROWS = ["vanilla", "bn", "bn_codebook_lr", "bn_ema", "bn_reestimation", "bn_rees
         "huh_affine", "huh_sync", "huh_alternating", "huh_replacement"]
 
 
+spec = importlib.util.spec_from_file_location(
+    "row_overrides", os.path.join(RECIPE, os.pardir, "common", "row_overrides.py"))
+row_overrides = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(row_overrides)
+
+
 def mini_overrides(row):
-    """The lines of conf/mini.overrides that run.sh --mini applies to `row`: '*' lines first."""
-    with open(os.path.join(RECIPE, "conf", "mini.overrides")) as handle:
-        pairs = [line.strip().split(": ", 1) for line in handle if line.strip() and not line.startswith("#")]
-    return [value for key, value in pairs if key == "*"] + [value for key, value in pairs if key == row]
+    """The lines of conf/mini.overrides that run.sh --mini applies to `row` (and its bases), from
+    recipes/common/row_overrides.py, which run.sh calls."""
+    return row_overrides.row_overrides(os.path.join(RECIPE, "conf", "mini.overrides"),
+                                       os.path.join(RECIPE, "conf", f"{row}.yaml"))
 
 
 @pytest.mark.parametrize("row", ROWS)

@@ -62,10 +62,9 @@ overrides=()
 if [ -n "$bottlenecks" ]; then
   overrides+=("model.num_codebooks=${bottleneck%x*}" "model.quantizer.codebook_size=${bottleneck#*x}")
 fi
-if [ "$mini" = 1 ]; then
-  mapfile -t -O ${#overrides[@]} overrides < <(grep -v '^\s*#' "$recipe/conf/mini.overrides" | \
-    awk -v row="$config" -F': ' '$1 == "*" { print $2 } $1 == row { later[++n] = $2 }
-                                 END { for (i = 1; i <= n; i++) print later[i] }')
+if [ "$mini" = 1 ]; then  # the lines for the row and its base: chain (recipes/common/row_overrides.py)
+  mini_lines=$(python "$repo/recipes/common/row_overrides.py" "$recipe/conf/mini.overrides" "$recipe/conf/$config.yaml")
+  [ -z "$mini_lines" ] || mapfile -t -O ${#overrides[@]} overrides <<< "$mini_lines"
 fi
 overrides+=("train.seed=$seed" "data.corpus=$corpus" ${extra[@]+"${extra[@]}"})
 

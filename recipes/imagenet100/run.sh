@@ -49,10 +49,12 @@ else
   usage
 fi
 
+# the row's overrides: the --mini lines that apply to it and its base: chain (conf/<model>/mini.overrides, read by
+# recipes/common/row_overrides.py), then the command line's
 overrides=()
 if [ "$mini" = 1 ]; then
-  mapfile -t overrides < <(grep -v '^\s*#' "$recipe/conf/$model/mini.overrides" | awk -v row="$config" -F': ' \
-    '$1 == "*" { print $2 } $1 == row { rows[++n] = $2 } END { for (i = 1; i <= n; i++) print rows[i] }')
+  mini_lines=$(python "$repo/recipes/common/row_overrides.py" "$recipe/conf/$model/mini.overrides" "$conf")
+  [ -z "$mini_lines" ] || mapfile -t overrides <<< "$mini_lines"
 fi
 overrides+=("data.root=$root" "${extra[@]+"${extra[@]}"}")
 

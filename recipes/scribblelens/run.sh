@@ -73,11 +73,12 @@ fi
 case "$exp" in /*) ;; *) exp=$PWD/$exp ;; esac
 if [ "$print_exp" = 1 ]; then echo "$exp"; exit 0; fi  # for table2.sh
 
-# the row's overrides: the --size cpu lines that apply to it (conf/mini.overrides), then the command line's
+# the row's overrides: the --size cpu lines that apply to it and its base: chain (conf/mini.overrides, read by
+# recipes/common/row_overrides.py), then the command line's
 overrides=()
 if [ "$size" = cpu ]; then
-  mapfile -t overrides < <(grep -v '^\s*#' "$recipe/conf/mini.overrides" | awk -v row="$row" -F': ' \
-    '$1 == "*" { print $2 } $1 == row { later[++n] = $2 } END { for (i = 1; i <= n; i++) print later[i] }')
+  mini_lines=$(python "$repo/recipes/common/row_overrides.py" "$recipe/conf/mini.overrides" "$recipe/conf/$row.yaml")
+  [ -z "$mini_lines" ] || mapfile -t overrides <<< "$mini_lines"
 fi
 overrides+=("data.corpus=$corpus" "train.seed=$seed" ${extra[@]+"${extra[@]}"})
 
