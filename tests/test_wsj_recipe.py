@@ -1,4 +1,5 @@
-"""The speech recipe's run.sh refuses bad unit options before doing anything (one line on stderr, exit 1)."""
+"""The speech recipe's run.sh refuses bad options before doing anything (one line on stderr, exit 1), and a built
+corpus of another size gets its own data and experiment folders."""
 import pathlib
 import subprocess
 
@@ -14,8 +15,20 @@ RUN = pathlib.Path(__file__).resolve().parents[1] / "recipes" / "wsj" / "run.sh"
      "run.sh: --phones-dir and --lexicon give phone targets; drop them or use --units phones"),
     (["--config", "nope"], "run.sh: no recipes/wsj/conf/nope.yaml; configs: "),
     (["--seed", "-1"], "run.sh: --seed must be a non-negative integer"),
+    (["--train-utts", "0"], "run.sh: --train-utts must be a positive number"),
 ])
 def test_bad_unit_and_config_options(tmp_path, arguments, message):
     result = subprocess.run(["bash", str(RUN), "--data", str(tmp_path), *arguments], capture_output=True, text=True)
     assert result.returncode == 1 and result.stderr.startswith("error: " + message) and result.stderr.count("\n") == 1
     assert not result.stdout
+
+
+@pytest.mark.parametrize("arguments, exp", [
+    (["--mini"], "exp/wsj_mini"),
+    (["--mini", "--train-utts", "2000"], "exp/wsj_mini"),
+    (["--mini", "--train-utts", "500"], "exp/wsj_mini_500utts"),  # never the 2,000-utterance corpus's folders
+    (["--mini", "--train-utts", "500", "--exp", "exp/mine"], "exp/mine"),
+])
+def test_print_exp_follows_the_corpus_size(arguments, exp):
+    result = subprocess.run(["bash", str(RUN), *arguments, "--print-exp"], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout == exp + "\n" and not result.stderr

@@ -19,7 +19,8 @@
 # Options: --config NAME (a file in recipes/wsj/conf, the row to train; default bn_reestimation_codebook_lr;
 #   --variant is the same), --units phones|chars|bpe (default phones), --vocab-size N (bpe; default 300),
 #   --size cpu|paper,
-#   --exp DIR, --nj N (parallel synthesis jobs), --train-utts N (built corpus size), --train-set/--dev-set/
+#   --exp DIR, --nj N (parallel synthesis jobs), --train-utts N (built corpus size; other than 2000 it is built in
+#   data/wsj_mini_Nutts with EXP exp/wsj_mini_Nutts), --print-exp (print EXP and stop), --train-set/--dev-set/
 #   --test-set NAMES (Kaldi dir names under --data; defaults train_si284 test_dev93 test_eval92),
 #   --phones-dir DIR (DIR/<set>.txt phone transcripts, e.g. from ali-to-phones, instead of CMUdict),
 #   --lexicon FILE (Kaldi lexicon.txt; default with --data: DIR/local/dict/lexicon.txt if present, which has
@@ -45,6 +46,7 @@ phones_dir=""
 lexicon=""
 threads=$(nproc)
 seed=0
+print_exp=false
 units=phones
 vocab_size=300
 overrides=()
@@ -69,8 +71,9 @@ while [[ $# -gt 0 ]]; do
     --lexicon) lexicon=$2; shift 2 ;;
     --threads) threads=$2; shift 2 ;;
     --seed) seed=$2; shift 2 ;;
+    --print-exp) print_exp=true; shift ;;
     --) shift; overrides=("$@"); break ;;
-    -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
     *) echo "error: run.sh: unknown option $1 (see --help)" >&2; exit 1 ;;
   esac
 done
@@ -103,11 +106,15 @@ if [[ $seed != 0 ]]; then model_name=${model_name}_seed$seed; fi
 if [[ $units != phones && ( -n $phones_dir || -n $lexicon ) ]]; then
   echo "error: run.sh: --phones-dir and --lexicon give phone targets; drop them or use --units phones" >&2; exit 1
 fi
+[[ $train_utts =~ ^[1-9][0-9]*$ ]] || { echo "error: run.sh: --train-utts must be a positive number" >&2; exit 1; }
 if $mini; then
-  data=data/wsj_mini; train_set=train; dev_set=dev; test_set=test; exp=${exp:-exp/wsj_mini}
+  # A built corpus of another size gets folders of its own, so the default corpus and its runs stay as they are.
+  corpus=wsj_mini; [[ $train_utts == 2000 ]] || corpus=wsj_mini_${train_utts}utts
+  data=data/$corpus; train_set=train; dev_set=dev; test_set=test; exp=${exp:-exp/$corpus}
 else
   exp=${exp:-exp/wsj}
 fi
+if $print_exp; then echo "$exp"; exit 0; fi  # for table1.sh
 feats=$exp/feats
 splits=(--split "train=$data/$train_set" --split "dev=$data/$dev_set" --split "test=$data/$test_set")
 start_time=$SECONDS

@@ -44,7 +44,7 @@ while [[ $# -gt 0 ]]; do
 done
 $mini && run_args+=(--mini)
 case $units in chars) suffix=_chars ;; bpe) suffix=_bpe$vocab_size ;; esac
-$mini && exp=${exp:-exp/wsj_mini} || exp=${exp:-exp/wsj}
+exp=$(bash "$(dirname "$0")/run.sh" "${run_args[@]}" --print-exp)  # the EXP run.sh trains into
 here=$(cd "$(dirname "$0")" && pwd)
 start_time=$SECONDS
 
