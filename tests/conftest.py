@@ -1,6 +1,11 @@
-"""Shared test fixtures."""
+"""Shared test fixtures; recipes/common goes on sys.path so tests import its scripts (row_overrides) by name."""
+import sys
+from pathlib import Path
+
 import pytest
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "recipes" / "common"))
 
 
 @pytest.fixture

@@ -1,6 +1,5 @@
 """The `image_classification` task with the shared trainer: a smoke run per model whose loss falls, the evaluation
 CLI, every recipe config, and the trainer's SGD / AdamW option (Huh Tables 4-6)."""
-import importlib.util
 import json
 import subprocess
 from pathlib import Path
@@ -19,12 +18,10 @@ from seqvq.train import Trainer, TrainConfig, load_config, read_metrics
 from seqvq.train.config import check_run_config
 from seqvq.train.trainer import build_optimizer
 
+import row_overrides  # recipes/common/row_overrides.py (on sys.path: conftest.py)
+
 pytestmark = pytest.mark.usefixtures("one_thread")
 CONF = Path(__file__).resolve().parents[1] / "recipes" / "imagenet100" / "conf"
-spec = importlib.util.spec_from_file_location(
-    "row_overrides", Path(__file__).resolve().parents[1] / "recipes" / "common" / "row_overrides.py")
-row_overrides = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(row_overrides)
 COLOURS = {"red": (220, 40, 40), "green": (40, 200, 60), "blue": (50, 60, 230)}
 
 

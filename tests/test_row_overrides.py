@@ -2,7 +2,6 @@
 cifar10 / vqvae through recipes/common/image_ae_run.sh): '*' lines, then the lines of the row's base: chain (farthest
 ancestor first), file order within a name; a broken chain or override file is a one-line error naming the file,
 and stops run.sh."""
-import importlib.util
 import shutil
 import subprocess
 import sys
@@ -12,11 +11,10 @@ import pytest
 
 from seqvq.train import apply_overrides
 
+import row_overrides  # recipes/common/row_overrides.py (on sys.path: conftest.py)
+
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "recipes" / "common" / "row_overrides.py"
-spec = importlib.util.spec_from_file_location("row_overrides", SCRIPT)
-row_overrides = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(row_overrides)
 
 
 def write_configs(folder: Path, bases: dict[str, str | None]) -> None:

@@ -1,6 +1,5 @@
 """The ScribbleLens recipe's configs build (paper scale and --mini), run.sh picks its corpus, size and output
 directory (one model) and checks a folder of line images read-only, and table2.sh prints Table II."""
-import importlib.util
 import json
 import os
 import subprocess
@@ -11,15 +10,13 @@ from PIL import Image
 from seqvq.models.handwriting_ae import HandwritingAutoencoder
 from seqvq.train import TrainConfig, load_config
 
+import row_overrides  # recipes/common/row_overrides.py (on sys.path: conftest.py)
+
 RECIPE = os.path.join(os.path.dirname(__file__), os.pardir, "recipes", "scribblelens")
 ROWS = ["vanilla", "bn", "bn_codebook_lr", "bn_ema", "bn_reestimation", "bn_reestimation_codebook_lr",
         "huh_affine", "huh_sync", "huh_alternating", "huh_replacement"]
 
 
-spec = importlib.util.spec_from_file_location(
-    "row_overrides", os.path.join(RECIPE, os.pardir, "common", "row_overrides.py"))
-row_overrides = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(row_overrides)
 
 
 def mini_overrides(row):
