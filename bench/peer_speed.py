@@ -39,8 +39,12 @@ try:
 except ImportError:
     VectorQuantize = None
 
-ISSUE_SHAPES = [(100_000, 512, 64), (100_000, 1024, 256), (100_000, 4096, 64), (1_000_000, 512, 64)]
-KMEANS_SIZES = [(20_480, 512, 64), (20_480, 2048, 64), (100_000, 4096, 64)]
+# The issue's four shapes first (--quick: the first two), then the corners of bench/vq_speed.py's range
+# (N 1e4-1e6, K 512-8192, D 32-512) that the issue's table leaves out.
+ISSUE_SHAPES = [(100_000, 512, 64), (100_000, 1024, 256), (100_000, 4096, 64), (1_000_000, 512, 64),
+                (10_000, 512, 64), (100_000, 512, 32), (100_000, 1024, 512), (100_000, 8192, 64)]
+KMEANS_SIZES = [(20_480, 512, 64), (20_480, 2048, 64), (100_000, 4096, 64), (100_000, 512, 64),
+                (20_480, 8192, 64)]
 FULL_MATRIX_LIMIT = 1.1e8  # N * K above which the methods that build the full N x K matrix are skipped
 
 
@@ -162,14 +166,19 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall")
-    parser.add_argument("--kmeans-repeats", type=int, default=1, help="k-means runs are not warmed up")
+    parser.add_argument("--kmeans-repeats", type=int, default=3, help="k-means runs are not warmed up")
+    parser.add_argument("--tables", choices=("search", "kmeans", "both"), default="both")
     args = parser.parse_args()
     global CLOCK
     CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
-    torch.set_num_threads(args.threads)  # FAISS shares torch's OpenMP runtime, so this sets its threads too
+    torch.set_num_threads(args.threads)
+    if faiss is not None:  # faiss-cpu bundles its own OpenMP runtime: its thread count is set separately
+        faiss.omp_set_num_threads(args.threads)
     print(f"torch {torch.__version__}; faiss {getattr(faiss, '__version__', 'not installed')}")
-    search_table(ISSUE_SHAPES[:2] if args.quick else ISSUE_SHAPES, args.repeats)
-    kmeans_table(KMEANS_SIZES[:2] if args.quick else KMEANS_SIZES, args.kmeans_repeats)
+    if args.tables != "kmeans":
+        search_table(ISSUE_SHAPES[:2] if args.quick else ISSUE_SHAPES, args.repeats)
+    if args.tables != "search":
+        kmeans_table(KMEANS_SIZES[:2] if args.quick else KMEANS_SIZES, args.kmeans_repeats)
 
 
 if __name__ == "__main__":

@@ -147,6 +147,9 @@ def _faiss_search(z, codebook, codes, shift, indices, distances, rows_per_block)
     time into a reused buffer and searched among the centred ``codes``.  (Every FAISS call allocates its own
     16 MiB tile, so blocks are kept at least that large.)"""
     centre = bool(shift.pow(2).sum() > codes.pow(2).sum(dim=1).mean()) or not z.is_contiguous()  # (no full copy)
+    # faiss-cpu bundles its own OpenMP runtime, which ignores torch.set_num_threads: without this a run told to use
+    # one thread (e.g. two table runs side by side on two cores) would search on every core.
+    faiss.omp_set_num_threads(torch.get_num_threads())
     index = faiss.IndexFlatL2(codes.shape[1])
     index.add((codes if centre else codebook).contiguous().numpy())
     if not centre:
