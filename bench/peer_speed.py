@@ -5,7 +5,8 @@ path) against FAISS ``IndexFlatL2.search(k=1)``, ``torch.cdist(...).argmin``, sc
 ``pairwise_distances_argmin`` and vector-quantize-pytorch's eval-mode ``VectorQuantize``, each timed relative to the
 floor of ``bench/vq_speed.py`` (the bare blocked ``x @ C.T``).  k-means: seqvq (batched and exact k-means++ seeding
 + 10 Lloyd iterations) against FAISS ``Kmeans`` (its own random seeding + 10 iterations) and scikit-learn ``KMeans``
-(greedy k-means++ + 10 iterations), time and inertia per point.
+(greedy k-means++ + 10 iterations), time and inertia per point; and the fewest Lloyd iterations after seqvq's
+seeding that reach FAISS's 10-iteration inertia, with the time of that k-means (the issue's "at equal inertia").
 
 The machine may be shared: callables are interleaved, repeated, and the median wall time of each is reported,
 with the load average (``uptime``) printed before each table.  Missing packages (``pip install seqvq[bench]``)
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 
 from seqvq.quantize.distance import nearest_codes
-from seqvq.quantize.kmeans import kmeans
+from seqvq.quantize.kmeans import kmeans, lloyd
 from vq_speed import floor_function  # the blocked x @ C.T floor (bench/ is on sys.path when run as a script)
 
 try:
@@ -39,8 +40,12 @@ try:
 except ImportError:
     VectorQuantize = None
 
-ISSUE_SHAPES = [(100_000, 512, 64), (100_000, 1024, 256), (100_000, 4096, 64), (1_000_000, 512, 64)]
-KMEANS_SIZES = [(20_480, 512, 64), (20_480, 2048, 64), (100_000, 4096, 64)]
+# The issue's four shapes first (--quick: the first two), then the corners of bench/vq_speed.py's range
+# (N 1e4-1e6, K 512-8192, D 32-512) that the issue's table leaves out.
+ISSUE_SHAPES = [(100_000, 512, 64), (100_000, 1024, 256), (100_000, 4096, 64), (1_000_000, 512, 64),
+                (10_000, 512, 64), (100_000, 512, 32), (100_000, 1024, 512), (100_000, 8192, 64)]
+KMEANS_SIZES = [(20_480, 512, 64), (20_480, 2048, 64), (100_000, 4096, 64), (100_000, 512, 64),
+                (20_480, 8192, 64)]
 FULL_MATRIX_LIMIT = 1.1e8  # N * K above which the methods that build the full N x K matrix are skipped
 
 
@@ -122,8 +127,8 @@ def kmeans_table(sizes, repeats) -> None:
     print(f"\n## k-means: seeding + 10 Lloyd iterations, median {CLOCK.__name__} s (inertia per point); "
           f"{torch.get_num_threads()} threads; {load()}")
     print("| points | K | D | seqvq (batched k-means++) | seqvq (exact k-means++) | FAISS Kmeans | "
-          "sklearn KMeans | seqvq / FAISS |")
-    print("|---|---|---|---|---|---|---|---|")
+          "sklearn KMeans | seqvq / FAISS | seqvq to FAISS's inertia |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for points, k, d in sizes:
         rng = np.random.default_rng(1)
         centres = rng.standard_normal((256, d)).astype(np.float32) * 3
@@ -151,9 +156,28 @@ def kmeans_table(sizes, repeats) -> None:
         seconds = interleaved_medians(functions, repeats, warm_up=False)
         inertia = {name: float(nearest_codes(tensor, c)[1].mean()) for name, c in results.items()}
         cell = {name: f"{seconds[name]:.2f} ({inertia[name]:.3f})" for name in seconds}
-        versus = f"{seconds['batched'] / seconds['faiss']:.2f}x" if "faiss" in seconds else "—"
+        versus = reach = "—"
+        if "faiss" in seconds:
+            versus = f"{seconds['batched'] / seconds['faiss']:.2f}x"
+            iterations = iterations_to_reach(tensor, k, inertia["faiss"])
+            if iterations is not None:
+                timed = interleaved_medians({"reach": lambda: kmeans(tensor, k, iterations,
+                                                                      torch.Generator().manual_seed(0))},
+                                            repeats, warm_up=False)["reach"]
+                reach = f"{iterations} it, {timed:.2f} s = {timed / seconds['faiss']:.2f}x"
         columns = [cell.get(name, "—") for name in ("batched", "exact", "faiss", "sklearn")]
-        print(f"| {points} | {k} | {d} | " + " | ".join(columns) + f" | {versus} |", flush=True)
+        print(f"| {points} | {k} | {d} | " + " | ".join(columns) + f" | {versus} | {reach} |", flush=True)
+
+
+def iterations_to_reach(points, k, target, most=10):
+    """Fewest Lloyd iterations after seqvq's seeding (seed 0) whose inertia per point is <= ``target``, or None."""
+    centroids = kmeans(points, k, 0, torch.Generator().manual_seed(0))
+    for iterations in range(most + 1):
+        if iterations:
+            centroids = lloyd(points, centroids, 1)
+        if float(nearest_codes(points, centroids)[1].mean()) <= target:
+            return iterations
+    return None
 
 
 def main() -> None:
@@ -162,14 +186,19 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall")
-    parser.add_argument("--kmeans-repeats", type=int, default=1, help="k-means runs are not warmed up")
+    parser.add_argument("--kmeans-repeats", type=int, default=3, help="k-means runs are not warmed up")
+    parser.add_argument("--tables", choices=("search", "kmeans", "both"), default="both")
     args = parser.parse_args()
     global CLOCK
     CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
-    torch.set_num_threads(args.threads)  # FAISS shares torch's OpenMP runtime, so this sets its threads too
+    torch.set_num_threads(args.threads)
+    if faiss is not None:  # faiss-cpu bundles its own OpenMP runtime: its thread count is set separately
+        faiss.omp_set_num_threads(args.threads)
     print(f"torch {torch.__version__}; faiss {getattr(faiss, '__version__', 'not installed')}")
-    search_table(ISSUE_SHAPES[:2] if args.quick else ISSUE_SHAPES, args.repeats)
-    kmeans_table(KMEANS_SIZES[:2] if args.quick else KMEANS_SIZES, args.kmeans_repeats)
+    if args.tables != "kmeans":
+        search_table(ISSUE_SHAPES[:2] if args.quick else ISSUE_SHAPES, args.repeats)
+    if args.tables != "search":
+        kmeans_table(KMEANS_SIZES[:2] if args.quick else KMEANS_SIZES, args.kmeans_repeats)
 
 
 if __name__ == "__main__":

@@ -49,6 +49,20 @@ def test_faiss_backend_refuses_what_it_cannot_search():
         nearest_codes(z, codes, backend="cuda")
 
 
+@pytest.mark.skipif(distance.faiss is None, reason="faiss not installed")
+def test_faiss_search_uses_torchs_thread_count():
+    """faiss-cpu has its own OpenMP runtime: a search must follow torch.set_num_threads, not use every core."""
+    before = torch.get_num_threads()
+    z, codes = torch.randn(50, 4), torch.randn(7, 4)
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            nearest_codes(z, codes, backend="faiss")
+            assert distance.faiss.omp_get_max_threads() == threads
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_centred_scores_are_distances_up_to_a_row_constant_and_differentiable():
     generator = torch.Generator().manual_seed(2)
     z = torch.randn(6, 5, generator=generator) + 30.0

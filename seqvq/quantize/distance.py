@@ -13,7 +13,9 @@ Precision: the expansion cancels catastrophically in float32 when data and codes
 (``||c||^2`` ~ offset^2 * D while the gaps between codes are O(1)).  Distances are translation invariant, so the
 codes are centred on their mean mu, ``c' = c - mu``, and the scores are ``||c'||^2 + 2 mu.c' - 2 z.c'``
 (= ``||z - c||^2 - ||z - mu||^2``): no term grows with offset^2 any more, the inputs need no shifted copy, and the
-argmin equals a float64 brute force for mean-shifted inputs (tested at offsets 0, 10, 50).
+argmin equals a float64 brute force for mean-shifted inputs (tested at offsets 0, 10, 50), up to ties that float32
+cannot resolve: in ``bench/peer_speed.py``'s N = 1e5, K = 1024, D = 512 shape, one row has two codes at squared
+distance 925.04966 and 925.04964 (relative gap 3e-8, under float32's 6e-8), and the torch path takes the farther.
 
 FAISS backend: where faiss is installed (``pip install seqvq[bench]``), exact CPU float32 searches go to FAISS's
 ``IndexFlatL2`` (k = 1): FAISS's own tiled sgemm with a fused per-row minimum.  Where the codebook sits far from
@@ -147,6 +149,9 @@ def _faiss_search(z, codebook, codes, shift, indices, distances, rows_per_block)
     time into a reused buffer and searched among the centred ``codes``.  (Every FAISS call allocates its own
     16 MiB tile, so blocks are kept at least that large.)"""
     centre = bool(shift.pow(2).sum() > codes.pow(2).sum(dim=1).mean()) or not z.is_contiguous()  # (no full copy)
+    # faiss-cpu bundles its own OpenMP runtime, which ignores torch.set_num_threads: without this a run told to use
+    # one thread (e.g. two table runs side by side on two cores) would search on every core.
+    faiss.omp_set_num_threads(torch.get_num_threads())
     index = faiss.IndexFlatL2(codes.shape[1])
     index.add((codes if centre else codebook).contiguous().numpy())
     if not centre:
