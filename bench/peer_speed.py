@@ -19,12 +19,12 @@ import os
 import statistics
 import time
 
-import numpy as np
 import torch
 
 from seqvq.quantize.distance import nearest_codes
 from seqvq.quantize.kmeans import kmeans, lloyd
-from vq_speed import floor_function  # the blocked x @ C.T floor (bench/ is on sys.path when run as a script)
+from kmeans_seeding import clustered_points  # (bench/ is on sys.path when run as a script)
+from vq_speed import floor_function  # the blocked x @ C.T floor
 
 try:
     import faiss
@@ -130,10 +130,8 @@ def kmeans_table(sizes, repeats) -> None:
           "sklearn KMeans | seqvq / FAISS | seqvq to FAISS's inertia |")
     print("|---|---|---|---|---|---|---|---|---|")
     for points, k, d in sizes:
-        rng = np.random.default_rng(1)
-        centres = rng.standard_normal((256, d)).astype(np.float32) * 3
-        data = centres[rng.integers(0, 256, points)] + rng.standard_normal((points, d)).astype(np.float32)
-        tensor = torch.from_numpy(data)
+        tensor = clustered_points(points, d)
+        data = tensor.numpy()
         results = {}
 
         def run(name, fit):
