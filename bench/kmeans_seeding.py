@@ -27,7 +27,8 @@ def clustered_points(points: int, dim: int) -> torch.Tensor:
     and of bench/peer_speed.py."""
     rng = np.random.default_rng(1)
     centres = rng.standard_normal((256, dim)).astype(np.float32) * 3
-    return torch.from_numpy(centres[rng.integers(0, 256, points)] + rng.standard_normal((points, dim)).astype(np.float32))
+    members = centres[rng.integers(0, 256, points)]
+    return torch.from_numpy(members + rng.standard_normal((points, dim)).astype(np.float32))
 
 
 def cpu_seconds(function) -> float:
