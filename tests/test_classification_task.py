@@ -218,6 +218,31 @@ def test_table_script_writes_a_named_table(tmp_path):
         "error: table2_huh.sh: no config conf/alexnet/modern_fsq.yaml")
 
 
+def test_table_script_averages_seeds(tmp_path):
+    """table2_huh.sh --seeds N: seed k > 0 of a row lives in ROW_seedk; each figure is the mean ± sample sd over
+    the row's evaluated seeds, with their count; the gain over plain VQ is between the means."""
+    figures = {"none": (40.0, 4.0, 40), "none_seed1": (50.0, 6.0, 50), "all": (80.0, 600.0, 900),
+               "all_seed1": (84.0, 580.0, 910), "all_seed2": (82.0, 590.0, 905), "novq": (88.0, None, None)}
+    for run, (accuracy, perplexity, used) in figures.items():
+        (tmp_path / "resnet18" / run / "eval").mkdir(parents=True)
+        metrics = {"accuracy": accuracy} if used is None else {"accuracy": accuracy, "perplexity": perplexity,
+                                                                "codes_used": float(used)}
+        (tmp_path / "resnet18" / run / "eval" / "metrics.json").write_text(json.dumps(metrics))
+    (tmp_path / "resnet18" / "all" / "train_seconds.txt").write_text("100\n")
+    (tmp_path / "resnet18" / "all_seed1" / "train_seconds.txt").write_text("120\n")
+    script = str(CONF.parent / "table2_huh.sh")
+    command = ["bash", script, "--table-only", "--exp", str(tmp_path), "--rows", "novq none all sync", "--seeds", "3"]
+    lines = subprocess.run(command, capture_output=True, text=True, check=True).stdout.splitlines()
+    assert lines[0].startswith("| Model | Row | Affine | Sync. | Alt. | Replace | Seeds | Accuracy |")
+    assert lines[2] == "| resnet18 | novq | no VQ |  |  |  | 1/3 | 88.0 | - | - |  |"
+    assert lines[3] == "| resnet18 | none | - | - | - | - | 2/3 | 45.0 ± 7.1 | 5.0 ± 1.4 | 45 ± 7 |  |"
+    assert lines[4] == "| resnet18 | all | ✓ | ✓ | ✓ | ✓ | 3/3 | 82.0 ± 2.0 (+37.0) | 590.0 ± 10.0 | 905 ± 5 | 110 |"
+    assert lines[5] == "| resnet18 | sync | - | ✓ | - | - | 0/3 | not evaluated | | | |"
+    result = subprocess.run(["bash", script, "--table-only", "--exp", str(tmp_path), "--seeds", "0"],
+                            capture_output=True, text=True)
+    assert result.returncode == 1 and result.stderr.startswith("error: table2_huh.sh: --seeds takes a count >= 1")
+
+
 def test_trainer_builds_sgd_and_adamw():
     groups = [{"name": "model", "params": [torch.nn.Parameter(torch.zeros(2))], "lr": 0.1, "weight_decay": 1e-4},
               {"name": "codebook", "params": [torch.nn.Parameter(torch.zeros(2))], "lr": 0.1, "weight_decay": 0.0}]

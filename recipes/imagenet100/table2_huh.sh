@@ -6,8 +6,11 @@
 #
 #   bash recipes/imagenet100/table2_huh.sh [--mini | --data DIR] [--models "resnet18 alexnet vit_tiny"]
 #        [--rows "novq none affine sync alternating replace all"] [--jobs 2] [--exp DIR] [--table NAME]
-#        [--table-only] [-- train.steps=N ...]
+#        [--seeds N] [--table-only] [-- train.steps=N ...]
 #
+# --seeds N trains seeds 0..N-1 of every row (seed 0 in EXP/<model>/<row>, seed k > 0 in EXP/<model>/<row>_seedk,
+# with train.seed=k); the table then gives each figure as the mean ± sample standard deviation over the row's
+# evaluated seeds, with their count.
 # --table NAME also writes the table to EXP/NAME.md (e.g. --table modern for the modern-remedies rows of issue 14,
 # README.md); without it the table is printed only. --table-only prints (and writes) the table of the runs already
 # in EXP without preparing data or training.
@@ -16,7 +19,7 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 models="resnet18" rows="novq none affine sync alternating replace all" jobs=2 exp="" data_args=(--mini) overrides=()
-mini=1 table="" table_only=0
+mini=1 table="" table_only=0 seeds=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --mini) shift ;;
@@ -27,11 +30,13 @@ while [ $# -gt 0 ]; do
     --exp) exp=$2; shift 2 ;;
     --table) table=$2; shift 2 ;;
     --table-only) table_only=1; shift ;;
+    --seeds) seeds=$2; shift 2 ;;
     -h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     --) shift; overrides=("$@"); break ;;
     *) echo "error: table2_huh.sh: unknown option $1 (see --help)" >&2; exit 1 ;;
   esac
 done
+[[ $seeds =~ ^[1-9][0-9]*$ ]] || { echo "error: table2_huh.sh: --seeds takes a count >= 1, got '$seeds'" >&2; exit 1; }
 if [ -n "$table" ] && ! [[ $table =~ ^[A-Za-z0-9][A-Za-z0-9_.-]*$ ]]; then
   echo "error: table2_huh.sh: --table takes a file name without a folder (EXP/NAME.md), got '$table'" >&2; exit 1
 fi
@@ -49,12 +54,17 @@ if [ "$table_only" = 0 ]; then
   mkdir -p "$exp/logs"
   source "$repo/recipes/common/jobs.sh"
   threads=${OMP_NUM_THREADS:-$(( $(cpu_cores) / jobs ))}; (( threads >= 1 )) || threads=1
-  for model in $models; do
-    for row in $rows; do
-      [ -f "$exp/$model/$row/eval/metrics.json" ] && continue
-      echo "table2_huh.sh: $model/$row (log: $exp/logs/$model-$row.log)"
-      start_job "$exp/logs/$model-$row.log" env OMP_NUM_THREADS="$threads" bash "$here/run.sh" "${data_args[@]}" \
-        --model "$model" --config "$row" --stage 1 --exp "$exp/$model/$row" -- ${overrides[@]+"${overrides[@]}"}
+  for (( seed = 0; seed < seeds; seed++ )); do  # seed-major: a partial table already has every row
+    for model in $models; do
+      for row in $rows; do
+        run=$row seed_args=()
+        (( seed == 0 )) || { run=${row}_seed$seed; seed_args=(train.seed=$seed); }
+        [ -f "$exp/$model/$run/eval/metrics.json" ] && continue
+        echo "table2_huh.sh: $model/$run (log: $exp/logs/$model-$run.log)"
+        start_job "$exp/logs/$model-$run.log" env OMP_NUM_THREADS="$threads" bash "$here/run.sh" "${data_args[@]}" \
+          --model "$model" --config "$row" --stage 1 --exp "$exp/$model/$run" -- \
+          ${overrides[@]+"${overrides[@]}"} ${seed_args[@]+"${seed_args[@]}"}
+      done
     done
   done
   wait_jobs
@@ -63,15 +73,16 @@ elif [ ! -d "$exp" ]; then
   echo "error: table2_huh.sh: --table-only: no runs in $exp; give the --exp DIR of the trained rows" >&2; exit 1
 fi
 
-PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}" python3 - "$exp" "$models" "$rows" "$table" <<'PY'
+PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}" python3 - "$exp" "$models" "$rows" "$table" "$seeds" <<'PY'
 import json
 import os
+import statistics
 import sys
 from pathlib import Path
 
 from seqvq.train.logs import atomic_write_text
 
-exp, models, rows, table = sys.argv[1], sys.argv[2].split(), sys.argv[3].split(), sys.argv[4]
+exp, models, rows, table, seeds = sys.argv[1], sys.argv[2].split(), sys.argv[3].split(), sys.argv[4], int(sys.argv[5])
 # Huh's four methods per row (A, S, L, R): None = no VQ; rows that use none of them (the plain row, Łańcucki's
 # remedy, the modern remedies of issue 14) get "" and a label naming their method in the Row column.
 METHODS = {"novq": None, "none": "", "affine": "A", "sync": "S", "alternating": "L", "replace": "R", "all": "ASLR"}
@@ -83,31 +94,53 @@ LABELS = {
     "modern_bn_reestimation_simvq": "+ BN + data-dep reest + SimVQ",
     "modern_bn_reestimation_usage_kl": "+ BN + data-dep reest + usage regularizer (KL)",
 }
-lines = ["| Model | Row | Affine | Sync. | Alt. | Replace | Accuracy | Perplexity | Codes used | Train s |",
-         "|---|---|---|---|---|---|---|---|---|---|"]
+
+
+def seed_runs(model: str, row: str) -> list[tuple[dict, str]]:
+    """(metrics, train seconds) of every evaluated seed of a row: seed 0 in ROW, seed k in ROW_seedk."""
+    found = []
+    for seed in range(seeds):
+        run = os.path.join(exp, model, row if seed == 0 else f"{row}_seed{seed}")
+        if os.path.isfile(os.path.join(run, "eval", "metrics.json")):
+            with open(os.path.join(run, "eval", "metrics.json")) as handle:
+                metrics = json.load(handle)
+            seconds_path = os.path.join(run, "train_seconds.txt")
+            found.append((metrics, open(seconds_path).read().strip() if os.path.isfile(seconds_path) else ""))
+    return found
+
+
+def cell(values: list[float], digits: int) -> str:
+    """The value, or mean ± sample standard deviation over seeds."""
+    text = f"{statistics.fmean(values):.{digits}f}"
+    return text + f" ± {statistics.stdev(values):.{digits}f}" if len(values) > 1 else text
+
+
+seed_header, seed_rule = (" Seeds |", "---|") if seeds > 1 else ("", "")
+lines = [f"| Model | Row | Affine | Sync. | Alt. | Replace |{seed_header} Accuracy | Perplexity | Codes used | Train s |",
+         f"|---|---|---|---|---|---|{seed_rule}---|---|---|---|"]
 for model in models:
     base = None
     for row in rows:
-        path = os.path.join(exp, model, row, "eval", "metrics.json")
         methods = METHODS.get(row, "" if row in LABELS else "?")
         label = LABELS.get(row, row)
         marks = " | ".join(["no VQ", "", "", ""] if methods is None else
                            ["✓" if flag in methods else "-" for flag in "ASLR"])
-        if not os.path.isfile(path):
-            lines.append(f"| {model} | {label} | {marks} | not evaluated | | | |")
+        runs = seed_runs(model, row)
+        count = f" {len(runs)}/{seeds} |" if seeds > 1 else ""
+        if not runs:
+            lines.append(f"| {model} | {label} | {marks} |{count} not evaluated | | | |")
             continue
-        with open(path) as handle:
-            m = json.load(handle)
-        seconds_path = os.path.join(exp, model, row, "train_seconds.txt")
-        seconds = open(seconds_path).read().strip() if os.path.isfile(seconds_path) else ""
-        accuracy = f"{m['accuracy']:.1f}"
+        accuracies = [m["accuracy"] for m, _ in runs]
+        accuracy = cell(accuracies, 1)
         if row == "none":
-            base = m["accuracy"]
+            base = statistics.fmean(accuracies)
         elif base is not None and methods is not None:
-            accuracy += f" ({m['accuracy'] - base:+.1f})"
-        perplexity = f"{m['perplexity']:.1f}" if "perplexity" in m else "-"
-        used = f"{m['codes_used']:.0f}" if "codes_used" in m else "-"
-        lines.append(f"| {model} | {label} | {marks} | {accuracy} | {perplexity} | {used} | {seconds} |")
+            accuracy += f" ({statistics.fmean(accuracies) - base:+.1f})"
+        perplexity = cell([m["perplexity"] for m, _ in runs], 1) if "perplexity" in runs[0][0] else "-"
+        used = cell([m["codes_used"] for m, _ in runs], 0) if "codes_used" in runs[0][0] else "-"
+        times = [float(t) for _, t in runs if t]
+        seconds = f"{statistics.fmean(times):.0f}" if times else ""
+        lines.append(f"| {model} | {label} | {marks} |{count} {accuracy} | {perplexity} | {used} | {seconds} |")
 text = "\n".join(lines) + "\n"
 print(text, end="")
 if table:  # a temporary file renamed over EXP/NAME.md, so an interrupted write never leaves half a table
