@@ -67,7 +67,8 @@ def test_tables(tmp_path):
     result = run("recipes/vqvae/table3.sh", "--table-only", "--exp", str(tmp_path))
     assert result.stdout.splitlines() == header + [
         "| VQVAE (seed 1) | 20.00 | 345.7 | 512 |", "| VQVAE + l2 | 12.30 | 345.7 | 512 |",
-        "| VQVAE + l2 (seed 2) | 12.50 | 345.7 | 512 |"] + footer
+        "| VQVAE + l2 (seed 2) | 12.50 | 345.7 | 512 |",
+        "| VQVAE + l2, mean ± sd of 2 seeds | 12.40 ± 0.14 | 345.7 ± 0.0 | 512 ± 0 |"] + footer  # after a row's seeds
     result = run("recipes/vqvae/table3.sh", "--table-only", "--exp", str(tmp_path), "--rows", "l2", "--seed", "2")
     assert result.stdout.splitlines() == header + ["| VQVAE + l2 (seed 2) | 12.50 | 345.7 | 512 |"] + footer
     result = run("recipes/cifar10/table3.sh", "--table-only", "--exp", str(tmp_path))  # no cifar10 row evaluated

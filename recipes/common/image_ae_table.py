@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import statistics
 import sys
 from dataclasses import dataclass
 from typing import Callable
@@ -69,22 +70,44 @@ def evaluated_runs(table: Table, exp: str) -> list[str]:
     return [run for run in runs if os.path.isfile(os.path.join(exp, run, "eval", "metrics.json"))]
 
 
+def base_row(run: str) -> str:
+    """The row a run belongs to: ROW for ROW and ROW_seedN."""
+    seeded = SEEDED.fullmatch(run)
+    return seeded[1] if seeded else run
+
+
+def seed_summary(table: Table, row: str, runs: list[dict]) -> str:
+    """The line of a row trained with several seeds: every cell as mean ± sample standard deviation (the cells are
+    linear in the metrics, so the formatter of one run formats both)."""
+    keys = [key for key, value in runs[0].items() if isinstance(value, (int, float))]
+    mean = {key: statistics.fmean(run[key] for run in runs) for key in keys}
+    spread = {key: statistics.stdev(run[key] for run in runs) for key in keys}
+    cells = [f"{m} ± {s}" for m, s in zip(table.cells(mean), table.cells(spread))]
+    return "| " + " | ".join([f"{table.labels.get(row, row)}, mean ± sd of {len(runs)} seeds", *cells]) + " |"
+
+
 def print_table(table: Table, exp: str, rows: list[str]) -> None:
     """One line per row (default: every row of the table evaluated in exp, with its seeds, in the table's order):
-    the label and the cells, or "not evaluated"; then a blank line and the footer if any row was evaluated."""
+    the label and the cells, or "not evaluated"; after the seeds of a row evaluated with two or more of them, their
+    mean ± sd; then a blank line and the footer if any row was evaluated."""
     rows = rows or evaluated_runs(table, exp)
     print("| " + " | ".join(table.header) + " |")
     print("|" + "---|" * len(table.header))
-    evaluated = []
-    for row in rows:
+    evaluated, group = [], []
+    for index, row in enumerate(rows):
         name = label(table, row)
         path = os.path.join(exp, row, "eval", "metrics.json")
         if not os.path.isfile(path):
             print(f"| {name} | not evaluated |" + " |" * (len(table.header) - 2))
-            continue
-        with open(path) as handle:
-            evaluated.append(json.load(handle))
-        print("| " + " | ".join([name, *table.cells(evaluated[-1])]) + " |")
+        else:
+            with open(path) as handle:
+                evaluated.append(json.load(handle))
+            group.append(evaluated[-1])
+            print("| " + " | ".join([name, *table.cells(evaluated[-1])]) + " |")
+        if index + 1 == len(rows) or base_row(rows[index + 1]) != base_row(row):
+            if len(group) > 1:
+                print(seed_summary(table, base_row(row), group))
+            group = []
     if evaluated:
         print("\n" + table.footer(evaluated))
 
