@@ -73,13 +73,14 @@ elif [ ! -d "$exp" ]; then
   echo "error: table2_huh.sh: --table-only: no runs in $exp; give the --exp DIR of the trained rows" >&2; exit 1
 fi
 
-PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}" python3 - "$exp" "$models" "$rows" "$table" "$seeds" <<'PY'
+PYTHONPATH="$repo:$repo/recipes/common${PYTHONPATH:+:$PYTHONPATH}" python3 - "$exp" "$models" "$rows" "$table" "$seeds" <<'PY'
 import json
 import os
 import statistics
 import sys
 from pathlib import Path
 
+from seed_table import cell, run_dir  # the speech and handwriting tables' mean ± sd cell and seed folder naming
 from seqvq.train.logs import atomic_write_text
 
 exp, models, rows, table, seeds = sys.argv[1], sys.argv[2].split(), sys.argv[3].split(), sys.argv[4], int(sys.argv[5])
@@ -100,19 +101,12 @@ def seed_runs(model: str, row: str) -> list[tuple[dict, str]]:
     """(metrics, train seconds) of every evaluated seed of a row: seed 0 in ROW, seed k in ROW_seedk."""
     found = []
     for seed in range(seeds):
-        run = os.path.join(exp, model, row if seed == 0 else f"{row}_seed{seed}")
-        if os.path.isfile(os.path.join(run, "eval", "metrics.json")):
-            with open(os.path.join(run, "eval", "metrics.json")) as handle:
-                metrics = json.load(handle)
-            seconds_path = os.path.join(run, "train_seconds.txt")
-            found.append((metrics, open(seconds_path).read().strip() if os.path.isfile(seconds_path) else ""))
+        run = run_dir(Path(exp) / model, row, "", seed)
+        if (run / "eval" / "metrics.json").is_file():
+            metrics = json.loads((run / "eval" / "metrics.json").read_text())
+            seconds_path = run / "train_seconds.txt"
+            found.append((metrics, seconds_path.read_text().strip() if seconds_path.is_file() else ""))
     return found
-
-
-def cell(values: list[float], digits: int) -> str:
-    """The value, or mean ± sample standard deviation over seeds."""
-    text = f"{statistics.fmean(values):.{digits}f}"
-    return text + f" ± {statistics.stdev(values):.{digits}f}" if len(values) > 1 else text
 
 
 seed_header, seed_rule = (" Seeds |", "---|") if seeds > 1 else ("", "")
