@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from seqvq.models.masked_lstm import MaskedLSTM
 from seqvq.quantize import MaskedBatchNorm, build_quantizer
 
 
@@ -111,7 +111,7 @@ class DeepSpeech2CTC(nn.Module):
                  quantizer: dict | None = None, mixer_dim: int | None = 256):
         super().__init__()
         self.front_end = ConvFrontEnd(input_dim, in_channels, conv_channels, conv_kernels, conv_strides, clip)
-        self.rnn = nn.LSTM(self.front_end.output_dim, rnn_hidden, num_layers=rnn_layers, batch_first=True,
+        self.rnn = MaskedLSTM(self.front_end.output_dim, rnn_hidden, num_layers=rnn_layers, batch_first=True,
                            bidirectional=True, dropout=rnn_dropout if rnn_layers > 1 else 0.0)
         self.bottleneck_norm = MaskedBatchNorm(2 * rnn_hidden)
         self.projection = nn.Linear(2 * rnn_hidden, bottleneck_dim)
@@ -124,8 +124,7 @@ class DeepSpeech2CTC(nn.Module):
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> CTCModelOutput:
         x, lengths = self.front_end(features, lengths)
-        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        x, _ = pad_packed_sequence(self.rnn(packed)[0], batch_first=True, total_length=x.shape[1])
+        x = self.rnn(x, lengths)
         mask = lengths_to_mask(lengths, x.shape[1])
         latents = self.projection(self.bottleneck_norm(x, mask))
         codes, vq_loss, vq_metrics = None, None, {}

@@ -4,7 +4,7 @@ Lines are (B, H, W) gray levels with a (B, W) column mask. The encoder collapses
 convolutions and runs bidirectional LSTMs over the width, giving one latent every `width_stride` (4) columns.
 Latents go through (masked BatchNorm ->) Linear -> `VectorQuantizer`; the quantized latents, up-sampled along
 the width, condition every layer of a gated PixelCNN that reconstructs the line. Padded columns are excluded
-from the loss and never influence valid pixels (masks after every conv, packed LSTMs, causal decoder).
+from the loss and never influence valid pixels (masks after every conv, `MaskedLSTM`, causal decoder).
 """
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from seqvq import VectorQuantizer
+from seqvq.models.masked_lstm import MaskedLSTM
 from seqvq.models.pixelcnn import GatedPixelCNN
 from seqvq.quantize import MaskedBatchNorm
 
@@ -44,7 +44,7 @@ class LineEncoder(nn.Module):
         out_height = height
         for stride_h, _ in self.strides:
             out_height = (out_height - 1) // stride_h + 1
-        self.lstm = nn.LSTM(channels * out_height, lstm_hidden, lstm_layers, batch_first=True,
+        self.lstm = MaskedLSTM(channels * out_height, lstm_hidden, lstm_layers, batch_first=True,
                             bidirectional=True)
         self.output_dim = 2 * lstm_hidden
 
@@ -59,10 +59,7 @@ class LineEncoder(nn.Module):
         features = x.flatten(1, 2).transpose(1, 2)  # (B, T, C * H')
         mask = _downsampled_mask(widths, stride, features.shape[1])
         lengths = mask.sum(1)
-        packed = pack_padded_sequence(features, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        output, _ = self.lstm(packed)
-        output, _ = pad_packed_sequence(output, batch_first=True, total_length=features.shape[1])
-        return output, mask
+        return self.lstm(features, lengths), mask
 
 
 @dataclass
