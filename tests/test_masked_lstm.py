@@ -4,7 +4,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from seqvq.models.masked_lstm import MaskedLSTM, reverse_within_lengths
+from seqvq.models.masked_lstm import MaskedLSTM, flip_index, reverse_within_lengths
 
 
 def packed_reference(lstm: nn.LSTM, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -45,7 +45,7 @@ def test_padded_inputs_change_nothing_and_padded_outputs_are_zero():
 
 def test_reverse_within_lengths_flips_valid_steps_only():
     x = torch.arange(8.0).reshape(2, 4, 1)
-    flipped = reverse_within_lengths(x, torch.tensor([4, 2]))
+    flipped = reverse_within_lengths(x, flip_index(torch.tensor([4, 2]), 4))
     assert flipped[..., 0].tolist() == [[3, 2, 1, 0], [5, 4, 6, 7]]
 
 

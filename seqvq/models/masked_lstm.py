@@ -15,12 +15,16 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def reverse_within_lengths(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """Flips each (T, D) sequence of ``x`` (B, T, D) over its first ``lengths[b]`` steps; padded steps stay put."""
-    steps = torch.arange(x.shape[1], device=x.device)
-    source = lengths.to(x.device)[:, None] - 1 - steps[None, :]
-    source = torch.where(source >= 0, source, steps[None, :])
-    return x.gather(1, source[:, :, None].expand_as(x))
+def flip_index(lengths: torch.Tensor, steps: int) -> torch.Tensor:
+    """(B, T) source steps that flip each sequence over its first ``lengths[b]`` steps; padded steps stay put."""
+    step = torch.arange(steps, device=lengths.device)
+    source = lengths[:, None] - 1 - step[None, :]
+    return torch.where(source >= 0, source, step[None, :])
+
+
+def reverse_within_lengths(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``x`` (B, T, D) with each sequence flipped by :func:`flip_index` (its own inverse)."""
+    return x.gather(1, index[:, :, None].expand_as(x))
 
 
 class MaskedLSTM(nn.LSTM):
@@ -45,13 +49,15 @@ class MaskedLSTM(nn.LSTM):
         return torch.lstm(x, (zeros, zeros), weights, self.bias, 1, 0.0, self.training, False, True)[0]
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        valid = torch.arange(x.shape[1], device=x.device)[None, :] < lengths.to(x.device)[:, None]
+        lengths = lengths.to(x.device)
+        valid = torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None]
+        flip = flip_index(lengths, x.shape[1]) if self.bidirectional else None
         for layer in range(self.num_layers):
             if layer > 0 and self.dropout > 0:
                 x = F.dropout(x, self.dropout, self.training)
             outputs = [self._run(x, self._direction(layer, reverse=False))]
             if self.bidirectional:
-                flipped = self._run(reverse_within_lengths(x, lengths), self._direction(layer, reverse=True))
-                outputs.append(reverse_within_lengths(flipped, lengths))
+                flipped = self._run(reverse_within_lengths(x, flip), self._direction(layer, reverse=True))
+                outputs.append(reverse_within_lengths(flipped, flip))
             x = torch.cat(outputs, dim=-1) if len(outputs) > 1 else outputs[0]
         return x.masked_fill(~valid[:, :, None], 0.0)
