@@ -22,7 +22,8 @@ def test_matches_packed_lstm_outputs_and_gradients(layers, bidirectional, bias):
     x = torch.randn(4, 9, 12)
     x_masked, x_reference = x.clone().requires_grad_(), x.clone().requires_grad_()
     weights = torch.randn(4, 9, 7 * (2 if bidirectional else 1))
-    out_masked, out_reference = masked(x_masked, lengths), packed_reference(reference, x_reference, lengths)
+    mask = torch.arange(9)[None, :] < lengths[:, None]
+    out_masked, out_reference = masked(x_masked, mask), packed_reference(reference, x_reference, lengths)
     torch.testing.assert_close(out_masked, out_reference, atol=1e-6, rtol=1e-5)
     (out_masked * weights).sum().backward()
     (out_reference * weights).sum().backward()
@@ -34,11 +35,11 @@ def test_matches_packed_lstm_outputs_and_gradients(layers, bidirectional, bias):
 def test_padded_inputs_change_nothing_and_padded_outputs_are_zero():
     torch.manual_seed(1)
     lstm = MaskedLSTM(5, 4, num_layers=2, bidirectional=True, batch_first=True)
-    lengths = torch.tensor([6, 3])
+    mask = torch.arange(6)[None, :] < torch.tensor([6, 3])[:, None]
     x = torch.randn(2, 6, 5)
     noisy = x.clone()
     noisy[1, 3:] = 1e3 * torch.randn(3, 5)
-    out, out_noisy = lstm(x, lengths), lstm(noisy, lengths)
+    out, out_noisy = lstm(x, mask), lstm(noisy, mask)
     torch.testing.assert_close(out, out_noisy, atol=0, rtol=0)
     assert out[1, 3:].abs().sum() == 0 and out[1, :3].abs().sum() > 0
 
@@ -54,11 +55,11 @@ def test_dropout_between_layers_only_in_training():
     lstm = MaskedLSTM(5, 4, num_layers=2, dropout=0.5, batch_first=True)
     reference = nn.LSTM(5, 4, num_layers=2, dropout=0.5, batch_first=True)
     reference.load_state_dict(lstm.state_dict())
-    x, lengths = torch.randn(2, 6, 5), torch.tensor([6, 6])
+    x, mask = torch.randn(2, 6, 5), torch.ones(2, 6, dtype=torch.bool)
     lstm.eval(), reference.eval()
-    torch.testing.assert_close(lstm(x, lengths), reference(x)[0])
+    torch.testing.assert_close(lstm(x, mask), reference(x)[0])
     lstm.train()
-    assert not torch.allclose(lstm(x, lengths), lstm(x, lengths))
+    assert not torch.allclose(lstm(x, mask), lstm(x, mask))
 
 
 def test_refuses_layouts_it_does_not_implement():

@@ -124,8 +124,8 @@ class DeepSpeech2CTC(nn.Module):
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> CTCModelOutput:
         x, lengths = self.front_end(features, lengths)
-        x = self.rnn(x, lengths)
         mask = lengths_to_mask(lengths, x.shape[1])
+        x = self.rnn(x, mask)
         latents = self.projection(self.bottleneck_norm(x, mask))
         codes, vq_loss, vq_metrics = None, None, {}
         if self.quantizer is not None:

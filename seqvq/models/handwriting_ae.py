@@ -58,8 +58,7 @@ class LineEncoder(nn.Module):
             x = x * _downsampled_mask(widths, stride, x.shape[-1])[:, None, None, :]
         features = x.flatten(1, 2).transpose(1, 2)  # (B, T, C * H')
         mask = _downsampled_mask(widths, stride, features.shape[1])
-        lengths = mask.sum(1)
-        return self.lstm(features, lengths), mask
+        return self.lstm(features, mask), mask
 
 
 @dataclass

@@ -28,7 +28,8 @@ def reverse_within_lengths(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor
 
 
 class MaskedLSTM(nn.LSTM):
-    """``nn.LSTM`` (``batch_first`` only, same parameters and ``state_dict`` keys) called as ``lstm(x, lengths)``.
+    """``nn.LSTM`` (``batch_first`` only, same parameters and ``state_dict`` keys) called as ``lstm(x, mask)``, with
+    the (B, T) padding mask that is True on each sequence's first steps (the models' masks).
 
     Returns the (B, T, directions * hidden) outputs of the last layer, zero at padded steps, with zero initial
     states; dropout between layers as ``nn.LSTM`` applies it.
@@ -48,10 +49,8 @@ class MaskedLSTM(nn.LSTM):
         zeros = x.new_zeros(1, x.shape[0], self.hidden_size)
         return torch.lstm(x, (zeros, zeros), weights, self.bias, 1, 0.0, self.training, False, True)[0]
 
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        lengths = lengths.to(x.device)
-        valid = torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None]
-        flip = flip_index(lengths, x.shape[1]) if self.bidirectional else None
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        flip = flip_index(mask.sum(1), x.shape[1]) if self.bidirectional else None
         for layer in range(self.num_layers):
             if layer > 0 and self.dropout > 0:
                 x = F.dropout(x, self.dropout, self.training)
@@ -60,4 +59,4 @@ class MaskedLSTM(nn.LSTM):
                 flipped = self._run(reverse_within_lengths(x, flip), self._direction(layer, reverse=True))
                 outputs.append(reverse_within_lengths(flipped, flip))
             x = torch.cat(outputs, dim=-1) if len(outputs) > 1 else outputs[0]
-        return x.masked_fill(~valid[:, :, None], 0.0)
+        return x.masked_fill(~mask[:, :, None], 0.0)
