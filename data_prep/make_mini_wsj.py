@@ -85,7 +85,10 @@ def write_lines(path: Path, lines: list[str]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--train-utts", type=int, default=2000, help="training utterances (over 10 speakers)")
+    parser.add_argument("--train-utts", type=int, default=2000, help="training utterances (over --train-speakers)")
+    parser.add_argument("--train-speakers", type=int, default=SPLITS["train"],
+                        help=f"training speakers, the first N of the {SPLITS['train']} training voices (dev and test "
+                             "voices stay the same)")
     parser.add_argument("--dev-utts", type=int, default=200, help="dev utterances (over 2 held-out speakers)")
     parser.add_argument("--test-utts", type=int, default=200, help="test utterances (over 2 other speakers)")
     parser.add_argument("--vocabulary", type=int, default=3000, help="number of distinct words")
@@ -96,11 +99,15 @@ def main() -> None:
     parser.add_argument("--force", action="store_true", help="rebuild even if OUT/.complete exists")
     args = parser.parse_args()
 
+    if not 1 <= args.train_speakers <= SPLITS["train"]:
+        sys.exit(f"--train-speakers must be between 1 and {SPLITS['train']}, not {args.train_speakers}")
     if shutil.which("espeak-ng") is None:
         sys.exit("espeak-ng not found; install it with `sudo apt-get install -y espeak-ng`")
     complete = args.out / ".complete"
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
                 if k not in ("out", "jobs", "force")}
+    if args.train_speakers == SPLITS["train"]:  # corpora built before the option existed stay reusable
+        del settings["train_speakers"]
     if complete.exists() and not args.force:
         if json.loads(complete.read_text()) == settings:
             print(f"{args.out}: corpus already built with these settings; reusing it (--force to rebuild)")
@@ -117,11 +124,12 @@ def main() -> None:
     voice_index = 0
     for split, speaker_count in SPLITS.items():
         lines = {"wav.scp": [], "text": [], "utt2spk": [], "spk2utt": []}
+        used = args.train_speakers if split == "train" else speaker_count
         for speaker in range(speaker_count):
             variant, speed, pitch = VOICES[voice_index]
             speaker_id = f"s{voice_index:02d}{variant}"
-            voice_index += 1
-            per_speaker = counts[split] // speaker_count + (speaker < counts[split] % speaker_count)
+            voice_index += 1  # the unused training voices are skipped, so dev and test keep theirs
+            per_speaker = counts[split] // used + (speaker < counts[split] % used) if speaker < used else 0
             if per_speaker == 0:
                 continue
             (args.out / "wav" / speaker_id).mkdir(parents=True, exist_ok=True)

@@ -43,3 +43,20 @@ def test_built_corpus_is_a_valid_kaldi_dir_with_features_and_targets(tmp_path):
     assert "reusing it" in again.stdout
     loaded_features, loaded_targets = load_split(tmp_path / "corpus" / "dev")  # a raw Kaldi dir, in memory
     assert set(loaded_features) == set(loaded_targets) == set(dev.utterances)
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed")
+def test_fewer_training_speakers_keep_the_dev_and_test_voices(tmp_path):
+    def build(out, *extra):
+        subprocess.run([sys.executable, str(ROOT / "data_prep" / "make_mini_wsj.py"), "--out", str(out),
+                        "--train-utts", "4", "--dev-utts", "2", "--test-utts", "2", "--vocabulary", "50",
+                        "--jobs", "1", *extra], check=True, capture_output=True)
+        return {split: read_data_dir(out / split) for split in ("train", "dev", "test")}
+    default, two = build(tmp_path / "ten"), build(tmp_path / "two", "--train-speakers", "2")
+    assert len(default["train"].spk2utt) == 4 and len(two["train"].spk2utt) == 2
+    assert len(two["train"].utterances) == 4 and set(two["train"].spk2utt) <= set(default["train"].spk2utt)
+    for split in ("dev", "test"):
+        assert set(two[split].spk2utt) == set(default[split].spk2utt)
+    bad = subprocess.run([sys.executable, str(ROOT / "data_prep" / "make_mini_wsj.py"), "--out", str(tmp_path / "x"),
+                          "--train-speakers", "11"], capture_output=True, text=True)
+    assert bad.returncode == 1 and "--train-speakers must be between 1 and 10" in bad.stderr

@@ -16,6 +16,7 @@ RUN = pathlib.Path(__file__).resolve().parents[1] / "recipes" / "wsj" / "run.sh"
     (["--config", "nope"], "run.sh: no recipes/wsj/conf/nope.yaml; configs: "),
     (["--seed", "-1"], "run.sh: --seed must be a non-negative integer"),
     (["--train-utts", "0"], "run.sh: --train-utts must be a positive number"),
+    (["--train-speakers", "11"], "run.sh: --train-speakers must be 1 to 10"),
 ])
 def test_bad_unit_and_config_options(tmp_path, arguments, message):
     result = subprocess.run(["bash", str(RUN), "--data", str(tmp_path), *arguments], capture_output=True, text=True)
@@ -28,6 +29,8 @@ def test_bad_unit_and_config_options(tmp_path, arguments, message):
     (["--mini", "--train-utts", "2000"], "exp/wsj_mini"),
     (["--mini", "--train-utts", "500"], "exp/wsj_mini_500utts"),  # never the 2,000-utterance corpus's folders
     (["--mini", "--train-utts", "500", "--exp", "exp/mine"], "exp/mine"),
+    (["--mini", "--train-speakers", "2"], "exp/wsj_mini_2spk"),
+    (["--mini", "--train-utts", "500", "--train-speakers", "10"], "exp/wsj_mini_500utts"),
 ])
 def test_print_exp_follows_the_corpus_size(arguments, exp):
     result = subprocess.run(["bash", str(RUN), *arguments, "--print-exp"], capture_output=True, text=True)

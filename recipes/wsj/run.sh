@@ -20,7 +20,8 @@
 #   --variant is the same), --units phones|chars|bpe (default phones), --vocab-size N (bpe; default 300),
 #   --size cpu|paper,
 #   --exp DIR, --nj N (parallel synthesis jobs), --train-utts N (built corpus size; other than 2000 it is built in
-#   data/wsj_mini_Nutts with EXP exp/wsj_mini_Nutts), --print-exp (print EXP and stop), --train-set/--dev-set/
+#   data/wsj_mini_Nutts with EXP exp/wsj_mini_Nutts), --train-speakers N (the built corpus's training voices, 1-10;
+#   other than 10 the folders get a _Nspk suffix; dev and test voices do not change), --print-exp (print EXP and stop), --train-set/--dev-set/
 #   --test-set NAMES (Kaldi dir names under --data; defaults train_si284 test_dev93 test_eval92),
 #   --phones-dir DIR (DIR/<set>.txt phone transcripts, e.g. from ali-to-phones, instead of CMUdict),
 #   --lexicon FILE (Kaldi lexicon.txt; default with --data: DIR/local/dict/lexicon.txt if present, which has
@@ -39,6 +40,7 @@ size=cpu
 exp=""
 nj=2
 train_utts=2000
+train_speakers=10
 train_set=train_si284
 dev_set=test_dev93
 test_set=test_eval92
@@ -64,6 +66,7 @@ while [[ $# -gt 0 ]]; do
     --exp) exp=$2; shift 2 ;;
     --nj) nj=$2; shift 2 ;;
     --train-utts) train_utts=$2; shift 2 ;;
+    --train-speakers) train_speakers=$2; shift 2 ;;
     --train-set) train_set=$2; shift 2 ;;
     --dev-set) dev_set=$2; shift 2 ;;
     --test-set) test_set=$2; shift 2 ;;
@@ -73,7 +76,7 @@ while [[ $# -gt 0 ]]; do
     --seed) seed=$2; shift 2 ;;
     --print-exp) print_exp=true; shift ;;
     --) shift; overrides=("$@"); break ;;
-    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
     *) echo "error: run.sh: unknown option $1 (see --help)" >&2; exit 1 ;;
   esac
 done
@@ -107,9 +110,11 @@ if [[ $units != phones && ( -n $phones_dir || -n $lexicon ) ]]; then
   echo "error: run.sh: --phones-dir and --lexicon give phone targets; drop them or use --units phones" >&2; exit 1
 fi
 [[ $train_utts =~ ^[1-9][0-9]*$ ]] || { echo "error: run.sh: --train-utts must be a positive number" >&2; exit 1; }
+[[ $train_speakers =~ ^([1-9]|10)$ ]] || { echo "error: run.sh: --train-speakers must be 1 to 10" >&2; exit 1; }
 if $mini; then
   # A built corpus of another size gets folders of its own, so the default corpus and its runs stay as they are.
   corpus=wsj_mini; [[ $train_utts == 2000 ]] || corpus=wsj_mini_${train_utts}utts
+  [[ $train_speakers == 10 ]] || corpus=${corpus}_${train_speakers}spk
   data=data/$corpus; train_set=train; dev_set=dev; test_set=test; exp=${exp:-exp/$corpus}
 else
   exp=${exp:-exp/wsj}
@@ -134,7 +139,8 @@ if [[ $stage -le 0 && $stop_stage -ge 0 ]]; then
         echo "error: run.sh: espeak-ng is missing; install it with: sudo apt-get install -y espeak-ng" >&2; exit 1
       fi
     fi
-    $python data_prep/make_mini_wsj.py --out "$data" --train-utts "$train_utts" --jobs "$nj"
+    $python data_prep/make_mini_wsj.py --out "$data" --train-utts "$train_utts" \
+      --train-speakers "$train_speakers" --jobs "$nj"
   else
     for set in "$train_set" "$dev_set" "$test_set"; do
       $python -c "import sys; from seqvq.data.kaldi import read_data_dir as r

@@ -11,8 +11,9 @@
 #
 # A variant is CONFIG or CONFIG:SEEDS (seeds 0..SEEDS-1; seed k > 0 trains into EXP/CONFIG_seedk). --table NAME
 # writes EXP/NAME.md, .json, _curves.png instead of EXP/table1.* (e.g. for another set of variants). Other options
-# are passed to run.sh (--exp, --size, --train-utts, --units, --vocab-size, ...). Runs that already have
-# decode_dev/figures.json are not retrained (delete EXP/RUN to redo one), so an interrupted table resumes.
+# are passed to run.sh (--exp, --size, --train-utts, --train-speakers, --units, --vocab-size, ...). Runs that
+# already have decode_dev/figures.json are not retrained (delete EXP/RUN to redo one), so an interrupted table
+# resumes.
 set -euo pipefail
 command="$*"
 
@@ -38,7 +39,7 @@ while [[ $# -gt 0 ]]; do
     --units) units=$2; run_args+=(--units "$2"); shift 2 ;;
     --vocab-size) vocab_size=$2; run_args+=(--vocab-size "$2"); shift 2 ;;
     --) shift; overrides=("$@"); break ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) run_args+=("$1" "$2"); shift 2 ;;
   esac
 done
