@@ -128,8 +128,10 @@ def main() -> None:
         for speaker in range(speaker_count):
             variant, speed, pitch = VOICES[voice_index]
             speaker_id = f"s{voice_index:02d}{variant}"
-            voice_index += 1  # the unused training voices are skipped, so dev and test keep theirs
-            per_speaker = counts[split] // used + (speaker < counts[split] % used) if speaker < used else 0
+            voice_index += 1
+            if speaker >= used:  # an unused training voice: skipped, so dev and test keep their voices
+                continue
+            per_speaker = counts[split] // used + (speaker < counts[split] % used)
             if per_speaker == 0:
                 continue
             (args.out / "wav" / speaker_id).mkdir(parents=True, exist_ok=True)

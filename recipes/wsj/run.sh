@@ -21,8 +21,9 @@
 #   --size cpu|paper,
 #   --exp DIR, --nj N (parallel synthesis jobs), --train-utts N (built corpus size; other than 2000 it is built in
 #   data/wsj_mini_Nutts with EXP exp/wsj_mini_Nutts), --train-speakers N (the built corpus's training voices, 1-10;
-#   other than 10 the folders get a _Nspk suffix; dev and test voices do not change), --print-exp (print EXP and stop), --train-set/--dev-set/
-#   --test-set NAMES (Kaldi dir names under --data; defaults train_si284 test_dev93 test_eval92),
+#   other than 10 the folders get a _Nspk suffix; dev and test voices do not change), --print-exp (print EXP and
+#   stop), --train-set/--dev-set/--test-set NAMES (Kaldi dir names under --data; defaults train_si284
+#   test_dev93 test_eval92),
 #   --phones-dir DIR (DIR/<set>.txt phone transcripts, e.g. from ali-to-phones, instead of CMUdict),
 #   --lexicon FILE (Kaldi lexicon.txt; default with --data: DIR/local/dict/lexicon.txt if present, which has
 #   WSJ's verbalized punctuation, else CMUdict; phones only),
@@ -76,7 +77,7 @@ while [[ $# -gt 0 ]]; do
     --seed) seed=$2; shift 2 ;;
     --print-exp) print_exp=true; shift ;;
     --) shift; overrides=("$@"); break ;;
-    -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,32p' "$0"; exit 0 ;;
     *) echo "error: run.sh: unknown option $1 (see --help)" >&2; exit 1 ;;
   esac
 done
