@@ -45,7 +45,8 @@ class TableKind:
 
 SPEECH_LABELS = {
     "no_bottleneck": "no bottleneck", "vanilla_vq": "vanilla VQ", "bn": "+ BN",
-    "bn_codebook_lr": "+ BN + codebook LR", "bn_ema": "+ BN + EMA", "bn_reestimation": "+ BN + data-dep reest",
+    "bn_codebook_lr": "+ BN + codebook LR", "bn_ema": "+ BN + EMA", "bn_ema_decay09": "+ BN + EMA (γ = 0.9)",
+    "bn_reestimation": "+ BN + data-dep reest",
     "bn_reestimation_codebook_lr": "+ BN + data-dep reest + codebook LR", "huh_affine": "Huh: affine",
     "huh_sync": "Huh: synchronized update", "huh_replacement": "Huh: dead-code replacement",
     "huh_alternating": "Huh: alternating optimization", "huh_all": "Huh: all remedies",
