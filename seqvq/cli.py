@@ -1,7 +1,7 @@
 """``seqvq`` command line: ``train`` a run config, ``evaluate`` a checkpoint on a data set, ``plot`` a run's log.
 
     seqvq train CONFIG.yaml [dotted.key=value ...] [--exp-dir DIR]
-    seqvq evaluate CHECKPOINT DATA [dotted.key=value ...] [--out DIR]
+    seqvq evaluate CHECKPOINT DATA [dotted.key=value ...] [--out DIR] [--live-weights]
     seqvq plot EXP_DIR
 
 A run config is a YAML mapping with ``task:`` (a name in :data:`seqvq.tasks.TASKS`), ``train:`` (the
@@ -79,7 +79,7 @@ def _evaluate(args) -> None:
     task = get_task(config.get("task"))
     config = check_run_config(config, task.CONFIG, layers)
     out_dir = Path(args.out) if args.out else evaluation_dir(args.checkpoint, args.data)
-    result = task.evaluate_cli(args.checkpoint, args.data, config, out_dir)
+    result = task.evaluate_cli(args.checkpoint, args.data, config, out_dir, use_polyak=not args.live_weights)
     if isinstance(result, dict):
         print(json.dumps(result))
 
@@ -114,6 +114,9 @@ def main(argv: list[str] | None = None) -> None:
     evaluate.add_argument("overrides", nargs="*", help="dotted.key=value applied to the checkpoint's config")
     evaluate.add_argument("--out", help="output directory (default: decode_<data name>_<hash of its full path> "
                                         "next to the run's checkpoints/)")
+    evaluate.add_argument("--live-weights", action="store_true",
+                          help="evaluate the parameters of the last step instead of their Polyak average "
+                               "(train.polyak_decay) when the checkpoint holds one")
     evaluate.set_defaults(run=_evaluate)
     plot = commands.add_parser("plot", help="write EXP_DIR/plots/*.png from EXP_DIR/metrics.jsonl")
     plot.add_argument("exp_dir")

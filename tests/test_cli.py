@@ -4,12 +4,14 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 import yaml
 
 import seqvq
 import toy_task
 from seqvq import cli
 from seqvq.tasks import TASKS, get_task
+from seqvq.train.checkpoint import load_checkpoint
 
 
 @pytest.fixture(autouse=True)
@@ -37,6 +39,15 @@ def test_train_then_evaluate(tmp_path, capsys):
     cli.main(["evaluate", str(exp_dir / "checkpoints" / "last.pt"), str(tmp_path / "some_data")])
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["data"] == str(tmp_path / "some_data") and result["mse"] == pytest.approx(final["mse"])
+
+    # --live-weights: the last step's parameters, not the Polyak average the run evaluated on
+    cli.main(["evaluate", str(exp_dir / "checkpoints" / "last.pt"), str(tmp_path / "some_data"), "--live-weights"])
+    live = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    live_model = toy_task.ToyRegression(4)
+    load_checkpoint(exp_dir / "checkpoints" / "last.pt", live_model, use_polyak=False)
+    with torch.no_grad():
+        assert live["mse"] == pytest.approx(toy_task.evaluate(live_model.eval())["mse"])
+    assert live["mse"] != pytest.approx(final["mse"])
 
     cli.main(["plot", str(exp_dir)])
     assert str(exp_dir / "plots" / "loss.png") in capsys.readouterr().out

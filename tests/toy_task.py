@@ -52,9 +52,9 @@ def build_task(config: dict) -> TaskBundle:
                       make_dataset(dim=config.get("model", {}).get("dim", 4)), collate, evaluate)
 
 
-def evaluate_cli(checkpoint: str, data: str, config: dict, out_dir=None) -> dict:
+def evaluate_cli(checkpoint: str, data: str, config: dict, out_dir=None, use_polyak: bool = True) -> dict:
     model = ToyRegression(config.get("model", {}).get("dim", 4))
-    load_checkpoint(checkpoint, model)
+    load_checkpoint(checkpoint, model, use_polyak=use_polyak)
     model.eval()
     with torch.no_grad():
         return {"data": data, **evaluate(model)}

@@ -4,7 +4,8 @@ A task module provides ``CONFIG: seqvq.train.config.Section`` (the run-config ke
 ``exp_dir`` and ``train``; every run config is checked against it before anything runs), ``build_task(config:
 dict) -> seqvq.train.TaskBundle`` (model, train dataset, collate function, evaluate callback, and the
 ``evaluation_state`` the checkpoint carries) and ``evaluate_cli(checkpoint: str, data: str, config: dict,
-out_dir: Path) -> dict`` (used by ``seqvq evaluate``; ``out_dir`` is where it writes its files).
+out_dir: Path, use_polyak: bool = True) -> dict`` (used by ``seqvq evaluate``; ``out_dir`` is where it writes its
+files; ``use_polyak=False`` evaluates the live parameters of a run that kept a Polyak average).
 """
 from __future__ import annotations
 

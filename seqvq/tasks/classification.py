@@ -158,13 +158,13 @@ def build_task(config: dict) -> TaskBundle:
     return TaskBundle(model, train_images, train_collate, evaluate)
 
 
-def evaluate_cli(checkpoint: str, data_root: str, config: dict, out_dir: Path) -> dict:
+def evaluate_cli(checkpoint: str, data_root: str, config: dict, out_dir: Path, use_polyak: bool = True) -> dict:
     """`seqvq evaluate CKPT DATA [--out DIR]`: Table 2 figures on DATA's validation split (Polyak weights when
-    saved), also written to out_dir/metrics.json."""
+    saved and ``use_polyak``), also written to out_dir/metrics.json."""
     from seqvq.train.checkpoint import load_checkpoint
 
     model = build_model(config)
-    load_checkpoint(checkpoint, model, use_polyak=True)
+    load_checkpoint(checkpoint, model, use_polyak=use_polyak)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model.to(device).eval()
     data, options = _data(config), config.get("eval") or {}

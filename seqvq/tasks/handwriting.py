@@ -204,14 +204,16 @@ def build_task(config: dict) -> TaskBundle:
     return TaskBundle(model, train_lines, collate_lines, evaluate)
 
 
-def evaluate_cli(checkpoint: str, data: str, config: dict, out_dir: str | Path | None = None) -> dict:
-    """`seqvq evaluate CKPT DATA`: Table II figures on DATA's test split (Polyak weights when saved), plus
+def evaluate_cli(checkpoint: str, data: str, config: dict, out_dir: str | Path | None = None,
+                 use_polyak: bool = True) -> dict:
+    """`seqvq evaluate CKPT DATA`: Table II figures on DATA's test split (Polyak weights when saved and
+    ``use_polyak``), plus
     reconstructions.png / codes.txt / metrics.json in `out_dir` (default:
     :func:`seqvq.train.checkpoint.evaluation_dir`)."""
     from seqvq.train.checkpoint import evaluation_dir, load_checkpoint
 
     model = build_model(config)
-    load_checkpoint(checkpoint, model, use_polyak=True)
+    load_checkpoint(checkpoint, model, use_polyak=use_polyak)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model.to(device).eval()
     options = _section(config, "eval", HandwritingEval)

@@ -156,13 +156,15 @@ class ImageTask:
         return TaskBundle(model, train_images, collate_images,
                           lambda trained: self.evaluate(trained, test_images, batch_size))
 
-    def evaluate_cli(self, checkpoint: str, data: str, config: dict, out_dir: str | Path | None = None) -> dict:
-        """`seqvq evaluate CKPT DATA`: the test figures on DATA's test split with the Polyak weights when saved;
+    def evaluate_cli(self, checkpoint: str, data: str, config: dict, out_dir: str | Path | None = None,
+                     use_polyak: bool = True) -> dict:
+        """`seqvq evaluate CKPT DATA`: the test figures on DATA's test split with the Polyak weights when saved and
+        ``use_polyak``;
         also written to `out_dir`/metrics.json (default: :func:`seqvq.train.checkpoint.evaluation_dir`)."""
         from seqvq.train.checkpoint import evaluation_dir, load_checkpoint
 
         model = self.build_model(config)
-        load_checkpoint(checkpoint, model, use_polyak=True)
+        load_checkpoint(checkpoint, model, use_polyak=use_polyak)
         model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
         figures = self.evaluate(model, open_images(config, "test", corpus=data), image_options(config)[1].batch_size)
         write_metrics(Path(out_dir) if out_dir is not None else evaluation_dir(checkpoint, data), figures)

@@ -342,9 +342,10 @@ def _saved_evaluation_state(checkpoint: dict, config: dict) -> dict:
     return evaluation_state(cmvn, data.deltas, cmvn.dim // (3 if data.deltas else 1))
 
 
-def evaluate_cli(checkpoint: str, data: str, config: dict, out_dir: str | Path | None = None) -> dict[str, float]:
-    """``seqvq evaluate CHECKPOINT DATA``: figures as a dict; ``hyp.txt`` and ``figures.json`` in ``out_dir``
-    (default: :func:`seqvq.train.checkpoint.evaluation_dir`)."""
+def evaluate_cli(checkpoint: str, data: str, config: dict, out_dir: str | Path | None = None,
+                 use_polyak: bool = True) -> dict[str, float]:
+    """``seqvq evaluate CHECKPOINT DATA``: figures as a dict (Polyak weights when saved and ``use_polyak``);
+    ``hyp.txt`` and ``figures.json`` in ``out_dir`` (default: :func:`seqvq.train.checkpoint.evaluation_dir`)."""
     from seqvq.train.checkpoint import evaluation_dir, load_checkpoint, read_checkpoint
 
     if config.get("threads"):
@@ -355,7 +356,7 @@ def evaluate_cli(checkpoint: str, data: str, config: dict, out_dir: str | Path |
     cmvn, deltas, feature_dim = GlobalCMVN(state["cmvn"].numpy()), bool(state["deltas"]), int(state["feature_dim"])
     features, targets, references = load_unit_split(data, inventory, FbankOptions(**state["fbank"]), feature_dim)
     model = build_model(config, _input_dim(feature_dim, deltas), inventory)
-    saved = load_checkpoint(checkpoint, model, use_polyak=True)
+    saved = load_checkpoint(checkpoint, model, use_polyak=use_polyak)
     model.eval()
     dataset = SpeechDataset(features, targets, cmvn, deltas, name=data, inventory=inventory, references=references)
     out_dir = Path(out_dir) if out_dir is not None else evaluation_dir(checkpoint, data)
