@@ -57,3 +57,14 @@ def test_units_suffix_selects_runs_and_columns_and_name_the_files(tmp_path):
 def test_bad_rows_are_refused(tmp_path, rows):
     with pytest.raises(SystemExit, match="CONFIG:SEEDS"):
         seed_table.main(["wsj", str(tmp_path), "--rows", rows])
+
+
+def test_decode_suffix_reads_the_other_evaluation_of_the_same_runs(tmp_path):
+    fake_run(tmp_path / "no_bottleneck", 11.0, 10.0)
+    live = tmp_path / "no_bottleneck" / "decode_dev_live"
+    live.mkdir()
+    (live / "figures.json").write_text(json.dumps({"per": 12.5}))
+    (tmp_path / "no_bottleneck" / "decode_test_live").mkdir()
+    (tmp_path / "no_bottleneck" / "decode_test_live" / "figures.json").write_text(json.dumps({"per": 9.5}))
+    seed_table.main(["wsj", str(tmp_path), "--rows", "no_bottleneck", "--name", "live", "--decode-suffix", "_live"])
+    assert "| no bottleneck | 1/1 | 12.5 | 9.5 | N/A | N/A |" in (tmp_path / "live.md").read_text()

@@ -68,12 +68,13 @@ HANDWRITING_LABELS = {
 }
 
 
-def speech_kind(units: str) -> TableKind:
+def speech_kind(units: str, decode_suffix: str = "") -> TableKind:
+    """Table I's columns, read from each run's ``decode_<split><decode_suffix>/figures.json``."""
     rates = [("per", "PER")] if units == "phones" else [("cer", "CER"), ("wer", "WER")]
-    columns = [Column(f"{split.capitalize()} {name} (%)", f"decode_{split}/figures.json", key, 1)
+    columns = [Column(f"{split.capitalize()} {name} (%)", f"decode_{split}{decode_suffix}/figures.json", key, 1)
                for split in ("dev", "test") for key, name in rates]
-    columns += [Column("Code perplexity (dev)", "decode_dev/figures.json", "code_perplexity", 1),
-                Column("Codes used (dev)", "decode_dev/figures.json", "codes_used", 0)]
+    columns += [Column("Code perplexity (dev)", f"decode_dev{decode_suffix}/figures.json", "code_perplexity", 1),
+                Column("Codes used (dev)", f"decode_dev{decode_suffix}/figures.json", "codes_used", 0)]
     return TableKind("table1", SPEECH_LABELS, columns,
                      [(rates[0][0], f"dev {rates[0][1]} (%)"), ("code_perplexity", "dev code perplexity")],
                      "Greedy CTC decoding of the last checkpoint; perplexity and codes used over the dev latents.",
@@ -202,9 +203,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--name", help="output files EXP_DIR/NAME.md, .json, _curves.png (default: table1 for "
                         "wsj, table2 for scribblelens)")
     parser.add_argument("--note", default="", help="a line written under the table (command, wall time, machine)")
+    parser.add_argument("--decode-suffix", default="",
+                        help="wsj: read RUN/decode_<split>SUFFIX/figures.json, e.g. _live for the figures of "
+                             "`seqvq evaluate RUN/checkpoints/last.pt DATA --live-weights --out RUN/decode_dev_live`")
     args = parser.parse_args(argv)
     units = {"": "phones", "_chars": "chars"}.get(args.suffix, "bpe")
-    kind = speech_kind(units) if args.recipe == "wsj" else HANDWRITING
+    kind = speech_kind(units, args.decode_suffix) if args.recipe == "wsj" else HANDWRITING
     if args.name:
         kind = dataclasses.replace(kind, name=args.name)
     rows = parse_rows(args.rows)
