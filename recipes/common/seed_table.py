@@ -71,10 +71,11 @@ HANDWRITING_LABELS = {
 def speech_kind(units: str, decode_suffix: str = "") -> TableKind:
     """Table I's columns, read from each run's ``decode_<split><decode_suffix>/figures.json``."""
     rates = [("per", "PER")] if units == "phones" else [("cer", "CER"), ("wer", "WER")]
-    columns = [Column(f"{split.capitalize()} {name} (%)", f"decode_{split}{decode_suffix}/figures.json", key, 1)
+    source = {split: f"decode_{split}{decode_suffix}/figures.json" for split in ("dev", "test")}
+    columns = [Column(f"{split.capitalize()} {name} (%)", source[split], key, 1)
                for split in ("dev", "test") for key, name in rates]
-    columns += [Column("Code perplexity (dev)", f"decode_dev{decode_suffix}/figures.json", "code_perplexity", 1),
-                Column("Codes used (dev)", f"decode_dev{decode_suffix}/figures.json", "codes_used", 0)]
+    columns += [Column("Code perplexity (dev)", source["dev"], "code_perplexity", 1),
+                Column("Codes used (dev)", source["dev"], "codes_used", 0)]
     return TableKind("table1", SPEECH_LABELS, columns,
                      [(rates[0][0], f"dev {rates[0][1]} (%)"), ("code_perplexity", "dev code perplexity")],
                      "Greedy CTC decoding of the last checkpoint; perplexity and codes used over the dev latents.",

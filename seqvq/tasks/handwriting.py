@@ -207,8 +207,7 @@ def build_task(config: dict) -> TaskBundle:
 def evaluate_cli(checkpoint: str, data: str, config: dict, out_dir: str | Path | None = None,
                  use_polyak: bool = True) -> dict:
     """`seqvq evaluate CKPT DATA`: Table II figures on DATA's test split (Polyak weights when saved and
-    ``use_polyak``), plus
-    reconstructions.png / codes.txt / metrics.json in `out_dir` (default:
+    ``use_polyak``), plus reconstructions.png / codes.txt / metrics.json in `out_dir` (default:
     :func:`seqvq.train.checkpoint.evaluation_dir`)."""
     from seqvq.train.checkpoint import evaluation_dir, load_checkpoint
 

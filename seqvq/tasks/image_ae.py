@@ -159,8 +159,8 @@ class ImageTask:
     def evaluate_cli(self, checkpoint: str, data: str, config: dict, out_dir: str | Path | None = None,
                      use_polyak: bool = True) -> dict:
         """`seqvq evaluate CKPT DATA`: the test figures on DATA's test split with the Polyak weights when saved and
-        ``use_polyak``;
-        also written to `out_dir`/metrics.json (default: :func:`seqvq.train.checkpoint.evaluation_dir`)."""
+        ``use_polyak``; also written to `out_dir`/metrics.json (default:
+        :func:`seqvq.train.checkpoint.evaluation_dir`)."""
         from seqvq.train.checkpoint import evaluation_dir, load_checkpoint
 
         model = self.build_model(config)
