@@ -105,10 +105,31 @@ def test_ctc_loss_falls_and_evaluation_reports(corpus, tmp_path, capsys, quantiz
     assert json.loads((out_dir / "figures.json").read_text())["per"] == result["per"]
 
 
-def test_resumed_speech_run_equals_uninterrupted(corpus, tmp_path):
+def test_cached_dataset_gives_the_uncached_items(corpus):
+    from seqvq.data.speech_corpus import load_cmvn, load_split
+
+    arguments = (*load_split(corpus / "train"), load_cmvn(corpus / "train" / "cmvn.ark"), True)
+    plain, cached = SpeechDataset(*arguments), SpeechDataset(*arguments, cache=True)
+    assert plain.lengths == [len(plain[i][1]) for i in range(len(plain))]
+    first = [cached[i][1] for i in range(len(cached))]
+    assert len(cached.cache) == len(cached)
+    for index, matrix in enumerate(first):
+        assert torch.equal(matrix, plain[index][1]) and cached[index][1] is matrix
+
+
+@pytest.mark.parametrize("bucketed", [False, True])
+def test_resumed_speech_run_equals_uninterrupted(corpus, tmp_path, bucketed):
     quantizer = {"codebook_size": 16, "pre_norm": True}
-    straight, _ = run(make_config(corpus, tmp_path / "a", steps=10, quantizer=quantizer))
-    run(make_config(corpus, tmp_path / "b", steps=5, quantizer=quantizer))
-    resumed, _ = run(make_config(corpus, tmp_path / "b", steps=10, quantizer=quantizer))
+
+    def config(name, steps):
+        values = make_config(corpus, tmp_path / name, steps=steps, quantizer=quantizer)
+        if bucketed:
+            values["train"]["bucket_batches"] = 2
+            values["data"]["cache_train"] = True
+        return values
+
+    straight, _ = run(config("a", 10))
+    run(config("b", 5))
+    resumed, _ = run(config("b", 10))
     for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.equal(a, b), name

@@ -249,3 +249,27 @@ def test_alternating_training_steps_codebook_and_task_separately_and_resumes_exa
         assert torch.equal(a, b), name
     rows = [json.loads(line) for line in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
     assert all("inner_codebook_loss" in row for row in rows if row["split"] == "train")
+
+
+def test_length_bucketing_needs_a_dataset_with_lengths(tmp_path):
+    with pytest.raises(seqvq.errors.UserError, match="no example lengths to bucket by; set train.bucket_batches=0"):
+        make_trainer(tmp_path, bucket_batches=2)
+
+
+def test_trainer_batches_by_length_when_asked(tmp_path):
+    class WithLengths(list):
+        lengths = [(7 * index) % 13 for index in range(13)]  # distinct
+
+    dataset, seen = WithLengths(toy_task.make_dataset()), []
+
+    def collate(items, generator):
+        seen.append(sorted(WithLengths.lengths[next(i for i, d in enumerate(dataset) if d is item)] for item in items))
+        return toy_task.collate(items, generator)
+
+    for bucket_batches in (0, 100):  # 100 batches: the whole epoch is one length-sorted run
+        seen.clear()
+        Trainer(toy_task.ToyRegression(), TrainConfig(steps=4, batch_size=4, bucket_batches=bucket_batches,
+                                                      device="cpu", eval_every=100, checkpoint_every=100),
+                dataset, collate, exp_dir=tmp_path / str(bucket_batches)).fit()
+        consecutive = [batch == list(range(batch[0], batch[0] + len(batch))) for batch in seen]
+        assert len(seen) == 4 and all(consecutive) == (bucket_batches > 0)

@@ -49,6 +49,9 @@ class TrainConfig:
     log_every: int = 10
     seed: int = 0
     num_workers: int = 0
+    # > 0: batches of similar-length examples, each drawn from a sorted run of this many batches (EpochBatchSampler);
+    # needs a dataset with ``lengths`` (the speech task's). 0: plain shuffled batches.
+    bucket_batches: int = 0
     keep_checkpoints: int = 3  # step_*.pt files kept besides last.pt; 0 keeps all
     device: str | None = None  # None -> cuda if available else cpu
     find_unused_parameters: bool = False  # DDP: set when some parameters get no gradient in some steps

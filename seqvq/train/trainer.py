@@ -8,7 +8,8 @@ Contract
   0-d tensor) and ``weight`` (how many items ``loss`` averages). Logged figures are weight-averaged over the
   ``log_every`` steps (and over ranks under DDP).
 * ``Trainer(model, config, train_dataset, collate_fn, evaluate=None, exp_dir=...)``; ``fit()`` trains to
-  ``config.steps``. ``train_dataset`` is indexable with ``len``; batches are ``collate_fn(items)`` moved to
+  ``config.steps``. ``train_dataset`` is indexable with ``len`` (and has ``lengths``, one
+  int per example, for ``bucket_batches``); batches are ``collate_fn(items)`` moved to
   the device (tensors inside dicts, lists, tuples and dataclasses). Data randomness: if ``collate_fn``
   takes a ``generator`` keyword it gets a ``torch.Generator`` seeded per (seed, epoch, batch, rank) — see
   :mod:`seqvq.train.data`.
@@ -138,6 +139,9 @@ class Trainer:
             raise UserError("train.skip_nonfinite: cannot be combined with train.alternating_inner_steps / "
                             "train.alternating_fused (the inner codebook steps are taken before the task loss is "
                             "known); turn one of them off")
+        if config.bucket_batches and getattr(train_dataset, "lengths", None) is None:
+            raise UserError(f"train.bucket_batches: this task's training data ({type(train_dataset).__name__}) has "
+                            f"no example lengths to bucket by; set train.bucket_batches=0")
         self.train_dataset, self.collate_fn, self.evaluate = train_dataset, collate_fn, evaluate
         self.device = resolve_device(config.device)
         self.rank, self.world_size = init_distributed(self.device)
@@ -178,7 +182,9 @@ class Trainer:
         """Batches forever, advancing ``epoch`` / ``batch_in_epoch`` as they are consumed."""
         while True:
             sampler = EpochBatchSampler(len(self.train_dataset), self.config.batch_size, self.config.seed,
-                                        self.epoch, self.rank, self.world_size, start_batch=self.batch_in_epoch)
+                                        self.epoch, self.rank, self.world_size, start_batch=self.batch_in_epoch,
+                                        lengths=getattr(self.train_dataset, "lengths", None),
+                                        bucket_batches=self.config.bucket_batches)
             loader = DataLoader(SeededItems(self.train_dataset), batch_sampler=sampler,
                                 collate_fn=SeededCollate(self.collate_fn), num_workers=self.config.num_workers,
                                 generator=torch.Generator(), pin_memory=self.device.type == "cuda")
