@@ -13,6 +13,7 @@ import time
 import torch
 
 from seqvq import param_groups, reset_optimizer_state
+from seqvq.data.units import UnitInventory
 from seqvq.tasks.speech import SpeechBatch, build_model
 from seqvq.train.config import load_config
 
@@ -49,7 +50,7 @@ def main() -> None:
     setups = {}
     for name, quantizer in VARIANTS.items():
         config["model"]["quantizer"] = quantizer
-        model = build_model(config, input_dim=243).train()
+        model = build_model(config, 243, UnitInventory.phones()).train()
         optimizer = torch.optim.Adam(param_groups(model, 1e-3, 1e-2))
         setups[name] = (model, optimizer)
     batch = synthetic_batch(args.batch_size, args.frames, 243, torch.Generator().manual_seed(0))
