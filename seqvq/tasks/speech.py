@@ -101,9 +101,10 @@ class SpeechDataset(torch.utils.data.Dataset):
     """Utterances with both features and targets, normalized with global CMVN (deltas appended first).
 
     ``targets`` are unit sequences of ``inventory``; ``references`` (characters and subwords) the normalized
-    transcripts they are scored against. ``cache`` keeps each item's normalized matrix after its first read. With ``output_lengths`` (the encoder's frames -> latents map; for
+    transcripts they are scored against. With ``output_lengths`` (the encoder's frames -> latents map; for
     training) utterances too short for their targets are left out and counted in ``skipped``: CTC could not
-    align them. Without it (evaluation) every utterance counts, so one without frames is an error.
+    align them. Without it (evaluation) every utterance counts, so one without frames is an error. ``lengths``
+    holds each kept utterance's frames; ``cache`` keeps each item's normalized matrix after its first read.
     """
 
     def __init__(self, features: Mapping[str, np.ndarray], targets: Mapping[str, list[str]], cmvn: GlobalCMVN,

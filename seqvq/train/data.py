@@ -28,8 +28,9 @@ class EpochBatchSampler:
     Length bucketing (``bucket_batches`` > 0, with the examples' ``lengths``): each rank cuts its shuffled shard
     into runs of ``bucket_batches`` batches, sorts each run by length, batches it, and shuffles the order of all
     the epoch's batches (seeded by (seed, epoch, rank)). A batch then holds examples of similar length, so padding
-    costs little; its members are still drawn at random from the epoch. This is the sortagrad-free bucketing of
-    ASR toolkits (ESPnet's and icefall's length-sorted batches); the papers do not say how they batch.
+    costs little; its members are still drawn at random from the epoch. ASR toolkits batch by length likewise
+    (ESPnet's length-sorted batches, the bucketing samplers icefall takes from Lhotse); the papers do not say
+    how they batch.
     """
 
     def __init__(self, dataset_size: int, batch_size: int, seed: int, epoch: int, rank: int = 0,
@@ -56,9 +57,8 @@ class EpochBatchSampler:
         padded_size = math.ceil(self.dataset_size / self.world_size) * self.world_size
         order = order.repeat(math.ceil(padded_size / self.dataset_size))[:padded_size]
         shard = order[self.rank :: self.world_size].tolist()
-        batches = [shard[start : start + self.batch_size] for start in range(0, len(shard), self.batch_size)]
-        if self.bucket_batches:
-            batches = self._bucketed(shard)
+        batches = self._bucketed(shard) if self.bucket_batches else \
+            [shard[start : start + self.batch_size] for start in range(0, len(shard), self.batch_size)]
         for batch_index in range(self.start_batch, len(self)):
             seed = derived_seed(self.seed, self.epoch, batch_index, self.rank)
             yield [(index, seed) for index in batches[batch_index]]
