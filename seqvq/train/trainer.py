@@ -8,11 +8,10 @@ Contract
   0-d tensor) and ``weight`` (how many items ``loss`` averages). Logged figures are weight-averaged over the
   ``log_every`` steps (and over ranks under DDP).
 * ``Trainer(model, config, train_dataset, collate_fn, evaluate=None, exp_dir=...)``; ``fit()`` trains to
-  ``config.steps``. ``train_dataset`` is indexable with ``len`` (and has ``lengths``, one
-  int per example, for ``bucket_batches``); batches are ``collate_fn(items)`` moved to
-  the device (tensors inside dicts, lists, tuples and dataclasses). Data randomness: if ``collate_fn``
-  takes a ``generator`` keyword it gets a ``torch.Generator`` seeded per (seed, epoch, batch, rank) — see
-  :mod:`seqvq.train.data`.
+  ``config.steps``. ``train_dataset`` is indexable with ``len`` (and has ``lengths``, one int per example, for
+  ``bucket_batches``); batches are ``collate_fn(items)`` moved to the device (tensors inside dicts, lists, tuples
+  and dataclasses). Data randomness: if ``collate_fn`` takes a ``generator`` keyword it gets a ``torch.Generator``
+  seeded per (seed, epoch, batch, rank) — see :mod:`seqvq.train.data`.
 * ``evaluate(model) -> dict[str, float]`` runs every ``eval_every`` steps and at the end, on rank 0, under
   ``model.eval()`` and ``torch.no_grad()``, with the Polyak-averaged parameters swapped in when
   ``polyak_decay`` is set, and with the training RNG state saved and restored around it. Its figures are
