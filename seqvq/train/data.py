@@ -57,8 +57,10 @@ class EpochBatchSampler:
         padded_size = math.ceil(self.dataset_size / self.world_size) * self.world_size
         order = order.repeat(math.ceil(padded_size / self.dataset_size))[:padded_size]
         shard = order[self.rank :: self.world_size].tolist()
-        batches = self._bucketed(shard) if self.bucket_batches else \
-            [shard[start : start + self.batch_size] for start in range(0, len(shard), self.batch_size)]
+        if self.bucket_batches:
+            batches = self._bucketed(shard)
+        else:
+            batches = [shard[start : start + self.batch_size] for start in range(0, len(shard), self.batch_size)]
         for batch_index in range(self.start_batch, len(self)):
             seed = derived_seed(self.seed, self.epoch, batch_index, self.rank)
             yield [(index, seed) for index in batches[batch_index]]
