@@ -195,7 +195,7 @@ def test_config_constructor_and_refusals():
 
 
 def test_modern_recipe_configs_build_and_run(one_thread):
-    """recipes/wsj/conf/modern_*.yaml (issue 14's speech table) each build their model and run a forward pass."""
+    """recipes/wsj/conf/modern_*.yaml each build their model and run a forward pass."""
     from pathlib import Path
 
     from seqvq.models.deepspeech2 import DeepSpeech2CTC

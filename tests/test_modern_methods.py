@@ -1,4 +1,4 @@
-"""The remedies since 2023 (issue 14) inside the one quantizer: rotation trick, usage regularizer, SimVQ's linear
+"""The remedies since 2023 inside the one quantizer: rotation trick, usage regularizer, SimVQ's linear
 codebook map.  Each: its gradient against a hand-derived case, and, combined with every remedy of
 test_remedy_combinations (refused pairs raise naming both options), padded == unpadded, exact resume and no NaN.
 """

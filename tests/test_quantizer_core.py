@@ -1,4 +1,4 @@
-"""Behaviour of the VectorQuantizer core (issue 2): masking, exact search, EMA, straight-through, state."""
+"""Behaviour of the VectorQuantizer core: masking, exact search, EMA, straight-through, state."""
 import copy
 import itertools
 

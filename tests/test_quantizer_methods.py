@@ -1,4 +1,4 @@
-"""The collapse remedies of issue 3 on the core quantizer: masking across every combination, the Huh Fig. 10 toy
+"""The collapse remedies on the core quantizer: masking across every combination, the Huh Fig. 10 toy
 ordering, the synchronized update, affine write-through, re-estimation schedule, replacement, reservoir, k-means
 and exact resume."""
 import copy

@@ -1,4 +1,4 @@
-"""Numerics of the running statistics (issue 8, item 9): the EMA affine moments of Huh A.12 far from the origin,
+"""Numerics of the running statistics: the EMA affine moments of Huh A.12 far from the origin,
 the bound on the affine scale ratio, and which parameters Polyak averaging averages."""
 from __future__ import annotations
 

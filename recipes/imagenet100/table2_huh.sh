@@ -11,7 +11,7 @@
 # --seeds N trains seeds 0..N-1 of every row (seed 0 in EXP/<model>/<row>, seed k > 0 in EXP/<model>/<row>_seedk,
 # with train.seed=k); the table then gives each figure as the mean ± sample standard deviation over the row's
 # evaluated seeds, with their count.
-# --table NAME also writes the table to EXP/NAME.md (e.g. --table modern for the modern-remedies rows of issue 14,
+# --table NAME also writes the table to EXP/NAME.md (e.g. --table modern for the modern-remedies rows,
 # README.md); without it the table is printed only. --table-only prints (and writes) the table of the runs already
 # in EXP without preparing data or training.
 set -euo pipefail
@@ -85,7 +85,7 @@ from seqvq.train.logs import atomic_write_text
 
 exp, models, rows, table, seeds = sys.argv[1], sys.argv[2].split(), sys.argv[3].split(), sys.argv[4], int(sys.argv[5])
 # Huh's four methods per row (A, S, L, R): None = no VQ; rows that use none of them (the plain row, Łańcucki's
-# remedy, the modern remedies of issue 14) get "" and a label naming their method in the Row column.
+# remedy, the modern remedies) get "" and a label naming their method in the Row column.
 METHODS = {"novq": None, "none": "", "affine": "A", "sync": "S", "alternating": "L", "replace": "R", "all": "ASLR"}
 LABELS = {
     "bn_reestimation": "+ BN + data-dep reest", "modern_rotation": "rotation trick",
