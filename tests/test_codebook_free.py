@@ -36,6 +36,61 @@ def test_fsq_every_code_is_reachable_and_decodes():
     assert int(result.metrics["active_codes"]) == 24
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fsq_saturated_inputs_give_codes_in_range_that_decode_to_the_output(dtype):
+    """Every level count up to 4096: saturated inputs reach the outer levels, never one past them (the bound's
+    1 + eps widening alone would round there from L = 1001 on, from 511 on in bfloat16)."""
+    x = torch.tensor([-float("inf"), float("inf"), -1e30, 1e30, -40.0, 40.0, -3.0, 0.0, 0.3, 3.0], dtype=dtype)
+    for level in range(2, 4097):
+        quantizer = FiniteScalarQuantizer(1, [level])
+        result = quantizer(x.view(1, -1, 1))
+        assert int(result.codes.min()) == 0 and int(result.codes.max()) == level - 1, level
+        decoded = quantizer.codes_to_vectors(result.codes).to(dtype)
+        assert torch.equal(decoded, result.quantized.detach()), level
+    corners = torch.cartesian_prod(*[torch.tensor([-float("inf"), float("inf")])] * 3)
+    for levels in ([8, 1024], [1024, 1024, 1024], [4096, 3, 2049], [2**20, 2**20, 2**20]):
+        quantizer = FiniteScalarQuantizer(len(levels), levels)
+        result = quantizer(corners[:, : len(levels)].to(dtype).unsqueeze(0))
+        assert int(result.codes.min()) == 0 and int(result.codes.max()) == quantizer.codebook_size - 1, levels
+        decoded = quantizer.codes_to_vectors(result.codes).to(dtype)
+        assert torch.equal(decoded, result.quantized.detach()), levels
+
+
+@pytest.mark.parametrize("make", [lambda: FiniteScalarQuantizer(6, [8, 5, 5], pre_norm=True),
+                                  lambda: FiniteScalarQuantizer(3, [1024, 600, 7]),
+                                  lambda: BinarySphericalQuantizer(6, 5, entropy_regularizer={"weight": 0.5}),
+                                  lambda: BinarySphericalQuantizer(6, 6, pre_norm=True)],
+                         ids=["fsq_bn", "fsq_wide_levels", "bsq_entropy", "bsq_bn"])
+def test_bfloat16_autocast_computes_what_a_float32_copy_does(make):
+    """Like VectorQuantizer, the codebook-free quantizers compute in float32 whatever autocast would do, and
+    return the output in the input's dtype: the same codes, losses and parameters as a float32 copy, step after
+    step."""
+    torch.manual_seed(0)
+    autocast, reference = make(), make()
+    reference.load_state_dict(autocast.state_dict())
+    optimizers = [torch.optim.SGD(q.parameters(), lr=0.5) if list(q.parameters()) else None
+                  for q in (autocast, reference)]
+    generator = torch.Generator().manual_seed(1)
+    for step in range(4):
+        x = (torch.randn(3, 7, autocast.dim, generator=generator) * 2).to(torch.bfloat16)
+        lengths = torch.tensor([7, 3, 5])
+        weights = torch.randn(3, 7, autocast.dim, generator=generator).to(torch.bfloat16).float()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = autocast(x.clone().requires_grad_(), lengths=lengths)
+        full = reference(x.float().requires_grad_(), lengths=lengths)
+        assert low.quantized.dtype == torch.bfloat16
+        assert torch.equal(low.codes, full.codes), step
+        assert torch.equal(low.quantized, full.quantized.to(torch.bfloat16)), step
+        assert torch.equal(low.loss, full.loss), step
+        for result, optimizer in zip((low, full), optimizers):
+            if optimizer is not None:
+                optimizer.zero_grad()
+                (result.loss + (result.quantized.float() * weights).sum()).backward()
+                optimizer.step()
+        for (key, a), b in zip(autocast.state_dict().items(), reference.state_dict().values()):
+            assert torch.equal(a, b), (key, step)
+
+
 def test_bsq_values_codes_and_hand_derived_gradient():
     quantizer = BinarySphericalQuantizer(2, 2, commitment=0.0)
     h = torch.tensor([[[3.0, -4.0]]], requires_grad=True)
@@ -149,8 +204,7 @@ def test_padded_equals_unpadded_channel_first_and_resume(make):
     padded = quantizer(x, lengths=lengths)
     mask = torch.arange(7) < lengths.unsqueeze(1)
     assert (padded.codes[~mask] == -1).all()
-    if quantizer.norm is None:  # padding passes through (after the BatchNorm when there is one, as in VQ)
-        torch.testing.assert_close(padded.quantized[~mask], x[~mask])
+    assert torch.equal(padded.quantized[~mask], x[~mask])  # padding passes through (BatchNorm or not)
     packed = quantizer(x[mask].unsqueeze(0))
     torch.testing.assert_close(padded.quantized[mask], packed.quantized[0])
     assert torch.equal(padded.codes[mask], packed.codes[0])

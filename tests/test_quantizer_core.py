@@ -42,7 +42,7 @@ def test_padded_batch_equals_the_same_frames_unpadded(options):
         torch.testing.assert_close(padded.quantized[mask], packed.quantized[0])
         assert torch.equal(padded.codes[mask], packed.codes[0])
         assert (padded.codes[~mask] == -1).all()
-        assert torch.equal(padded.quantized[~mask].detach(), x[~mask].detach()) or options["pre_norm"]
+        assert torch.equal(padded.quantized[~mask].detach(), x[~mask].detach())
         torch.testing.assert_close(padded.loss, packed.loss)
         for key in padded.losses:
             torch.testing.assert_close(padded.losses[key], packed.losses[key])
@@ -227,3 +227,76 @@ def test_codebook_parameters_are_found_by_ownership_also_in_a_deep_copy():
         groups = {g["name"]: g["params"] for g in seqvq.param_groups(m, 1e-3, 1e-2)}
         assert groups["codebook"] == [m[1].codebook, m[1].affine.scale, m[1].affine.shift]
         assert len(groups["model"]) == 2
+
+
+# ------------------------------------------------------------------------ pre_norm and what padding holds
+PRE_NORM_QUANTIZERS = {
+    "vq": dict(kind="vq", codebook_size=16, pre_norm=True),
+    "vq_ema_2groups_replacement": dict(kind="vq", codebook_size=16, pre_norm=True, codebook_update="ema",
+                                       num_codebooks=2, replace_dead_after=1),
+    "vq_usage": dict(kind="vq", codebook_size=16, pre_norm=True, usage_regularizer={"weight": 0.5}),
+    "residual": dict(kind="residual", codebook_size=16, num_quantizers=2, pre_norm=True),
+    "fsq": dict(kind="fsq", levels=[8, 5, 5], pre_norm=True),
+    "bsq_entropy": dict(kind="bsq", bits=5, pre_norm=True, entropy_regularizer={"weight": 0.5}),
+}
+
+
+def bits_of(x: torch.Tensor) -> torch.Tensor:
+    """The bytes of ``x``, so that NaN == NaN and -0.0 != 0.0."""
+    return x.contiguous().view(torch.uint8)
+
+
+def filled_padding(x: torch.Tensor, mask: torch.Tensor, *values: float) -> torch.Tensor:
+    """``x`` with its padded positions cycling through ``values``, per element."""
+    x = x.clone()
+    padded = x[~mask]
+    cycle = torch.tensor(values, dtype=x.dtype).repeat(padded.numel() // len(values) + 1)[: padded.numel()]
+    x[~mask] = cycle.view_as(padded)
+    return x
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("name", PRE_NORM_QUANTIZERS)
+def test_pre_norm_passes_padding_through_bit_for_bit(name, dtype):
+    """BatchNorm normalises the valid positions only; the padded ones leave the quantizer as they came in."""
+    torch.manual_seed(0)
+    quantizer = seqvq.build_quantizer(6, **PRE_NORM_QUANTIZERS[name])
+    x, mask = padded_batch([5, 2, 7], 6, scale=3.0)
+    for padding in [(1e3,), (-float("inf"), float("nan"), float("inf"), -0.0, 7.25)]:
+        padded_input = filled_padding(x, mask, *padding).to(dtype)
+        for mode in ("train", "eval"):
+            getattr(quantizer, mode)()
+            result = quantizer(padded_input, mask=mask)
+            assert torch.equal(bits_of(result.quantized[~mask]), bits_of(padded_input[~mask])), (padding, mode)
+            assert torch.isfinite(result.quantized[mask]).all()
+    norm = seqvq.quantize.norm.MaskedBatchNorm(6).double()
+    wide = filled_padding(x, mask, -float("inf"), 1e300).double() + 1e-12
+    assert torch.equal(bits_of(norm(wide, mask)[~mask]), bits_of(wide[~mask]))
+
+
+@pytest.mark.parametrize("name", PRE_NORM_QUANTIZERS)
+def test_pre_norm_non_finite_padding_gives_the_gradients_of_zero_padding(name):
+    """-inf (the log energy of zero padding) and NaN at padded positions reach no gradient and no state."""
+    torch.manual_seed(0)
+    zero_padded = seqvq.build_quantizer(6, **PRE_NORM_QUANTIZERS[name])
+    bad_padded = copy.deepcopy(zero_padded)
+    x, mask = padded_batch([5, 2, 7], 6, scale=3.0)
+    inputs = [filled_padding(x, mask, 0.0).requires_grad_(),
+              filled_padding(x, mask, -float("inf"), float("nan")).requires_grad_()]
+    for _ in range(3):
+        results = []
+        for quantizer, x_in in zip((zero_padded, bad_padded), inputs):
+            quantizer.zero_grad()
+            result = quantizer(x_in, mask=mask)
+            (result.quantized[mask].pow(2).sum() + result.loss).backward()
+            results.append(result)
+        assert torch.equal(results[0].quantized[mask], results[1].quantized[mask])
+        assert torch.equal(results[0].codes, results[1].codes)
+        assert torch.equal(inputs[0].grad, inputs[1].grad)
+        for (key, a), b in zip(zero_padded.named_parameters(), bad_padded.parameters()):
+            if a.grad is not None:
+                assert torch.isfinite(b.grad).all(), key
+                assert torch.equal(a.grad, b.grad), key
+        for (key, a), b in zip(zero_padded.state_dict().items(), bad_padded.state_dict().values()):
+            assert torch.equal(a, b), key
+        inputs[0].grad = inputs[1].grad = None

@@ -3,8 +3,9 @@
 * every rank ends every step with the same quantizer state (codebook, statistics, reservoir, generators);
 * the reservoir of Algorithm 1 is one uniform sample of *every* rank's vectors: exactly what a single process
   running Algorithm R over the rank-ordered concatenation of the ranks' batches holds;
-* a rank whose batch is all padding issues the same collectives as the others, for every option that reduces
-  (a missing collective is a deadlock, which fails the test after a timeout instead of hanging it).
+* a rank whose batch is all padding issues the same collectives as the others, forward and backward, for every
+  option that reduces, inside DistributedDataParallel (a missing collective is a deadlock or a mismatched
+  all-reduce, which fails the test after a timeout instead of hanging it).
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import os
 import pytest
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
 import seqvq
 from distributed_helpers import init_rank, run_ranks
@@ -110,36 +112,60 @@ def test_reservoir_is_one_uniform_sample_of_every_ranks_vectors(ranks):
 
 # ----------------------------------------------------------------------------------- a rank with no vectors
 REESTIMATE = {"init_steps": 2, "every": 1, "steps": 3, "reservoir_size": 16, "kmeans_iterations": 2}
+VQ = dict(kind="vq", codebook_size=8)
+# Every option that issues a collective, forward or backward (build_quantizer's options, on 8 channels).
 REDUCING_OPTIONS = {
-    "pre_norm": dict(pre_norm=True),
-    "ema": dict(codebook_update="ema"),
-    "affine_ema": dict(affine="ema"),
-    "affine_learned": dict(affine="learned"),
-    "kmeans_init": dict(kmeans_init=True),
-    "reestimate": dict(reestimate=REESTIMATE),
-    "replacement": dict(replace_dead_after=1),
-    "replacement_with_reestimation": dict(replace_dead_after=1, reestimate=REESTIMATE),
-    "stochastic": dict(assignment="stochastic"),
-    "gumbel": dict(assignment="gumbel"),
-    "all": dict(pre_norm=True, codebook_update="ema", affine="ema", replace_dead_after=1, reestimate=REESTIMATE,
-                num_codebooks=2),
-    "residual": dict(num_quantizers=2, pre_norm=True, codebook_update="ema", affine="ema", replace_dead_after=1),
+    "pre_norm": dict(VQ, pre_norm=True),
+    "ema": dict(VQ, codebook_update="ema"),
+    "affine_ema": dict(VQ, affine="ema"),
+    "affine_learned": dict(VQ, affine="learned"),
+    "kmeans_init": dict(VQ, kmeans_init=True),
+    "reestimate": dict(VQ, reestimate=REESTIMATE),
+    "replacement": dict(VQ, replace_dead_after=1),
+    "replacement_pre_norm": dict(VQ, replace_dead_after=1, pre_norm=True),
+    "replacement_with_reestimation": dict(VQ, replace_dead_after=1, reestimate=REESTIMATE),
+    "stochastic": dict(VQ, assignment="stochastic"),
+    "gumbel": dict(VQ, assignment="gumbel"),
+    "usage": dict(VQ, usage_regularizer={"weight": 0.5}),
+    "usage_ema": dict(VQ, usage_regularizer={"weight": 0.5}, codebook_update="ema"),
+    "usage_reestimate": dict(VQ, usage_regularizer={"weight": 0.5}, reestimate=REESTIMATE),
+    "all": dict(VQ, pre_norm=True, codebook_update="ema", affine="ema", replace_dead_after=1, reestimate=REESTIMATE,
+                num_codebooks=2, usage_regularizer={"weight": 0.5}),
+    "residual": dict(VQ, kind="residual", num_quantizers=2, pre_norm=True, codebook_update="ema", affine="ema",
+                     replace_dead_after=1, usage_regularizer={"weight": 0.5}),
+    "bsq_entropy": dict(kind="bsq", bits=6, entropy_regularizer={"weight": 0.5}),
+    "bsq_entropy_pre_norm": dict(kind="bsq", bits=6, entropy_regularizer={"weight": 0.5}, pre_norm=True),
+    "fsq_pre_norm": dict(kind="fsq", levels=[4, 4, 4], pre_norm=True),
 }
 PROBE_CODEBOOK = torch.randn(8, 8, generator=torch.Generator().manual_seed(1))  # for codebook_divergence
 # Which rank sees only padding at each step (None: both have data, "both": neither has).
 EMPTY_AT = [1, 0, None, 0, "both", None]
 
 
+class EncodedQuantizer(torch.nn.Module):
+    """A linear encoder and the quantizer: a model that DistributedDataParallel accepts whatever the quantizer's
+    options (an EMA codebook has no parameter to average)."""
+
+    def __init__(self, options: dict):
+        super().__init__()
+        self.encoder = torch.nn.Linear(8, 8)
+        self.quantizer = seqvq.build_quantizer(8, **options)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor):
+        result = self.quantizer(self.encoder(x), lengths=lengths)
+        return result.quantized, result.codes, result.loss
+
+
 def empty_batch_scenario(rank: int) -> dict:
+    """Train each option under DistributedDataParallel (gradients averaged in backward, then an SGD step) while
+    one rank or both see only padding.  Buffers are not broadcast, so equal state shows the quantizer's own
+    reductions keep the ranks identical."""
     results = {}
     for name, options in REDUCING_OPTIONS.items():
         torch.manual_seed(0)
-        options = dict(options)
-        if "num_quantizers" in options:
-            quantizer = seqvq.ResidualVectorQuantizer(8, 8, options.pop("num_quantizers"), **options)
-        else:
-            quantizer = seqvq.VectorQuantizer(8, 8, **options)
-        tracker = UsageTracker(1, 8, window=3)
+        model = DistributedDataParallel(EncodedQuantizer(options), forward_sync_buffers=False)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+        tracker = UsageTracker(1, 64, window=3)
         snapshots = []
         for step, empty in enumerate(EMPTY_AT):
             x, lengths = rank_batch(rank, step)
@@ -148,15 +174,17 @@ def empty_batch_scenario(rank: int) -> dict:
             x.requires_grad_(True)
             mask = torch.arange(6).unsqueeze(0) < lengths.unsqueeze(1)
             try:
-                result = quantizer(x, lengths=lengths)
-                (result.quantized[mask].pow(2).sum() + result.loss).backward()  # a task loss over valid positions
-                tracker.update(result.codes)
+                quantized, codes, loss = model(x, lengths)
+                optimizer.zero_grad()
+                (quantized[mask].pow(2).sum() + loss).backward()  # a task loss over valid positions
+                optimizer.step()
+                tracker.update(codes)
                 divergence = codebook_divergence(x.detach()[mask], PROBE_CODEBOOK)
             except Exception as error:
                 raise RuntimeError(f"option {name!r}, step {step} (empty rank: {empty}): {error}") from error
-            snapshots.append({"state": {k: v.clone() for k, v in quantizer.state_dict().items()},
+            snapshots.append({"state": {k: v.clone() for k, v in model.module.state_dict().items()},
                               "tracker": tracker.counts().clone(), "divergence": torch.stack(tuple(divergence)),
-                              "finite": bool(torch.isfinite(result.quantized).all() and torch.isfinite(x.grad).all())})
+                              "finite": bool(torch.isfinite(quantized).all() and torch.isfinite(x.grad).all())})
         results[name] = snapshots
     return results
 
@@ -172,9 +200,13 @@ def test_a_rank_with_an_all_padding_batch_issues_every_collective(ranks):
                 assert torch.equal(a["state"][key], b["state"][key]), f"{name}: {key} differs after step {step}"
     # The options did act: k-means ran although rank 1 had no vector on the first step; the reservoir holds
     # only the vectors of the ranks that had some (checked after the first step: the reservoir restarts after each
-    # re-estimation, from step 2 on); replacement rewrote codes.
-    assert bool(rank0["kmeans_init"][0]["state"]["initialized"])
+    # re-estimation, from step 2 on); replacement rewrote codes; the encoder was trained.
+    assert bool(rank0["kmeans_init"][0]["state"]["quantizer.initialized"])
     seen = sum(int(valid_rows(*rank_batch(rank, 0)).shape[0]) for rank in range(2) if EMPTY_AT[0] != rank)
     assert seen > 0
-    assert int(rank0["reestimate"][0]["state"]["reestimation.reservoir.seen"]) == seen
-    assert int(rank0["replacement"][-1]["state"]["rewrites"]) >= 1
+    assert int(rank0["reestimate"][0]["state"]["quantizer.reestimation.reservoir.seen"]) == seen
+    assert int(rank0["replacement"][-1]["state"]["quantizer.rewrites"]) >= 1
+    assert int(rank0["replacement_pre_norm"][-1]["state"]["quantizer.rewrites"]) >= 1
+    for name in REDUCING_OPTIONS:
+        first, last = rank0[name][0]["state"], rank0[name][-1]["state"]
+        assert not torch.equal(first["encoder.weight"], last["encoder.weight"]), name

@@ -43,8 +43,7 @@ def test_padded_batch_equals_the_same_frames_unpadded(options):
         torch.testing.assert_close(padded.quantized[mask], packed.quantized[0])
         assert torch.equal(padded.codes[mask], packed.codes[0])
         assert (padded.codes[~mask] == -1).all()
-        if not options["pre_norm"]:
-            assert torch.equal(padded.quantized[~mask].detach(), x[~mask].detach())
+        assert torch.equal(padded.quantized[~mask].detach(), x[~mask].detach())
         torch.testing.assert_close(padded.loss, packed.loss)
         for key in padded.metrics:
             torch.testing.assert_close(padded.metrics[key], packed.metrics[key], msg=key)

@@ -106,8 +106,7 @@ class BinarySphericalQuantizer(CodebookFreeQuantizer):
         self.codebook_size = 2**bits
         self.register_buffer("powers", 2 ** torch.arange(bits, dtype=torch.long), persistent=False)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
-                lengths: torch.Tensor | None = None) -> QuantizedResult:
+    def quantize(self, x: torch.Tensor, mask: torch.Tensor | None, lengths: torch.Tensor | None) -> QuantizedResult:
         x_last, mask, h = self.valid_inputs(x, mask, lengths)
         u = F.normalize(h, dim=-1)
         positive = u >= 0

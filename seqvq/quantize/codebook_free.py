@@ -3,6 +3,8 @@ positions, learned linear projections to the quantized width and back (when the 
 selection of the valid vectors and their return to the input grid, and metrics of the codes a pass uses.
 
 Padding follows :class:`VectorQuantizer`: padded positions pass through unchanged with code -1 and touch no metric.
+Precision follows it too (:mod:`.precision`): the input is cast up to float32 (the parameters' dtype) with autocast
+switched off, and the output cast back to the input's dtype.
 Metrics (``perplexity``, ``active_codes``) are those of this pass's valid codes, from their unique values (the
 implicit codebook may be too large to count).
 """
@@ -13,6 +15,7 @@ from torch import nn
 
 from .core import QuantizedResult, channel_last_with_mask, perplexity
 from .norm import MaskedBatchNorm
+from .precision import autocast_disabled
 
 
 def code_space_metrics(codes: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -43,6 +46,20 @@ class CodebookFreeQuantizer(nn.Module):
         self.norm = MaskedBatchNorm(dim) if pre_norm else None
         self.project_in = nn.Linear(dim, width) if dim != width else None
         self.project_out = nn.Linear(width, dim) if dim != width else None
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
+                lengths: torch.Tensor | None = None) -> QuantizedResult:
+        """Quantize ``x`` (any floating dtype; computed in the parameters' dtype, float32 unless the module was
+        converted, or in at least float32 without parameters — see :mod:`.precision`)."""
+        parameter = next(self.parameters(), None)
+        dtype = parameter.dtype if parameter is not None else torch.promote_types(x.dtype, torch.float32)
+        with autocast_disabled(x.device):
+            result = self.quantize(x.to(dtype), mask, lengths)
+        return result.with_output_dtype(x.dtype)
+
+    def quantize(self, x: torch.Tensor, mask: torch.Tensor | None, lengths: torch.Tensor | None) -> QuantizedResult:
+        """The forward pass in the computing dtype (subclasses)."""
+        raise NotImplementedError
 
     def valid_inputs(self, x: torch.Tensor, mask: torch.Tensor | None, lengths: torch.Tensor | None):
         """``(x_last, mask, h)``: the input channel-last (normalized under ``pre_norm``), its padding mask and the

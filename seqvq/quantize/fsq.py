@@ -64,14 +64,16 @@ class FiniteScalarQuantizer(CodebookFreeQuantizer):
         shift = torch.atanh(offset / half_level)
         return torch.tanh(z + shift) * half_level - offset
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
-                lengths: torch.Tensor | None = None) -> QuantizedResult:
+    def quantize(self, x: torch.Tensor, mask: torch.Tensor | None, lengths: torch.Tensor | None) -> QuantizedResult:
         x_last, mask, h = self.valid_inputs(x, mask, lengths)
         bounded = self.bound(h)
-        rounded = bounded.round()
-        half_width = (self.levels // 2).to(h.dtype)
-        levels_out = (bounded + (rounded - bounded).detach()) / half_width  # straight-through rounding
-        codes = ((rounded.long() + self.levels // 2) * self.basis).sum(dim=-1)
+        half_width = self.levels // 2
+        # Each channel's level as a digit in 0..L-1, in int64 (exact for any L).  The bound reaches (L - 1) eps / 2
+        # past the outer levels, which rounds one level further once that is 1/2 (L >= 1001): clamp.
+        digits = torch.minimum((bounded.round().long() + half_width).clamp_min(0), self.levels - 1)
+        rounded = (digits - half_width).to(h.dtype)  # as codes_to_vectors computes it
+        levels_out = (bounded + (rounded - bounded).detach()) / half_width.to(h.dtype)  # straight-through rounding
+        codes = (digits * self.basis).sum(dim=-1)
         return self.output(x, x_last, mask, levels_out, codes, x_last.new_zeros(()), {},
                            code_space_metrics(codes.detach()))
 

@@ -3,7 +3,8 @@
 Łańcucki et al. put BatchNorm before the quantizer so that encoder outputs keep a fixed scale relative to the
 codewords (codewords smaller in norm than the encoder outputs keep many codes in use, Fig. 1).  Padded frames must
 not move the statistics, so the moments are computed from the valid vectors alone (and summed over ranks under
-DDP, like SyncBatchNorm).
+DDP, like SyncBatchNorm), and only the valid vectors are normalised: padded positions pass through unchanged, so
+whatever they hold (-inf, the log energy of zero padding; NaN) reaches no output, statistic or gradient.
 """
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from .precision import autocast_disabled
 
 
 class MaskedBatchNorm(nn.Module):
-    """BatchNorm over the last (channel) dimension of ``(..., C)`` input, ignoring positions where mask is False.
+    """BatchNorm over the last (channel) dimension of ``(..., C)`` input at the positions where mask is True;
+    the others pass through unchanged.
 
     Training uses the batch moments of the valid vectors and updates running moments (unbiased variance, as
     ``nn.BatchNorm1d``); with fewer than two valid vectors the running moments are used instead and left alone.
@@ -30,15 +32,18 @@ class MaskedBatchNorm(nn.Module):
         self.register_buffer("running_var", torch.ones(num_features))
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Normalise ``x`` (any floating dtype; moments and output computed in the running moments' dtype, the
-        result cast back to ``x``'s — see :mod:`.precision`)."""
+        """Normalise the valid positions of ``x`` (any floating dtype; moments and output computed in the running
+        moments' dtype, the result cast back to ``x``'s — see :mod:`.precision`); padded positions are returned
+        unchanged, bit for bit, and enter no moment and no gradient of the weight or bias."""
         with autocast_disabled(x.device):
-            return self._normalise(x.to(self.running_mean.dtype), mask).to(x.dtype)
+            valid = x.reshape(-1, x.shape[-1]) if mask is None else x[mask]
+            out = self._normalise(valid.to(self.running_mean.dtype)).to(x.dtype)
+            return out.reshape(x.shape) if mask is None else x.index_put((mask,), out)
 
-    def _normalise(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    def _normalise(self, valid: torch.Tensor) -> torch.Tensor:
+        """BatchNorm of the valid vectors ``valid`` (N, C)."""
         mean, var = self.running_mean, self.running_var
         if self.training:
-            valid = x.reshape(-1, x.shape[-1]) if mask is None else x[mask]
             count = all_reduce_sum(valid.new_tensor(float(valid.shape[0])))
             if count.item() >= 2:
                 # Two passes (mean, then centred squares) stay accurate for data far from the origin.
@@ -47,7 +52,7 @@ class MaskedBatchNorm(nn.Module):
                 with torch.no_grad():
                     self.running_mean.lerp_(mean.detach(), self.momentum)
                     self.running_var.lerp_(var.detach() * count / (count - 1), self.momentum)
-        out = (x - mean) * torch.rsqrt(var + self.eps)
+        out = (valid - mean) * torch.rsqrt(var + self.eps)
         if self.weight is not None:
             out = out * self.weight + self.bias
         return out

@@ -138,8 +138,10 @@ class ResidualVectorQuantizer(nn.Module):
         metrics["residual_error"] = squared_error(valid_x.detach(), valid_total)
         if self.project_out is None:
             quantized = x_last + (total - x_last).detach()  # one straight-through estimator on the sum
-        else:  # the stage outputs carry the gradients; padded positions pass the input through
-            quantized = total if mask is None else torch.where(mask.unsqueeze(-1), total, x_last)
+        else:  # the stage outputs carry the gradients
+            quantized = total
+        if mask is not None:  # padded positions pass the input through, bit for bit (-inf - -inf would be NaN)
+            quantized = torch.where(mask.unsqueeze(-1), quantized, x_last)
         codes = torch.stack(codes, dim=x_last.dim() - 1)
         return QuantizedResult(quantized.movedim(-1, channel_dim), codes, loss, losses, metrics)
 

@@ -16,6 +16,7 @@ Memory: the N x K matrix never exists.  The sum over n is taken one block of row
 activation checkpointing, so the forward keeps only a (K,) running sum and backward recomputes each block's
 softmax when it needs it.  Under ``torch.distributed`` the sums and counts are all-reduced (differentiably) in
 state-updating passes, so p̄ is the global batch's mean; other passes stay local (they may run on one rank alone).
+A rank without valid vectors sums one empty block, so it takes part in the same collectives, forward and backward.
 """
 from __future__ import annotations
 
@@ -47,7 +48,9 @@ def mean_soft_assignment(z_e: torch.Tensor, codebook: torch.Tensor, temperature:
     sums = []
     for g in range(groups):
         total = codebook.new_zeros(size)
-        for start in range(0, z_e.shape[0], rows_per_block):
+        # At least one block, empty when N = 0, so that the sum has the same graph on every rank and an
+        # all-padding rank records the differentiable all-reduce too (else its backward skips a collective).
+        for start in range(0, max(z_e.shape[0], 1), rows_per_block):
             rows = z_e[start:start + rows_per_block, g]
             total = total + checkpoint(_block_probability_sum, rows, codebook[g], temperature, use_reentrant=False)
         sums.append(total)
