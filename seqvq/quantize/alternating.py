@@ -8,7 +8,9 @@ A training step alternates
 so the task gradient is taken through a quantizer that has just been fitted to the current encoder outputs
 (small quantization error, hence a small STE gradient gap, eq. 14).  As in §5.4 the mini-batch is split evenly
 into ``k`` sub-mini-batches, one per inner step, so the inner loop sees each example once; Table 10 finds k = 8
-best on AlexNet (k = 1-2 suffice with the other remedies).  With k = 1 the ``fused`` variant takes both steps from
+best on AlexNet (k = 1-2 suffice with the other remedies).  A batch of fewer than ``k`` examples (an epoch's last)
+takes one inner step per example; under DDP every rank takes as many inner steps as the rank with the fewest, since
+each inner step averages the codebook gradient over ranks.  With k = 1 the ``fused`` variant takes both steps from
 a single forward pass (the commitment loss does not depend on the task loss; 1.05x the cost of joint training).
 
 Contract (the task supplies two callables; nothing runs ``backward()`` inside a forward):
@@ -57,7 +59,7 @@ import torch
 from torch import nn
 
 from .core import VectorQuantizer, quantizer_passes
-from .distributed import all_reduce_sum, is_distributed
+from .distributed import all_reduce_min, all_reduce_sum, is_distributed
 from .optim import codebook_parameters, param_groups, reset_optimizer_state
 
 
@@ -134,10 +136,7 @@ class AlternatingOptimizer:
             inner_grads = self._codebook_gradients(codebook_loss, retain_graph=True)
             inner_losses = [codebook_loss.detach()]
         else:
-            parts = self.split(batch, self.inner_steps)
-            if not 1 <= len(parts) <= self.inner_steps:
-                raise ValueError(f"AlternatingOptimizer: split returned {len(parts)} parts for "
-                                 f"inner_steps={self.inner_steps}")
+            parts = self._sub_batches(batch)
             inner_losses = []
             for part in parts:
                 with quantizer_passes(self.model, "codebook_fit") as codebook_terms:
@@ -170,6 +169,26 @@ class AlternatingOptimizer:
         elif self.task_gradient_reaches_codebook:
             self._codebook_step(task_grads)
         return AlternatingStepResult(loss.detach(), output, torch.stack(inner_losses), grad_norm)
+
+    def _sub_batches(self, batch) -> list:
+        """The inner steps' sub-batches: ``split(batch, k)``, or fewer when a rank's batch is short — then as many
+        on every rank as on the one with the fewest (each inner step all-reduces its gradient)."""
+        parts = self._checked_split(batch, self.inner_steps)
+        if is_distributed():
+            count = torch.tensor(len(parts), device=self.task_parameters[0].device)
+            fewest = int(all_reduce_min(count))
+            if fewest != len(parts):
+                parts = self._checked_split(batch, fewest)
+                if len(parts) != fewest:
+                    raise ValueError(f"AlternatingOptimizer: split returned {len(parts)} parts for {fewest}, the "
+                                     "inner steps of the rank with the fewest; under DDP every rank takes as many")
+        return parts
+
+    def _checked_split(self, batch, parts: int) -> list:
+        split = self.split(batch, parts)
+        if not 1 <= len(split) <= parts:
+            raise ValueError(f"AlternatingOptimizer: split returned {len(split)} parts for {parts}")
+        return split
 
     def _codebook_gradients(self, loss: torch.Tensor, retain_graph: bool) -> list[torch.Tensor | None]:
         """Gradients of ``loss`` for the codebook parameters alone (nothing else receives any), averaged over
