@@ -36,9 +36,10 @@ stepped, and cleared; the task optimizer may hold no codebook parameter.
 
 One optimizer step is one quantizer step.  The inner forward passes run as ``"codebook_fit"`` passes (see
 :mod:`seqvq.quantize.core`): they change no quantizer state — no step count, reservoir, EMA or affine statistics,
-re-estimation or replacement.  The task forward pass is the ``"task_step"`` pass that does all of that once, with
-the codebook term weighted 0 in its loss (the inner steps train the codebook).  Set per pass for every quantizer of
-the model by :func:`seqvq.quantize.core.quantizer_passes`, which also collects the codebook terms — no hooks.
+re-estimation, replacement or sampler.  The task forward pass is the ``"task_step"`` pass that does all of that
+once, with the codebook term weighted 0 in its loss (the inner steps train the codebook).  Set per pass for every
+quantizer of the model by :func:`seqvq.quantize.core.quantizer_passes`, which also collects the codebook terms — no
+hooks.
 
 The task loss's own gradient for the codebook — ``sync_nu`` x the task gradient at z_q (Huh eq. 21), the
 Gumbel-softmax gradient, or the usage regularizer's — is applied by the codebook optimizer: in the fused variant
