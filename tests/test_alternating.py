@@ -172,6 +172,44 @@ def test_task_gradient_clipping_bounds_the_task_step_only():
         torch.testing.assert_close(a, b)  # the inner codebook steps are not clipped
 
 
+@pytest.mark.parametrize("inner_steps, fused, bad", [(3, False, "task"), (3, False, "inner"), (1, True, "task"),
+                                                     (1, True, "inner")])
+def test_a_nonfinite_step_raises_before_it_is_applied_and_undoes_the_inner_steps(inner_steps, fused, bad):
+    from seqvq.quantize.alternating import NonFiniteStep
+
+    torch.manual_seed(0)
+    model = Model()
+    task, codebook = split_parameters(model)
+    helper = AlternatingOptimizer(model, torch.optim.SGD(task, lr=0.1, momentum=0.9),
+                                  torch.optim.SGD(codebook, lr=0.3, momentum=0.9), inner_steps=inner_steps,
+                                  fused=fused, check_finite=True)
+    helper.step(make_batch(seed=0), model, model.codebook_loss)  # momentum buffers to keep
+    before = copy.deepcopy((model.state_dict(), helper.state_dict()))
+    inner_calls = []
+
+    def inner_loss(part):  # the last inner step's loss is NaN
+        inner_calls.append(part)
+        loss = model.codebook_loss(part)
+        return loss * float("nan") if bad == "inner" and len(inner_calls) == inner_steps else loss
+
+    def task_loss(batch):
+        loss = model(batch)
+        if fused and bad == "inner":  # a NaN codebook term (the fused inner loss) under a finite task loss
+            model.quantizer.codebook_terms.append(torch.tensor(float("nan")))
+        return loss * (float("nan") if bad == "task" else 1.0)
+
+    where = "task step" if bad == "task" else f"inner codebook step {inner_steps} of {inner_steps}"
+    with pytest.raises(NonFiniteStep, match=f"{where}: loss nan"):
+        helper.step(make_batch(seed=1), task_loss, None if fused else inner_loss)
+    model_state, optimizer_state = before
+    for name, value in model.named_parameters():
+        assert torch.equal(value, model_state[name]) and value.grad is None, name
+    for name in ("task", "codebook"):
+        for index, state in optimizer_state[name]["state"].items():
+            assert torch.equal(helper.state_dict()[name]["state"][index]["momentum_buffer"],
+                               state["momentum_buffer"]), (name, index)
+
+
 @dataclasses.dataclass
 class Batch:
     x: torch.Tensor

@@ -52,6 +52,7 @@ which an EMA codebook does not take; use one or the other.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -72,6 +73,16 @@ class AlternatingStepResult:
     grad_norm: torch.Tensor | None = None  # the task gradient's norm before clipping, when clipping is on
 
 
+class NonFiniteStep(ArithmeticError):
+    """An optimizer step's loss or gradient norm is NaN/Inf on some rank (``check_finite``); raised before that step
+    is applied, with the step's earlier inner steps undone.  ``where``: the inner codebook step ("inner codebook
+    step 2 of 4"), or None for the task step; ``loss`` and ``grad_norm``: this rank's values."""
+
+    def __init__(self, where: str | None, loss: torch.Tensor, grad_norm: torch.Tensor):
+        super().__init__(f"{where or 'task step'}: loss {float(loss):g}, gradient norm {float(grad_norm):g}")
+        self.where, self.loss, self.grad_norm = where, loss, grad_norm
+
+
 class AlternatingOptimizer:
     """Runs Huh eq. 17-18 steps with a codebook optimizer and a task optimizer.
 
@@ -85,11 +96,17 @@ class AlternatingOptimizer:
         split: ``split(batch, k) -> list of k sub-batches``; the default :func:`split_batch` slices every tensor
             along its first (batch) axis.
         clip_grad_norm: clip the task step's gradient to this total norm (the trainer's ``clip_grad_norm``).
+        check_finite: before every optimizer step (each inner codebook step, the task step) check on every rank
+            that its loss and gradient norm are finite; if not, put the codebook parameters and the codebook
+            optimizer back as they were before :meth:`step` and raise :class:`NonFiniteStep`: no parameter or
+            optimizer state keeps anything of the step (buffers keep the forward passes' in-place changes, as
+            after any forward pass).  One collective per optimizer step.
     """
 
     def __init__(self, model: nn.Module, task_optimizer: torch.optim.Optimizer,
                  codebook_optimizer: torch.optim.Optimizer | None, inner_steps: int = 1, fused: bool = False,
-                 split: Callable[[Any, int], list] | None = None, clip_grad_norm: float | None = None):
+                 split: Callable[[Any, int], list] | None = None, clip_grad_norm: float | None = None,
+                 check_finite: bool = False):
         if inner_steps < 1:
             raise ValueError(f"AlternatingOptimizer: inner_steps must be >= 1, got {inner_steps}")
         if fused and inner_steps != 1:
@@ -114,6 +131,7 @@ class AlternatingOptimizer:
         self.model, self.task_optimizer, self.codebook_optimizer = model, task_optimizer, codebook_optimizer
         self.inner_steps, self.fused, self.split = inner_steps, fused, split or split_batch
         self.task_parameters, self.clip_grad_norm = task_parameters, clip_grad_norm
+        self.quantizers, self.check_finite = quantizers, check_finite
 
     @classmethod
     def from_model(cls, model: nn.Module, lr: float, codebook_lr: float | None = None, weight_decay: float = 0.0,
@@ -129,17 +147,20 @@ class AlternatingOptimizer:
              inner_loss: Callable[[Any], torch.Tensor] | None = None) -> AlternatingStepResult:
         """One alternating step on ``batch``: the inner codebook steps (eq. 17), then the task step (eq. 18)."""
         inner_grads = None
+        # What the inner steps change before the task step is checked (the fused variant steps after both checks).
+        saved = self._saved_codebook() if self.check_finite and not self.fused else None
         if self.fused:
             with quantizer_passes(self.model, "task_step") as codebook_terms:
                 output = task_loss(batch)
             codebook_loss = _summed(codebook_terms, "task_loss(batch)")
             # Gradients first, steps after: stepping the codebook now would change tensors the task backward needs.
             inner_grads = self._codebook_gradients(codebook_loss, retain_graph=True)
+            self._check_finite(codebook_loss, _total_norm(inner_grads), "inner codebook step 1 of 1", saved)
             inner_losses = [codebook_loss.detach()]
         else:
             parts = self._sub_batches(batch)
             inner_losses = []
-            for part in parts:
+            for index, part in enumerate(parts):
                 with quantizer_passes(self.model, "codebook_fit") as codebook_terms:
                     with torch.set_grad_enabled(bool(self.codebook_parameters)):
                         if inner_loss is not None:
@@ -147,7 +168,11 @@ class AlternatingOptimizer:
                         else:  # the bare model's forward; only the quantizers' codebook terms are differentiated
                             self.model(part)
                             loss = _summed(codebook_terms, "model(part)")
-                self._codebook_step(self._codebook_gradients(loss, retain_graph=False))
+                if self.codebook_parameters:
+                    grads = self._codebook_gradients(loss, retain_graph=False)
+                    self._check_finite(loss, _total_norm(grads), f"inner codebook step {index + 1} of {len(parts)}",
+                                       saved)
+                    self._codebook_step(grads)
                 inner_losses.append(loss.detach().reshape(()))
             with quantizer_passes(self.model, "task_step"):
                 output = task_loss(batch)
@@ -156,11 +181,13 @@ class AlternatingOptimizer:
         for parameter in self.codebook_parameters:
             parameter.grad = None
         loss.backward()
-        grad_norm = (nn.utils.clip_grad_norm_(self.task_parameters, self.clip_grad_norm)
-                     if self.clip_grad_norm is not None else None)
-        self.task_optimizer.step()
         # What the task loss sent the codebook: the nu / Gumbel-softmax term (the codebook term has weight 0).
         task_grads = [parameter.grad for parameter in self.codebook_parameters]
+        grad_norm = _total_norm([parameter.grad for parameter in self.task_parameters])
+        self._check_finite(loss, _total_norm([grad_norm, *task_grads]), None, saved)
+        if self.clip_grad_norm is not None:
+            nn.utils.clip_grads_with_norm_(self.task_parameters, self.clip_grad_norm, grad_norm)
+        self.task_optimizer.step()
         for parameter in self.codebook_parameters:
             parameter.grad = None
         if inner_grads is not None:
@@ -169,7 +196,40 @@ class AlternatingOptimizer:
             self._codebook_step(inner_grads)
         elif self.task_gradient_reaches_codebook:
             self._codebook_step(task_grads)
-        return AlternatingStepResult(loss.detach(), output, torch.stack(inner_losses), grad_norm)
+        return AlternatingStepResult(loss.detach(), output, torch.stack(inner_losses),
+                                     grad_norm if self.clip_grad_norm is not None else None)
+
+    def _check_finite(self, loss: torch.Tensor, grad_norm: torch.Tensor, where: str | None, saved) -> None:
+        """With ``check_finite``: unless ``loss`` and ``grad_norm`` are finite on every rank, put back what this
+        step changed (``saved``), clear the gradients and raise :class:`NonFiniteStep`."""
+        if not self.check_finite:
+            return
+        finite = (torch.isfinite(loss.detach()) & torch.isfinite(grad_norm.to(loss.device))).to(torch.int32)
+        if int(all_reduce_min(finite)):
+            return
+        if saved is not None:
+            self._restore_codebook(saved)
+        self.task_optimizer.zero_grad(set_to_none=True)
+        for parameter in self.codebook_parameters:
+            parameter.grad = None
+        raise NonFiniteStep(where, loss.detach(), grad_norm)
+
+    def _saved_codebook(self):
+        """Copies of what an inner step changes: the codebook parameters, the codebook optimizer's state and the
+        quantizers' record of the rewrites its moments were reset for."""
+        optimizer_state = self.codebook_optimizer.state_dict() if self.codebook_optimizer is not None else None
+        return ([parameter.detach().clone() for parameter in self.codebook_parameters], copy.deepcopy(optimizer_state),
+                [quantizer.optimizer_synced_rewrites.clone() for quantizer in self.quantizers])
+
+    @torch.no_grad()
+    def _restore_codebook(self, saved) -> None:
+        values, optimizer_state, synced_rewrites = saved
+        for parameter, value in zip(self.codebook_parameters, values):
+            parameter.copy_(value)
+        if optimizer_state is not None:
+            self.codebook_optimizer.load_state_dict(optimizer_state)
+        for quantizer, value in zip(self.quantizers, synced_rewrites):
+            quantizer.optimizer_synced_rewrites.copy_(value)
 
     def _sub_batches(self, batch) -> list:
         """The inner steps' sub-batches: ``split(batch, k)``, or fewer when a rank's batch is short — then as many
@@ -242,6 +302,10 @@ def _summed(codebook_terms: list[torch.Tensor], call: str) -> torch.Tensor:
     if not codebook_terms:
         raise RuntimeError(f"AlternatingOptimizer: no VectorQuantizer ran during {call}")
     return torch.stack([term.reshape(()) for term in codebook_terms]).sum()
+
+
+def _total_norm(tensors: list[torch.Tensor | None]) -> torch.Tensor:
+    return nn.utils.get_total_norm([tensor for tensor in tensors if tensor is not None])
 
 
 def _added(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
