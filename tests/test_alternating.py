@@ -172,6 +172,44 @@ def test_task_gradient_clipping_bounds_the_task_step_only():
         torch.testing.assert_close(a, b)  # the inner codebook steps are not clipped
 
 
+@pytest.mark.parametrize("inner_steps, fused, bad", [(3, False, "task"), (3, False, "inner"), (1, True, "task"),
+                                                     (1, True, "inner")])
+def test_a_nonfinite_step_raises_before_it_is_applied_and_undoes_the_inner_steps(inner_steps, fused, bad):
+    from seqvq.quantize.alternating import NonFiniteStep
+
+    torch.manual_seed(0)
+    model = Model()
+    task, codebook = split_parameters(model)
+    helper = AlternatingOptimizer(model, torch.optim.SGD(task, lr=0.1, momentum=0.9),
+                                  torch.optim.SGD(codebook, lr=0.3, momentum=0.9), inner_steps=inner_steps,
+                                  fused=fused, check_finite=True)
+    helper.step(make_batch(seed=0), model, model.codebook_loss)  # momentum buffers to keep
+    before = copy.deepcopy((model.state_dict(), helper.state_dict()))
+    inner_calls = []
+
+    def inner_loss(part):  # the last inner step's loss is NaN
+        inner_calls.append(part)
+        loss = model.codebook_loss(part)
+        return loss * float("nan") if bad == "inner" and len(inner_calls) == inner_steps else loss
+
+    def task_loss(batch):
+        loss = model(batch)
+        if fused and bad == "inner":  # a NaN codebook term (the fused inner loss) under a finite task loss
+            model.quantizer.codebook_terms.append(torch.tensor(float("nan")))
+        return loss * (float("nan") if bad == "task" else 1.0)
+
+    where = "task step" if bad == "task" else f"inner codebook step {inner_steps} of {inner_steps}"
+    with pytest.raises(NonFiniteStep, match=f"{where}: loss nan"):
+        helper.step(make_batch(seed=1), task_loss, None if fused else inner_loss)
+    model_state, optimizer_state = before
+    for name, value in model.named_parameters():
+        assert torch.equal(value, model_state[name]) and value.grad is None, name
+    for name in ("task", "codebook"):
+        for index, state in optimizer_state[name]["state"].items():
+            assert torch.equal(helper.state_dict()[name]["state"][index]["momentum_buffer"],
+                               state["momentum_buffer"]), (name, index)
+
+
 @dataclasses.dataclass
 class Batch:
     x: torch.Tensor
@@ -265,16 +303,50 @@ STATEFUL = dict(affine={"mode": "ema", "momentum": 0.3}, replace_dead_after=1, a
                             "restart_reservoir": False})
 
 
-def test_an_inner_pass_changes_no_quantizer_state():
-    model = PassModel(**STATEFUL)
+@pytest.mark.parametrize("assignment", ["stochastic", "gumbel"])
+@pytest.mark.parametrize("kind", ["codebook_fit", "zero_loss", "bypass"])
+def test_a_pass_that_updates_no_state_leaves_every_buffer_and_the_sampler_as_they_were(kind, assignment):
+    model = PassModel(**{**STATEFUL, "assignment": assignment})
     model(make_batch(seed=0))  # past step 0, so the clocks and statistics hold something
-    before = copy.deepcopy(model.quantizer.state_dict())
-    with quantizer_passes(model, "codebook_fit") as terms:
+    before = copy.deepcopy(model.state_dict())
+    with quantizer_passes(model, kind) as terms:
         model(make_batch(seed=1))
-    assert len(terms) == 1 and terms[0].requires_grad
-    for name, value in model.quantizer.state_dict().items():
-        if name != "sampling_rng.state":  # the sampler draws, as in every training pass
-            assert torch.equal(value, before[name]), name
+        model(make_batch(seed=2))
+    assert len(terms) == 2 and (kind == "bypass" or terms[0].requires_grad)
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, before[name]), name
+
+
+@pytest.mark.parametrize("assignment", ["stochastic", "gumbel"])
+def test_samples_do_not_depend_on_how_many_stateless_passes_ran(assignment):
+    """The state-updating passes draw the same samples whatever passes ran in between (k inner passes, the
+    gradient gap's, a rank's extra ones), and the stateless passes do not repeat the next step's noise."""
+    torch.manual_seed(0)
+    quantizers = [seqvq.VectorQuantizer(4, 64, assignment=assignment, temperature=100.0) for _ in range(2)]
+    quantizers[1].load_state_dict(quantizers[0].state_dict())
+    for step in range(3):
+        x = torch.randn(50, 4)
+        with quantizer_passes(quantizers[0], ["codebook_fit", "zero_loss", "bypass"][step]):
+            stateless = [quantizers[0](x).codes for _ in range(step + 1)]
+        codes = [quantizer(x).codes for quantizer in quantizers]
+        assert torch.equal(codes[0], codes[1])
+        assert all(torch.equal(stateless[0], c) for c in stateless)  # one draw until the next step
+        assert not torch.equal(stateless[0], codes[0])
+    for (name, a), b in zip(quantizers[0].state_dict().items(), quantizers[1].state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_alternating_steps_advance_the_sampler_once_per_step_whatever_k():
+    options = [dict(inner_steps=1), dict(inner_steps=3), dict(inner_steps=1, fused=True)]
+    models = [PassModel(**STATEFUL) for _ in range(len(options) + 1)]
+    helpers = [sgd_helper(model, **option) for model, option in zip(models, options)]
+    for step in range(1, 4):
+        batch = make_batch(seed=step)
+        for helper, model in zip(helpers, models):
+            helper.step(batch, model)
+        models[-1](batch)  # a plain training step's forward pass
+    for model in models[:-1]:
+        assert torch.equal(model.quantizer.sampling_rng.state, models[-1].quantizer.sampling_rng.state)
 
 
 @pytest.mark.parametrize("inner_steps, fused", [(3, False), (1, True)])

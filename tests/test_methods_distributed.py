@@ -64,3 +64,76 @@ def test_two_ranks_share_usage_divergence_and_codebooks(tmp_path):
 
     for name, value in ranks[0]["model"].items():
         assert torch.equal(value, ranks[1]["model"][name]), name
+
+
+def _uneven_batches_worker(rank: int, init_file: str, out_dir: str) -> None:
+    from distributed_helpers import init_rank
+    from test_alternating import Model, make_batch, sgd_helper
+
+    init_rank(rank, init_file)
+    try:
+        torch.manual_seed(0)
+        model = Model()
+        helper = sgd_helper(model, inner_steps=3)
+        task_model = DistributedDataParallel(model)
+        inner_steps = []
+        for step in range(2):  # rank 1's local batch (2 items) is smaller than k = 3, rank 0's (4) is not
+            batch = make_batch(seed=10 * step + rank, size=4 if rank == 0 else 2)
+            inner_steps.append(helper.step(batch, task_model, model.codebook_loss).inner_losses.numel())
+        torch.save({"inner_steps": inner_steps, "model": model.state_dict()}, os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_alternating_steps_with_different_local_batch_sizes_take_the_same_inner_steps_on_every_rank(tmp_path):
+    """Every inner step all-reduces the codebook gradient, so every rank must take as many: the smallest local
+    batch bounds them all (here 2 < k = 3 on rank 1), and the ranks stay identical."""
+    from distributed_helpers import run_ranks
+
+    run_ranks(_uneven_batches_worker, (str(tmp_path / "init"), str(tmp_path)), timeout_s=120)
+    ranks = [torch.load(tmp_path / f"rank{rank}.pt") for rank in range(2)]
+    assert ranks[0]["inner_steps"] == ranks[1]["inner_steps"] == [2, 2]
+    for name, value in ranks[0]["model"].items():
+        assert torch.equal(value, ranks[1]["model"][name]), name
+
+
+def _nonfinite_worker(rank: int, init_file: str, out_dir: str) -> None:
+    import copy
+
+    from distributed_helpers import init_rank
+    from seqvq.quantize.alternating import NonFiniteStep
+    from test_alternating import Model, make_batch, sgd_helper
+
+    init_rank(rank, init_file)
+    try:
+        torch.manual_seed(0)
+        model = Model()
+        helper = sgd_helper(model, inner_steps=2, check_finite=True)
+        task_model = DistributedDataParallel(model)
+        helper.step(make_batch(seed=rank), task_model, model.codebook_loss)
+        before = copy.deepcopy(model.state_dict())
+
+        def inner_loss(part):  # NaN on rank 1 alone, in its local loss only
+            loss = model.codebook_loss(part)
+            return loss * float("nan") if rank == 1 else loss
+
+        try:
+            helper.step(make_batch(seed=10 + rank), task_model, inner_loss)
+            raised = None
+        except NonFiniteStep as error:
+            raised = error.where
+        torch.save({"raised": raised, "before": before, "model": model.state_dict()},
+                   os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_a_nonfinite_inner_loss_on_one_rank_stops_the_step_on_every_rank(tmp_path):
+    from distributed_helpers import run_ranks
+
+    run_ranks(_nonfinite_worker, (str(tmp_path / "init"), str(tmp_path)), timeout_s=120)
+    ranks = [torch.load(tmp_path / f"rank{rank}.pt") for rank in range(2)]
+    assert ranks[0]["raised"] == ranks[1]["raised"] == "inner codebook step 1 of 2"
+    for name, value in ranks[0]["model"].items():
+        assert torch.equal(value, ranks[1]["model"][name]), name
+        assert torch.equal(value, ranks[0]["before"][name]), name

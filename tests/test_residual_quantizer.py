@@ -137,3 +137,44 @@ def test_channel_first_and_lengths_match_channel_last_and_mask():
 def test_options_meaningless_on_residuals_are_refused(option, message):
     with pytest.raises(ValueError, match=message):
         ResidualVectorQuantizer(4, 8, 2, **option)
+
+
+RANDOM_OPTIONS = dict(kmeans_init=True, replace_dead_after=1, assignment="stochastic", temperature=0.5, seed=3)
+
+
+def test_every_stage_draws_its_own_random_numbers_and_stage_0_those_of_a_plain_quantizer():
+    """k-means++, replacement and sampling: two stages fed the same data draw differently; stage 0 is seeded as a
+    lone VectorQuantizer with the same seed."""
+    from seqvq.quantize import VectorQuantizer
+
+    torch.manual_seed(0)
+    rvq = ResidualVectorQuantizer(4, 8, 2, **RANDOM_OPTIONS)
+    lone = VectorQuantizer(4, 8, **RANDOM_OPTIONS)
+    generators = [name for name in lone.state_dict() if name.endswith("rng.state")]
+    assert generators == ["replacement.rng.state", "sampling_rng.state", "init_rng.state"]
+    for name in generators:
+        assert torch.equal(rvq.stages[0].state_dict()[name], lone.state_dict()[name]), name
+        assert not torch.equal(rvq.stages[0].state_dict()[name], rvq.stages[1].state_dict()[name]), name
+    x = torch.randn(40, 4, generator=torch.Generator().manual_seed(1)) * 3
+    for options in (dict(kmeans_init=True), dict(replace_dead_after=1), dict(assignment="stochastic")):
+        first, second = ResidualVectorQuantizer(4, 8, 2, seed=3, **options).stages
+        with torch.no_grad():
+            second.codebook.copy_(first.codebook)
+        for batch in (x, x[:3]):  # k-means++ on the first batch; three vectors leave dead codes to replace
+            a, b = first(batch), second(batch)
+        assert not torch.equal(first.codebook, second.codebook) or not torch.equal(a.codes, b.codes), options
+
+
+def test_a_residual_stack_resumes_exactly():
+    torch.manual_seed(0)
+    straight = ResidualVectorQuantizer(4, 8, 3, quantizer_dropout=0.5, **RANDOM_OPTIONS)
+    batches = [padded_batch([5, 3, 4], 4, seed=seed) for seed in range(6)]
+    for x, mask in batches[:3]:
+        straight(x, mask=mask)
+    resumed = ResidualVectorQuantizer(4, 8, 3, quantizer_dropout=0.5, **RANDOM_OPTIONS)
+    resumed.load_state_dict(copy.deepcopy(straight.state_dict()))
+    for x, mask in batches[3:]:
+        a, b = straight(x, mask=mask), resumed(x, mask=mask)
+        assert torch.equal(a.codes, b.codes)
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name

@@ -251,6 +251,103 @@ def test_alternating_training_steps_codebook_and_task_separately_and_resumes_exa
     assert all("inner_codebook_loss" in row for row in rows if row["split"] == "train")
 
 
+class FlakyQuantized(torch.nn.Module):
+    """A quantized regression for alternating optimization with a NaN on chosen calls of the task's forward pass
+    (``where="task"``) or of the inner codebook loss (``where="inner"``): in the loss, or (``what="gradient"``) in
+    the gradient under a finite loss (d sqrt(u) / du is inf at u = 0)."""
+
+    def __init__(self, bad_calls=(), where="task", what="loss"):
+        super().__init__()
+        torch.manual_seed(0)
+        self.encoder = torch.nn.Linear(4, 4)
+        self.quantizer = seqvq.VectorQuantizer(4, 8, affine="learned")
+        self.head = torch.nn.Linear(4, 1)
+        self.bad_calls, self.where, self.what = set(bad_calls), where, what
+        self.calls = {"task": 0, "inner": 0}
+
+    def poisoned(self, loss, where, parameter):
+        self.calls[where] += 1
+        if where == self.where and self.calls[where] in self.bad_calls:
+            return loss * float("nan") if self.what == "loss" else loss + (parameter.sum() * 0).sqrt()
+        return loss
+
+    def forward(self, batch):
+        out = self.quantizer(self.encoder(batch["x"]).unsqueeze(1))
+        mse = (self.head(out.quantized).squeeze(-1).squeeze(-1) - batch["y"]).pow(2).mean()
+        loss = self.poisoned(mse + out.loss, "task", self.head.weight)
+        return seqvq.train.StepOutput(loss=loss, metrics={"mse": mse}, weight=len(batch["x"]))
+
+    def codebook_loss(self, part):
+        with torch.no_grad():
+            z_e = self.encoder(part["x"]).unsqueeze(1)
+        return self.poisoned(self.quantizer(z_e).losses["codebook"], "inner", self.quantizer.codebook)
+
+
+def flaky_alternating_trainer(exp_dir, model, **overrides) -> Trainer:
+    values = dict(steps=6, batch_size=4, lr=0.01, codebook_lr=0.1, alternating_inner_steps=2, clip_grad_norm=1.0,
+                  checkpoint_every=2, eval_every=100, log_every=2, seed=1, device="cpu")
+    values.update(overrides)
+    return Trainer(model, TrainConfig(**values), toy_task.make_dataset(), toy_task.collate, exp_dir=exp_dir)
+
+
+def assert_same_optimizer_state(a: dict, b: dict) -> None:
+    assert a["param_groups"] == b["param_groups"] and a["state"].keys() == b["state"].keys()
+    for index, state in a["state"].items():
+        for key, value in state.items():
+            assert torch.equal(torch.as_tensor(value), torch.as_tensor(b["state"][index][key])), (index, key)
+
+
+# Step 3 (a batch of 4: two inner steps) is the bad one: its task pass is the 3rd, its inner passes the 5th and 6th.
+NONFINITE_ALTERNATING = [
+    ("task", "loss", 3, r"step 3: the loss is nan"),
+    ("task", "gradient", 3, r"step 3: the gradient norm is nan"),
+    ("inner", "loss", 6, r"step 3 \(inner codebook step 2 of 2\): the loss is nan"),
+    ("inner", "gradient", 5, r"step 3 \(inner codebook step 1 of 2\): the gradient norm is nan"),
+]
+
+
+@pytest.mark.parametrize("where, what, bad_call, message", NONFINITE_ALTERNATING)
+def test_a_nonfinite_alternating_step_stops_before_any_optimizer_step(tmp_path, where, what, bad_call, message):
+    trainer = flaky_alternating_trainer(tmp_path, FlakyQuantized({bad_call}, where, what))
+    with pytest.raises(seqvq.errors.UserError, match=message + r"; training stopped and .*last.pt \(step 2\) is the "
+                                                               r"last good checkpoint; .*train.skip_nonfinite=true"):
+        trainer.fit()
+    last = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
+    assert last["step"] == 2
+    for name, parameter in trainer.model.named_parameters():  # no inner step of step 3 stayed applied
+        assert torch.equal(parameter, last["model"][name]), name
+    for optimizer, state in zip(trainer.optimizers, last["optimizers"], strict=True):
+        assert_same_optimizer_state(optimizer.state_dict(), state)
+
+
+@pytest.mark.parametrize("where, what, bad_call, message", NONFINITE_ALTERNATING)
+def test_skip_nonfinite_under_alternating_leaves_the_state_as_before_the_batch(tmp_path, where, what, bad_call,
+                                                                              message):
+    import copy
+
+    trainer = flaky_alternating_trainer(tmp_path, FlakyQuantized({bad_call}, where, what), skip_nonfinite=True)
+    original_step, steps = trainer.train_step, []
+
+    def recording(batch):
+        state = lambda: (copy.deepcopy(trainer.model.state_dict()), [copy.deepcopy(o.state_dict())
+                                                                      for o in trainer.optimizers])
+        before = state()
+        out = original_step(batch)
+        steps.append((before, out, state()))
+        return out
+
+    trainer.train_step = recording
+    trainer.fit()
+    assert trainer.step == 6 and trainer.skipped_nonfinite == 1
+    assert [out is None for _, out, _ in steps] == [False, False, True, False, False, False]
+    (model_before, optimizers_before), _, (model_after, optimizers_after) = steps[2]
+    for name, value in model_before.items():
+        assert torch.equal(value, model_after[name]), name
+    for a, b in zip(optimizers_before, optimizers_after, strict=True):
+        assert_same_optimizer_state(a, b)
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+
+
 def test_length_bucketing_needs_a_dataset_with_lengths(tmp_path):
     with pytest.raises(seqvq.errors.UserError, match="no example lengths to bucket by; set train.bucket_batches=0"):
         make_trainer(tmp_path, bucket_batches=2)

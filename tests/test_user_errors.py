@@ -431,8 +431,3 @@ def test_a_checkpoint_is_never_written_from_nonfinite_state(tmp_path):
     with pytest.raises(UserError, match="linear.weight holds NaN/Inf values; no checkpoint written"):
         trainer.save_checkpoint()
     assert read_checkpoint(tmp_path / "checkpoints" / "last.pt")["step"] == 2
-
-
-def test_skip_nonfinite_with_alternating_is_refused(tmp_path):
-    with pytest.raises(UserError, match="train.skip_nonfinite: cannot be combined with train.alternating"):
-        flaky_trainer(tmp_path, FlakyRegression(), skip_nonfinite=True, alternating_inner_steps=2)

@@ -8,7 +8,9 @@ A training step alternates
 so the task gradient is taken through a quantizer that has just been fitted to the current encoder outputs
 (small quantization error, hence a small STE gradient gap, eq. 14).  As in §5.4 the mini-batch is split evenly
 into ``k`` sub-mini-batches, one per inner step, so the inner loop sees each example once; Table 10 finds k = 8
-best on AlexNet (k = 1-2 suffice with the other remedies).  With k = 1 the ``fused`` variant takes both steps from
+best on AlexNet (k = 1-2 suffice with the other remedies).  A batch of fewer than ``k`` examples (an epoch's last)
+takes one inner step per example; under DDP every rank takes as many inner steps as the rank with the fewest, since
+each inner step averages the codebook gradient over ranks.  With k = 1 the ``fused`` variant takes both steps from
 a single forward pass (the commitment loss does not depend on the task loss; 1.05x the cost of joint training).
 
 Contract (the task supplies two callables; nothing runs ``backward()`` inside a forward):
@@ -34,9 +36,10 @@ stepped, and cleared; the task optimizer may hold no codebook parameter.
 
 One optimizer step is one quantizer step.  The inner forward passes run as ``"codebook_fit"`` passes (see
 :mod:`seqvq.quantize.core`): they change no quantizer state — no step count, reservoir, EMA or affine statistics,
-re-estimation or replacement.  The task forward pass is the ``"task_step"`` pass that does all of that once, with
-the codebook term weighted 0 in its loss (the inner steps train the codebook).  Set per pass for every quantizer of
-the model by :func:`seqvq.quantize.core.quantizer_passes`, which also collects the codebook terms — no hooks.
+re-estimation, replacement or sampler.  The task forward pass is the ``"task_step"`` pass that does all of that
+once, with the codebook term weighted 0 in its loss (the inner steps train the codebook).  Set per pass for every
+quantizer of the model by :func:`seqvq.quantize.core.quantizer_passes`, which also collects the codebook terms — no
+hooks.
 
 The task loss's own gradient for the codebook — ``sync_nu`` x the task gradient at z_q (Huh eq. 21), the
 Gumbel-softmax gradient, or the usage regularizer's — is applied by the codebook optimizer: in the fused variant
@@ -49,6 +52,7 @@ which an EMA codebook does not take; use one or the other.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -57,7 +61,7 @@ import torch
 from torch import nn
 
 from .core import VectorQuantizer, quantizer_passes
-from .distributed import all_reduce_sum, is_distributed
+from .distributed import all_reduce_min, all_reduce_sum, is_distributed
 from .optim import codebook_parameters, param_groups, reset_optimizer_state
 
 
@@ -67,6 +71,16 @@ class AlternatingStepResult:
     output: Any  # whatever task_loss(batch) returned (e.g. the StepOutput to log)
     inner_losses: torch.Tensor  # (k,) detached codebook losses of the inner steps
     grad_norm: torch.Tensor | None = None  # the task gradient's norm before clipping, when clipping is on
+
+
+class NonFiniteStep(ArithmeticError):
+    """An optimizer step's loss or gradient norm is NaN/Inf on some rank (``check_finite``); raised before that step
+    is applied, with the step's earlier inner steps undone.  ``where``: the inner codebook step ("inner codebook
+    step 2 of 4"), or None for the task step; ``loss`` and ``grad_norm``: this rank's values."""
+
+    def __init__(self, where: str | None, loss: torch.Tensor, grad_norm: torch.Tensor):
+        super().__init__(f"{where or 'task step'}: loss {float(loss):g}, gradient norm {float(grad_norm):g}")
+        self.where, self.loss, self.grad_norm = where, loss, grad_norm
 
 
 class AlternatingOptimizer:
@@ -82,11 +96,17 @@ class AlternatingOptimizer:
         split: ``split(batch, k) -> list of k sub-batches``; the default :func:`split_batch` slices every tensor
             along its first (batch) axis.
         clip_grad_norm: clip the task step's gradient to this total norm (the trainer's ``clip_grad_norm``).
+        check_finite: before every optimizer step (each inner codebook step, the task step) check on every rank
+            that its loss and gradient norm are finite; if not, put the codebook parameters and the codebook
+            optimizer back as they were before :meth:`step` and raise :class:`NonFiniteStep`: no parameter or
+            optimizer state keeps anything of the step (buffers keep the forward passes' in-place changes, as
+            after any forward pass).  One collective per optimizer step.
     """
 
     def __init__(self, model: nn.Module, task_optimizer: torch.optim.Optimizer,
                  codebook_optimizer: torch.optim.Optimizer | None, inner_steps: int = 1, fused: bool = False,
-                 split: Callable[[Any, int], list] | None = None, clip_grad_norm: float | None = None):
+                 split: Callable[[Any, int], list] | None = None, clip_grad_norm: float | None = None,
+                 check_finite: bool = False):
         if inner_steps < 1:
             raise ValueError(f"AlternatingOptimizer: inner_steps must be >= 1, got {inner_steps}")
         if fused and inner_steps != 1:
@@ -111,6 +131,7 @@ class AlternatingOptimizer:
         self.model, self.task_optimizer, self.codebook_optimizer = model, task_optimizer, codebook_optimizer
         self.inner_steps, self.fused, self.split = inner_steps, fused, split or split_batch
         self.task_parameters, self.clip_grad_norm = task_parameters, clip_grad_norm
+        self.quantizers, self.check_finite = quantizers, check_finite
 
     @classmethod
     def from_model(cls, model: nn.Module, lr: float, codebook_lr: float | None = None, weight_decay: float = 0.0,
@@ -126,20 +147,20 @@ class AlternatingOptimizer:
              inner_loss: Callable[[Any], torch.Tensor] | None = None) -> AlternatingStepResult:
         """One alternating step on ``batch``: the inner codebook steps (eq. 17), then the task step (eq. 18)."""
         inner_grads = None
+        # What the inner steps change before the task step is checked (the fused variant steps after both checks).
+        saved = self._saved_codebook() if self.check_finite and not self.fused else None
         if self.fused:
             with quantizer_passes(self.model, "task_step") as codebook_terms:
                 output = task_loss(batch)
             codebook_loss = _summed(codebook_terms, "task_loss(batch)")
             # Gradients first, steps after: stepping the codebook now would change tensors the task backward needs.
             inner_grads = self._codebook_gradients(codebook_loss, retain_graph=True)
+            self._check_finite(codebook_loss, _total_norm(inner_grads), "inner codebook step 1 of 1", saved)
             inner_losses = [codebook_loss.detach()]
         else:
-            parts = self.split(batch, self.inner_steps)
-            if not 1 <= len(parts) <= self.inner_steps:
-                raise ValueError(f"AlternatingOptimizer: split returned {len(parts)} parts for "
-                                 f"inner_steps={self.inner_steps}")
+            parts = self._sub_batches(batch)
             inner_losses = []
-            for part in parts:
+            for index, part in enumerate(parts):
                 with quantizer_passes(self.model, "codebook_fit") as codebook_terms:
                     with torch.set_grad_enabled(bool(self.codebook_parameters)):
                         if inner_loss is not None:
@@ -147,7 +168,11 @@ class AlternatingOptimizer:
                         else:  # the bare model's forward; only the quantizers' codebook terms are differentiated
                             self.model(part)
                             loss = _summed(codebook_terms, "model(part)")
-                self._codebook_step(self._codebook_gradients(loss, retain_graph=False))
+                if self.codebook_parameters:
+                    grads = self._codebook_gradients(loss, retain_graph=False)
+                    self._check_finite(loss, _total_norm(grads), f"inner codebook step {index + 1} of {len(parts)}",
+                                       saved)
+                    self._codebook_step(grads)
                 inner_losses.append(loss.detach().reshape(()))
             with quantizer_passes(self.model, "task_step"):
                 output = task_loss(batch)
@@ -156,11 +181,13 @@ class AlternatingOptimizer:
         for parameter in self.codebook_parameters:
             parameter.grad = None
         loss.backward()
-        grad_norm = (nn.utils.clip_grad_norm_(self.task_parameters, self.clip_grad_norm)
-                     if self.clip_grad_norm is not None else None)
-        self.task_optimizer.step()
         # What the task loss sent the codebook: the nu / Gumbel-softmax term (the codebook term has weight 0).
         task_grads = [parameter.grad for parameter in self.codebook_parameters]
+        grad_norm = _total_norm([parameter.grad for parameter in self.task_parameters])
+        self._check_finite(loss, _total_norm([grad_norm, *task_grads]), None, saved)
+        if self.clip_grad_norm is not None:
+            nn.utils.clip_grads_with_norm_(self.task_parameters, self.clip_grad_norm, grad_norm)
+        self.task_optimizer.step()
         for parameter in self.codebook_parameters:
             parameter.grad = None
         if inner_grads is not None:
@@ -169,7 +196,60 @@ class AlternatingOptimizer:
             self._codebook_step(inner_grads)
         elif self.task_gradient_reaches_codebook:
             self._codebook_step(task_grads)
-        return AlternatingStepResult(loss.detach(), output, torch.stack(inner_losses), grad_norm)
+        return AlternatingStepResult(loss.detach(), output, torch.stack(inner_losses),
+                                     grad_norm if self.clip_grad_norm is not None else None)
+
+    def _check_finite(self, loss: torch.Tensor, grad_norm: torch.Tensor, where: str | None, saved) -> None:
+        """With ``check_finite``: unless ``loss`` and ``grad_norm`` are finite on every rank, put back what this
+        step changed (``saved``), clear the gradients and raise :class:`NonFiniteStep`."""
+        if not self.check_finite:
+            return
+        finite = (torch.isfinite(loss.detach()) & torch.isfinite(grad_norm.to(loss.device))).to(torch.int32)
+        if int(all_reduce_min(finite)):
+            return
+        if saved is not None:
+            self._restore_codebook(saved)
+        self.task_optimizer.zero_grad(set_to_none=True)
+        for parameter in self.codebook_parameters:
+            parameter.grad = None
+        raise NonFiniteStep(where, loss.detach(), grad_norm)
+
+    def _saved_codebook(self):
+        """Copies of what an inner step changes: the codebook parameters, the codebook optimizer's state and the
+        quantizers' record of the rewrites its moments were reset for."""
+        optimizer_state = self.codebook_optimizer.state_dict() if self.codebook_optimizer is not None else None
+        return ([parameter.detach().clone() for parameter in self.codebook_parameters], copy.deepcopy(optimizer_state),
+                [quantizer.optimizer_synced_rewrites.clone() for quantizer in self.quantizers])
+
+    @torch.no_grad()
+    def _restore_codebook(self, saved) -> None:
+        values, optimizer_state, synced_rewrites = saved
+        for parameter, value in zip(self.codebook_parameters, values):
+            parameter.copy_(value)
+        if optimizer_state is not None:
+            self.codebook_optimizer.load_state_dict(optimizer_state)
+        for quantizer, value in zip(self.quantizers, synced_rewrites):
+            quantizer.optimizer_synced_rewrites.copy_(value)
+
+    def _sub_batches(self, batch) -> list:
+        """The inner steps' sub-batches: ``split(batch, k)``, or fewer when a rank's batch is short — then as many
+        on every rank as on the one with the fewest (each inner step all-reduces its gradient)."""
+        parts = self._checked_split(batch, self.inner_steps)
+        if is_distributed():
+            count = torch.tensor(len(parts), device=self.task_parameters[0].device)
+            fewest = int(all_reduce_min(count))
+            if fewest != len(parts):
+                parts = self._checked_split(batch, fewest)
+                if len(parts) != fewest:
+                    raise ValueError(f"AlternatingOptimizer: split returned {len(parts)} parts for {fewest}, the "
+                                     "inner steps of the rank with the fewest; under DDP every rank takes as many")
+        return parts
+
+    def _checked_split(self, batch, parts: int) -> list:
+        split = self.split(batch, parts)
+        if not 1 <= len(split) <= parts:
+            raise ValueError(f"AlternatingOptimizer: split returned {len(split)} parts for {parts}")
+        return split
 
     def _codebook_gradients(self, loss: torch.Tensor, retain_graph: bool) -> list[torch.Tensor | None]:
         """Gradients of ``loss`` for the codebook parameters alone (nothing else receives any), averaged over
@@ -222,6 +302,10 @@ def _summed(codebook_terms: list[torch.Tensor], call: str) -> torch.Tensor:
     if not codebook_terms:
         raise RuntimeError(f"AlternatingOptimizer: no VectorQuantizer ran during {call}")
     return torch.stack([term.reshape(()) for term in codebook_terms]).sum()
+
+
+def _total_norm(tensors: list[torch.Tensor | None]) -> torch.Tensor:
+    return nn.utils.get_total_norm([tensor for tensor in tensors if tensor is not None])
 
 
 def _added(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:

@@ -44,6 +44,12 @@ steps and every vector enters the reservoir, the EMA and the affine statistics o
 * ``"bypass"``: the gradient gap's unquantized pass (Huh eq. 14): phases 3-4, output = input, zero loss.
 * ``"zero_loss"``: phases 3-4, quantized output, zero loss (eq. 14 is about the task loss alone).
 
+The last three change no buffer, the sampler's included: a sampled assignment (``assignment``) in them draws from
+``sampling_rng`` without advancing it — from the seed the next state-updating pass will draw, plus one — so every
+such pass between two state-updating ones draws the same noise (other than the state-updating pass's), and the
+state-updating passes draw the same samples however many other passes ran (k inner steps, a diagnostic's passes,
+more on one rank than another).
+
 In evaluation mode every pass is phases 3-4 with the nearest code.  The quantizer's ``pre_norm`` BatchNorm,
 like every other BatchNorm of a model, updates its running moments on every forward pass in training mode.
 """
@@ -356,7 +362,7 @@ class VectorQuantizer(nn.Module):
         signal = self.codebook.clone() if updates_state else self.codebook
         codebook = self._comparison_space(self.effective_codebook(signal))
 
-        codes, sampled = self._assign(z_e, codebook, step)  # phase 3
+        codes, sampled = self._assign(z_e, codebook, step, updates_state)  # phase 3
         z_q = code_vectors(codebook, codes)  # (N, G, d), differentiable w.r.t. the codebook
 
         # Phase 4: output and losses.
@@ -449,17 +455,22 @@ class VectorQuantizer(nn.Module):
             return annealed_temperature(int(self.step) if step is None else step, **self.temperature)
         return float(self.temperature)
 
-    def _assign(self, z_e: torch.Tensor, codebook: torch.Tensor, step: int):
+    def _assign(self, z_e: torch.Tensor, codebook: torch.Tensor, step: int, updates_state: bool):
         """Phase 3: codes (N, G), and the Gumbel-softmax output (N, G, d) or None."""
         if self.training and self.assignment != "nearest":
-            return self.sample(z_e, codebook, self.current_temperature(step))
+            return self.sample(z_e, codebook, self.current_temperature(step), advance=updates_state)
         return self.assign(z_e.detach(), codebook.detach()), None
 
-    def sample(self, z_e: torch.Tensor, codebook: torch.Tensor, tau: float):
+    def sample(self, z_e: torch.Tensor, codebook: torch.Tensor, tau: float, advance: bool = True):
         """Training-time stochastic assignment: codes (N, G) and, for Gumbel-softmax, the differentiable output
-        (N, G, d).  The device generator is seeded from a buffered CPU generator, so resuming is exact."""
-        with self.sampling_rng.generator() as generator:
-            seed = int(torch.randint(2**62, (1,), generator=generator))
+        (N, G, d).  The device generator is seeded from a buffered CPU generator, so resuming is exact; without
+        ``advance`` that generator is left as it is and the seed is the one it would give, plus one (module
+        docstring)."""
+        if advance:
+            with self.sampling_rng.generator() as generator:
+                seed = int(torch.randint(2**62, (1,), generator=generator))
+        else:
+            seed = int(torch.randint(2**62, (1,), generator=self.sampling_rng.peek())) + 1
         device_generator = torch.Generator(device=z_e.device).manual_seed(seed)
         if self.assignment == "stochastic":
             codes = [stochastic_codes(z_e[:, g].detach(), codebook[g].detach(), tau, device_generator)

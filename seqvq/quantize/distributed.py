@@ -22,6 +22,13 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+def all_reduce_min(tensor: torch.Tensor) -> torch.Tensor:
+    """The minimum of ``tensor`` over ranks, in place, and return it."""
+    if is_distributed():
+        dist.all_reduce(tensor, op=dist.ReduceOp.MIN)
+    return tensor
+
+
 def differentiable_all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     """Sum over ranks with gradients flowing back to every rank's contribution (for BatchNorm moments)."""
     if is_distributed():

@@ -34,6 +34,11 @@ Codec options (SoundStream, Zeghidour et al. 2021; EnCodec, Défossez et al. 202
   (which now normalises projections, not residuals) work here; ``reestimate`` stays refused (during the
   pass-through warm-up the later stages would sample residuals of a stack that does not quantize).
 
+Randomness: stage ``i`` is built with ``seed + 1000 * i`` (``STAGE_SEED_STRIDE``), so stage 0 draws as a lone
+:class:`VectorQuantizer` with ``seed`` would, and no two stages share a generator (a quantizer seeds its own with
+``seed + 0`` to ``seed + 4``, the stack its quantizer dropout with ``seed + 5``): k-means++, dead-code replacement
+and sampling draw differently in every stage.
+
 Padding follows :class:`VectorQuantizer`: padded positions pass the input through, get code -1 at every stage,
 and touch no loss, statistic or codebook.  ``pre_norm=True`` normalises the input once, before the first stage
 (normalising each residual separately would make the stage outputs live in different spaces).
@@ -48,6 +53,8 @@ from .norm import MaskedBatchNorm
 from .precision import autocast_disabled
 from .rng import BufferedGenerator
 
+STAGE_SEED_STRIDE = 1000  # stage i is seeded with seed + STAGE_SEED_STRIDE * i (module docstring)
+
 
 class ResidualVectorQuantizer(nn.Module):
     """``num_quantizers`` :class:`VectorQuantizer` stages on successive residuals.
@@ -60,7 +67,8 @@ class ResidualVectorQuantizer(nn.Module):
         code_dim: DAC's low-dimensional l2-normalised code space with in/out projections (module docstring).
         pre_norm: masked BatchNorm on the input, once, before the first stage.
         channel_dim: where the channels are (-1 = channel-last).
-        **vq_kwargs: every other :class:`VectorQuantizer` option, applied to each stage.
+        **vq_kwargs: every other :class:`VectorQuantizer` option, applied to each stage (``seed`` offset per stage,
+            module docstring).
 
     Codes are ``(..., num_quantizers)`` (``(..., num_quantizers, G)`` with ``num_codebooks = G > 1``).
     Metrics: each stage's under ``"stage{i}/<name>"``, their mean under ``"<name>"``, and
@@ -83,12 +91,14 @@ class ResidualVectorQuantizer(nn.Module):
         self.norm = MaskedBatchNorm(dim) if pre_norm else None
         if code_dim is not None:
             vq_kwargs = {**vq_kwargs, "distance": "cosine"}
+        seed = vq_kwargs.pop("seed", 0)
         self.stages = nn.ModuleList(VectorQuantizer(code_dim or dim, size, pre_norm=False, channel_dim=-1,
-                                                    **vq_kwargs) for size in sizes)
+                                                    seed=seed + STAGE_SEED_STRIDE * index, **vq_kwargs)
+                                    for index, size in enumerate(sizes))
         self.project_in = (nn.ModuleList(nn.Linear(dim, code_dim) for _ in sizes) if code_dim is not None else None)
         self.project_out = (nn.ModuleList(nn.Linear(code_dim, dim) for _ in sizes) if code_dim is not None else None)
         if quantizer_dropout:
-            self.dropout_rng = BufferedGenerator(vq_kwargs.get("seed", 0) + 5)
+            self.dropout_rng = BufferedGenerator(seed + 5)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, lengths: torch.Tensor | None = None,
                 num_quantizers: int | None = None) -> QuantizedResult:

@@ -13,7 +13,9 @@ from torch import nn
 
 
 class BufferedGenerator(nn.Module):
-    """``with module.generator() as g:`` yields a CPU ``torch.Generator`` and stores its new state afterwards."""
+    """``with module.generator() as g:`` yields a CPU ``torch.Generator`` and stores its new state afterwards;
+    ``module.peek()`` yields one at the same state and stores nothing (its draws are those the next
+    ``generator()`` block will make)."""
 
     def __init__(self, seed: int = 0):
         super().__init__()
@@ -26,3 +28,6 @@ class BufferedGenerator(nn.Module):
         generator.set_state(self.state.detach().cpu())
         yield generator
         self.state.copy_(generator.get_state().to(self.state.device))
+
+    def peek(self) -> torch.Generator:
+        return torch.Generator().set_state(self.state.detach().cpu())

@@ -29,7 +29,9 @@ Contract
   checkpoint is never written from parameters or buffers that hold NaN/Inf). With ``skip_nonfinite`` such a
   batch is skipped instead: no update, the forward pass's in-place changes (BatchNorm moments, EMA codebooks,
   reservoirs, rewritten codes) undone from a copy of the model state taken before each step, counted in
-  ``skipped_nonfinite`` (logged and checkpointed).
+  ``skipped_nonfinite`` (logged and checkpointed). Under alternating optimization every optimizer step of the
+  training step (each inner codebook step, the task step) is checked before it is applied and the error names the
+  inner step; a stop or a skip leaves parameters and optimizer states as they were before the batch.
 * Checkpoints: ``exp_dir/checkpoints/step_NNNNNN.pt`` every ``checkpoint_every`` steps and at the end, plus
   ``last.pt``, written atomically; each carries the task's ``evaluation_state`` (see
   :class:`~seqvq.train.types.TaskBundle`). A trainer whose ``exp_dir`` holds ``last.pt`` resumes from it exactly: model,
@@ -61,6 +63,7 @@ from tqdm import tqdm
 import seqvq
 from seqvq.errors import UserError
 from seqvq.quantize import AlternatingOptimizer
+from seqvq.quantize.alternating import NonFiniteStep
 from seqvq.train.checkpoint import (atomic_save, checkpoint_path, prune_checkpoints, read_checkpoint,
                                     rng_state, set_rng_state)
 from seqvq.train.config import TrainConfig
@@ -134,10 +137,6 @@ class Trainer:
                  exp_dir: str | Path = "exp", run_config: dict | None = None, evaluation_state: dict | None = None):
         self.config, self.exp_dir, self.run_config = config, Path(exp_dir), run_config
         self.evaluation_state = evaluation_state or {}
-        if config.skip_nonfinite and (config.alternating_inner_steps or config.alternating_fused):
-            raise UserError("train.skip_nonfinite: cannot be combined with train.alternating_inner_steps / "
-                            "train.alternating_fused (the inner codebook steps are taken before the task loss is "
-                            "known); turn one of them off")
         if config.bucket_batches and getattr(train_dataset, "lengths", None) is None:
             raise UserError(f"train.bucket_batches: this task's training data ({type(train_dataset).__name__}) has "
                             f"no example lengths to bucket by; set train.bucket_batches=0")
@@ -156,7 +155,7 @@ class Trainer:
             self.alternating = AlternatingOptimizer(
                 self.model, self.optimizers[0], self.optimizers[1] if len(self.optimizers) > 1 else None,
                 inner_steps=max(1, config.alternating_inner_steps), fused=config.alternating_fused,
-                split=getattr(model, "split_batch", None), clip_grad_norm=config.clip_grad_norm)
+                split=getattr(model, "split_batch", None), clip_grad_norm=config.clip_grad_norm, check_finite=True)
         else:
             self.optimizers = [build_optimizer(config, groups)]
         self.optimizer = self.optimizers[0]
@@ -198,7 +197,13 @@ class Trainer:
         self.model.train()
         before = self._forward_state() if self.config.skip_nonfinite else None
         if self.alternating is not None:
-            result = self.alternating.step(batch, self._task_output, getattr(self.model, "codebook_loss", None))
+            try:  # each inner codebook step and the task step are checked before they are applied
+                result = self.alternating.step(batch, self._task_output, getattr(self.model, "codebook_loss", None))
+            except NonFiniteStep as nonfinite:  # no parameter or optimizer state kept anything of this step
+                if before is None:
+                    self._stop_nonfinite(self.step + 1, nonfinite.loss, nonfinite.grad_norm, nonfinite.where)
+                self._skip_batch(before)
+                return None
             out = result.output
             out.metrics = {**out.metrics, "inner_codebook_loss": result.inner_losses.mean()}
             if result.grad_norm is not None:
@@ -234,23 +239,23 @@ class Trainer:
         reservoirs, step counters) and may rewrite codes (re-estimation, replacement, k-means init)."""
         return {name: tensor.detach().clone() for name, tensor in self.model.state_dict().items()}
 
-    def _all_finite(self, loss: torch.Tensor, grad_norm: torch.Tensor | None) -> bool:
-        """Whether the loss (and the gradient norm) is finite on every rank: one device sync per step."""
-        finite = torch.isfinite(loss.detach()).all()
-        if grad_norm is not None:
-            finite = finite & torch.isfinite(grad_norm)
+    def _all_finite(self, loss: torch.Tensor, grad_norm: torch.Tensor) -> bool:
+        """Whether the loss and the gradient norm are finite on every rank: one device sync per step."""
+        finite = torch.isfinite(loss.detach()).all() & torch.isfinite(grad_norm)
         if self.world_size > 1:
             finite = finite.to(torch.int32)
             dist.all_reduce(finite, op=dist.ReduceOp.MIN)
         return bool(finite)
 
-    def _stop_nonfinite(self, step: int, loss: torch.Tensor, grad_norm: torch.Tensor | None) -> None:
+    def _stop_nonfinite(self, step: int, loss: torch.Tensor, grad_norm: torch.Tensor,
+                        inner_step: str | None = None) -> None:
         what = (f"the loss is {float(loss.detach()):g}" if not torch.isfinite(loss.detach()).all()
-                else f"the gradient norm is {float(grad_norm):g}" if grad_norm is not None
+                else f"the gradient norm is {float(grad_norm):g}" if not torch.isfinite(grad_norm)
                 else "a rank's loss or gradient is not finite")
+        where = f"step {step}" + (f" ({inner_step})" if inner_step else "")
         kept = (f"{self.last_path} (step {read_checkpoint(self.last_path)['step']}) is the last good checkpoint"
                 if self.last_path.is_file() else "no checkpoint was written")
-        raise UserError(f"step {step}: {what}; training stopped and {kept}; lower train.lr, set "
+        raise UserError(f"{where}: {what}; training stopped and {kept}; lower train.lr, set "
                         f"train.clip_grad_norm, check the input data, or set train.skip_nonfinite=true to skip "
                         f"such batches")
 
@@ -280,8 +285,6 @@ class Trainer:
                    disable=self.rank != 0 or not sys.stderr.isatty())
         while self.step < cfg.steps:
             out = self.train_step(next(batches))
-            if out is not None and self.alternating is not None and not self._all_finite(out.loss, None):
-                self._stop_nonfinite(self.step, out.loss, None)
             if out is not None:
                 weight = torch.as_tensor(out.weight, dtype=torch.float32, device=self.device)
                 for name, value in {"loss": out.loss, **out.metrics}.items():
