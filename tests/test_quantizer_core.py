@@ -274,26 +274,58 @@ def test_pre_norm_passes_padding_through_bit_for_bit(name, dtype):
     assert torch.equal(bits_of(norm(wide, mask)[~mask]), bits_of(wide[~mask]))
 
 
-@pytest.mark.parametrize("name", PRE_NORM_QUANTIZERS)
-def test_pre_norm_non_finite_padding_gives_the_gradients_of_zero_padding(name):
-    """-inf (the log energy of zero padding) and NaN at padded positions reach no gradient and no state."""
+# Every option that transforms the input (normalisation, code-space maps, cosine distance, gradient estimators,
+# projections) of every quantizer kind; padding must reach none of them.
+INPUT_TRANSFORMING_QUANTIZERS = {
+    **PRE_NORM_QUANTIZERS,
+    "vq_affine_learned": dict(kind="vq", codebook_size=16, affine="learned"),
+    "vq_affine_ema": dict(kind="vq", codebook_size=16, affine="ema", codebook_update="ema"),
+    "vq_linear_map": dict(kind="vq", codebook_size=16, affine={"mode": "linear"}),
+    "vq_cosine_2groups": dict(kind="vq", codebook_size=16, distance="cosine", num_codebooks=2),
+    "vq_rotation_trick_sync": dict(kind="vq", codebook_size=16, rotation_trick=True, sync_nu=0.5),
+    "vq_gumbel": dict(kind="vq", codebook_size=16, assignment="gumbel"),
+    "residual_affine_dropout": dict(kind="residual", codebook_size=16, num_quantizers=3, affine="learned",
+                                    quantizer_dropout=0.5),
+    "residual_code_dim": dict(kind="residual", codebook_size=16, num_quantizers=2, code_dim=3),
+    "residual_code_dim_pre_norm_rotation": dict(kind="residual", codebook_size=16, num_quantizers=2, code_dim=3,
+                                                pre_norm=True, rotation_trick=True),
+    "residual_code_dim_dropout_linear_map": dict(kind="residual", codebook_size=16, num_quantizers=3, code_dim=3,
+                                                 affine={"mode": "linear"}, quantizer_dropout=0.5),
+    "fsq_projected": dict(kind="fsq", levels=[8, 5, 5]),
+    "fsq_unprojected": dict(kind="fsq", levels=[3] * 6),
+    "bsq_projected_entropy": dict(kind="bsq", bits=5, entropy_regularizer={"weight": 0.5}),
+}
+
+
+@pytest.mark.parametrize("name", INPUT_TRANSFORMING_QUANTIZERS)
+def test_non_finite_padding_gives_the_outputs_and_gradients_of_zero_padding(name):
+    """-inf (the log energy of zero padding) and NaN at padded positions pass through bit for bit and reach no
+    valid output, gradient or state: everything is as with zero padding, and finite."""
     torch.manual_seed(0)
-    zero_padded = seqvq.build_quantizer(6, **PRE_NORM_QUANTIZERS[name])
+    zero_padded = seqvq.build_quantizer(6, **INPUT_TRANSFORMING_QUANTIZERS[name])
     bad_padded = copy.deepcopy(zero_padded)
     x, mask = padded_batch([5, 2, 7], 6, scale=3.0)
     inputs = [filled_padding(x, mask, 0.0).requires_grad_(),
               filled_padding(x, mask, -float("inf"), float("nan")).requires_grad_()]
-    for _ in range(3):
+    for mode in ("train", "train", "train", "eval"):
         results = []
         for quantizer, x_in in zip((zero_padded, bad_padded), inputs):
+            getattr(quantizer, mode)()
             quantizer.zero_grad()
             result = quantizer(x_in, mask=mask)
             (result.quantized[mask].pow(2).sum() + result.loss).backward()
             results.append(result)
+            assert torch.equal(bits_of(result.quantized[~mask]), bits_of(x_in[~mask])), mode
+            assert torch.isfinite(result.quantized[mask]).all() and torch.isfinite(result.loss), mode
+            assert torch.isfinite(x_in.grad).all(), mode
         assert torch.equal(results[0].quantized[mask], results[1].quantized[mask])
         assert torch.equal(results[0].codes, results[1].codes)
+        assert torch.equal(results[0].loss, results[1].loss)
+        for key, value in results[0].metrics.items():
+            assert torch.equal(torch.as_tensor(value), torch.as_tensor(results[1].metrics[key])), key
         assert torch.equal(inputs[0].grad, inputs[1].grad)
         for (key, a), b in zip(zero_padded.named_parameters(), bad_padded.parameters()):
+            assert (a.grad is None) == (b.grad is None), key
             if a.grad is not None:
                 assert torch.isfinite(b.grad).all(), key
                 assert torch.equal(a.grad, b.grad), key

@@ -40,7 +40,8 @@ Randomness: stage ``i`` is built with ``seed + 1000 * i`` (``STAGE_SEED_STRIDE``
 and sampling draw differently in every stage.
 
 Padding follows :class:`VectorQuantizer`: padded positions pass the input through, get code -1 at every stage,
-and touch no loss, statistic or codebook.  ``pre_norm=True`` normalises the input once, before the first stage
+and touch no loss, statistic, codebook or projection (they enter the stack as zeros, so -inf or NaN there reaches
+no gradient).  ``pre_norm=True`` normalises the input once, before the first stage
 (normalising each residual separately would make the stage outputs live in different spaces).
 """
 from __future__ import annotations
@@ -117,7 +118,11 @@ class ResidualVectorQuantizer(nn.Module):
         running = self._stages_to_run(num_quantizers)
         stages_per_example = self._stages_per_example(x_last, running)
 
-        residual, total = x_last, torch.zeros_like(x_last)
+        # Padded positions enter the stack as zeros: whatever they hold (-inf, NaN) meets no projection or residual
+        # arithmetic and reaches no gradient (0 x inf = NaN in a projection's weight gradient).  The stack still
+        # runs on the whole grid, so the projections' matmuls keep their shapes and the valid figures their bits.
+        stack_input = x_last if mask is None else x_last.masked_fill(~mask.unsqueeze(-1), 0.0)
+        residual, total = stack_input, torch.zeros_like(stack_input)
         loss, losses, metrics, codes = 0.0, {}, {}, []
         for index, stage in enumerate(self.stages[:running]):
             stage_mask, used = mask, None
@@ -143,11 +148,11 @@ class ResidualVectorQuantizer(nn.Module):
                 metrics[name] = metrics.get(name, 0.0) + value / running
         codes += [torch.full_like(codes[0], -1)] * (len(self.stages) - running)  # the stages not run
 
-        valid_x = x_last.reshape(-1, self.dim) if mask is None else x_last[mask]
+        valid_x = stack_input.reshape(-1, self.dim) if mask is None else stack_input[mask]
         valid_total = total.reshape(-1, self.dim) if mask is None else total[mask]
         metrics["residual_error"] = squared_error(valid_x.detach(), valid_total)
         if self.project_out is None:
-            quantized = x_last + (total - x_last).detach()  # one straight-through estimator on the sum
+            quantized = stack_input + (total - stack_input).detach()  # one straight-through estimator on the sum
         else:  # the stage outputs carry the gradients
             quantized = total
         if mask is not None:  # padded positions pass the input through, bit for bit (-inf - -inf would be NaN)
