@@ -1,6 +1,6 @@
 """Task registry: a run config's ``task:`` name -> the module implementing it, imported lazily.
 
-A task module provides ``CONFIG: seqvq.train.config.Section`` (the run-config keys it reads besides ``task``,
+A task module provides ``CONFIG: seqvq.options.Section`` (the run-config keys it reads besides ``task``,
 ``exp_dir`` and ``train``; every run config is checked against it before anything runs), ``build_task(config:
 dict) -> seqvq.train.TaskBundle`` (model, train dataset, collate function, evaluate callback, and the
 ``evaluation_state`` the checkpoint carries) and ``evaluate_cli(checkpoint: str, data: str, config: dict,
@@ -14,7 +14,7 @@ import importlib
 from types import ModuleType
 
 from seqvq.errors import UserError
-from seqvq.train.config import KindSection, Section
+from seqvq.options import KindSection, Section
 from seqvq.train.types import TaskBundle
 
 TASKS: dict[str, str] = {
