@@ -1,10 +1,16 @@
-"""Option schemas: :class:`Section`, the keys a mapping of options accepts and the types of their values, and
-:class:`KindSection`, a mapping whose ``kind`` picks its keys.
+"""Option schemas and typed options.
 
-The accepted keys are not listed by hand: :meth:`Section.of` reads them from the signature of the class or function
-the keys are passed to, or from the fields of a dataclass. A run config (``seqvq.train.config``) and the quantizer's
-options (``seqvq.quantize.build``) are both checked this way. This module imports nothing of seqvq but its errors, so
-every layer above may use it.
+:class:`Section` is the keys a mapping of options accepts and the types of their values; :class:`KindSection` a
+mapping whose ``kind`` picks its keys. The accepted keys are not listed by hand: :meth:`Section.of` reads them from
+the signature of the class or function the keys are passed to, or from the fields of a dataclass, and a key whose
+type is an options dataclass (``Options``, or e.g. ``Options | dict | None``) is a nested Section of that
+dataclass's fields. A run config (``seqvq.train.config``) and the quantizer's options (``seqvq.quantize.build``) are
+both checked this way.
+
+:func:`options_from` turns a mapping into its options dataclass where the code that takes it is called (e.g.
+``VectorQuantizer(reestimate={...})``), refusing unknown keys in one line.
+
+This module imports nothing of seqvq but its errors, so every layer above may use it.
 """
 from __future__ import annotations
 
@@ -37,22 +43,26 @@ class Section:
     @classmethod
     def of(cls, target, skip: tuple[str, ...] = (), **sections: "Section") -> "Section":
         """The keyword arguments of a class (its ``__init__``; a dataclass's fields) or a function, less ``skip``
-        (the arguments the code passes itself). ``sections`` describe keys whose value may be a mapping."""
+        (the arguments the code passes itself). ``sections`` describe keys whose value may be a mapping; a key
+        typed with an options dataclass gets that dataclass's Section unless ``sections`` gives one."""
         hints = _type_hints(target.__init__ if isinstance(target, type) else target)
         signature = inspect.signature(target)
-        fields, required, is_open = {}, set(), False
+        fields, nested, required, is_open = {}, {}, set(), False
         for name, parameter in signature.parameters.items():
             if parameter.kind is inspect.Parameter.VAR_KEYWORD:
                 is_open = True
             if name in skip or parameter.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
                 continue
             fields[name] = hints.get(name, typing.Any)
+            options_class = _options_class(fields[name])
+            if options_class is not None:
+                nested[name] = Section.of(options_class)
             if parameter.default is inspect.Parameter.empty and dataclasses.is_dataclass(target):
                 required.add(name)
         unknown = set(sections) - set(fields)
         if unknown:
             raise TypeError(f"{target.__qualname__} takes no {', '.join(sorted(unknown))}")
-        return cls(target.__qualname__, fields, dict(sections), frozenset(required), is_open)
+        return cls(target.__qualname__, fields, {**nested, **sections}, frozenset(required), is_open)
 
     @classmethod
     def keys(cls, source: str, **fields) -> "Section":
@@ -122,6 +132,42 @@ class KindSection(Section):
         return {"kind": kind, **checked} if "kind" in values else checked
 
 
+def options_from(options_class: type, value, name: str):
+    """``value`` as the frozen dataclass ``options_class``: an instance as it is; a mapping of its fields as an
+    instance (the fields it leaves out keep their defaults); None, or an empty mapping, as None (the option is off).
+    Anything else, an unknown key or a missing required one is a one-line ValueError naming the option ``name`` and
+    the keys it takes."""
+    if value is None or isinstance(value, options_class):
+        return value
+    known = [field.name for field in dataclasses.fields(options_class)]
+    if not isinstance(value, collections.abc.Mapping):
+        raise ValueError(f"{name} takes a mapping of {_quoted(known)} (or {options_class.__name__}); "
+                         f"got {_kind(value)}")
+    if not value:
+        return None
+    unknown = sorted(str(key) for key in value if key not in known)
+    if unknown:
+        raise ValueError(f"{name} takes {_quoted(known)}; got {unknown}")
+    missing = [field.name for field in dataclasses.fields(options_class) if field.name not in value
+               and field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ValueError(f"{name} needs {_quoted(missing)}; got {dict(value)}")
+    return options_class(**value)
+
+
+def _options_class(annotation) -> type | None:
+    """The options dataclass of an annotation: the dataclass itself, or the one dataclass of a union."""
+    union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+    members = typing.get_args(annotation) if union else (annotation,)
+    classes = [member for member in members if isinstance(member, type) and dataclasses.is_dataclass(member)]
+    return classes[0] if len(classes) == 1 else None
+
+
+def _quoted(names) -> str:
+    quoted = [repr(name) for name in names]
+    return quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} and {quoted[-1]}"
+
+
 def _type_hints(target) -> dict:
     try:
         return typing.get_type_hints(target)
@@ -147,14 +193,14 @@ def _kind(value) -> str:
 def _describe(annotation) -> str:
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
     if origin in (typing.Union, types.UnionType):
-        return " or ".join(_describe(arg) for arg in args)
+        return " or ".join(dict.fromkeys(_describe(arg) for arg in args))  # an options dataclass or dict: one mapping
     if annotation is type(None):
         return "null"
     if origin is typing.Literal:
         return " or ".join(repr(arg) for arg in args)
     if origin in (list, tuple, collections.abc.Sequence):
         return "a list"
-    if annotation in (dict,) or origin in (dict, collections.abc.Mapping):
+    if annotation in (dict,) or origin in (dict, collections.abc.Mapping) or _options_class(annotation):
         return "a mapping"
     names = {bool: "true/false", int: "an integer", float: "a number", str: "a string"}
     return names.get(annotation, getattr(annotation, "__name__", str(annotation)))
