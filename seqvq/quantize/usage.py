@@ -20,6 +20,7 @@ state-updating passes, so p̄ is the global batch's mean; other passes stay loca
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +28,20 @@ from torch.utils.checkpoint import checkpoint
 
 from .distance import DEFAULT_BLOCK_ELEMENTS
 from .distributed import all_reduce_sum, differentiable_all_reduce_sum
+
+
+@dataclass(frozen=True)
+class UsageRegularizerOptions:
+    """``VectorQuantizer(usage_regularizer=...)``: ``weight`` x KL(p̄ || U) is added to the loss, with p̄ the mean
+    of the soft assignments at ``temperature`` tau (the module docstring; Zhang et al. 2023)."""
+
+    weight: float = 0.1
+    temperature: float = 1.0
+
+    def __post_init__(self):
+        if self.temperature <= 0 or self.weight < 0:
+            raise ValueError(f"usage_regularizer needs temperature > 0 and weight >= 0; got weight={self.weight}, "
+                             f"temperature={self.temperature}")
 
 
 def _block_probability_sum(rows: torch.Tensor, codebook: torch.Tensor, temperature: float) -> torch.Tensor:

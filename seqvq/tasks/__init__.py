@@ -36,17 +36,12 @@ def get_task(name: str) -> ModuleType:
 
 def quantizer_section() -> KindSection:
     """The keys of a ``quantizer:`` mapping: by its ``kind`` (default ``vq``, see :func:`seqvq.build_quantizer`),
-    :class:`seqvq.VectorQuantizer`'s keyword arguments with the mappings it passes on to its remedies
-    (``reestimate``, ``affine``, ``temperature``), or those of the residual, FSQ and BSQ quantizers."""
+    :class:`seqvq.VectorQuantizer`'s keyword arguments with the fields of its remedies' options
+    (``reestimate``, ``affine``, ``usage_regularizer``, ``temperature``), or those of the residual, FSQ and BSQ
+    quantizers."""
     from seqvq.quantize import BinarySphericalQuantizer, FiniteScalarQuantizer, ResidualVectorQuantizer, VectorQuantizer
-    from seqvq.quantize.affine import AffineReparameterization
-    from seqvq.quantize.reestimation import DataDependentReestimation
-    from seqvq.quantize.stochastic import annealed_temperature
 
-    remedies = dict(reestimate=Section.of(DataDependentReestimation, skip=("dim", "seed")),
-                    affine=Section.of(AffineReparameterization, skip=("num_codebooks", "codebook_size", "dim")),
-                    temperature=Section.of(annealed_temperature, skip=("step",)))
-    vq = Section.of(VectorQuantizer, skip=("dim",), **remedies)
+    vq = Section.of(VectorQuantizer, skip=("dim",))  # the remedies' options dataclasses are nested sections
     # A residual stack passes every other option on to its VectorQuantizer stages (its **vq_kwargs).
     residual = dataclasses.replace(Section.of(ResidualVectorQuantizer, skip=("dim",)).merged(vq), open=False)
     return KindSection.of_kinds("vq", vq=vq, residual=residual,
