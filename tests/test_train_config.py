@@ -7,6 +7,7 @@ import pytest
 
 from seqvq import UserError
 from seqvq.options import Section
+from seqvq.quantize import quantizer_section
 from seqvq.train import TrainConfig, load_config
 from seqvq.train.config import check_run_config, load_config_layers, merge_layers
 
@@ -70,9 +71,6 @@ def test_layers_name_their_source(tmp_path):
 def test_quantizer_keys_are_checked_against_the_kind_the_config_names():
     """model.quantizer's keys follow its ``kind`` (seqvq.build_quantizer); a layer without a kind (an override)
     may use any kind's keys."""
-    from seqvq import UserError
-    from seqvq.tasks import quantizer_section
-
     section = quantizer_section()
     assert section.check({"kind": "fsq", "levels": [4, 4]}, "q") == {"kind": "fsq", "levels": [4, 4]}
     assert section.check({"codebook_size": 8, "reestimate": {"init_steps": 2}}, "q")["codebook_size"] == 8
@@ -83,3 +81,23 @@ def test_quantizer_keys_are_checked_against_the_kind_the_config_names():
                             ({"kind": "pq"}, "q.kind: unknown kind 'pq'")):
         with pytest.raises(UserError, match=message):
             section.check(values, "q")
+
+
+@pytest.mark.parametrize("kind", ["vq", "residual"])
+@pytest.mark.parametrize("option, values, message", [
+    ("usage_regularizer", {"wieght": 1.0}, "q.usage_regularizer.wieght: unknown key; did you mean "
+                                           "'q.usage_regularizer.weight'?"),
+    ("usage_regularizer", {"weight": "heavy"}, "q.usage_regularizer.weight: expected a number, got str 'heavy'"),
+    ("reestimate", {"every": 2, "reservoir": 8}, "did you mean 'q.reestimate.reservoir_size'?"),
+    ("affine", {"mode": "ema", "momentun": 0.3}, "did you mean 'q.affine.momentum'?"),
+    ("temperature", {"start": 1.0, "end": 0.5}, "q.temperature.decay_steps: missing"),
+    ("temperature", {"start": 1.0, "end": 0.5, "decay_step": 3}, "did you mean 'q.temperature.decay_steps'?"),
+])
+def test_every_remedy_option_of_the_quantizer_is_checked(kind, option, values, message):
+    """The nested keys come from the remedies' options dataclasses (seqvq.quantize), the same for a residual
+    stack's stages."""
+    section = quantizer_section()
+    config = {"kind": kind, "codebook_size": 8, **({"num_quantizers": 2} if kind == "residual" else {})}
+    assert section.check({**config, option: None if option != "temperature" else 0.5}, "q")[option] in (None, 0.5)
+    with pytest.raises(UserError, match=re.escape(message)):
+        section.check({**config, option: values}, "q")

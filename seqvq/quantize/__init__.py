@@ -2,7 +2,7 @@
 from .affine import AffineOptions, AffineReparameterization
 from .alternating import AlternatingOptimizer, split_batch
 from .bsq import BinarySphericalQuantizer
-from .build import build_quantizer
+from .build import build_quantizer, quantizer_section
 from .core import QuantizedResult, VectorQuantizer, perplexity, quantizer_passes
 from .diagnostics import (UsageTracker, codebook_divergence, gradient_gap, plot_usage_histogram,
                           quantizers_bypassed)
@@ -28,6 +28,6 @@ __all__ = [
     "TemperatureAnneal", "UsageRegularizerOptions", "UsageTracker", "VectorQuantizer",
     "annealed_temperature", "build_quantizer", "codebook_divergence", "codebook_parameters", "gradient_gap",
     "gumbel_softmax_quantize", "kl_to_uniform", "kmeans", "kmeans_plus_plus", "lloyd", "mean_soft_assignment",
-    "nearest_codes", "param_groups", "perplexity", "plot_usage_histogram", "quantizer_passes", "quantizers_bypassed",
-    "reset_optimizer_state", "rotation_trick", "split_batch", "stochastic_codes",
+    "nearest_codes", "param_groups", "perplexity", "plot_usage_histogram", "quantizer_passes", "quantizer_section",
+    "quantizers_bypassed", "reset_optimizer_state", "rotation_trick", "split_batch", "stochastic_codes",
 ]

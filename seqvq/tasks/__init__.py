@@ -9,12 +9,10 @@ files; ``use_polyak=False`` evaluates the live parameters of a run that kept a P
 """
 from __future__ import annotations
 
-import dataclasses
 import importlib
 from types import ModuleType
 
 from seqvq.errors import UserError
-from seqvq.options import KindSection, Section
 from seqvq.train.types import TaskBundle
 
 TASKS: dict[str, str] = {
@@ -34,19 +32,4 @@ def get_task(name: str) -> ModuleType:
     return importlib.import_module(TASKS[name])
 
 
-def quantizer_section() -> KindSection:
-    """The keys of a ``quantizer:`` mapping: by its ``kind`` (default ``vq``, see :func:`seqvq.build_quantizer`),
-    :class:`seqvq.VectorQuantizer`'s keyword arguments with the fields of its remedies' options
-    (``reestimate``, ``affine``, ``usage_regularizer``, ``temperature``), or those of the residual, FSQ and BSQ
-    quantizers."""
-    from seqvq.quantize import BinarySphericalQuantizer, FiniteScalarQuantizer, ResidualVectorQuantizer, VectorQuantizer
-
-    vq = Section.of(VectorQuantizer, skip=("dim",))  # the remedies' options dataclasses are nested sections
-    # A residual stack passes every other option on to its VectorQuantizer stages (its **vq_kwargs).
-    residual = dataclasses.replace(Section.of(ResidualVectorQuantizer, skip=("dim",)).merged(vq), open=False)
-    return KindSection.of_kinds("vq", vq=vq, residual=residual,
-                                fsq=Section.of(FiniteScalarQuantizer, skip=("dim",)),
-                                bsq=Section.of(BinarySphericalQuantizer, skip=("dim",)))
-
-
-__all__ = ["TASKS", "TaskBundle", "get_task", "quantizer_section"]
+__all__ = ["TASKS", "TaskBundle", "get_task"]

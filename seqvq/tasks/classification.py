@@ -35,7 +35,7 @@ from seqvq.models.quantized_classifier import QuantizedClassifier
 from seqvq.models.resnet import ResNet18
 from seqvq.models.vit import VisionTransformer
 from seqvq.options import Section
-from seqvq.tasks import quantizer_section
+from seqvq.quantize import quantizer_section
 from seqvq.train.types import StepOutput, TaskBundle
 
 ARCHITECTURES = {"resnet18": ResNet18, "alexnet": AlexNet, "vit_tiny": VisionTransformer}
