@@ -9,7 +9,7 @@ import torch
 import seqvq
 from seqvq.quantize import (AffineOptions, LinearCodebookMap, ReestimationOptions, TemperatureAnneal,
                             UsageRegularizerOptions, nearest_codes)
-from seqvq.quantize.core import perplexity
+from seqvq.quantize.core import PassKind, perplexity, quantizer_passes
 
 CORE_OPTIONS = [
     dict(distance=distance, codebook_update=update, pre_norm=pre_norm, num_codebooks=groups)
@@ -290,3 +290,19 @@ def test_a_bad_option_is_refused_in_one_line_naming_it(option, value, message):
     with pytest.raises(ValueError, match=re.escape(message)) as error:
         seqvq.VectorQuantizer(4, 8, **{option: value}, **extra)
     assert "\n" not in str(error.value)
+
+
+def test_the_pass_kind_is_an_enum_that_still_reads_as_its_string():
+    model = torch.nn.Sequential(seqvq.VectorQuantizer(4, 8))
+    quantizer = model[0]
+    assert quantizer.pass_kind is PassKind.STEP and quantizer.pass_kind == "step"
+    assert [kind.value for kind in PassKind] == ["step", "task_step", "codebook_fit", "bypass", "zero_loss"]
+    assert str(PassKind.TASK_STEP) == f"{PassKind.TASK_STEP}" == "task_step"
+    for kind in ("codebook_fit", PassKind.BYPASS):
+        with quantizer_passes(model, kind):
+            assert quantizer.pass_kind is PassKind(kind)
+    assert quantizer.pass_kind is PassKind.STEP
+    with pytest.raises(ValueError, match=re.escape("pass kind must be one of step, task_step, codebook_fit, bypass, "
+                                                   "zero_loss; got 'inner'")):
+        with quantizer_passes(model, "inner"):
+            pass

@@ -3,7 +3,7 @@ from .affine import AffineOptions, AffineReparameterization
 from .alternating import AlternatingOptimizer, split_batch
 from .bsq import BinarySphericalQuantizer
 from .build import build_quantizer, quantizer_section
-from .core import QuantizedResult, VectorQuantizer, perplexity, quantizer_passes
+from .core import PassKind, QuantizedResult, VectorQuantizer, perplexity, quantizer_passes
 from .diagnostics import (UsageTracker, codebook_divergence, gradient_gap, plot_usage_histogram,
                           quantizers_bypassed)
 from .distance import nearest_codes
@@ -24,7 +24,7 @@ from .usage import UsageRegularizerOptions, kl_to_uniform, mean_soft_assignment
 __all__ = [
     "AffineOptions", "AffineReparameterization", "AlternatingOptimizer", "BinarySphericalQuantizer",
     "DataDependentReestimation", "EMACodebookUpdate", "FiniteScalarQuantizer", "LRUReplacement", "LinearCodebookMap",
-    "MaskedBatchNorm", "QuantizedResult", "ReestimationOptions", "Reservoir", "ResidualVectorQuantizer",
+    "MaskedBatchNorm", "PassKind", "QuantizedResult", "ReestimationOptions", "Reservoir", "ResidualVectorQuantizer",
     "TemperatureAnneal", "UsageRegularizerOptions", "UsageTracker", "VectorQuantizer",
     "annealed_temperature", "build_quantizer", "codebook_divergence", "codebook_parameters", "gradient_gap",
     "gumbel_softmax_quantize", "kl_to_uniform", "kmeans", "kmeans_plus_plus", "lloyd", "mean_soft_assignment",

@@ -31,8 +31,8 @@ as 0) and no replacement; a step that rewrote the codebook by k-means (phase 2) 
 draws from this batch only (a reservoir may hold vectors from long ago, warm-up included); every rewrite
 restarts the rewritten codes' EMA statistics, LRU clocks and optimizer moments.
 
-Which phases run depends on the pass (``VectorQuantizer.pass_kind``, set for a whole model by
-:func:`quantizer_passes`): a training step has exactly one state-updating pass, so ``step`` counts optimizer
+Which phases run depends on the pass (``VectorQuantizer.pass_kind``, a :class:`PassKind`, set for a whole model
+by :func:`quantizer_passes`): a training step has exactly one state-updating pass, so ``step`` counts optimizer
 steps and every vector enters the reservoir, the EMA and the affine statistics once.
 
 * ``"step"`` (default): all six phases; ``loss`` is eq. 10.
@@ -50,6 +50,7 @@ like every other BatchNorm of a model, updates its running moments on every forw
 from __future__ import annotations
 
 import contextlib
+import enum
 import math
 from dataclasses import dataclass, field, replace
 
@@ -124,8 +125,21 @@ def channel_last_with_mask(x: torch.Tensor, dim: int, channel_dim: int, mask: to
     return x_last, None
 
 
-PASS_KINDS = ("step", "task_step", "codebook_fit", "bypass", "zero_loss")
-STATE_UPDATING_PASSES = ("step", "task_step")
+class PassKind(str, enum.Enum):
+    """What a forward pass of :class:`VectorQuantizer` does (the module docstring).  A ``str``: each kind equals
+    its name, ``PassKind.STEP == "step"``, so the names may be passed wherever a kind is taken."""
+
+    STEP = "step"
+    TASK_STEP = "task_step"
+    CODEBOOK_FIT = "codebook_fit"
+    BYPASS = "bypass"
+    ZERO_LOSS = "zero_loss"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+STATE_UPDATING_PASSES = (PassKind.STEP, PassKind.TASK_STEP)
 
 
 class VectorQuantizer(nn.Module):
@@ -225,7 +239,7 @@ class VectorQuantizer(nn.Module):
         self.low_precision_search, self.sync_nu = low_precision_search, sync_nu
         self.rotation_trick = rotation_trick
         self.usage_regularizer = usage_regularizer
-        self.pass_kind = "step"  # see the module docstring; set model-wide with quantizer_passes()
+        self.pass_kind = PassKind.STEP  # see the module docstring; set model-wide with quantizer_passes()
         self.codebook_terms: list[torch.Tensor] | None = None  # where quantizer_passes() collects them
 
         init = torch.randn(num_codebooks, codebook_size, self.code_dim) * (init_scale / math.sqrt(self.code_dim))
@@ -535,12 +549,15 @@ def _check_options(dim, num_codebooks, distance, codebook_update, assignment, be
 
 
 @contextlib.contextmanager
-def quantizer_passes(model: nn.Module, kind: str):
-    """Within the block every :class:`VectorQuantizer` in ``model`` runs passes of ``kind`` (module docstring)
-    and appends its codebook term (the unweighted d of eq. 10, 0 before M_init) of each pass to the list this
-    yields — the inner loss of alternating optimization (Huh eq. 17).  The previous kinds return afterwards."""
-    if kind not in PASS_KINDS:
-        raise ValueError(f"pass kind must be one of {', '.join(PASS_KINDS)}; got {kind!r}")
+def quantizer_passes(model: nn.Module, kind: PassKind | str):
+    """Within the block every :class:`VectorQuantizer` in ``model`` runs passes of ``kind`` (a :class:`PassKind`
+    or its name; module docstring) and appends its codebook term (the unweighted d of eq. 10, 0 before M_init) of
+    each pass to the list this yields — the inner loss of alternating optimization (Huh eq. 17).  The previous
+    kinds return afterwards."""
+    try:
+        kind = PassKind(kind)
+    except ValueError:
+        raise ValueError(f"pass kind must be one of {', '.join(PassKind)}; got {kind!r}") from None
     quantizers = [module for module in model.modules() if isinstance(module, VectorQuantizer)]
     previous = [(quantizer.pass_kind, quantizer.codebook_terms) for quantizer in quantizers]
     codebook_terms: list[torch.Tensor] = []
