@@ -27,7 +27,7 @@ from seqvq.errors import UserError
 
 @dataclass(frozen=True)
 class Section:
-    """The keys one mapping of a run config accepts.
+    """The keys one mapping of options (a run config, a part of one) accepts.
 
     ``fields``: key -> type annotation of its value; ``sections``: key -> the Section of its value when that
     value may be a mapping with keys of its own; ``required``: keys that must be present in a complete config;
