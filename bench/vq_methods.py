@@ -14,7 +14,7 @@ import time
 import torch
 
 import seqvq
-from seqvq.quantize.reestimation import DataDependentReestimation
+from seqvq.quantize.reestimation import DataDependentReestimation, ReestimationOptions
 
 METHODS = {
     "plain VQ": {},
@@ -34,7 +34,7 @@ METHODS = {
 
 
 def reestimation_seconds(codes: int, repeats: int) -> float:
-    module = DataDependentReestimation(64, reservoir_size=20480)
+    module = DataDependentReestimation(64, ReestimationOptions(reservoir_size=20480))
     module.reservoir.add(torch.randn(40000, 64))
     best = float("inf")
     for _ in range(repeats):

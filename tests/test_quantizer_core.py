@@ -1,13 +1,15 @@
 """Behaviour of the VectorQuantizer core: masking, exact search, EMA, straight-through, state."""
 import copy
 import itertools
+import re
 
 import pytest
 import torch
 
 import seqvq
-from seqvq.quantize import nearest_codes
-from seqvq.quantize.core import perplexity
+from seqvq.quantize import (AffineOptions, LinearCodebookMap, ReestimationOptions, TemperatureAnneal,
+                            UsageRegularizerOptions, nearest_codes)
+from seqvq.quantize.core import PassKind, perplexity, quantizer_passes
 
 CORE_OPTIONS = [
     dict(distance=distance, codebook_update=update, pre_norm=pre_norm, num_codebooks=groups)
@@ -332,3 +334,80 @@ def test_non_finite_padding_gives_the_outputs_and_gradients_of_zero_padding(name
         for (key, a), b in zip(zero_padded.state_dict().items(), bad_padded.state_dict().values()):
             assert torch.equal(a, b), key
         inputs[0].grad = inputs[1].grad = None
+
+
+# ---- typed options: each remedy's options are a frozen dataclass; a mapping (or a shorthand) is converted --------
+TYPED_OPTIONS = {
+    "reestimate": ({"init_steps": 2, "every": 1, "steps": 3, "reservoir_size": 64},
+                   ReestimationOptions(init_steps=2, every=1, steps=3, reservoir_size=64)),
+    "affine": ({"mode": "ema", "momentum": 0.3, "codes_per_group": 4}, AffineOptions("ema", momentum=0.3,
+                                                                                     codes_per_group=4)),
+    "usage_regularizer": ({"weight": 0.5}, UsageRegularizerOptions(weight=0.5)),
+    "temperature": ({"start": 2.0, "end": 0.5, "decay_steps": 4}, TemperatureAnneal(2.0, 0.5, 4)),
+}
+
+
+@pytest.mark.parametrize("option", TYPED_OPTIONS)
+def test_a_mapping_and_its_options_dataclass_build_the_same_quantizer(option):
+    mapping, typed = TYPED_OPTIONS[option]
+    extra = {"assignment": "stochastic"} if option == "temperature" else {}
+    runs = []
+    for value in (mapping, typed):
+        torch.manual_seed(0)
+        quantizer = seqvq.VectorQuantizer(4, 8, seed=3, **{option: value}, **extra)
+        x = torch.randn(3, 6, 4, generator=torch.Generator().manual_seed(1))
+        results = [quantizer(x) for _ in range(5)]
+        runs.append((quantizer.state_dict(), [(r.quantized, r.codes, r.loss) for r in results]))
+    torch.testing.assert_close(runs[0], runs[1], rtol=0, atol=0)
+
+
+def test_the_shorthands_and_the_off_values():
+    assert seqvq.VectorQuantizer(4, 8, affine="ema").affine.mode == "ema"
+    assert isinstance(seqvq.VectorQuantizer(4, 8, affine=AffineOptions(mode="linear")).affine, LinearCodebookMap)
+    assert seqvq.VectorQuantizer(4, 8, usage_regularizer={"weight": 0.5}).usage_regularizer == \
+        UsageRegularizerOptions(weight=0.5, temperature=1.0)
+    assert seqvq.VectorQuantizer(4, 8, temperature={"start": 2, "end": 1, "decay_steps": 4}).temperature == \
+        TemperatureAnneal(2.0, 1.0, 4)
+    assert seqvq.VectorQuantizer(4, 8, assignment="gumbel", temperature=0.5).current_temperature() == 0.5
+    for value in (None, {}):  # an empty mapping leaves a remedy off, as None does
+        plain = seqvq.VectorQuantizer(4, 8, reestimate=value, affine=value, usage_regularizer=value)
+        assert plain.reestimation is None and plain.affine is None and plain.usage_regularizer is None
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("reestimate", {"init_step": 2}, "reestimate takes 'init_steps', 'every', 'steps', 'reservoir_size', "
+                                     "'kmeans_iterations', 'steps_per_epoch' and 'restart_reservoir'; "
+                                     "got ['init_step']"),
+    ("affine", {"mode": "ema", "momentun": 0.3}, "affine takes 'mode', 'lr_scale', 'momentum', 'codes_per_group', "
+                                                "'eps' and 'max_ratio'; got ['momentun']"),
+    ("usage_regularizer", {"tau": 1.0}, "usage_regularizer takes 'weight' and 'temperature'; got ['tau']"),
+    ("temperature", {"start": 1.0, "end": 0.1, "steps": 5}, "temperature takes 'start', 'end' and 'decay_steps'; "
+                                                            "got ['steps']"),
+    ("temperature", {"start": 1.0, "end": 0.1}, "temperature needs 'decay_steps'"),
+    ("temperature", {"start": 0.0, "end": 0.1, "decay_steps": 5}, "start and end must be > 0"),
+    ("usage_regularizer", {"temperature": 0.0}, "usage_regularizer needs temperature > 0 and weight >= 0"),
+    ("affine", {"mode": "ema", "momentum": 0.0}, "affine momentum must be in (0, 1]"),
+    ("affine", {"mode": "ema", "max_ratio": 0.5}, "affine max_ratio must be >= 1"),
+    ("reestimate", 5, "reestimate takes a mapping of 'init_steps'"),
+])
+def test_a_bad_option_is_refused_in_one_line_naming_it(option, value, message):
+    extra = {"assignment": "stochastic"} if option == "temperature" else {}
+    with pytest.raises(ValueError, match=re.escape(message)) as error:
+        seqvq.VectorQuantizer(4, 8, **{option: value}, **extra)
+    assert "\n" not in str(error.value)
+
+
+def test_the_pass_kind_is_an_enum_that_still_reads_as_its_string():
+    model = torch.nn.Sequential(seqvq.VectorQuantizer(4, 8))
+    quantizer = model[0]
+    assert quantizer.pass_kind is PassKind.STEP and quantizer.pass_kind == "step"
+    assert [kind.value for kind in PassKind] == ["step", "task_step", "codebook_fit", "bypass", "zero_loss"]
+    assert str(PassKind.TASK_STEP) == f"{PassKind.TASK_STEP}" == "task_step"
+    for kind in ("codebook_fit", PassKind.BYPASS):
+        with quantizer_passes(model, kind):
+            assert quantizer.pass_kind is PassKind(kind)
+    assert quantizer.pass_kind is PassKind.STEP
+    with pytest.raises(ValueError, match=re.escape("pass kind must be one of step, task_step, codebook_fit, bypass, "
+                                                   "zero_loss; got 'inner'")):
+        with quantizer_passes(model, "inner"):
+            pass

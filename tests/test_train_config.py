@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 import pytest
 
 from seqvq import UserError
+from seqvq.options import Section
+from seqvq.quantize import quantizer_section
 from seqvq.train import TrainConfig, load_config
-from seqvq.train.config import Section, check_run_config, load_config_layers, merge_layers
+from seqvq.train.config import check_run_config, load_config_layers, merge_layers
 
 
 def write(path, text):
@@ -55,40 +56,6 @@ def test_train_config_from_dict():
         TrainConfig.from_dict({"steps": "many"})
 
 
-def test_a_section_takes_the_keys_and_types_of_what_reads_it():
-    def remedy(dim: int, steps: int = 3, scale: float = 1.0, mode: str = "a", names: list[str] | None = None):
-        return None
-
-    def layer(dim: int, size: int, *, remedy: dict | None = None, flag: bool = False, **rest):
-        return None
-
-    section = Section.of(layer, skip=("dim",), remedy=Section.of(remedy, skip=("dim",)))
-    assert set(section.fields) == {"size", "remedy", "flag"} and section.open  # **rest: other keys pass
-    checked = section.check({"size": 2.0, "remedy": {"scale": "1e-3", "steps": 4, "names": ["x"]}, "other": 1})
-    assert checked == {"size": 2, "remedy": {"scale": 0.001, "steps": 4, "names": ["x"]}, "other": 1}
-    assert section.check({"remedy": None}) == {"remedy": None}
-    for values, message in [({"remedy": {"step": 1}}, "m.remedy.step: unknown key; did you mean 'm.remedy.steps'?"),
-                            ({"remedy": {"dim": 1}}, "m.remedy.dim: unknown key; m.remedy takes mode, names, scale"),
-                            ({"size": 2.5}, "m.size: expected an integer, got float 2.5"),
-                            ({"flag": "yes"}, "m.flag: expected true/false, got str 'yes'"),
-                            ({"remedy": {"names": [1]}}, "m.remedy.names: expected a list or null, got list"),
-                            ({"remedy": "on"}, "m.remedy: expected a mapping or null, got str 'on'")]:
-        with pytest.raises(UserError, match=re.escape(message)):
-            section.check(values, "m")
-
-
-def test_required_keys_of_a_dataclass_section():
-    @dataclass
-    class Data:
-        train: str
-        dev: str | None = None
-
-    section = Section.of(Data)
-    assert section.check({"dev": None}, "data", complete=False) == {"dev": None}
-    with pytest.raises(UserError, match=re.escape("data.train: missing; set it in the config or as an override")):
-        section.check({"dev": "x"}, "data")
-
-
 def test_layers_name_their_source(tmp_path):
     write(tmp_path / "base.yaml", "task: toy\nmodel: {dim: 4}\n")
     child = write(tmp_path / "child.yaml", "base: base.yaml\nmodel: {dimm: 8}\n")
@@ -104,9 +71,6 @@ def test_layers_name_their_source(tmp_path):
 def test_quantizer_keys_are_checked_against_the_kind_the_config_names():
     """model.quantizer's keys follow its ``kind`` (seqvq.build_quantizer); a layer without a kind (an override)
     may use any kind's keys."""
-    from seqvq import UserError
-    from seqvq.tasks import quantizer_section
-
     section = quantizer_section()
     assert section.check({"kind": "fsq", "levels": [4, 4]}, "q") == {"kind": "fsq", "levels": [4, 4]}
     assert section.check({"codebook_size": 8, "reestimate": {"init_steps": 2}}, "q")["codebook_size"] == 8
@@ -117,3 +81,23 @@ def test_quantizer_keys_are_checked_against_the_kind_the_config_names():
                             ({"kind": "pq"}, "q.kind: unknown kind 'pq'")):
         with pytest.raises(UserError, match=message):
             section.check(values, "q")
+
+
+@pytest.mark.parametrize("kind", ["vq", "residual"])
+@pytest.mark.parametrize("option, values, message", [
+    ("usage_regularizer", {"wieght": 1.0}, "q.usage_regularizer.wieght: unknown key; did you mean "
+                                           "'q.usage_regularizer.weight'?"),
+    ("usage_regularizer", {"weight": "heavy"}, "q.usage_regularizer.weight: expected a number, got str 'heavy'"),
+    ("reestimate", {"every": 2, "reservoir": 8}, "did you mean 'q.reestimate.reservoir_size'?"),
+    ("affine", {"mode": "ema", "momentun": 0.3}, "did you mean 'q.affine.momentum'?"),
+    ("temperature", {"start": 1.0, "end": 0.5}, "q.temperature.decay_steps: missing"),
+    ("temperature", {"start": 1.0, "end": 0.5, "decay_step": 3}, "did you mean 'q.temperature.decay_steps'?"),
+])
+def test_every_remedy_option_of_the_quantizer_is_checked(kind, option, values, message):
+    """The nested keys come from the remedies' options dataclasses (seqvq.quantize), the same for a residual
+    stack's stages."""
+    section = quantizer_section()
+    config = {"kind": kind, "codebook_size": 8, **({"num_quantizers": 2} if kind == "residual" else {})}
+    assert section.check({**config, option: None if option != "temperature" else 0.5}, "q")[option] in (None, 0.5)
+    with pytest.raises(UserError, match=re.escape(message)):
+        section.check({**config, option: values}, "q")

@@ -128,6 +128,8 @@ def trained(corpus, tmp_path_factory):
      "model.quantizer.codebok_size: unknown key; did you mean 'model.quantizer.codebook_size'?"),
     ("model.quantizer.reestimate.init_step=4",
      "model.quantizer.reestimate.init_steps'?"),
+    ("model.quantizer.usage_regularizer.wieght=1",
+     "model.quantizer.usage_regularizer.wieght: unknown key; did you mean 'model.quantizer.usage_regularizer.weight'?"),
     ("model.rnn_hidden=many", "error: model.rnn_hidden=many: model.rnn_hidden: expected an integer, got str 'many'"),
     ("train.lr=fast", "train.lr: expected a number, got str 'fast'"),
     ("model.quantizer.pre_norm=3", "model.quantizer.pre_norm: expected true/false, got int 3"),

@@ -6,8 +6,8 @@ import torch
 from torch import nn
 
 import seqvq
+from seqvq.options import Section
 from seqvq.train import StepOutput, TaskBundle, load_checkpoint
-from seqvq.train.config import Section
 
 
 class ToyRegression(nn.Module):

@@ -1,9 +1,9 @@
 """The one quantizer and its methods, a file per method (see each file's docstring for the paper reference)."""
-from .affine import AffineReparameterization
+from .affine import AffineOptions, AffineReparameterization
 from .alternating import AlternatingOptimizer, split_batch
 from .bsq import BinarySphericalQuantizer
-from .build import build_quantizer
-from .core import QuantizedResult, VectorQuantizer, perplexity, quantizer_passes
+from .build import build_quantizer, quantizer_section
+from .core import PassKind, QuantizedResult, VectorQuantizer, perplexity, quantizer_passes
 from .diagnostics import (UsageTracker, codebook_divergence, gradient_gap, plot_usage_histogram,
                           quantizers_bypassed)
 from .distance import nearest_codes
@@ -13,20 +13,21 @@ from .kmeans import kmeans, kmeans_plus_plus, lloyd
 from .linear_map import LinearCodebookMap
 from .norm import MaskedBatchNorm
 from .optim import codebook_parameters, param_groups, reset_optimizer_state
-from .reestimation import DataDependentReestimation
+from .reestimation import DataDependentReestimation, ReestimationOptions
 from .replacement import LRUReplacement
 from .reservoir import Reservoir
 from .residual import ResidualVectorQuantizer
 from .rotation import rotation_trick
-from .stochastic import annealed_temperature, gumbel_softmax_quantize, stochastic_codes
-from .usage import kl_to_uniform, mean_soft_assignment
+from .stochastic import TemperatureAnneal, annealed_temperature, gumbel_softmax_quantize, stochastic_codes
+from .usage import UsageRegularizerOptions, kl_to_uniform, mean_soft_assignment
 
 __all__ = [
-    "AffineReparameterization", "AlternatingOptimizer", "BinarySphericalQuantizer", "DataDependentReestimation",
-    "EMACodebookUpdate", "FiniteScalarQuantizer", "LRUReplacement", "LinearCodebookMap", "MaskedBatchNorm",
-    "QuantizedResult", "Reservoir", "ResidualVectorQuantizer", "UsageTracker", "VectorQuantizer",
+    "AffineOptions", "AffineReparameterization", "AlternatingOptimizer", "BinarySphericalQuantizer",
+    "DataDependentReestimation", "EMACodebookUpdate", "FiniteScalarQuantizer", "LRUReplacement", "LinearCodebookMap",
+    "MaskedBatchNorm", "PassKind", "QuantizedResult", "ReestimationOptions", "Reservoir", "ResidualVectorQuantizer",
+    "TemperatureAnneal", "UsageRegularizerOptions", "UsageTracker", "VectorQuantizer",
     "annealed_temperature", "build_quantizer", "codebook_divergence", "codebook_parameters", "gradient_gap",
     "gumbel_softmax_quantize", "kl_to_uniform", "kmeans", "kmeans_plus_plus", "lloyd", "mean_soft_assignment",
-    "nearest_codes", "param_groups", "perplexity", "plot_usage_histogram", "quantizer_passes", "quantizers_bypassed",
-    "reset_optimizer_state", "rotation_trick", "split_batch", "stochastic_codes",
+    "nearest_codes", "param_groups", "perplexity", "plot_usage_histogram", "quantizer_passes", "quantizer_section",
+    "quantizers_bypassed", "reset_optimizer_state", "rotation_trick", "split_batch", "stochastic_codes",
 ]

@@ -19,30 +19,55 @@ codebook update all write the effective codes they intend.
 """
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
 from .distributed import all_reduce_sum
 
 
+@dataclass(frozen=True)
+class AffineOptions:
+    """The codebook's affine re-parameterization (``VectorQuantizer(affine=...)``; the module docstring): ``mode``
+    ``"learned"`` (Huh A.1, with the learning-rate scale ``lr_scale``) or ``"ema"`` (Huh A.12, with ``momentum``,
+    ``eps`` and the ratio clamp ``max_ratio``), shared by each codebook or by each group of ``codes_per_group``
+    codes; or ``"linear"``, SimVQ's learned linear map (:class:`~seqvq.quantize.linear_map.LinearCodebookMap`,
+    Zhu et al. 2024), which takes no other option."""
+
+    mode: str = "learned"
+    lr_scale: float = 1.0
+    momentum: float = 0.1
+    codes_per_group: int | None = None
+    eps: float = 1e-5
+    max_ratio: float = 1e3
+
+    def __post_init__(self):
+        if self.mode not in ("learned", "ema", "linear"):
+            raise ValueError(f"affine mode must be 'learned', 'ema' or 'linear', got {self.mode!r}")
+        others = [field.name for field in dataclasses.fields(self)
+                  if field.name != "mode" and getattr(self, field.name) != field.default]
+        if self.mode == "linear" and others:
+            raise ValueError(f"affine mode 'linear' (SimVQ) takes no other option; got {others}")
+        if not 0.0 < self.momentum <= 1.0:
+            raise ValueError(f"affine momentum must be in (0, 1], got {self.momentum}")
+        if self.max_ratio < 1.0:
+            raise ValueError(f"affine max_ratio must be >= 1, got {self.max_ratio}")
+
+
 class AffineReparameterization(nn.Module):
-    def __init__(self, num_codebooks: int, codebook_size: int, dim: int, mode: str = "learned",
-                 lr_scale: float = 1.0, momentum: float = 0.1, codes_per_group: int | None = None,
-                 eps: float = 1e-5, max_ratio: float = 1e3):
+    def __init__(self, num_codebooks: int, codebook_size: int, dim: int, options: AffineOptions = AffineOptions()):
         super().__init__()
-        if mode not in ("learned", "ema"):
-            raise ValueError(f"affine mode must be 'learned' or 'ema', got {mode!r}")
-        codes_per_group = codes_per_group or codebook_size
+        if options.mode not in ("learned", "ema"):
+            raise ValueError(f"affine mode must be 'learned' or 'ema', got {options.mode!r}")
+        codes_per_group = options.codes_per_group or codebook_size
         if codebook_size % codes_per_group:
             raise ValueError(f"codes_per_group={codes_per_group} does not divide codebook_size={codebook_size}")
-        if not 0.0 < momentum <= 1.0:
-            raise ValueError(f"affine momentum must be in (0, 1], got {momentum}")
-        if max_ratio < 1.0:
-            raise ValueError(f"affine max_ratio must be >= 1, got {max_ratio}")
-        self.mode, self.lr_scale, self.momentum, self.eps, self.max_ratio = mode, lr_scale, momentum, eps, max_ratio
-        self.codes_per_group = codes_per_group
+        self.mode, self.lr_scale, self.momentum = options.mode, options.lr_scale, options.momentum
+        self.eps, self.max_ratio, self.codes_per_group = options.eps, options.max_ratio, codes_per_group
         shape = (num_codebooks, codebook_size // codes_per_group, dim)
-        if mode == "learned":
+        if self.mode == "learned":
             self.scale = nn.Parameter(torch.zeros(shape))
             self.shift = nn.Parameter(torch.zeros(shape))
         else:

@@ -1,8 +1,12 @@
-"""One constructor for every quantizer kind, so a config can name its bottleneck: ``{"kind": "fsq", ...}``."""
+"""One constructor for every quantizer kind, so a config can name its bottleneck: ``{"kind": "fsq", ...}``, and
+the keys such a config accepts."""
 from __future__ import annotations
+
+import dataclasses
 
 from torch import nn
 
+from ..options import KindSection, Section
 from .bsq import BinarySphericalQuantizer
 from .core import VectorQuantizer
 from .fsq import FiniteScalarQuantizer
@@ -18,3 +22,16 @@ def build_quantizer(dim: int, kind: str = "vq", **options) -> nn.Module:
     if kind not in QUANTIZER_KINDS:
         raise ValueError(f"quantizer kind must be one of {', '.join(QUANTIZER_KINDS)}; got {kind!r}")
     return QUANTIZER_KINDS[kind](dim, **options)
+
+
+def quantizer_section() -> KindSection:
+    """The keys of a config's ``quantizer:`` mapping (the ``options`` of :func:`build_quantizer`), by its ``kind``
+    (default ``vq``): :class:`VectorQuantizer`'s keyword arguments, with the fields of its remedies' options
+    dataclasses as nested mappings (``reestimate``, ``affine``, ``usage_regularizer``, ``temperature``), or those
+    of the residual, FSQ and BSQ quantizers."""
+    vq = Section.of(VectorQuantizer, skip=("dim",))
+    # A residual stack passes every other option on to its VectorQuantizer stages (its **vq_kwargs).
+    residual = dataclasses.replace(Section.of(ResidualVectorQuantizer, skip=("dim",)).merged(vq), open=False)
+    return KindSection.of_kinds("vq", vq=vq, residual=residual,
+                                fsq=Section.of(FiniteScalarQuantizer, skip=("dim",)),
+                                bsq=Section.of(BinarySphericalQuantizer, skip=("dim",)))

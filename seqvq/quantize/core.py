@@ -31,8 +31,8 @@ as 0) and no replacement; a step that rewrote the codebook by k-means (phase 2) 
 draws from this batch only (a reservoir may hold vectors from long ago, warm-up included); every rewrite
 restarts the rewritten codes' EMA statistics, LRU clocks and optimizer moments.
 
-Which phases run depends on the pass (``VectorQuantizer.pass_kind``, set for a whole model by
-:func:`quantizer_passes`): a training step has exactly one state-updating pass, so ``step`` counts optimizer
+Which phases run depends on the pass (``VectorQuantizer.pass_kind``, a :class:`PassKind`, set for a whole model
+by :func:`quantizer_passes`): a training step has exactly one state-updating pass, so ``step`` counts optimizer
 steps and every vector enters the reservoir, the EMA and the affine statistics once.
 
 * ``"step"`` (default): all six phases; ``loss`` is eq. 10.
@@ -56,6 +56,7 @@ like every other BatchNorm of a model, updates its running moments on every forw
 from __future__ import annotations
 
 import contextlib
+import enum
 import math
 from dataclasses import dataclass, field, replace
 
@@ -63,7 +64,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .affine import AffineReparameterization
+from ..options import options_from
+from .affine import AffineOptions, AffineReparameterization
 from .distance import nearest_codes
 from .distributed import all_gather_rows, all_reduce_sum, broadcast
 from .ema import EMACodebookUpdate
@@ -72,12 +74,12 @@ from .kmeans import kmeans
 from .linear_map import LinearCodebookMap
 from .norm import MaskedBatchNorm
 from .precision import autocast_disabled
-from .reestimation import DataDependentReestimation
+from .reestimation import DataDependentReestimation, ReestimationOptions
 from .replacement import LRUReplacement
 from .rng import BufferedGenerator
 from .rotation import rotation_trick
-from .stochastic import annealed_temperature, gumbel_softmax_quantize, stochastic_codes
-from .usage import kl_to_uniform, mean_soft_assignment
+from .stochastic import TemperatureAnneal, gumbel_softmax_quantize, stochastic_codes
+from .usage import UsageRegularizerOptions, kl_to_uniform, mean_soft_assignment
 
 
 @dataclass
@@ -129,8 +131,21 @@ def channel_last_with_mask(x: torch.Tensor, dim: int, channel_dim: int, mask: to
     return x_last, None
 
 
-PASS_KINDS = ("step", "task_step", "codebook_fit", "bypass", "zero_loss")
-STATE_UPDATING_PASSES = ("step", "task_step")
+class PassKind(str, enum.Enum):
+    """What a forward pass of :class:`VectorQuantizer` does (the module docstring).  A ``str``: each kind equals
+    its name, ``PassKind.STEP == "step"``, so the names may be passed wherever a kind is taken."""
+
+    STEP = "step"
+    TASK_STEP = "task_step"
+    CODEBOOK_FIT = "codebook_fit"
+    BYPASS = "bypass"
+    ZERO_LOSS = "zero_loss"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+STATE_UPDATING_PASSES = (PassKind.STEP, PassKind.TASK_STEP)
 
 
 class VectorQuantizer(nn.Module):
@@ -151,19 +166,22 @@ class VectorQuantizer(nn.Module):
             BatchNorm-ed inputs (norm ~ sqrt(d)), which Łańcucki §III-A shows keeps many codes in use.
 
     Remedies for index collapse (each in its own file; all write codes through the affine map; the module
-    docstring gives the order they act in within a step).  A combination that cannot work is refused here:
-        affine: ``"learned"``, ``"ema"`` or a dict of :class:`AffineReparameterization` options
-            (``mode``, ``lr_scale``, ``momentum``, ``codes_per_group``) — Huh §4.1.  ``"learned"`` is trained by
-            the codebook gradient, so not with ``codebook_update="ema"``.  ``"linear"``: SimVQ's frozen basis x
-            learned d x d matrix (:class:`~seqvq.quantize.linear_map.LinearCodebookMap`); also gradient-trained.
+    docstring gives the order they act in within a step).  A remedy's options are a frozen dataclass defined next
+    to it, or a mapping of its fields (converted here; an unknown key is refused, naming the option); None or an
+    empty mapping leaves the remedy off.  A combination that cannot work is refused here:
+        affine: :class:`~seqvq.quantize.affine.AffineOptions` (``mode``, ``lr_scale``, ``momentum``,
+            ``codes_per_group``, ``eps``, ``max_ratio``), or its mode alone: ``"learned"`` or ``"ema"`` — Huh
+            §4.1.  ``"learned"`` is trained by the codebook gradient, so not with ``codebook_update="ema"``.
+            ``"linear"``: SimVQ's frozen basis x learned d x d matrix
+            (:class:`~seqvq.quantize.linear_map.LinearCodebookMap`); also gradient-trained.
         sync_nu: the synchronized commitment update; the codebook receives ``sync_nu`` x the task gradient at
             z_q (Huh §4.3, eq. 21).  0 is the ordinary straight-through estimator.  Needs a codebook gradient
             (not ``codebook_update="ema"``) and a straight-through output (not ``assignment="gumbel"``).
         kmeans_init: set the codebook by k-means++ on the first training batch (Huh App. A.7); not with
             ``reestimate``, whose schedule starts with the same k-means.
-        reestimate: dict of :class:`DataDependentReestimation` options (``init_steps``, ``every``, ``steps``,
-            ``reservoir_size``, ``kmeans_iterations``, ``steps_per_epoch``, ``restart_reservoir``) — Łańcucki
-            Algorithm 1.
+        reestimate: :class:`~seqvq.quantize.reestimation.ReestimationOptions` (``init_steps``, ``every``,
+            ``steps``, ``reservoir_size``, ``kmeans_iterations``, ``steps_per_epoch``, ``restart_reservoir``) —
+            Łańcucki Algorithm 1.
         replace_dead_after: LRU life span in steps; codes unused that long are replaced by random valid inputs of
             the batch — Huh §3.
         assignment: ``"nearest"`` (eq. 5), or the baselines of Huh Table 3 while training: ``"stochastic"``
@@ -175,11 +193,12 @@ class VectorQuantizer(nn.Module):
             added to the codebook's gradient as usual), the affine map (the rotation is onto the effective code)
             and ``assignment="stochastic"`` (the rotation is onto the sampled code, so a far sample rotates the
             gradient far); not with ``assignment="gumbel"``, whose output is not a straight-through one.
-        usage_regularizer: ``{"weight": w, "temperature": tau}`` (defaults 0.1 and 1.0): adds w x KL(mean soft
-            assignment || uniform) to ``loss`` while training, reported as ``losses["usage"]`` (Zhang et al.
-            2023; wav2vec 2.0's diversity loss).  Chunked, never N x K in memory; global under DDP.  With
-            ``codebook_update="ema"`` only the inputs receive its gradient.
-        temperature: tau of the stochastic assignments; a number, or ``{"start", "end", "decay_steps"}`` for the
+        usage_regularizer: :class:`~seqvq.quantize.usage.UsageRegularizerOptions` (``weight`` w,
+            ``temperature`` tau): adds w x KL(mean soft assignment || uniform) to ``loss`` while training, reported
+            as ``losses["usage"]`` (Zhang et al. 2023; wav2vec 2.0's diversity loss).  Chunked, never N x K in
+            memory; global under DDP.  With ``codebook_update="ema"`` only the inputs receive its gradient.
+        temperature: tau of the stochastic assignments; a number, or a
+            :class:`~seqvq.quantize.stochastic.TemperatureAnneal` (``start``, ``end``, ``decay_steps``) for the
             exponential anneal over training steps.
         seed: seeds the buffered generators (reservoir, k-means++, replacement, sampling).
     """
@@ -200,34 +219,37 @@ class VectorQuantizer(nn.Module):
         channel_dim: int = -1,
         low_precision_search: bool | str = "auto",
         init_scale: float = 1.0,
-        affine: str | dict | None = None,
+        affine: AffineOptions | str | dict | None = None,
         sync_nu: float = 0.0,
         kmeans_init: bool = False,
-        reestimate: dict | None = None,
+        reestimate: ReestimationOptions | dict | None = None,
         replace_dead_after: int | None = None,
         assignment: str = "nearest",
         rotation_trick: bool = False,
-        usage_regularizer: dict | None = None,
-        temperature: float | dict = 1.0,
+        usage_regularizer: UsageRegularizerOptions | dict | None = None,
+        temperature: float | TemperatureAnneal | dict = 1.0,
         seed: int = 0,
     ):
         super().__init__()
-        if isinstance(affine, str):
-            affine = {"mode": affine}
+        affine = options_from(AffineOptions, AffineOptions(affine) if isinstance(affine, str) else affine, "affine")
+        reestimate = options_from(ReestimationOptions, reestimate, "reestimate")
+        usage_regularizer = options_from(UsageRegularizerOptions, usage_regularizer, "usage_regularizer")
+        if not isinstance(temperature, (int, float)):
+            temperature = options_from(TemperatureAnneal, temperature, "temperature")
         _check_options(dim, num_codebooks, distance, codebook_update, assignment, beta, affine, sync_nu,
-                       kmeans_init, reestimate, rotation_trick, usage_regularizer)
+                       kmeans_init, reestimate, rotation_trick)
         self.dim, self.codebook_size, self.num_codebooks = dim, codebook_size, num_codebooks
         self.code_dim = dim // num_codebooks
         self.distance, self.alpha, self.beta = distance, alpha, beta
         self.codebook_update, self.channel_dim = codebook_update, channel_dim
         self.low_precision_search, self.sync_nu = low_precision_search, sync_nu
         self.rotation_trick = rotation_trick
-        self.usage_regularizer = {"weight": 0.1, "temperature": 1.0, **usage_regularizer} if usage_regularizer else None
-        self.pass_kind = "step"  # see the module docstring; set model-wide with quantizer_passes()
+        self.usage_regularizer = usage_regularizer
+        self.pass_kind = PassKind.STEP  # see the module docstring; set model-wide with quantizer_passes()
         self.codebook_terms: list[torch.Tensor] | None = None  # where quantizer_passes() collects them
 
         init = torch.randn(num_codebooks, codebook_size, self.code_dim) * (init_scale / math.sqrt(self.code_dim))
-        linear = bool(affine) and affine.get("mode") == "linear"
+        linear = affine is not None and affine.mode == "linear"
         # SimVQ's basis is frozen: the codebook gradient trains its linear map alone.
         self.codebook = nn.Parameter(init, requires_grad=codebook_update == "gradient" and not linear)
         self.norm = MaskedBatchNorm(dim) if pre_norm else None
@@ -236,9 +258,9 @@ class VectorQuantizer(nn.Module):
         if linear:
             self.affine = LinearCodebookMap(num_codebooks, self.code_dim)
         else:
-            self.affine = (AffineReparameterization(num_codebooks, codebook_size, self.code_dim, **affine)
-                           if affine else None)
-        self.reestimation = (DataDependentReestimation(dim, seed=seed, **reestimate) if reestimate else None)
+            self.affine = (AffineReparameterization(num_codebooks, codebook_size, self.code_dim, affine)
+                           if affine is not None else None)
+        self.reestimation = DataDependentReestimation(dim, reestimate, seed) if reestimate is not None else None
         self.replacement = (LRUReplacement(num_codebooks, codebook_size, replace_dead_after, seed=seed + 2)
                             if replace_dead_after else None)
         self.kmeans_init = kmeans_init
@@ -387,11 +409,11 @@ class VectorQuantizer(nn.Module):
                     quantized = quantized + self.sync_nu * (z_q - z_q.detach())  # Huh eq. 21
         losses = {"codebook": codebook_term, "commitment": commitment}
         if self.training and self.usage_regularizer is not None:
-            usage = kl_to_uniform(mean_soft_assignment(z_e, codebook, self.usage_regularizer["temperature"],
+            usage = kl_to_uniform(mean_soft_assignment(z_e, codebook, self.usage_regularizer.temperature,
                                                        reduce_over_ranks=updates_state))
             if passes_through:  # no codebook yet (kept in the graph for DDP)
                 usage = 0.0 * usage
-            loss = loss + self.usage_regularizer["weight"] * usage
+            loss = loss + self.usage_regularizer.weight * usage
             losses["usage"] = usage
         if self.codebook_terms is not None:
             self.codebook_terms.append(codebook_term)
@@ -451,8 +473,8 @@ class VectorQuantizer(nn.Module):
 
     def current_temperature(self, step: int | None = None) -> float:
         """tau at ``step`` (default the steps taken so far)."""
-        if isinstance(self.temperature, dict):
-            return annealed_temperature(int(self.step) if step is None else step, **self.temperature)
+        if isinstance(self.temperature, TemperatureAnneal):
+            return self.temperature.at(int(self.step) if step is None else step)
         return float(self.temperature)
 
     def _assign(self, z_e: torch.Tensor, codebook: torch.Tensor, step: int, updates_state: bool):
@@ -508,7 +530,7 @@ class VectorQuantizer(nn.Module):
 
 
 def _check_options(dim, num_codebooks, distance, codebook_update, assignment, beta, affine, sync_nu, kmeans_init,
-                   reestimate, rotation_trick, usage_regularizer) -> None:
+                   reestimate, rotation_trick) -> None:
     """Refuse bad values and the combinations that cannot work, naming both options."""
     if dim % num_codebooks:
         raise ValueError(f"dim={dim} is not divisible by num_codebooks={num_codebooks}")
@@ -526,35 +548,27 @@ def _check_options(dim, num_codebooks, distance, codebook_update, assignment, be
     if sync_nu and assignment == "gumbel":
         raise ValueError("sync_nu acts through the straight-through output (Huh eq. 21), which "
                          "assignment='gumbel' replaces by the Gumbel-softmax one; use one or the other")
-    if usage_regularizer:
-        unknown = set(usage_regularizer) - {"weight", "temperature"}
-        if unknown:
-            raise ValueError(f"usage_regularizer takes 'weight' and 'temperature'; got {sorted(unknown)}")
-        if usage_regularizer.get("temperature", 1.0) <= 0 or usage_regularizer.get("weight", 0.1) < 0:
-            raise ValueError(f"usage_regularizer needs temperature > 0 and weight >= 0; got {usage_regularizer}")
     if rotation_trick and assignment == "gumbel":
         raise ValueError("rotation_trick rotates the straight-through output (Fifty et al. 2024), which "
                          "assignment='gumbel' replaces by the Gumbel-softmax one; use one or the other")
-    if affine and affine.get("mode", "learned") not in ("learned", "ema", "linear"):
-        raise ValueError(f"affine mode must be 'learned', 'ema' or 'linear', got {affine['mode']!r}")
-    if affine and affine.get("mode") == "linear" and set(affine) != {"mode"}:
-        raise ValueError(f"affine mode 'linear' (SimVQ) takes no other option; got {sorted(set(affine) - {'mode'})}")
-    if affine and affine.get("mode", "learned") in ("learned", "linear") and codebook_update == "ema":
-        mode = affine.get("mode", "learned")
-        raise ValueError(f"affine='{mode}' is trained by the codebook gradient, which codebook_update='ema' does "
-                         "not take; use affine='ema' or codebook_update='gradient'")
-    if kmeans_init and reestimate:
+    if affine is not None and affine.mode in ("learned", "linear") and codebook_update == "ema":
+        raise ValueError(f"affine='{affine.mode}' is trained by the codebook gradient, which codebook_update='ema' "
+                         "does not take; use affine='ema' or codebook_update='gradient'")
+    if kmeans_init and reestimate is not None:
         raise ValueError("kmeans_init and reestimate both set the codebook by k-means (reestimate at step "
                          "init_steps); use one or the other")
 
 
 @contextlib.contextmanager
-def quantizer_passes(model: nn.Module, kind: str):
-    """Within the block every :class:`VectorQuantizer` in ``model`` runs passes of ``kind`` (module docstring)
-    and appends its codebook term (the unweighted d of eq. 10, 0 before M_init) of each pass to the list this
-    yields — the inner loss of alternating optimization (Huh eq. 17).  The previous kinds return afterwards."""
-    if kind not in PASS_KINDS:
-        raise ValueError(f"pass kind must be one of {', '.join(PASS_KINDS)}; got {kind!r}")
+def quantizer_passes(model: nn.Module, kind: PassKind | str):
+    """Within the block every :class:`VectorQuantizer` in ``model`` runs passes of ``kind`` (a :class:`PassKind`
+    or its name; module docstring) and appends its codebook term (the unweighted d of eq. 10, 0 before M_init) of
+    each pass to the list this yields — the inner loss of alternating optimization (Huh eq. 17).  The previous
+    kinds return afterwards."""
+    try:
+        kind = PassKind(kind)
+    except ValueError:
+        raise ValueError(f"pass kind must be one of {', '.join(PassKind)}; got {kind!r}") from None
     quantizers = [module for module in model.modules() if isinstance(module, VectorQuantizer)]
     previous = [(quantizer.pass_kind, quantizer.codebook_terms) for quantizer in quantizers]
     codebook_terms: list[torch.Tensor] = []

@@ -20,6 +20,8 @@ map, restarts the EMA statistics and LRU clocks and marks the codes for ``seqvq.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
@@ -28,15 +30,31 @@ from .reservoir import Reservoir
 from .rng import BufferedGenerator
 
 
+@dataclass(frozen=True)
+class ReestimationOptions:
+    """Łańcucki et al. 2020 Algorithm 1 (``VectorQuantizer(reestimate=...)``): pass the input through for
+    ``init_steps`` (M_init) steps, then k-means++ with ``kmeans_iterations`` Lloyd steps on a reservoir of
+    ``reservoir_size`` encoder outputs every ``every`` (r_reestim) steps while below ``init_steps + steps``
+    (M_init + M_reestim); the three counts in epochs when ``steps_per_epoch`` is given (DistSup);
+    ``restart_reservoir`` as in the module docstring."""
+
+    init_steps: int = 1000
+    every: int = 100
+    steps: int = 5000
+    reservoir_size: int = 20480
+    kmeans_iterations: int = 5
+    steps_per_epoch: int | None = None
+    restart_reservoir: bool = True
+
+
 class DataDependentReestimation(nn.Module):
-    def __init__(self, dim: int, init_steps: int = 1000, every: int = 100, steps: int = 5000,
-                 reservoir_size: int = 20480, kmeans_iterations: int = 5, steps_per_epoch: int | None = None,
-                 restart_reservoir: bool = True, seed: int = 0):
+    def __init__(self, dim: int, options: ReestimationOptions = ReestimationOptions(), seed: int = 0):
         super().__init__()
-        scale = steps_per_epoch or 1
-        self.init_steps, self.every, self.steps = init_steps * scale, max(1, every * scale), steps * scale
-        self.kmeans_iterations, self.restart_reservoir = kmeans_iterations, restart_reservoir
-        self.reservoir = Reservoir(reservoir_size, dim, seed=seed)
+        scale = options.steps_per_epoch or 1
+        self.init_steps, self.steps = options.init_steps * scale, options.steps * scale
+        self.every = max(1, options.every * scale)
+        self.kmeans_iterations, self.restart_reservoir = options.kmeans_iterations, options.restart_reservoir
+        self.reservoir = Reservoir(options.reservoir_size, dim, seed=seed)
         self.rng = BufferedGenerator(seed + 1)
 
     def passes_through(self, step: int) -> bool:

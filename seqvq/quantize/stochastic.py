@@ -5,12 +5,15 @@
   time, so the N x K distance matrix never exists in full.  ``tau -> 0`` is the nearest-code assignment.
 * :func:`gumbel_softmax_quantize` — Gumbel-softmax relaxation (Jang et al. 2017) with logits ``-||z_e - c_j||^2``:
   soft weights ``softmax((logits + g) / tau)`` over the codes, hard (straight-through) or soft output.
-* :func:`annealed_temperature` — the exponential temperature anneal both are trained with.
+* :func:`annealed_temperature` — the exponential temperature anneal both are trained with
+  (:class:`TemperatureAnneal`, ``VectorQuantizer(temperature=...)``).
 
 All work on already flattened valid vectors ``z_e`` (N, d) and one codebook (K, d).  A ``generator`` must live on
 the device of ``z_e``.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -87,3 +90,21 @@ def annealed_temperature(step: int, start: float, end: float, decay_steps: int) 
         return end
     progress = min(max(step, 0), decay_steps) / decay_steps
     return start * (end / start) ** progress
+
+
+@dataclass(frozen=True)
+class TemperatureAnneal:
+    """The temperature tau of the stochastic assignments (Huh eq. 12), annealed from ``start`` to ``end`` over
+    ``decay_steps`` training steps by the geometric decay Huh A.1 uses for SQ-VAE (:func:`annealed_temperature`)."""
+
+    start: float
+    end: float
+    decay_steps: int
+
+    def __post_init__(self):
+        if self.start <= 0 or self.end <= 0:
+            raise ValueError(f"temperature: start and end must be > 0, got {self.start}, {self.end}")
+
+    def at(self, step: int) -> float:
+        """tau at training step ``step``."""
+        return annealed_temperature(step, self.start, self.end, self.decay_steps)

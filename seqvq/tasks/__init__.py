@@ -1,6 +1,6 @@
 """Task registry: a run config's ``task:`` name -> the module implementing it, imported lazily.
 
-A task module provides ``CONFIG: seqvq.train.config.Section`` (the run-config keys it reads besides ``task``,
+A task module provides ``CONFIG: seqvq.options.Section`` (the run-config keys it reads besides ``task``,
 ``exp_dir`` and ``train``; every run config is checked against it before anything runs), ``build_task(config:
 dict) -> seqvq.train.TaskBundle`` (model, train dataset, collate function, evaluate callback, and the
 ``evaluation_state`` the checkpoint carries) and ``evaluate_cli(checkpoint: str, data: str, config: dict,
@@ -9,12 +9,10 @@ files; ``use_polyak=False`` evaluates the live parameters of a run that kept a P
 """
 from __future__ import annotations
 
-import dataclasses
 import importlib
 from types import ModuleType
 
 from seqvq.errors import UserError
-from seqvq.train.config import KindSection, Section
 from seqvq.train.types import TaskBundle
 
 TASKS: dict[str, str] = {
@@ -34,24 +32,4 @@ def get_task(name: str) -> ModuleType:
     return importlib.import_module(TASKS[name])
 
 
-def quantizer_section() -> KindSection:
-    """The keys of a ``quantizer:`` mapping: by its ``kind`` (default ``vq``, see :func:`seqvq.build_quantizer`),
-    :class:`seqvq.VectorQuantizer`'s keyword arguments with the mappings it passes on to its remedies
-    (``reestimate``, ``affine``, ``temperature``), or those of the residual, FSQ and BSQ quantizers."""
-    from seqvq.quantize import BinarySphericalQuantizer, FiniteScalarQuantizer, ResidualVectorQuantizer, VectorQuantizer
-    from seqvq.quantize.affine import AffineReparameterization
-    from seqvq.quantize.reestimation import DataDependentReestimation
-    from seqvq.quantize.stochastic import annealed_temperature
-
-    remedies = dict(reestimate=Section.of(DataDependentReestimation, skip=("dim", "seed")),
-                    affine=Section.of(AffineReparameterization, skip=("num_codebooks", "codebook_size", "dim")),
-                    temperature=Section.of(annealed_temperature, skip=("step",)))
-    vq = Section.of(VectorQuantizer, skip=("dim",), **remedies)
-    # A residual stack passes every other option on to its VectorQuantizer stages (its **vq_kwargs).
-    residual = dataclasses.replace(Section.of(ResidualVectorQuantizer, skip=("dim",)).merged(vq), open=False)
-    return KindSection.of_kinds("vq", vq=vq, residual=residual,
-                                fsq=Section.of(FiniteScalarQuantizer, skip=("dim",)),
-                                bsq=Section.of(BinarySphericalQuantizer, skip=("dim",)))
-
-
-__all__ = ["TASKS", "TaskBundle", "get_task", "quantizer_section"]
+__all__ = ["TASKS", "TaskBundle", "get_task"]

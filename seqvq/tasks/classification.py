@@ -34,8 +34,8 @@ from seqvq.models.alexnet import AlexNet
 from seqvq.models.quantized_classifier import QuantizedClassifier
 from seqvq.models.resnet import ResNet18
 from seqvq.models.vit import VisionTransformer
-from seqvq.tasks import quantizer_section
-from seqvq.train.config import Section
+from seqvq.options import Section
+from seqvq.quantize import quantizer_section
 from seqvq.train.types import StepOutput, TaskBundle
 
 ARCHITECTURES = {"resnet18": ResNet18, "alexnet": AlexNet, "vit_tiny": VisionTransformer}

@@ -33,9 +33,9 @@ from seqvq.metrics.bits import (bits_per_dim, code_perplexity, pixels_per_latent
                                 unigram_nelbo)
 from seqvq.models.handwriting_ae import HandwritingAutoencoder, LineEncoder
 from seqvq.models.pixelcnn import GatedPixelCNN
-from seqvq.tasks import quantizer_section
+from seqvq.options import Section
+from seqvq.quantize import quantizer_section
 from seqvq.tasks.handwriting_grid import save_reconstruction_grid
-from seqvq.train.config import Section
 from seqvq.train.logs import atomic_write_text
 from seqvq.train.types import StepOutput, TaskBundle
 

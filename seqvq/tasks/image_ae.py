@@ -23,8 +23,8 @@ from torch import nn
 
 from seqvq.data.cifar import CifarImages, ImageBatch, collate_images
 from seqvq.errors import UserError
-from seqvq.tasks import quantizer_section
-from seqvq.train.config import Section
+from seqvq.options import Section
+from seqvq.quantize import quantizer_section
 from seqvq.train.logs import atomic_write_text
 from seqvq.train.types import StepOutput, TaskBundle
 

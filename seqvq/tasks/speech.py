@@ -54,9 +54,8 @@ from seqvq.metrics.ctc import ctc_greedy_decode
 from seqvq.metrics.per import error_counts
 from seqvq.metrics.wer import character_error_counts, word_error_counts
 from seqvq.models.deepspeech2 import DeepSpeech2CTC
-from seqvq.quantize import perplexity
-from seqvq.tasks import quantizer_section
-from seqvq.train.config import Section
+from seqvq.options import Section
+from seqvq.quantize import perplexity, quantizer_section
 from seqvq.train.logs import atomic_write_text
 from seqvq.train.types import StepOutput, TaskBundle
 
