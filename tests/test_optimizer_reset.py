@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import seqvq
+from seqvq.train import StepOutput, Trainer, TrainConfig
 
 
 def _model():
@@ -247,3 +248,46 @@ def test_removing_the_handle_stops_the_resets():
     vq(torch.randn(1, 32, 4)).loss.backward()
     optimizer.step()
     assert vq.codebook in optimizer.state and int(vq.optimizer_synced_rewrites) < int(vq.rewrites)
+
+
+class _VQRegression(torch.nn.Module):
+    """A task for seqvq's Trainer: a linear encoder, the quantizer of ``_model`` and a loss on its output."""
+
+    def __init__(self):
+        super().__init__()
+        self.encoder, self.quantizer = _model()
+
+    def forward(self, batch) -> StepOutput:
+        out = self.quantizer(self.encoder(batch["x"]), lengths=batch["lengths"])
+        return StepOutput(loss=out.loss + out.quantized.pow(2).mean(), metrics={}, weight=len(batch["x"]))
+
+
+def _vq_items():
+    generator = torch.Generator().manual_seed(0)
+    return [{"x": torch.randn(5, 6, generator=generator), "length": int(torch.randint(1, 6, (), generator=generator))}
+            for _ in range(16)]
+
+
+def _vq_collate(items):
+    return {"x": torch.stack([item["x"] for item in items]),
+            "lengths": torch.tensor([item["length"] for item in items])}
+
+
+def test_trainer_steps_clear_the_moments_of_rewritten_codes(tmp_path):
+    config = TrainConfig(steps=14, batch_size=4, lr=1e-2, codebook_lr=1e-1, clip_grad_norm=1.0, checkpoint_every=14,
+                         eval_every=14, log_every=14, seed=3, device="cpu")
+    trainer = Trainer(_VQRegression(), config, _vq_items(), _vq_collate, exp_dir=tmp_path)
+    quantizer, synced, seen = trainer.model.quantizer, [0], []
+
+    def snapshot(optimizer, args, kwargs):  # runs after the trainer's reset: rows rewritten since the last step
+        rewritten = quantizer.code_rewritten_at > synced[0]
+        synced[0] = int(quantizer.rewrites)
+        state = optimizer.state.get(quantizer.codebook)
+        seen.append((rewritten, None if state is None else state["exp_avg"].clone()))
+
+    trainer.optimizer.register_step_pre_hook(snapshot)
+    trainer.fit()
+    wholly = [moments for rewritten, moments in seen[1:] if rewritten.all()]
+    partly = [moments[rewritten] for rewritten, moments in seen[1:] if rewritten.any() and not rewritten.all()]
+    assert len(wholly) == 3 and all(moments is None for moments in wholly)
+    assert partly and all((moments == 0).all() for moments in partly)
