@@ -56,8 +56,8 @@ def reset_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer) ->
     Stale Adam moments would otherwise push a freshly placed code along its predecessor's direction.  A codebook
     rewritten entirely loses its whole optimizer state (so Adam's bias correction restarts too).  Call it after
     ``backward()`` and before ``optimizer.step()`` (:func:`reset_optimizer_state_on_step` does so at every step);
-    the bookkeeping lives in the quantizers' buffers, so it survives checkpoints.  One optimizer per model: the
-    optimizer that holds the codebooks.
+    the bookkeeping lives in the quantizers' buffers, so it survives checkpoints.  It marks the codes as handled, so
+    call it for one optimizer per model: the one that holds the codebooks.
     """
     from .core import VectorQuantizer
 
@@ -86,8 +86,8 @@ def reset_optimizer_state_on_step(model: nn.Module, optimizer: torch.optim.Optim
     save its ``state_dict``), so nothing has to be forwarded.  The reset happens when a step is taken, so only at
     real steps: after the last backward pass of gradient accumulation, and not for a step ``scaler.step`` skips
     (the next step taken clears those codes).  When ``step`` gets a closure (L-BFGS, Lightning), the forward pass
-    runs inside the step, so the reset follows the closure.  Register it once per optimizer, after building it;
-    ``load_state_dict`` keeps it.
+    runs inside the step, so the reset follows the closure.  Register it on the optimizer that holds the codebooks,
+    once, after building it; ``load_state_dict`` keeps it.
     """
     def before_step(optimizer, args, kwargs):  # args[0] is the optimizer itself
         closure = kwargs.get("closure", args[1] if len(args) > 1 else None)
