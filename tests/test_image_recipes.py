@@ -94,3 +94,21 @@ def test_table3_trains_each_row_once_with_run_sh_and_a_seed_names_its_folder(tmp
     result = run(*command)  # evaluated rows are not retrained
     assert result.returncode == 0 and "table3.sh: vqvae_seed3 already evaluated" in result.stdout
     assert "stage 1" not in result.stdout
+
+
+def test_default_exp_of_a_data_set_is_keyed_by_its_full_path(tmp_path):
+    """Two data sets of the same name never share an experiment folder, in every image recipe."""
+    for parent in ("a", "b"):
+        (tmp_path / parent / "cifar-10-batches-py").mkdir(parents=True)
+        for split in ("train", "val"):
+            (tmp_path / parent / "digits" / split).mkdir(parents=True)
+    for recipe, name, suffix in (("cifar10", "cifar-10-batches-py", "_8x128"), ("vqvae", "cifar-10-batches-py", ""),
+                                 ("imagenet100", "digits", "/resnet18/all")):
+        exps = []
+        for parent in ("a", "b"):
+            result = run(f"recipes/{recipe}/run.sh", "--data", str(tmp_path / parent / name), "--print-exp")
+            assert result.returncode == 0, result.stderr
+            exps.append(result.stdout.strip())
+        assert exps[0] != exps[1], recipe
+        for exp in exps:
+            assert exp.startswith(f"{REPO}/exp/{recipe}/{name}_") and exp.endswith(suffix), exp

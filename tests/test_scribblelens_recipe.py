@@ -74,9 +74,13 @@ def test_run_sh_output_directory_per_corpus_and_errors(tmp_path):
     (tmp_path / "scribblelens.corpus.v1.2.zip").write_bytes(b"")
     repo = os.path.realpath(os.path.join(RECIPE, os.pardir, os.pardir))
     assert run_sh("--mini", "--print-exp").stdout.strip() == f"{repo}/exp/scribblelens/mini"
-    assert run_sh("--data", tmp_path / "lines", "--print-exp").stdout.strip() == f"{repo}/exp/scribblelens/lines"
-    assert run_sh("--data", tmp_path / "scribblelens.corpus.v1.2.zip", "--print-exp").stdout.strip() == \
-        f"{repo}/exp/scribblelens/full"
+    # a folder's or zip's experiments are keyed by its full path: folders of one name never share them
+    (tmp_path / "other" / "lines").mkdir(parents=True)
+    corpora = (tmp_path / "lines", tmp_path / "other" / "lines", tmp_path / "scribblelens.corpus.v1.2.zip")
+    keyed = [run_sh("--data", corpus, "--print-exp").stdout.strip() for corpus in corpora]
+    assert keyed[0] != keyed[1] and all(os.path.dirname(exp) == f"{repo}/exp/scribblelens" for exp in keyed)
+    assert [os.path.basename(exp).rsplit("_", 1)[0] for exp in keyed] == ["lines", "lines", "scribblelens.corpus.v1.2"]
+    assert all(len(os.path.basename(exp).rsplit("_", 1)[1]) == 8 for exp in keyed)
     for arguments, message in ((["--mini", "--config", "nope"], "no conf/nope.yaml; configs: bn "),
                                (["--data", tmp_path / "missing"], "no such file or folder"),
                                (["--mini", "--size", "huge"], "--size must be cpu or paper"),

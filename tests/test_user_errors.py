@@ -220,7 +220,7 @@ def test_missing_files(config_file, corpus, trained, tmp_path, capsys):
     cases = [
         (["train", tmp_path / "nope.yaml"], f"error: {tmp_path / 'nope.yaml'}: config file not found"),
         (["train", config_file(), f"data.cmvn={tmp_path / 'x.ark'}", "--exp-dir", exp],
-         f"error: {tmp_path / 'x.ark'}: CMVN statistics missing; run data_prep/compute_features.py"),
+         f"error: {tmp_path / 'x.ark'}: CMVN statistics missing; write them with data_prep/make_targets.py --cmvn"),
         (["train", config_file(), f"data.train={tmp_path / 'none'}", "--exp-dir", exp],
          f"error: {tmp_path / 'none'}: no such directory"),
         (["evaluate", tmp_path / "last.pt", corpus / "dev"], f"error: {tmp_path / 'last.pt'}: checkpoint not found"),
@@ -436,3 +436,23 @@ def test_a_checkpoint_is_never_written_from_nonfinite_state(tmp_path):
 def test_skip_nonfinite_with_alternating_is_refused(tmp_path):
     with pytest.raises(UserError, match="train.skip_nonfinite: cannot be combined with train.alternating"):
         flaky_trainer(tmp_path, FlakyRegression(), skip_nonfinite=True, alternating_inner_steps=2)
+
+
+# ---- a run resumed on other data ----------------------------------------------------------------------------------
+def test_resuming_on_changed_training_data_is_refused(corpus, config_file, tmp_path, capsys):
+    train = tmp_path / "train"
+    shutil.copytree(corpus / "train", train)
+    features = {utt: np.array(matrix) for utt, matrix in kaldiio.load_scp(str(train / "feats.scp")).items()}
+    kaldiio.save_ark(str(train / "feats.ark"), features, scp=str(train / "feats.scp"))  # this copy's own archive
+    exp = tmp_path / "exp"
+    config = config_file(data__train=str(train))
+    assert run_cli(capsys, "train", config, "--exp-dir", exp)[0] == 0
+    code, _, err = run_cli(capsys, "train", config, "train.steps=3", "--exp-dir", exp)  # the same data: resumes
+    assert code == 0, err
+    targets = (train / "phones.txt").read_text().splitlines()
+    (train / "phones.txt").write_text("\n".join(targets[1:]) + "\n")  # an utterance fewer
+    code, _, err = run_cli(capsys, "train", config, "train.steps=4", "--exp-dir", exp)
+    assert_one_line_error(code, err, f"error: {exp / 'checkpoints' / 'last.pt'}: trained (step 3) from other data: "
+                                     f"{train / 'phones.txt'} changed; rerun with the data it was trained on to "
+                                     f"resume it, or pass --force to start over")
+    assert read_checkpoint(exp / "checkpoints" / "last.pt")["step"] == 3

@@ -51,6 +51,25 @@ class KaldiDataDir:
     feats: dict[str, str] = field(default_factory=dict)
     sample_rate: int | None = None
 
+    def tables(self) -> list[Path]:
+        """The directory's table files that say what audio or features each utterance has."""
+        return [self.path / name for name in ("utt2spk", "wav.scp", "segments", "feats.scp")
+                if (self.path / name).is_file()]
+
+    def source_files(self) -> list[str]:
+        """The files the utterances' features come from: the archives of ``feats.scp`` when the directory has
+        one, else the audio files of ``wav.scp`` (for a pipe, each of its words that names a file)."""
+        entries = self.feats.values() if self.feats else self.wav.values()
+        files = set()
+        for entry in entries:
+            entry = entry.strip()
+            if entry.endswith("|"):
+                words = entry[:-1].split()
+            else:  # a file, or an ark offset (ARK:OFFSET)
+                words = [entry, entry.rsplit(":", 1)[0]]
+            files.update(word for word in words if os.path.isfile(word))
+        return sorted(files)
+
     def load_audio(self, utterance: str) -> tuple[np.ndarray, int]:
         """Return the utterance's waveform as float32 in [-1, 1] (first channel) and its sample rate."""
         segment = self.segments.get(utterance)

@@ -123,6 +123,10 @@ class FeatureArchive(Mapping):
             self.dim = matrix.shape[1]
         return matrix
 
+    def files(self) -> list[str]:
+        """The archives the entries point into."""
+        return sorted({entry.rsplit(":", 1)[0] for entry in self.entries.values()})
+
     def __iter__(self):
         return iter(self.entries)
 
@@ -135,10 +139,13 @@ def read_features(split_dir: str | Path, dim: int | None = None) -> FeatureArchi
     return FeatureArchive(Path(split_dir) / FEATS_SCP, dim)
 
 
-def compute_cmvn(features: Mapping[str, np.ndarray], deltas: bool) -> np.ndarray:
-    """Global CMVN statistics over every utterance of a (training) split, after optional deltas."""
+def compute_cmvn(features: Mapping[str, np.ndarray], deltas: bool, utterances=None) -> np.ndarray:
+    """Global CMVN statistics over every utterance of a (training) split, or those of it in ``utterances``, after
+    optional deltas."""
     def matrices():
         for utt in features:
+            if utterances is not None and utt not in utterances:
+                continue
             matrix = torch.from_numpy(np.array(features[utt], dtype=np.float32))
             yield (add_deltas(matrix) if deltas else matrix).numpy()
 
@@ -162,8 +169,8 @@ def load_cmvn(path: str | Path) -> GlobalCMVN:
     import kaldiio
 
     if not Path(path).is_file():
-        raise UserError(f"{path}: CMVN statistics missing; run data_prep/compute_features.py on the "
-                        f"training split first")
+        raise UserError(f"{path}: CMVN statistics missing; write them with data_prep/make_targets.py "
+                        f"--cmvn FILE (the recipe's stage 2)")
     try:
         return GlobalCMVN(kaldiio.load_mat(str(path)))
     except UserError as error:
@@ -186,11 +193,13 @@ def make_targets(data: KaldiDataDir, phone_file: str | Path | None = None, lexic
 
 
 def save_targets(targets: PhoneTargets, split_dir: str | Path) -> None:
-    """Write ``phones.txt`` and an ``oov_report.txt`` (the report plus every OOV word with its count)."""
+    """Write ``phones.txt`` and an ``oov_report.txt`` (the report, every dropped utterance, and every OOV word
+    with its count)."""
     split_dir = Path(split_dir)
     split_dir.mkdir(parents=True, exist_ok=True)
     write_phone_transcripts(targets.targets, split_dir / PHONES)
-    lines = [targets.report()] + [f"{word} {count}" for word, count in targets.oov_words.most_common()]
+    lines = [targets.report(), " ".join(["dropped utterances:", *targets.dropped_utterances])]
+    lines += [f"{word} {count}" for word, count in targets.oov_words.most_common()]
     temporary = split_dir / "oov_report.txt.tmp"
     temporary.write_text("\n".join(lines) + "\n")
     os.replace(temporary, split_dir / "oov_report.txt")

@@ -47,7 +47,7 @@ from torch import nn
 
 from seqvq.data.features import FbankOptions, GlobalCMVN, add_deltas
 from seqvq.data.kaldi import read_data_dir
-from seqvq.data.speech_corpus import FEATS_SCP, iter_fbank, load_cmvn, load_split, read_features
+from seqvq.data.speech_corpus import FEATS_SCP, PHONES, iter_fbank, load_cmvn, load_split, read_features
 from seqvq.data.units import TEXT, UnitInventory, normalize_transcript, read_transcripts
 from seqvq.errors import UserError
 from seqvq.metrics.ctc import ctc_greedy_decode
@@ -250,6 +250,19 @@ def load_unit_split(path: str | Path, inventory: UnitInventory, options: FbankOp
     return features, targets, references
 
 
+def split_files(path: str | Path, inventory: UnitInventory) -> list[str]:
+    """The files a split's utterances are read from, for ``inventory``'s units (as :func:`load_unit_split`
+    reads them): a prepared split's feats.scp, its archives and its targets; a raw Kaldi dir's tables,
+    transcripts and audio."""
+    path = Path(path)
+    targets = path / (PHONES if inventory.kind == "phones" else TEXT)
+    if (path / FEATS_SCP).exists() and targets.exists():
+        features = read_features(path)
+        return [str(features.path), *features.files(), str(targets)]
+    data = read_data_dir(path, require_text=False, check_audio=False)
+    return [*map(str, data.tables()), str(path / "text"), *data.source_files()]
+
+
 def _feature_dim(features: Mapping[str, np.ndarray], name: str) -> int:
     """Dimension of the stored features (before deltas), from the first utterance."""
     if not len(features):
@@ -339,9 +352,11 @@ def build_task(config: dict) -> TaskBundle:
         return {name: figures[name] for name in ("per", "cer", "wer", "code_perplexity", "codes_used")
                 if name in figures}
 
+    data_files = [*split_files(data.train, inventory), data.cmvn, *([data.units] if data.units else []),
+                  *(split_files(data.dev, inventory) if data.dev else [])]
     return TaskBundle(model=model, train_dataset=train_set, collate_fn=collate_speech,
                       evaluate=evaluate if dev_set is not None else None,
-                      evaluation_state=evaluation_state(cmvn, data.deltas, feature_dim))
+                      evaluation_state=evaluation_state(cmvn, data.deltas, feature_dim), data_files=data_files)
 
 
 def _saved_evaluation_state(checkpoint: dict, config: dict) -> dict:

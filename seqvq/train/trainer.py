@@ -32,9 +32,11 @@ Contract
   ``skipped_nonfinite`` (logged and checkpointed).
 * Checkpoints: ``exp_dir/checkpoints/step_NNNNNN.pt`` every ``checkpoint_every`` steps and at the end, plus
   ``last.pt``, written atomically; each carries the task's ``evaluation_state`` (see
-  :class:`~seqvq.train.types.TaskBundle`). A trainer whose ``exp_dir`` holds ``last.pt`` resumes from it exactly: model,
-  optimizer, schedule, Polyak shadow, step, epoch and position in the epoch, Python/numpy/torch RNG states
-  of every rank. Evaluate a checkpoint with :func:`seqvq.train.checkpoint.load_checkpoint`.
+  :class:`~seqvq.train.types.TaskBundle`), the run config and the ``data_fingerprint`` given (what ``seqvq train``
+  compares before resuming: :mod:`seqvq.train.resume`). A trainer whose ``exp_dir`` holds ``last.pt`` resumes from
+  it exactly: model, optimizer, schedule, Polyak shadow, step, epoch and position in the epoch, Python/numpy/torch
+  RNG states of every rank; with ``start_over`` it deletes that run's checkpoints and logs first. Evaluate a
+  checkpoint with :func:`seqvq.train.checkpoint.load_checkpoint`.
 * Logs: ``exp_dir/metrics.jsonl`` and ``metrics.csv``; PNGs from :func:`seqvq.train.logs.plot_metrics` at the end.
 * DDP: under ``torchrun`` (``WORLD_SIZE`` > 1) the process group is initialised (nccl on CUDA, gloo on CPU),
   the model is wrapped in ``DistributedDataParallel``, each rank reads its shard with ``batch_size`` items
@@ -47,6 +49,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import random
+import shutil
 import sys
 from pathlib import Path
 
@@ -131,9 +134,10 @@ class Trainer:
     """Trains a task model; see the module docstring for the contract."""
 
     def __init__(self, model: nn.Module, config: TrainConfig, train_dataset, collate_fn, evaluate=None,
-                 exp_dir: str | Path = "exp", run_config: dict | None = None, evaluation_state: dict | None = None):
+                 exp_dir: str | Path = "exp", run_config: dict | None = None, evaluation_state: dict | None = None,
+                 data_fingerprint: dict | None = None, start_over: bool = False):
         self.config, self.exp_dir, self.run_config = config, Path(exp_dir), run_config
-        self.evaluation_state = evaluation_state or {}
+        self.evaluation_state, self.data_fingerprint = evaluation_state or {}, data_fingerprint
         if config.skip_nonfinite and (config.alternating_inner_steps or config.alternating_fused):
             raise UserError("train.skip_nonfinite: cannot be combined with train.alternating_inner_steps / "
                             "train.alternating_fused (the inner codebook steps are taken before the task loss is "
@@ -172,6 +176,8 @@ class Trainer:
         self.step = self.epoch = self.batch_in_epoch = self.skipped_nonfinite = 0
         seed_everything(config.seed + self.rank)
         self.last_path = self.exp_dir / "checkpoints" / "last.pt"
+        if start_over:
+            self._start_over()
         if self.last_path.is_file():
             self._resume(read_checkpoint(self.last_path))
         self.log = MetricsLog(self.exp_dir, self.step) if self.rank == 0 else None
@@ -361,11 +367,25 @@ class Trainer:
             "polyak": self.polyak.state_dict() if self.polyak is not None else None,
             "rng": rng_states, "train_config": dataclasses.asdict(self.config), "config": self.run_config,
             "evaluation_state": self.evaluation_state, "skipped_nonfinite": self.skipped_nonfinite,
+            "data_fingerprint": self.data_fingerprint,
         }
         path = checkpoint_path(self.exp_dir, self.step)
         atomic_save(state, path)
         atomic_save(state, self.last_path)
         prune_checkpoints(path.parent, self.config.keep_checkpoints)
+
+    def _start_over(self) -> None:
+        """Delete the run in ``exp_dir`` (its checkpoints, logs and plots; rank 0) so that training starts at step 0."""
+        if self.rank == 0:
+            last = read_checkpoint(self.last_path)["step"] if self.last_path.is_file() else None
+            shutil.rmtree(self.exp_dir / "checkpoints", ignore_errors=True)
+            shutil.rmtree(self.exp_dir / "plots", ignore_errors=True)
+            for name in ("metrics.jsonl", "metrics.csv"):
+                (self.exp_dir / name).unlink(missing_ok=True)
+            print(f"{self.exp_dir}: starting over; deleted the previous run's checkpoints (last at step {last}) and "
+                  f"logs", file=sys.stderr)
+        if self.world_size > 1:
+            dist.barrier()
 
     def _resume(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
