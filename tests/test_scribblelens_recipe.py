@@ -63,10 +63,10 @@ def test_table2_prints_markdown(tmp_path):
     assert "vanilla" not in every_evaluated
 
 
-def run_sh(*arguments):
+def run_sh(*arguments, cwd=None):
     env = {**os.environ, "PYTHONPATH": os.path.join(RECIPE, os.pardir, os.pardir), "OMP_NUM_THREADS": "1"}
     return subprocess.run(["bash", os.path.join(RECIPE, "run.sh"), *map(str, arguments)], capture_output=True,
-                          text=True, env=env)
+                          text=True, env=env, cwd=cwd)
 
 
 def test_run_sh_output_directory_per_corpus_and_errors(tmp_path):
@@ -111,3 +111,11 @@ def test_run_sh_checks_a_folder_of_line_images_without_writing_into_it(tmp_path)
     assert result.returncode == 1
     assert result.stderr.strip() == f"error: {folder / 'line3.png'}: not a readable image " \
         f"(cannot identify image file '{folder / 'line3.png'}'); replace or remove the file"
+
+
+def test_relative_paths_are_the_callers(tmp_path):
+    (tmp_path / "lines").mkdir()
+    result = run_sh("--data", "lines", "--exp", "runs/mine", "--print-exp", cwd=tmp_path)
+    assert result.returncode == 0 and result.stdout == f"{tmp_path}/runs/mine\n", result.stderr
+    assert run_sh("--data", "./lines/", "--print-exp", cwd=tmp_path).stdout == \
+        run_sh("--data", tmp_path / "lines", "--print-exp").stdout

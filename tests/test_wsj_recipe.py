@@ -28,15 +28,17 @@ def test_bad_unit_and_config_options(tmp_path, arguments, message):
 
 
 @pytest.mark.parametrize("arguments, exp", [
-    (["--mini"], "exp/wsj_mini"),
-    (["--mini", "--train-utts", "2000"], "exp/wsj_mini"),
-    (["--mini", "--train-utts", "500"], "exp/wsj_mini_500utts"),  # never the 2,000-utterance corpus's folders
-    (["--mini", "--train-utts", "500", "--exp", "exp/mine"], "exp/mine"),
-    (["--mini", "--train-speakers", "2"], "exp/wsj_mini_2spk"),
-    (["--mini", "--train-utts", "500", "--train-speakers", "10"], "exp/wsj_mini_500utts"),
+    (["--mini"], "REPO/exp/wsj_mini"),
+    (["--mini", "--train-utts", "2000"], "REPO/exp/wsj_mini"),
+    (["--mini", "--train-utts", "500"], "REPO/exp/wsj_mini_500utts"),  # never the 2,000-utterance corpus's folders
+    (["--mini", "--train-utts", "500", "--exp", "exp/mine"], "CALLER/exp/mine"),
+    (["--mini", "--train-speakers", "2"], "REPO/exp/wsj_mini_2spk"),
+    (["--mini", "--train-utts", "500", "--train-speakers", "10"], "REPO/exp/wsj_mini_500utts"),
 ])
-def test_print_exp_follows_the_corpus_size(arguments, exp):
-    result = subprocess.run(["bash", str(RUN), *arguments, "--print-exp"], capture_output=True, text=True)
+def test_print_exp_follows_the_corpus_size(tmp_path, arguments, exp):
+    result = subprocess.run(["bash", str(RUN), *arguments, "--print-exp"], capture_output=True, text=True,
+                            cwd=tmp_path)
+    exp = exp.replace("REPO", str(RUN.parents[2])).replace("CALLER", str(tmp_path))
     assert result.returncode == 0 and result.stdout == exp + "\n" and not result.stderr
 
 
@@ -109,3 +111,17 @@ def test_changed_data_is_refused_in_one_line_and_force_rebuilds(tmp_path):
     stale = run_recipe(*prepare)
     assert stale.returncode == 1 and stale.stderr.count("\n") == 1, stale.stderr
     assert f"dev.text: {data / 'dev' / 'text'} changed; rerun with --force" in stale.stderr
+
+
+def test_relative_paths_are_the_callers(tmp_path):
+    """--data, --exp, --phones-dir and --lexicon relative to the directory run.sh is called from."""
+    kaldi_corpus(tmp_path / "corpus")
+    sets = ["--train-set", "train", "--dev-set", "dev", "--test-set", "test"]
+    result = run_recipe("--data", "corpus", *sets, "--exp", "runs/mine", "--print-exp", cwd=tmp_path)
+    assert result.returncode == 0 and result.stdout == f"{tmp_path}/runs/mine\n", result.stderr
+    result = run_recipe("--data", "./corpus/", *sets, "--print-exp", cwd=tmp_path)  # keyed by the absolute path
+    assert result.stdout.startswith(f"{RUN.parents[2]}/exp/wsj/corpus_"), result.stdout
+    assert result.stdout == run_recipe("--data", tmp_path / "corpus", *sets, "--print-exp").stdout
+    result = run_recipe("--data", "corpus", *sets, "--stop-stage", 0, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert f"{tmp_path}/corpus/train: 3 utterances, 1 speakers" in result.stdout

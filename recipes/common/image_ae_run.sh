@@ -45,18 +45,17 @@ if [ ! -f "$recipe/conf/$config.yaml" ]; then
 fi
 [[ $seed =~ ^[0-9]+$ ]] || { echo "error: run.sh: --seed must be a non-negative integer, got $seed" >&2; exit 1; }
 if [ "$mini" = 1 ] && [ -n "$corpus" ]; then echo "error: run.sh: give --data CIFAR or --mini, not both" >&2; exit 1; fi
+corpus=$(user_path "$corpus") exp=$(user_path "$exp")
 if [ "$mini" = 1 ]; then
   corpus=$repo/data/mini_images
   exp=${exp:-$repo/exp/$(basename "$recipe")/mini${bottlenecks:+_$bottleneck}}
 elif [ -n "$corpus" ]; then
   [ -e "$corpus" ] || { echo "error: run.sh: $corpus: no such file or folder (cifar-10-python.tar.gz)" >&2; exit 1; }
-  corpus=$(cd "$(dirname "$corpus")" && pwd)/$(basename "$corpus")
   exp=${exp:-$repo/exp/$(basename "$recipe")/$(data_key "$corpus")${bottlenecks:+_$bottleneck}}
 else
   echo "error: run.sh: give --mini (built set) or --data CIFAR (cifar-10-python.tar.gz or cifar-10-batches-py/)" >&2
   exit 1
 fi
-case "$exp" in /*) ;; *) exp=$PWD/$exp ;; esac
 if [ "$print_exp" = 1 ]; then echo "$exp"; exit 0; fi  # for table3.sh
 name=$config
 [ "$seed" = 0 ] || name=${config}_seed$seed

@@ -41,6 +41,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 if [ "$mini" = 1 ] && [ -n "$root" ]; then echo "run.sh: give --data DIR or --mini, not both" >&2; exit 1; fi
+root=$(user_path "$root") exp=$(user_path "$exp")
 conf=$recipe/conf/$model/$config.yaml
 [ -f "$conf" ] || { echo "run.sh: no config $conf (see conf/<model>/<config>.yaml)" >&2; exit 1; }
 if [ "$mini" = 1 ]; then
@@ -48,7 +49,6 @@ if [ "$mini" = 1 ]; then
   exp=${exp:-$repo/exp/imagenet100/mini/$model/$config}
 elif [ -n "$root" ]; then
   [ -d "$root/train" ] && [ -d "$root/val" ] || { echo "run.sh: $root needs train/<class>/ and val/<class>/ image folders" >&2; exit 1; }
-  root=$(cd "$root" && pwd)
   exp=${exp:-$repo/exp/imagenet100/$(data_key "$root")/$model/$config}
 else
   usage

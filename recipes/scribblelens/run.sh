@@ -49,6 +49,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 if [ "$mini" = 1 ] && [ -n "$corpus" ]; then echo "error: run.sh: give --data CORPUS or --mini, not both" >&2; exit 1; fi
+corpus=$(user_path "$corpus") exp=$(user_path "$exp")
 case "$seed" in ''|*[!0-9]*) echo "error: run.sh: --seed must be a non-negative integer" >&2; exit 1 ;; esac
 run=$row; [ "$seed" = 0 ] || run=${row}_seed$seed
 if [ ! -f "$recipe/conf/$row.yaml" ]; then
@@ -62,7 +63,6 @@ if [ "$mini" = 1 ]; then
 elif [ -n "$corpus" ]; then
   [ -e "$corpus" ] || { echo "error: run.sh: $corpus: no such file or folder (the ScribbleLens zip, OpenSLR 84, or a \
 folder of line images)" >&2; exit 1; }
-  corpus=$(cd "$(dirname "$corpus")" && pwd)/$(basename "$corpus")
   exp=${exp:-$repo/exp/scribblelens/$(data_key "$corpus")}
   if [ -f "$corpus" ] && [ "${corpus%.zip}" != "$corpus" ]; then size=${size:-paper}; else size=${size:-cpu}; fi
 else
@@ -70,7 +70,6 @@ else
   exit 1
 fi
 [ "$size" = cpu ] || [ "$size" = paper ] || { echo "error: run.sh: --size must be cpu or paper" >&2; exit 1; }
-case "$exp" in /*) ;; *) exp=$PWD/$exp ;; esac
 if [ "$print_exp" = 1 ]; then echo "$exp"; exit 0; fi  # for table2.sh
 
 # the row's overrides: the --size cpu lines that apply to it and its base: chain (conf/mini.overrides, read by

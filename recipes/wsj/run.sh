@@ -36,6 +36,7 @@
 #   --threads N (torch CPU threads for training; default: all cores),
 #   --seed N (train.seed; a seed other than 0 trains into EXP/CONFIG_seedN, so seeds of one row sit side by side),
 #   and anything after `--` is passed to `seqvq train` as dotted overrides (e.g. -- train.steps=200).
+# Paths (--data, --exp, --phones-dir, --lexicon) are relative to the directory run.sh is called from.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../common/runs.sh"
 
@@ -91,6 +92,8 @@ while [[ $# -gt 0 ]]; do
   esac
 done
 
+# paths the user gave are relative to the caller's directory; the recipe works in the repository's
+data=$(user_path "$data") exp=$(user_path "$exp") phones_dir=$(user_path "$phones_dir") lexicon=$(user_path "$lexicon")
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
@@ -125,7 +128,7 @@ if $mini; then
   # A built corpus of another size gets folders of its own, so the default corpus and its runs stay as they are.
   corpus=wsj_mini; [[ $train_utts == 2000 ]] || corpus=wsj_mini_${train_utts}utts
   [[ $train_speakers == 10 ]] || corpus=${corpus}_${train_speakers}spk
-  data=data/$corpus; train_set=train; dev_set=dev; test_set=test; exp=${exp:-exp/$corpus}
+  data=$root/data/$corpus; train_set=train; dev_set=dev; test_set=test; exp=${exp:-$root/exp/$corpus}
 else
   exp=${exp:-$root/exp/wsj/$(data_key "$data")}
 fi
