@@ -160,6 +160,12 @@ def main(argv: list[str] | None = None) -> None:
         message = " ".join(str(error).split())  # one line, whatever the message held
         print(f"error: {message}", file=sys.stderr)
         sys.exit(1)
+    except KeyboardInterrupt as interrupt:  # Ctrl-C: where the run stopped (seqvq.errors.Interrupted), no traceback
+        if debug_requested(args.debug):
+            raise
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(str(interrupt) or "interrupted", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

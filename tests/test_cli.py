@@ -104,3 +104,21 @@ def test_resuming_with_another_config_is_refused_and_force_starts_over(tmp_path,
     records = [json.loads(line) for line in (exp_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if r["split"] == "train"] == [2, 4, 6]
     assert torch.load(exp_dir / "checkpoints" / "last.pt", weights_only=True)["config"]["train"]["lr"] == 0.5
+
+
+def test_ctrl_c_prints_one_line_and_exits_130(tmp_path, capsys, monkeypatch):
+    from seqvq.train import Trainer
+
+    original_step = Trainer.train_step
+
+    def interrupt_at_step_3(self, batch):
+        if self.step == 3:
+            raise KeyboardInterrupt
+        return original_step(self, batch)
+
+    monkeypatch.setattr(Trainer, "train_step", interrupt_at_step_3)
+    exp_dir = tmp_path / "exp"
+    code, out, err = run_main(capsys, "train", toy_config(tmp_path), "--exp-dir", exp_dir)
+    assert code == 130 and not out
+    assert err == (f"interrupted at step 3 of 4; last checkpoint at step 2 ({exp_dir / 'checkpoints' / 'last.pt'}); "
+                   f"rerun the same command to resume\n")

@@ -34,6 +34,16 @@ def atomic_save(obj, path: str | Path) -> None:
         raise
 
 
+def remove_unfinished_saves(checkpoint_dir: str | Path) -> list[Path]:
+    """Delete the temporary files of saves that never finished (:func:`atomic_save` interrupted by a kill that
+    left no time to clean up, e.g. SIGKILL); returns them."""
+    checkpoint_dir = Path(checkpoint_dir)
+    unfinished = sorted(checkpoint_dir.glob(".*.tmp")) if checkpoint_dir.is_dir() else []
+    for path in unfinished:
+        path.unlink(missing_ok=True)
+    return unfinished
+
+
 def checkpoint_path(exp_dir: str | Path, step: int) -> Path:
     return Path(exp_dir) / "checkpoints" / f"step_{step:06d}.pt"
 

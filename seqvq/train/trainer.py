@@ -35,8 +35,11 @@ Contract
   :class:`~seqvq.train.types.TaskBundle`), the run config and the ``data_fingerprint`` given (what ``seqvq train``
   compares before resuming: :mod:`seqvq.train.resume`). A trainer whose ``exp_dir`` holds ``last.pt`` resumes from
   it exactly: model, optimizer, schedule, Polyak shadow, step, epoch and position in the epoch, Python/numpy/torch
-  RNG states of every rank; with ``start_over`` it deletes that run's checkpoints and logs first. Evaluate a
-  checkpoint with :func:`seqvq.train.checkpoint.load_checkpoint`.
+  RNG states of every rank, and says so on stderr ("resuming from step M", or "already trained" when ``last.pt``
+  is at ``steps``); with ``start_over`` it deletes that run's checkpoints and logs first. The temporary file of a
+  save that a killed run never finished is deleted on the next start. Ctrl-C during ``fit()`` raises
+  :class:`seqvq.errors.Interrupted` naming the step reached and the last checkpoint. Evaluate a checkpoint with
+  :func:`seqvq.train.checkpoint.load_checkpoint`.
 * Logs: ``exp_dir/metrics.jsonl`` and ``metrics.csv``; PNGs from :func:`seqvq.train.logs.plot_metrics` at the end.
 * DDP: under ``torchrun`` (``WORLD_SIZE`` > 1) the process group is initialised (nccl on CUDA, gloo on CPU),
   the model is wrapped in ``DistributedDataParallel``, each rank reads its shard with ``batch_size`` items
@@ -62,10 +65,10 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 import seqvq
-from seqvq.errors import UserError
+from seqvq.errors import Interrupted, UserError
 from seqvq.quantize import AlternatingOptimizer
 from seqvq.train.checkpoint import (atomic_save, checkpoint_path, prune_checkpoints, read_checkpoint,
-                                    rng_state, set_rng_state)
+                                    remove_unfinished_saves, rng_state, set_rng_state)
 from seqvq.train.config import TrainConfig
 from seqvq.train.data import EpochBatchSampler, SeededCollate, SeededItems
 from seqvq.train.logs import MetricsLog, plot_metrics
@@ -176,6 +179,12 @@ class Trainer:
         self.step = self.epoch = self.batch_in_epoch = self.skipped_nonfinite = 0
         seed_everything(config.seed + self.rank)
         self.last_path = self.exp_dir / "checkpoints" / "last.pt"
+        self.saved_step: int | None = None  # the step of last.pt
+        if self.rank == 0:
+            unfinished = remove_unfinished_saves(self.last_path.parent)
+            if unfinished:
+                print(f"{self.last_path.parent}: removed {len(unfinished)} unfinished checkpoint file(s) a killed "
+                      f"run left behind ({', '.join(path.name for path in unfinished)})", file=sys.stderr)
         if start_over:
             self._start_over()
         if self.last_path.is_file():
@@ -278,7 +287,19 @@ class Trainer:
         return out
 
     def fit(self) -> dict[str, float]:
-        """Train to ``config.steps``; returns the last evaluation's figures (empty without ``evaluate``)."""
+        """Train to ``config.steps``; returns the last evaluation's figures (empty without ``evaluate``). Ctrl-C
+        stops it with :class:`~seqvq.errors.Interrupted`, whose message says where and how to resume."""
+        try:
+            return self._fit()
+        except KeyboardInterrupt:
+            if self.rank == 0 and sys.stderr.isatty():
+                print(file=sys.stderr)  # past the progress bar's line
+            kept = (f"last checkpoint at step {self.saved_step} ({self.last_path}); rerun the same command to resume"
+                    if self.saved_step is not None else "no checkpoint yet; rerun the same command to start again")
+            raise Interrupted(f"interrupted at step {self.step} of {self.config.steps}; {kept}") from None
+
+    def _fit(self) -> dict[str, float]:
+        """The training loop of :meth:`fit`."""
         cfg, dev_figures = self.config, {}
         sums: dict[str, torch.Tensor] = {}
         batches = self._batches()
@@ -372,6 +393,7 @@ class Trainer:
         path = checkpoint_path(self.exp_dir, self.step)
         atomic_save(state, path)
         atomic_save(state, self.last_path)
+        self.saved_step = self.step
         prune_checkpoints(path.parent, self.config.keep_checkpoints)
 
     def _start_over(self) -> None:
@@ -400,3 +422,9 @@ class Trainer:
         self.skipped_nonfinite = state.get("skipped_nonfinite", 0)
         rng = state["rng"]
         set_rng_state(rng[self.rank] if len(rng) == self.world_size else rng[0])
+        self.saved_step = self.step
+        if self.rank == 0:
+            where = f"step {self.step} of {self.config.steps}"
+            print(f"{self.exp_dir}: already trained ({where}, {self.last_path}); raise train.steps to train on"
+                  if self.step >= self.config.steps else f"{self.exp_dir}: resuming from {where} ({self.last_path})",
+                  file=sys.stderr)
