@@ -39,6 +39,7 @@ def _train(args) -> None:
     from seqvq.train.config import check_run_config, load_config_layers, merge_layers
     from seqvq.train.logs import atomic_write_text
     from seqvq.train.resume import data_conflict, data_fingerprint, settings_conflict
+    from seqvq.train.warmup import quantized_figure, warn_if_never_quantized
 
     layers = load_config_layers(args.config, args.overrides)
     config = merge_layers(layers)
@@ -74,6 +75,7 @@ def _train(args) -> None:
                             f"and logs are deleted)")
         start_over = conflict is not None
     if int(os.environ.get("RANK", "0")) == 0:
+        warn_if_never_quantized(bundle.model, train_config.steps)
         exp_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(exp_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
     trainer = Trainer(bundle.model, train_config, bundle.train_dataset, bundle.collate_fn, bundle.evaluate,
@@ -81,7 +83,7 @@ def _train(args) -> None:
                       data_fingerprint=data, start_over=start_over)
     figures = trainer.fit()
     if trainer.rank == 0 and figures:
-        print(json.dumps({"step": trainer.step, **figures}))
+        print(json.dumps({"step": trainer.step, **figures, **quantized_figure(trainer.model)}))
     if dist.is_initialized():
         dist.destroy_process_group()
 

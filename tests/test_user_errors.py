@@ -456,3 +456,24 @@ def test_resuming_on_changed_training_data_is_refused(corpus, config_file, tmp_p
                                      f"{train / 'phones.txt'} changed; rerun with the data it was trained on to "
                                      f"resume it, or pass --force to start over")
     assert read_checkpoint(exp / "checkpoints" / "last.pt")["step"] == 3
+
+
+# ---- a run shorter than the quantizer's warm-up -------------------------------------------------------------------
+def test_a_run_inside_the_pass_through_warm_up_is_warned_and_its_figures_marked(config_file, corpus, tmp_path,
+                                                                                 capsys):
+    exp = tmp_path / "exp"
+    code, out, err = run_cli(capsys, "train", config_file(), "model.quantizer.reestimate.init_steps=3",
+                             "--exp-dir", exp)
+    assert code == 0, err
+    assert err.splitlines()[0] == (
+        "warning: train.steps=2 ends inside the quantizer's pass-through warm-up (model.quantizer: its first 2 steps, "
+        "reestimate.init_steps=3): it never quantizes, and its code perplexity and codes used count the codes of a "
+        "codebook nothing used; set train.steps above 2 or lower reestimate.init_steps")
+    assert json.loads(out.splitlines()[-1])["quantized"] is False
+    code, out, err = run_cli(capsys, "evaluate", exp / "checkpoints" / "last.pt", corpus / "dev", "--out", tmp_path / "o")
+    assert code == 0, err
+    assert json.loads((tmp_path / "o" / "figures.json").read_text())["quantized"] is False
+    # quantized from step 2 on: no warning, and the figures say so
+    code, out, err = run_cli(capsys, "train", config_file(), "model.quantizer.reestimate.init_steps=2",
+                             "--exp-dir", tmp_path / "exp2")
+    assert code == 0 and "warning" not in err and json.loads(out.splitlines()[-1])["quantized"] is True

@@ -125,3 +125,20 @@ def test_relative_paths_are_the_callers(tmp_path):
     result = run_recipe("--data", "corpus", *sets, "--stop-stage", 0, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert f"{tmp_path}/corpus/train: 3 utterances, 1 speakers" in result.stdout
+
+
+def test_a_run_shorter_than_the_warm_up_says_it_never_quantized_and_a_rerun_is_already_trained(tmp_path):
+    """The default row quantizes from step 500 (reestimate.init_steps: 2 epochs of 250 steps)."""
+    data = kaldi_corpus(tmp_path / "data")
+    run = ["--data", data, "--train-set", "train", "--dev-set", "dev", "--test-set", "test", "--exp", tmp_path / "exp",
+           "--stage", 1, "--threads", 1, "--", "train.steps=2", "train.batch_size=2", "train.eval_every=2",
+           "train.checkpoint_every=2", "model.rnn_hidden=8", "model.rnn_layers=1", "model.mixer_dim=8"]
+    first = run_recipe(*run)
+    assert first.returncode == 0, first.stderr
+    assert "warning: train.steps=2 ends inside the quantizer's pass-through warm-up" in first.stderr
+    lines = [line for line in first.stdout.splitlines() if line.startswith("bn_reestimation_codebook_lr (")]
+    assert len(lines) == 2 and all("| pass-through: never quantized |" in line for line in lines), first.stdout
+    assert all("code perplexity" not in line for line in lines)
+    again = run_recipe(*run)
+    assert again.returncode == 0, again.stderr
+    assert f"{tmp_path / 'exp' / 'bn_reestimation_codebook_lr'}: already trained (step 2 of 2" in again.stderr

@@ -110,8 +110,10 @@ if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
   python - "$exp/$run/eval/metrics.json" "$run" <<'PY'
 import json, sys
 m = json.load(open(sys.argv[1]))
-print(f"{sys.argv[2]} (test, {m['lines']:.0f} lines): Rec. BPD {m['bpd']:.3f} | perplexity {m['perplexity']:.1f} | "
-      f"codes used {m['codes_used']:.0f} | uniform NELBO {m['uniform_nelbo']:.3f} | unigram NELBO "
-      f"{m['unigram_nelbo']:.3f} bits | reconstructions: {sys.argv[1].replace('metrics.json', 'reconstructions.png')}")
+codes = ("pass-through: never quantized" if m.get("quantized") is False
+         else f"perplexity {m['perplexity']:.1f} | codes used {m['codes_used']:.0f}")
+print(f"{sys.argv[2]} (test, {m['lines']:.0f} lines): Rec. BPD {m['bpd']:.3f} | {codes} | uniform NELBO "
+      f"{m['uniform_nelbo']:.3f} | unigram NELBO {m['unigram_nelbo']:.3f} bits | reconstructions: "
+      f"{sys.argv[1].replace('metrics.json', 'reconstructions.png')}")
 PY
 fi

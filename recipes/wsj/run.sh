@@ -35,7 +35,9 @@
 #   WSJ's verbalized punctuation, else CMUdict; phones only),
 #   --threads N (torch CPU threads for training; default: all cores),
 #   --seed N (train.seed; a seed other than 0 trains into EXP/CONFIG_seedN, so seeds of one row sit side by side),
-#   and anything after `--` is passed to `seqvq train` as dotted overrides (e.g. -- train.steps=200).
+#   and anything after `--` is passed to `seqvq train` as dotted overrides (e.g. -- train.steps=1000; the default
+#   row passes its input through for its first 499 steps, so a run of 499 steps or fewer never quantizes: seqvq
+#   train warns, and the figures say "pass-through: never quantized").
 # Paths (--data, --exp, --phones-dir, --lexicon) are relative to the directory run.sh is called from.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../common/runs.sh"
@@ -202,8 +204,9 @@ if [[ $stage -le 4 && $stop_stage -ge 4 ]]; then
 import json, sys
 f = json.load(open(sys.argv[1]))
 rates = f"PER {f['per']:.1f}%" if "per" in f else f"CER {f['cer']:.1f}% | WER {f['wer']:.1f}%"
-extra = (f" | code perplexity {f['code_perplexity']:.1f} | codes used {f['codes_used']}"
-         if "code_perplexity" in f else " | no bottleneck")
+extra = (" | no bottleneck" if "code_perplexity" not in f
+         else " | pass-through: never quantized" if f.get("quantized") is False
+         else f" | code perplexity {f['code_perplexity']:.1f} | codes used {f['codes_used']}")
 print(f"{sys.argv[2]} ({sys.argv[3]}, step {f['step']}): {rates}{extra} | hypotheses: "
       f"{sys.argv[1].replace('figures.json', 'hyp.txt')}")
 EOF

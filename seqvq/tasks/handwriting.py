@@ -38,6 +38,7 @@ from seqvq.tasks.handwriting_grid import save_reconstruction_grid
 from seqvq.train.config import Section
 from seqvq.train.logs import atomic_write_text
 from seqvq.train.types import StepOutput, TaskBundle
+from seqvq.train.warmup import quantized_figure
 
 
 @dataclass
@@ -217,7 +218,7 @@ def evaluate_cli(checkpoint: str, data: str, config: dict, out_dir: str | Path |
     model.to(device).eval()
     options = _section(config, "eval", HandwritingEval)
     lines = _split(config, "test_split", corpus=data)
-    figures = evaluate_lines(model, lines, options.batch_size, options.max_lines)
+    figures = {**evaluate_lines(model, lines, options.batch_size, options.max_lines), **quantized_figure(model)}
     out_dir = Path(out_dir) if out_dir is not None else evaluation_dir(checkpoint, data)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_reconstructions(model, lines, str(out_dir), options.grid_lines, options.seed, options.temperature)

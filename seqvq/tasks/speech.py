@@ -25,7 +25,9 @@ The unit model is stored in the model's ``unit_model`` buffer, so every checkpoi
 Evaluation (during training on ``data.dev``, and ``seqvq evaluate CHECKPOINT DATA``): greedy CTC decoding, the
 error rate of the unit -- corpus PER = (S + D + I) / N for phones; CER and WER on the normalized transcripts for
 characters and subwords (words rebuilt from the units) -- code perplexity 2^H over all valid frames, the number of
-codes used, and a hypothesis file with one ``utt PH PH ...`` (phones) or ``utt word word ...`` line per utterance.
+codes used, whether the bottleneck quantizes (``quantized``: false for a run that ended inside the quantizer's
+pass-through warm-up, :mod:`seqvq.train.warmup`), and a hypothesis file with one ``utt PH PH ...`` (phones) or
+``utt word word ...`` line per utterance.
 
 A checkpoint carries what evaluation needs besides the weights: the unit model (above) and
 (:func:`evaluation_state`) the CMVN statistics themselves and the feature settings (deltas, the fbank options used
@@ -59,6 +61,7 @@ from seqvq.tasks import quantizer_section
 from seqvq.train.config import Section
 from seqvq.train.logs import atomic_write_text
 from seqvq.train.types import StepOutput, TaskBundle
+from seqvq.train.warmup import quantized_figure
 
 BLANK = 0  # CTC label 0 is the blank; label i > 0 is the unit ``inventory.symbols[i - 1]``
 
@@ -390,6 +393,7 @@ def evaluate_cli(checkpoint: str, data: str, config: dict, out_dir: str | Path |
     out_dir.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():
         figures = evaluate_dataset(model, dataset, hypothesis_file=out_dir / "hyp.txt")
-    figures = {"step": saved.get("step"), "data": str(Path(data).resolve()), "out_dir": str(out_dir), **figures}
+    figures = {"step": saved.get("step"), "data": str(Path(data).resolve()), "out_dir": str(out_dir), **figures,
+               **quantized_figure(model)}
     atomic_write_text(out_dir / "figures.json", json.dumps(figures, indent=1) + "\n")
     return figures
