@@ -119,3 +119,13 @@ def test_relative_paths_are_the_callers(tmp_path):
     assert result.returncode == 0 and result.stdout == f"{tmp_path}/runs/mine\n", result.stderr
     assert run_sh("--data", "./lines/", "--print-exp", cwd=tmp_path).stdout == \
         run_sh("--data", tmp_path / "lines", "--print-exp").stdout
+
+
+def test_run_sh_checks_the_overrides_before_decoding_the_images(tmp_path):
+    folder = tmp_path / "lines"
+    folder.mkdir()
+    (folder / "line0.png").write_bytes(b"not an image: decoding it would fail")
+    result = run_sh("--data", folder, "--stop-stage", 0, "--", "data.test_fracton=0.2")
+    assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("error: data.test_fracton=0.2: data.test_fracton: unknown key; did you mean "
+                                    "'data.test_fraction'?")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 
 import pytest
 import torch
@@ -319,3 +320,14 @@ def test_a_checkpoint_left_unfinished_by_a_kill_is_removed_on_the_next_start(tmp
     assert capsys.readouterr().err.splitlines()[0] == (
         f"{tmp_path / 'checkpoints'}: removed 2 unfinished checkpoint file(s) a killed run left behind "
         f"(.last.pt.a1b2c3.tmp, .step_000010.pt.d4e5f6.tmp)")
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_checkpoints_and_logs_are_written_with_the_users_umask(tmp_path, umask, mode):
+    previous = os.umask(umask)
+    try:
+        make_trainer(tmp_path, steps=5).fit()
+    finally:
+        os.umask(previous)
+    for name in ("checkpoints/last.pt", "checkpoints/step_000005.pt", "metrics.jsonl", "metrics.csv"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == mode, name

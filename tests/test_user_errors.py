@@ -294,7 +294,7 @@ def test_a_zero_length_utterance_at_evaluation(corpus, trained, tmp_path, capsys
     (out / "figures.json").write_text("{}\n")  # an earlier result that must survive the failed stage
     split = corrupt_split(corpus / "dev", tmp_path / "dev", "u002", np.zeros((0, DIM), dtype=np.float32))
     code, _, err = run_cli(capsys, "evaluate", trained / "checkpoints" / "last.pt", split, "--out", out)
-    assert_one_line_error(code, err, f"error: {split}: utterance u002 has no feature frames")
+    assert_one_line_error(code, err, f"error: {split / 'feats.scp'}:3: utterance u002 has no feature frames")
     assert sorted(p.name for p in out.iterdir()) == ["figures.json"]
     assert (out / "figures.json").read_text() == "{}\n"
 
@@ -318,7 +318,7 @@ def test_a_raw_kaldi_dir_evaluates_and_its_short_utterance_is_named(trained, tmp
     assert json.loads(out.splitlines()[-1])["utterances"] == 2
     short = write_kaldi_dir(tmp_path / "short", {"r1": 8000, "r2": 200})
     code, _, err = run_cli(capsys, "evaluate", trained / "checkpoints" / "last.pt", short)
-    assert_one_line_error(code, err, f"error: {short}: utterance r2 has no feature frames")
+    assert_one_line_error(code, err, f"error: {short / 'wav.scp'}:2: utterance r2 has no feature frames")
 
 
 # ---- checkpoints that travel -------------------------------------------------------------------------------------

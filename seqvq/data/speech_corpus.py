@@ -85,8 +85,8 @@ def _write_features(data: KaldiDataDir, options: FbankOptions, scp_tmp: Path, ar
         with kaldiio.WriteHelper(f"ark,scp:{ark_tmp},{raw_scp}", compression_method=2) as writer:
             for utt, matrix in iter_fbank(data, options):
                 if len(matrix) == 0:
-                    raise DataDirError(f"{data.path}: utterance {utt} is shorter than one 25 ms frame; drop it "
-                                       f"(utils/fix_data_dir.sh after removing it from the lists)")
+                    raise DataDirError(f"{data.where(utt)}: utterance {utt} is shorter than one 25 ms frame; drop "
+                                       f"it (utils/fix_data_dir.sh after removing it from the lists)")
                 writer(utt, matrix)
                 frames += len(matrix)
         with open(raw_scp, encoding="utf-8") as source, open(scp_tmp, "w", encoding="utf-8") as handle:
@@ -96,6 +96,20 @@ def _write_features(data: KaldiDataDir, options: FbankOptions, scp_tmp: Path, ar
         raw_scp.unlink()
         os.replace(ark_tmp, ark)
     return frames
+
+
+class ComputedFeatures(dict):
+    """``utt -> (T, D)`` features computed in memory from the audio of a Kaldi data dir; ``where(utt)`` names the
+    line that gives the utterance's audio."""
+
+    def __init__(self, data: KaldiDataDir, options: FbankOptions = FbankOptions(), dim: int | None = None):
+        super().__init__()
+        self.data = data
+        for utt, matrix in iter_fbank(data, options):
+            self[utt] = check_features(matrix, utt, str(data.path), dim)
+
+    def where(self, utt: str) -> str:
+        return self.data.where(utt)
 
 
 class FeatureArchive(Mapping):
@@ -122,6 +136,10 @@ class FeatureArchive(Mapping):
         if self.dim is None:
             self.dim = matrix.shape[1]
         return matrix
+
+    def where(self, utt: str) -> str:
+        """The line of ``feats.scp`` that holds the utterance."""
+        return f"{self.path}:{list(self.entries).index(utt) + 1}"
 
     def files(self) -> list[str]:
         """The archives the entries point into."""
@@ -221,7 +239,4 @@ def load_split(path: str | Path, options: FbankOptions = FbankOptions(), oov_pol
     data = read_data_dir(path)
     targets = make_targets(data, oov_policy=oov_policy)
     print(f"{path}: {targets.report()}")
-    features = {}
-    for utt, matrix in iter_fbank(data, options):
-        features[utt] = check_features(matrix, utt, str(path), feature_dim)
-    return features, targets.targets
+    return ComputedFeatures(data, options, feature_dim), targets.targets

@@ -49,7 +49,7 @@ from torch import nn
 
 from seqvq.data.features import FbankOptions, GlobalCMVN, add_deltas
 from seqvq.data.kaldi import read_data_dir
-from seqvq.data.speech_corpus import FEATS_SCP, PHONES, iter_fbank, load_cmvn, load_split, read_features
+from seqvq.data.speech_corpus import FEATS_SCP, PHONES, ComputedFeatures, load_cmvn, load_split, read_features
 from seqvq.data.units import TEXT, UnitInventory, normalize_transcript, read_transcripts
 from seqvq.errors import UserError
 from seqvq.metrics.ctc import ctc_greedy_decode
@@ -135,7 +135,8 @@ class SpeechDataset(torch.utils.data.Dataset):
                     self.skipped["too_short"] += 1
                     continue
             elif frames == 0:
-                raise UserError(f"{name}: utterance {utt} has no feature frames (audio shorter than one 25 ms "
+                where = features.where(utt) if hasattr(features, "where") else name  # its line, where known
+                raise UserError(f"{where}: utterance {utt} has no feature frames (audio shorter than one 25 ms "
                                 f"window); drop it from the data dir (e.g. Kaldi's utils/subset_data_dir.sh)")
             self.utterances.append(utt)
             self.lengths.append(frames)
@@ -246,7 +247,7 @@ def load_unit_split(path: str | Path, inventory: UnitInventory, options: FbankOp
         data = read_data_dir(path)
         if not data.text:
             raise UserError(f"{path / 'text'}: missing; {inventory.kind} units need transcripts")
-        features, transcripts = dict(iter_fbank(data, options)), data.text
+        features, transcripts = ComputedFeatures(data, options), data.text
     references = {utt: normalize_transcript(text) for utt, text in transcripts.items()}
     references = {utt: text for utt, text in references.items() if text}
     targets = {utt: inventory.encode(text) for utt, text in references.items()}
