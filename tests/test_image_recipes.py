@@ -119,7 +119,8 @@ def test_relative_paths_are_the_callers(tmp_path):
     (tmp_path / "cifar-10-batches-py").mkdir()
     for split in ("train", "val"):
         (tmp_path / "digits" / split).mkdir(parents=True)
-    for recipe, data in (("cifar10", "cifar-10-batches-py"), ("vqvae", "cifar-10-batches-py"), ("imagenet100", "digits")):
+    for recipe, data in (("cifar10", "cifar-10-batches-py"), ("vqvae", "cifar-10-batches-py"),
+                         ("imagenet100", "digits")):
         script = str(REPO / "recipes" / recipe / "run.sh")
         result = run(script, "--data", data, "--exp", "runs/mine", "--print-exp", cwd=tmp_path)
         assert result.returncode == 0 and result.stdout == f"{tmp_path}/runs/mine\n", (recipe, result)

@@ -306,7 +306,8 @@ def test_resumption_and_a_finished_run_are_announced(tmp_path, capsys):
     assert capsys.readouterr().err == (f"{tmp_path}: already trained (step 5 of 5, "
                                        f"{tmp_path / 'checkpoints' / 'last.pt'}); raise train.steps to train on\n")
     make_trainer(tmp_path, steps=8)
-    assert capsys.readouterr().err == f"{tmp_path}: resuming from step 5 of 8 ({tmp_path / 'checkpoints' / 'last.pt'})\n"
+    last = tmp_path / "checkpoints" / "last.pt"
+    assert capsys.readouterr().err == f"{tmp_path}: resuming from step 5 of 8 ({last})\n"
 
 
 def test_a_checkpoint_left_unfinished_by_a_kill_is_removed_on_the_next_start(tmp_path, capsys):

@@ -470,7 +470,8 @@ def test_a_run_inside_the_pass_through_warm_up_is_warned_and_its_figures_marked(
         "reestimate.init_steps=3): it never quantizes, and its code perplexity and codes used count the codes of a "
         "codebook nothing used; set train.steps above 2 or lower reestimate.init_steps")
     assert json.loads(out.splitlines()[-1])["quantized"] is False
-    code, out, err = run_cli(capsys, "evaluate", exp / "checkpoints" / "last.pt", corpus / "dev", "--out", tmp_path / "o")
+    code, out, err = run_cli(capsys, "evaluate", exp / "checkpoints" / "last.pt", corpus / "dev",
+                             "--out", tmp_path / "o")
     assert code == 0, err
     assert json.loads((tmp_path / "o" / "figures.json").read_text())["quantized"] is False
     # quantized from step 2 on: no warning, and the figures say so
