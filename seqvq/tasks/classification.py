@@ -37,6 +37,7 @@ from seqvq.models.vit import VisionTransformer
 from seqvq.options import Section
 from seqvq.quantize import quantizer_section
 from seqvq.train.types import StepOutput, TaskBundle
+from seqvq.train.warmup import quantized_figure
 
 ARCHITECTURES = {"resnet18": ResNet18, "alexnet": AlexNet, "vit_tiny": VisionTransformer}
 
@@ -171,6 +172,7 @@ def evaluate_cli(checkpoint: str, data_root: str, config: dict, out_dir: Path, u
     images = ClassFolderDataset(os.path.join(_root(data, data_root), data["val_split"]), data.get("classes"))
     figures = evaluate_images(model, images, EvalCollate(int(data["image_size"]), int(data["resize_size"])),
                               int(options.get("batch_size", 100)), options.get("max_images"))
+    figures = {**figures, **quantized_figure(model)}
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp_path = out_dir / "metrics.json.tmp"
     tmp_path.write_text(json.dumps(figures, indent=1) + "\n")

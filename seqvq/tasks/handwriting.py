@@ -38,6 +38,7 @@ from seqvq.quantize import quantizer_section
 from seqvq.tasks.handwriting_grid import save_reconstruction_grid
 from seqvq.train.logs import atomic_write_text
 from seqvq.train.types import StepOutput, TaskBundle
+from seqvq.train.warmup import quantized_figure
 
 
 @dataclass
@@ -104,6 +105,19 @@ class HandwritingTask(nn.Module):
 
 
 FOLDER_KEYS = ("test_fraction", "transcripts", "train_list", "test_list", "ink")
+CORPUS_FILES = ("transcripts", "train_list", "test_list")  # files that describe one folder of images
+
+
+def evaluation_data(config: dict, trained: dict, corpus: str) -> dict:
+    """``config`` for evaluating on ``corpus`` a model trained with the run config ``trained``: on another corpus
+    than the training one, the training folder's files (:data:`CORPUS_FILES`: its transcripts and split lists)
+    are not inherited; those given for the evaluation apply."""
+    training = trained.get("data") or {}
+    if not training.get("corpus") or Path(corpus).resolve() == Path(training["corpus"]).resolve():
+        return config
+    data = {key: value for key, value in (config.get("data") or {}).items()
+            if not (key in CORPUS_FILES and value == training.get(key))}
+    return {**config, "data": data}
 
 
 def open_lines(corpus: str, split: str, height: int, levels: int, colormode: str = "bw",
@@ -207,17 +221,18 @@ def build_task(config: dict) -> TaskBundle:
 def evaluate_cli(checkpoint: str, data: str, config: dict, out_dir: str | Path | None = None,
                  use_polyak: bool = True) -> dict:
     """`seqvq evaluate CKPT DATA`: Table II figures on DATA's test split (Polyak weights when saved and
-    ``use_polyak``), plus reconstructions.png / codes.txt / metrics.json in `out_dir` (default:
+    ``use_polyak``; another folder than the training one without the training folder's transcripts and split
+    lists: :func:`evaluation_data`), plus reconstructions.png / codes.txt / metrics.json in `out_dir` (default:
     :func:`seqvq.train.checkpoint.evaluation_dir`)."""
     from seqvq.train.checkpoint import evaluation_dir, load_checkpoint
 
     model = build_model(config)
-    load_checkpoint(checkpoint, model, use_polyak=use_polyak)
+    saved = load_checkpoint(checkpoint, model, use_polyak=use_polyak)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model.to(device).eval()
     options = _section(config, "eval", HandwritingEval)
-    lines = _split(config, "test_split", corpus=data)
-    figures = evaluate_lines(model, lines, options.batch_size, options.max_lines)
+    lines = _split(evaluation_data(config, saved.get("config") or {}, data), "test_split", corpus=data)
+    figures = {**evaluate_lines(model, lines, options.batch_size, options.max_lines), **quantized_figure(model)}
     out_dir = Path(out_dir) if out_dir is not None else evaluation_dir(checkpoint, data)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_reconstructions(model, lines, str(out_dir), options.grid_lines, options.seed, options.temperature)

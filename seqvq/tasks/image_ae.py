@@ -27,6 +27,7 @@ from seqvq.options import Section
 from seqvq.quantize import quantizer_section
 from seqvq.train.logs import atomic_write_text
 from seqvq.train.types import StepOutput, TaskBundle
+from seqvq.train.warmup import quantized_figure
 
 Evaluate = Callable[[nn.Module, CifarImages, int], dict]
 
@@ -166,7 +167,8 @@ class ImageTask:
         model = self.build_model(config)
         load_checkpoint(checkpoint, model, use_polyak=use_polyak)
         model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
-        figures = self.evaluate(model, open_images(config, "test", corpus=data), image_options(config)[1].batch_size)
+        images = open_images(config, "test", corpus=data)
+        figures = {**self.evaluate(model, images, image_options(config)[1].batch_size), **quantized_figure(model)}
         write_metrics(Path(out_dir) if out_dir is not None else evaluation_dir(checkpoint, data), figures)
         return figures
 

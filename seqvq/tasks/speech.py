@@ -25,7 +25,9 @@ The unit model is stored in the model's ``unit_model`` buffer, so every checkpoi
 Evaluation (during training on ``data.dev``, and ``seqvq evaluate CHECKPOINT DATA``): greedy CTC decoding, the
 error rate of the unit -- corpus PER = (S + D + I) / N for phones; CER and WER on the normalized transcripts for
 characters and subwords (words rebuilt from the units) -- code perplexity 2^H over all valid frames, the number of
-codes used, and a hypothesis file with one ``utt PH PH ...`` (phones) or ``utt word word ...`` line per utterance.
+codes used, whether the bottleneck quantizes (``quantized``: false for a run that ended inside the quantizer's
+pass-through warm-up, :mod:`seqvq.train.warmup`), and a hypothesis file with one ``utt PH PH ...`` (phones) or
+``utt word word ...`` line per utterance.
 
 A checkpoint carries what evaluation needs besides the weights: the unit model (above) and
 (:func:`evaluation_state`) the CMVN statistics themselves and the feature settings (deltas, the fbank options used
@@ -47,7 +49,7 @@ from torch import nn
 
 from seqvq.data.features import FbankOptions, GlobalCMVN, add_deltas
 from seqvq.data.kaldi import read_data_dir
-from seqvq.data.speech_corpus import FEATS_SCP, iter_fbank, load_cmvn, load_split, read_features
+from seqvq.data.speech_corpus import FEATS_SCP, PHONES, ComputedFeatures, load_cmvn, load_split, read_features
 from seqvq.data.units import TEXT, UnitInventory, normalize_transcript, read_transcripts
 from seqvq.errors import UserError
 from seqvq.metrics.ctc import ctc_greedy_decode
@@ -58,6 +60,7 @@ from seqvq.options import Section
 from seqvq.quantize import perplexity, quantizer_section
 from seqvq.train.logs import atomic_write_text
 from seqvq.train.types import StepOutput, TaskBundle
+from seqvq.train.warmup import quantized_figure
 
 BLANK = 0  # CTC label 0 is the blank; label i > 0 is the unit ``inventory.symbols[i - 1]``
 
@@ -131,7 +134,8 @@ class SpeechDataset(torch.utils.data.Dataset):
                     self.skipped["too_short"] += 1
                     continue
             elif frames == 0:
-                raise UserError(f"{name}: utterance {utt} has no feature frames (audio shorter than one 25 ms "
+                where = features.where(utt) if hasattr(features, "where") else name  # its line, where known
+                raise UserError(f"{where}: utterance {utt} has no feature frames (audio shorter than one 25 ms "
                                 f"window); drop it from the data dir (e.g. Kaldi's utils/subset_data_dir.sh)")
             self.utterances.append(utt)
             self.lengths.append(frames)
@@ -242,11 +246,24 @@ def load_unit_split(path: str | Path, inventory: UnitInventory, options: FbankOp
         data = read_data_dir(path)
         if not data.text:
             raise UserError(f"{path / 'text'}: missing; {inventory.kind} units need transcripts")
-        features, transcripts = dict(iter_fbank(data, options)), data.text
+        features, transcripts = ComputedFeatures(data, options), data.text
     references = {utt: normalize_transcript(text) for utt, text in transcripts.items()}
     references = {utt: text for utt, text in references.items() if text}
     targets = {utt: inventory.encode(text) for utt, text in references.items()}
     return features, targets, references
+
+
+def split_files(path: str | Path, inventory: UnitInventory) -> list[str]:
+    """The files a split's utterances are read from, for ``inventory``'s units (as :func:`load_unit_split`
+    reads them): a prepared split's feats.scp, its archives and its targets; a raw Kaldi dir's tables,
+    transcripts and audio."""
+    path = Path(path)
+    targets = path / (PHONES if inventory.kind == "phones" else TEXT)
+    if (path / FEATS_SCP).exists() and targets.exists():
+        features = read_features(path)
+        return [str(features.path), *features.files(), str(targets)]
+    data = read_data_dir(path, require_text=False, check_audio=False)
+    return [*map(str, data.tables()), str(path / "text"), *data.source_files()]
 
 
 def _feature_dim(features: Mapping[str, np.ndarray], name: str) -> int:
@@ -338,9 +355,11 @@ def build_task(config: dict) -> TaskBundle:
         return {name: figures[name] for name in ("per", "cer", "wer", "code_perplexity", "codes_used")
                 if name in figures}
 
+    data_files = [*split_files(data.train, inventory), data.cmvn, *([data.units] if data.units else []),
+                  *(split_files(data.dev, inventory) if data.dev else [])]
     return TaskBundle(model=model, train_dataset=train_set, collate_fn=collate_speech,
                       evaluate=evaluate if dev_set is not None else None,
-                      evaluation_state=evaluation_state(cmvn, data.deltas, feature_dim))
+                      evaluation_state=evaluation_state(cmvn, data.deltas, feature_dim), data_files=data_files)
 
 
 def _saved_evaluation_state(checkpoint: dict, config: dict) -> dict:
@@ -374,6 +393,7 @@ def evaluate_cli(checkpoint: str, data: str, config: dict, out_dir: str | Path |
     out_dir.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():
         figures = evaluate_dataset(model, dataset, hypothesis_file=out_dir / "hyp.txt")
-    figures = {"step": saved.get("step"), "data": str(Path(data).resolve()), "out_dir": str(out_dir), **figures}
+    figures = {"step": saved.get("step"), "data": str(Path(data).resolve()), "out_dir": str(out_dir), **figures,
+               **quantized_figure(model)}
     atomic_write_text(out_dir / "figures.json", json.dumps(figures, indent=1) + "\n")
     return figures
