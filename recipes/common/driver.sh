@@ -3,7 +3,8 @@
 # (`stage`, with `stage train` where training goes), defines stage_<name> for each of its own stages, optionally
 # recipe_setup (after the options are read: checks them, sets mini_data, exp_default or exp_suffix, size, conf_dir,
 # run_prefix, run_suffix) and recipe_run_setup (once EXP and RUN are known: sets recipe_overrides, the overrides the
-# recipe gives seqvq train, e.g. its data paths), and ends with `driver_main "$@"`. The driver owns the rest, once for every recipe:
+# recipe gives seqvq train, e.g. its data paths), and ends with `driver_main "$@"`. The driver owns the rest, once
+# for every recipe:
 #   - one option parser, the options every recipe has (below) and --help, generated from the option table;
 #   - paths the user gives (every `path:` option) are relative to the directory run.sh was called from;
 #   - one size convention: a config holds the paper's size; --size cpu (the default with --mini) adds the lines
@@ -17,7 +18,8 @@
 #   - --threads: the thread count (OMP_NUM_THREADS) of the seqvq commands of a run (seqvq_cli, stage train).
 # What each stage of a run is built from is recorded beside its output and checked on a rerun by seqvq itself
 # (seqvq/train/stamps.py); a recipe passes "${force_args[@]}" on to its own stages' tools. Installing packages is
-# .ci/install.sh's job: need_tool and need_modules name what is missing and how to install it, in one line.
+# .ci/install.sh's job: need_tool and need_modules name what is missing and how to install it, in one line (the
+# driver checks the recipe's python_modules, installed by python_modules_install, before the first stage).
 
 caller_dir=$PWD
 recipe_dir=$(cd "$(dirname "${BASH_SOURCE[1]}")" && pwd)
@@ -47,12 +49,10 @@ need_tool() {  # need_tool COMMAND HOW: exits in one line naming COMMAND and HOW
   command -v "$1" > /dev/null || die "$1 is missing; install it with: $2 (or bash .ci/install.sh)"
 }
 need_modules() {  # need_modules HOW MODULE...: the same for Python modules
-  local how=$1 missing=() module; shift
-  for module in "$@"; do
-    "$python" -c "import $module" 2> /dev/null || missing+=("$module")
-  done
-  [ ${#missing[@]} -eq 0 ] || die "the Python modules ${missing[*]} are missing; install them with: $how (or bash \
-.ci/install.sh)"
+  local how=$1 missing; shift
+  missing=$("$python" -c "import importlib.util, sys
+print(' '.join(name for name in sys.argv[1:] if importlib.util.find_spec(name) is None))" "$@")
+  [ -z "$missing" ] || die "the Python modules $missing are missing; install them with: $how (or bash .ci/install.sh)"
 }
 
 # The option table. `option --NAME KIND HELP` declares --NAME (variable NAME, dashes as underscores), or changes
@@ -94,7 +94,8 @@ option --force flag "rebuild an output whose inputs changed, and start a run's t
 run of other settings or data (both are refused otherwise)"
 mini=false data="" config="" size="" seed=0 nproc=1 torchrun="" threads=${OMP_NUM_THREADS:-2} stage="" stop_stage=""
 exp="" print_exp=false print_train=false force=false user_overrides=()
-recipe_about="" mini_data="" exp_default="" exp_suffix="" run_prefix="" run_suffix="" recipe_overrides=()
+python_modules="" python_modules_install="" recipe_about="" mini_data="" exp_default="" exp_suffix="" run_prefix=""
+run_suffix="" recipe_overrides=()
 
 print_help() {
   local i kind metavar text default width=24
@@ -121,7 +122,9 @@ print_help() {
     esac
     text=${option_helps[$i]}
     default=${!option_var_cache[$i]}
-    if [ "$kind" != flag ] && [ -n "$default" ] && [[ $text != *"(default"* ]]; then text="$text (default: $default)"; fi
+    if [ "$kind" != flag ] && [ -n "$default" ] && [[ $text != *"(default"* ]]; then
+      text="$text (default: $default)"
+    fi
     help_line "${option_names[$i]}${metavar:+ $metavar}" "$text" "$width"
   done
   help_line "-h, --help" "print this help" "$width"
@@ -177,7 +180,8 @@ parse_options() {
       count:*) [[ $value =~ ^[1-9][0-9]*$ ]] || die "$1 must be a positive number, got $value" ;;
       choice:*)
         choices=${kind#choice:}
-        [[ "|$choices|" == *"|$value|"* ]] || die "$1 must be $(sed 's/|\([^|]*\)$/ or \1/; s/|/, /g' <<< "$choices"), got $value" ;;
+        [[ "|$choices|" == *"|$value|"* ]] ||
+          die "$1 must be $(sed 's/|\([^|]*\)$/ or \1/; s/|/, /g' <<< "$choices"), got $value" ;;
       path:*) value=$(user_path "$value") ;;
       stage) value=$(stage_index "$1" "$value") ;;
     esac
@@ -201,6 +205,15 @@ build_train_command() {
   fi
   train_command=("${launcher[@]}" -m seqvq.cli train "$config_file" ${overrides[@]+"${overrides[@]}"}
                  --exp-dir "$exp/$run" ${force_args[@]+"${force_args[@]}"})
+}
+
+shell_words() {  # the words on one line, each quoted for the shell where it needs it
+  local word line=""
+  for word in "$@"; do
+    if [[ ! $word =~ ^[A-Za-z0-9_./=:,+@%-]+$ ]]; then word="'${word//\'/\'\\\'\'}'"; fi
+    line+="${line:+ }$word"
+  done
+  echo "$line"
 }
 
 stage_train() {
@@ -251,13 +264,17 @@ has no cpu size; pass --size paper"
     [ -z "$lines" ] || mapfile -t overrides <<< "$lines"
   fi
   if declare -F recipe_run_setup > /dev/null; then recipe_run_setup; fi
-  overrides+=(${recipe_overrides[@]+"${recipe_overrides[@]}"} "train.seed=$seed" ${user_overrides[@]+"${user_overrides[@]}"})
+  overrides+=(${recipe_overrides[@]+"${recipe_overrides[@]}"} "train.seed=$seed"
+              ${user_overrides[@]+"${user_overrides[@]}"})
   build_train_command
-  if $print_train; then printf '%q ' "OMP_NUM_THREADS=$threads" "${train_command[@]}" | sed 's/ $/\n/'; exit 0; fi
+  if $print_train; then shell_words "OMP_NUM_THREADS=$threads" "${train_command[@]}"; exit 0; fi
   cd "$repo"
   export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}"
+  # shellcheck disable=SC2086  # a list of module names
+  [ -z "$python_modules" ] || need_modules "$python_modules_install" $python_modules
   for (( i = stage; i <= stop_stage; i++ )); do
     "stage_${stage_names[$i]}"
   done
-  echo "run.sh: stages $stage-$stop_stage done in $(( (SECONDS - start_time) / 60 )) min $(( (SECONDS - start_time) % 60 )) s"
+  local elapsed=$(( SECONDS - start_time ))
+  echo "run.sh: stages $stage-$stop_stage done in $(( elapsed / 60 )) min $(( elapsed % 60 )) s"
 }
