@@ -16,7 +16,7 @@ RUN = pathlib.Path(__file__).resolve().parents[1] / "recipes" / "wsj" / "run.sh"
     (["--units", "bpe", "--vocab-size", "0"], "run.sh: --vocab-size must be a positive number"),
     (["--units", "chars", "--lexicon", "lexicon.txt"],
      "run.sh: --phones-dir and --lexicon give phone targets; drop them or use --units phones"),
-    (["--config", "nope"], "run.sh: no recipes/wsj/conf/nope.yaml; configs: "),
+    (["--config", "nope"], "run.sh: no conf/nope.yaml; configs: "),
     (["--seed", "-1"], "run.sh: --seed must be a non-negative integer"),
     (["--train-utts", "0"], "run.sh: --train-utts must be a positive number"),
     (["--train-speakers", "11"], "run.sh: --train-speakers must be 1 to 10"),
