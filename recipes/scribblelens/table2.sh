@@ -57,8 +57,8 @@ if [ "$table_only" = 0 ]; then
       run=$row; [ "$seed" = 0 ] || run=${row}_seed$seed
       if [ -f "$exp/$run/eval/metrics.json" ]; then echo "table2.sh: $run already evaluated"; continue; fi
       echo "table2.sh: training $run (log: $exp/logs/$run.log)"
-      start_job "$exp/logs/$run.log" env OMP_NUM_THREADS="$threads" bash "$recipe/run.sh" "${run_args[@]}" \
-        --exp "$exp" --config "$row" --seed "$seed" --stage 1 --stop-stage 2 -- ${extra[@]+"${extra[@]}"}
+      start_job "$exp/logs/$run.log" bash "$recipe/run.sh" "${run_args[@]}" --exp "$exp" --config "$row" \
+        --seed "$seed" --threads "$threads" --stage 1 --stop-stage 2 -- ${extra[@]+"${extra[@]}"}
     done
   done
   wait_jobs
