@@ -132,10 +132,11 @@ print_help() {
 }
 help_line() {  # help_line TERM TEXT WIDTH: "  TERM  TEXT", TEXT wrapped at 120 columns under itself
   local indent=$(( $3 + 2 )) first=true line
+  if [ ${#1} -ge "$3" ]; then printf '  %s\n' "$1"; first=false; fi  # a long TERM gets a line of its own
   while IFS= read -r line; do
     if $first; then printf "  %-$3s%s\n" "$1" "$line"; first=false; else printf "%${indent}s%s\n" "" "$line"; fi
   done < <(printf '%s\n' "$2" | fold -s -w $(( 120 - indent )) | sed 's/ *$//')
-  if $first; then printf '  %s\n' "$1"; fi
+  if $first; then printf '  %s\n' "$1"; fi  # no TEXT
 }
 option_metavar() {
   local i
