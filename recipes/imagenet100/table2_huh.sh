@@ -15,16 +15,15 @@
 # README.md); without it the table is printed only. --table-only prints (and writes) the table of the runs already
 # in EXP without preparing data or training.
 set -euo pipefail
-source "$(dirname "${BASH_SOURCE[0]}")/../common/runs.sh"
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 models="resnet18" rows="novq none affine sync alternating replace all" jobs=2 exp="" data_args=(--mini) overrides=()
-mini=1 table="" table_only=0 seeds=1
+table="" table_only=0 seeds=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --mini) shift ;;
-    --data) data_args=(--data "$2"); data=$2; mini=0; shift 2 ;;
+    --data) data_args=(--data "$2"); shift 2 ;;
     --models) models=$2; shift 2 ;;
     --rows) rows=$2; shift 2 ;;
     --jobs) jobs=$2; shift 2 ;;
@@ -48,7 +47,7 @@ for model in $models; do
       exit 1; }
   done
 done
-[ "$mini" = 1 ] && exp=${exp:-$repo/exp/imagenet100/mini} || exp=${exp:-$repo/exp/imagenet100/$(data_key "$data")}
+exp=${exp:-$(bash "$here/run.sh" "${data_args[@]}" --print-exp)}  # the EXP run.sh trains into
 if [ "$table_only" = 0 ]; then
   start=$(date +%s)
   bash "$here/run.sh" "${data_args[@]}" --stage 0 --stop-stage 0
@@ -58,13 +57,12 @@ if [ "$table_only" = 0 ]; then
   for (( seed = 0; seed < seeds; seed++ )); do  # seed-major: a partial table already has every row
     for model in $models; do
       for row in $rows; do
-        run=$row seed_args=()
-        (( seed == 0 )) || { run=${row}_seed$seed; seed_args=(train.seed=$seed); }
+        run=$row
+        (( seed == 0 )) || run=${row}_seed$seed
         [ -f "$exp/$model/$run/eval/metrics.json" ] && continue
         echo "table2_huh.sh: $model/$run (log: $exp/logs/$model-$run.log)"
-        start_job "$exp/logs/$model-$run.log" env OMP_NUM_THREADS="$threads" bash "$here/run.sh" "${data_args[@]}" \
-          --model "$model" --config "$row" --stage 1 --exp "$exp/$model/$run" -- \
-          ${overrides[@]+"${overrides[@]}"} ${seed_args[@]+"${seed_args[@]}"}
+        start_job "$exp/logs/$model-$run.log" bash "$here/run.sh" "${data_args[@]}" --model "$model" --config "$row" \
+          --seed "$seed" --threads "$threads" --stage 1 --exp "$exp" -- ${overrides[@]+"${overrides[@]}"}
       done
     done
   done
