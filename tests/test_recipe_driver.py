@@ -132,3 +132,15 @@ def test_train_seconds_are_those_of_training(toy, tmp_path):
     again = run(toy, "--mini", "--stage", "train", "--exp", exp, PYTHON=str(fake))
     assert again.returncode == 0 and "trained in" not in again.stdout
     assert (exp / "row" / "train_seconds.txt").read_text() == "3600\n"
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_every_recipe_has_the_common_options(recipe):
+    script = REPO / "recipes" / recipe / "run.sh"
+    result = run(script, "--help")
+    assert result.returncode == 0 and result.stderr == ""
+    for option in COMMON_OPTIONS:
+        assert re.search(rf"^  (-h, )?{option}\b", result.stdout, re.M), (recipe, option)
+    assert error_line(run(script, "--mini", "--bogus")) == "error: run.sh: unknown option --bogus (see --help)"
+    command = run(script, "--mini", "--nproc", "2", "--print-train").stdout
+    assert " -m torch.distributed.run --standalone --nproc-per-node 2 -m seqvq.cli train " in command

@@ -1,5 +1,5 @@
-"""recipes/common/row_overrides.py, the mini.overrides reader of the run.sh scripts (scribblelens, imagenet100, and
-cifar10 / vqvae through recipes/common/image_ae_run.sh): '*' lines, then the lines of the row's base: chain (farthest
+"""recipes/common/row_overrides.py, the mini.overrides reader of the recipe driver (recipes/common/driver.sh, for
+every recipe's --size cpu): '*' lines, then the lines of the row's base: chain (farthest
 ancestor first), file order within a name; a broken chain or override file is a one-line error naming the file,
 and stops run.sh."""
 import shutil
@@ -84,16 +84,17 @@ def test_every_recipe_row_gets_its_bases_lines(folder):
     ("scribblelens", ["--mini"], "conf/mini.overrides"),
     ("imagenet100", ["--mini", "--model", "resnet18", "--config", "modern_bn_reestimation_simvq"],
      "conf/resnet18/mini.overrides"),
-    ("cifar10", ["--mini"], "conf/mini.overrides")])
+    ("cifar10", ["--mini"], "conf/mini.overrides"),
+    ("wsj", ["--mini"], "conf/mini.overrides")])
 def test_run_sh_stops_with_the_helpers_message(tmp_path, recipe, arguments, overrides):
     """A copy of the recipe (run.sh finds the helper, and the image recipes their shared body, in ../common/) with
-    a misspelt row in its override file: run.sh prints the helper's line and exits 1 before any stage (--stage 9
-    runs none); the real file passes."""
+    a misspelt row in its override file: run.sh prints the helper's line and exits 1 before any stage
+    (--print-train runs none); the real file passes."""
     copy = tmp_path / "recipes" / recipe
     shutil.copytree(REPO / "recipes" / recipe / "conf", copy / "conf")
     shutil.copy(REPO / "recipes" / recipe / "run.sh", copy / "run.sh")
     shutil.copytree(REPO / "recipes" / "common", tmp_path / "recipes" / "common")
-    command = ["bash", str(copy / "run.sh"), *arguments, "--stage", "9", "--exp", str(tmp_path / "exp")]
+    command = ["bash", str(copy / "run.sh"), *arguments, "--print-train", "--exp", str(tmp_path / "exp")]
     assert subprocess.run(command, capture_output=True, text=True).returncode == 0
     with open(copy / overrides, "a") as handle:
         handle.write("bn_reestimaton: train.steps=1\n")

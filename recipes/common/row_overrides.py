@@ -14,8 +14,8 @@ NAME is ``*`` (every row) or a config ``NAME.yaml`` in the override file's folde
 The chain is followed as seqvq's config loader does (``seqvq/train/config.py``): ``base: other.yaml`` is read
 with ``yaml.safe_load`` from the top level of the file and is relative to that file's folder. A missing config, a
 ``base:`` cycle, a malformed line or a NAME with no config behind it is a one-line error naming the file (and
-line), exit status 1. Kept free of seqvq imports (torch): the run.sh scripts of scribblelens, imagenet100 and
-(through recipes/common/image_ae_run.sh) cifar10 and vqvae call it for every --mini run.
+line), exit status 1. Kept free of seqvq imports (torch): the recipe driver (recipes/common/driver.sh) calls it for
+every --size cpu run.
 """
 from __future__ import annotations
 

