@@ -76,4 +76,4 @@ if [ "$table_only" = 1 ] && [ "$rows_given" = 0 ]; then  # every evaluated row, 
     rows="$rows $row:$seeds"
   done
 fi
-python "$repo/recipes/common/seed_table.py" scribblelens "$exp" --rows "$rows" --note "$note"
+python "$repo/recipes/common/table.py" scribblelens "$exp" --rows "$rows" --note "$note"

@@ -77,7 +77,7 @@ wait_jobs
 minutes=$(( (SECONDS - start_time) / 60 ))
 machine="$(cpu_cores) CPU cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), \
 torch $(python3 -c 'import torch; print(torch.__version__)'), $jobs runs at a time with $threads thread(s) each"
-python3 "$here/../common/seed_table.py" wsj "$exp" --rows "$variants" --suffix "$suffix" --name "$table" \
+python3 "$here/../common/table.py" wsj "$exp" --rows "$variants" --suffix "$suffix" --name "$table" \
   --note "Command: \`bash recipes/wsj/table1.sh $command\`; $minutes min wall time for the runs trained by this \
 call; machine: $machine."
 echo "table1.sh: done in $minutes min"
