@@ -47,4 +47,4 @@ fi
 [ "$rows_given" = 1 ] || [ "$table_only" = 0 ] || [ "$seed" != 0 ] || rows=""
 names=()
 for row in $rows; do names+=("$row$suffix"); done
-python "$repo/recipes/common/image_ae_table.py" "$(basename "$recipe")" "$exp" ${names[@]+"${names[@]}"}
+python "$repo/recipes/common/table.py" "$(basename "$recipe")" "$exp" --rows "${names[*]-}"
