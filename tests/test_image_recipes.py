@@ -1,4 +1,4 @@
-"""The image recipes' shared scripts (recipes/common/image_ae_run.sh, image_ae_table.sh, image_ae_table.py) behind
+"""The image recipes' shared scripts (recipes/common/image_ae_run.sh, image_ae_table.sh; table.py) behind
 the thin recipes/cifar10 and recipes/vqvae wrappers: run.sh trains one row (--config, --seed), table3.sh every row;
 argument checks and the markdown tables."""
 import json
