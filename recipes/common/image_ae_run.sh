@@ -91,5 +91,5 @@ fi
 if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
   echo "stage 2: evaluating $name on the test split of $corpus"
   python -m seqvq.cli evaluate "$exp/$name/checkpoints/last.pt" "$corpus" --out "$exp/$name/eval" > /dev/null
-  python "$repo/recipes/common/image_ae_table.py" "$(basename "$recipe")" "$exp" "$name"
+  python "$repo/recipes/common/table.py" "$(basename "$recipe")" "$exp" --rows "$name"
 fi
