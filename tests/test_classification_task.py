@@ -202,7 +202,7 @@ def test_table_script_writes_a_named_table(tmp_path):
     assert lines[5] == "| resnet18 | + BN + data-dep reest + SimVQ | - | - | - | - | not evaluated | | | |"
 
     written = subprocess.run(command + ["--table", "modern"], capture_output=True, text=True, check=True).stdout
-    assert written == printed + f"table2_huh.sh: wrote {tmp_path / 'modern.md'}\n"
+    assert written == printed + f"(written: {tmp_path / 'modern.md'})\n"
     assert (tmp_path / "modern.md").read_text() == printed
     assert [p.name for p in tmp_path.iterdir() if p.is_file()] == ["modern.md"]  # no temporary file left
 

@@ -1,7 +1,7 @@
 # Shared body of the image-autoencoder recipes' table3.sh (recipes/cifar10, recipes/vqvae), sourced by them after
 # they set rows (every row of the table, conf/<row>.yaml, in the table's order). Trains and evaluates each row
 # with the recipe's run.sh --config ROW (the data prepared once; a row whose eval/metrics.json exists is not
-# retrained), then prints the table with image_ae_table.py. Options: the wrapper's header, printed by --help.
+# retrained), then prints the table with table.py. Options: the wrapper's header, printed by --help.
 wrapper=${BASH_SOURCE[1]}
 recipe=$(cd "$(dirname "$wrapper")" && pwd)
 repo=$(cd "$recipe/../.." && pwd)
@@ -43,8 +43,8 @@ if [ "$table_only" = 0 ]; then
   echo "table3.sh: done in $(( $(date +%s) - start_time )) s"
 fi
 [ -n "$exp" ] || { echo "error: table3.sh: --table-only needs --exp DIR" >&2; exit 1; }
-# --table-only without --rows (or --seed): every evaluated row, with its seeds (image_ae_table.py's default)
+# --table-only without --rows (or --seed): every evaluated row, with its seeds (table.py's default)
 [ "$rows_given" = 1 ] || [ "$table_only" = 0 ] || [ "$seed" != 0 ] || rows=""
 names=()
 for row in $rows; do names+=("$row$suffix"); done
-python "$repo/recipes/common/image_ae_table.py" "$(basename "$recipe")" "$exp" ${names[@]+"${names[@]}"}
+python "$repo/recipes/common/table.py" "$(basename "$recipe")" "$exp" --rows "${names[*]-}"

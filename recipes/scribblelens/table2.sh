@@ -3,7 +3,7 @@
 # 2023's remedies: trains and evaluates every run with run.sh --config ROW --seed K (data prepared once, --jobs
 # runs at a time on nproc/jobs threads each), then writes EXP/table2.md (mean ± sd over seeds), EXP/table2.json
 # and EXP/table2_curves.png (test BPD and code perplexity vs step, every row, seed range shaded) with
-# recipes/common/seed_table.py. Runs already evaluated are not retrained (delete EXP/RUN to redo one).
+# recipes/common/table.py. Runs already evaluated are not retrained (delete EXP/RUN to redo one).
 #
 #   recipes/scribblelens/table2.sh --mini | --data CORPUS [--rows "vanilla:3 bn ..."] [--jobs 2] [--exp DIR]
 #                                  [--size cpu|paper] [-- dotted.key=value ...]
@@ -76,4 +76,4 @@ if [ "$table_only" = 1 ] && [ "$rows_given" = 0 ]; then  # every evaluated row, 
     rows="$rows $row:$seeds"
   done
 fi
-python "$repo/recipes/common/seed_table.py" scribblelens "$exp" --rows "$rows" --note "$note"
+python "$repo/recipes/common/table.py" scribblelens "$exp" --rows "$rows" --note "$note"

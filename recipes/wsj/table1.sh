@@ -4,7 +4,7 @@
 # once (run.sh stages 0-2), trains and evaluates every run (run.sh --config ROW --seed K, stages 3-4, --jobs at a
 # time, each on nproc/jobs threads), then writes EXP/table1.md (mean ± sd over seeds; Dev CER and WER instead of
 # PER with --units chars|bpe), EXP/table1.json and EXP/table1_curves.png (dev PER and code perplexity vs step,
-# every row, seed range shaded) with recipes/common/seed_table.py.
+# every row, seed range shaded) with recipes/common/table.py.
 #
 #   bash recipes/wsj/table1.sh [--mini | --data DIR] [--jobs 2] [--variants "no_bottleneck:3 vanilla_vq ..."]
 #                              [--table NAME] [-- train.steps=N ...]
@@ -77,7 +77,7 @@ wait_jobs
 minutes=$(( (SECONDS - start_time) / 60 ))
 machine="$(cpu_cores) CPU cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), \
 torch $(python3 -c 'import torch; print(torch.__version__)'), $jobs runs at a time with $threads thread(s) each"
-python3 "$here/../common/seed_table.py" wsj "$exp" --rows "$variants" --suffix "$suffix" --name "$table" \
+python3 "$here/../common/table.py" wsj "$exp" --rows "$variants" --suffix "$suffix" --name "$table" \
   --note "Command: \`bash recipes/wsj/table1.sh $command\`; $minutes min wall time for the runs trained by this \
 call; machine: $machine."
 echo "table1.sh: done in $minutes min"

@@ -1,4 +1,6 @@
-"""recipes/common/seed_table.py: the table over seeds (mean ± sd, seed counts) and the curves figure."""
+"""recipes/common/table.py, the table writer of every recipe: the table over seeds (mean ± sd, seed counts) and the
+curves figure. The image and classifier tables through their scripts: test_image_recipes.py,
+test_classification_task.py."""
 import importlib.util
 import json
 import sys
@@ -7,10 +9,10 @@ from pathlib import Path
 import pytest
 
 spec = importlib.util.spec_from_file_location(
-    "seed_table", Path(__file__).parent.parent / "recipes" / "common" / "seed_table.py")
-seed_table = importlib.util.module_from_spec(spec)
-sys.modules["seed_table"] = seed_table  # dataclasses look their module up there
-spec.loader.exec_module(seed_table)
+    "recipe_table", Path(__file__).parent.parent / "recipes" / "common" / "table.py")
+writer = importlib.util.module_from_spec(spec)
+sys.modules["recipe_table"] = writer  # dataclasses look their module up there
+spec.loader.exec_module(writer)
 
 
 def fake_run(directory: Path, dev_per: float, test_per: float, perplexity: float | None = None) -> None:
@@ -29,7 +31,7 @@ def test_mean_sd_over_seeds_and_missing_seeds(tmp_path, capsys):
     fake_run(tmp_path / "no_bottleneck_seed2", 13.0, 10.0)
     fake_run(tmp_path / "bn_ema", 14.0, 15.0, perplexity=100.0)  # seeds 1 and 2 not finished
     (tmp_path / "bn_ema_seed1").mkdir()
-    seed_table.main(["wsj", str(tmp_path), "--rows", "no_bottleneck:3 bn_ema:3 vanilla_vq", "--note", "took 1 min"])
+    writer.main(["wsj", str(tmp_path), "--rows", "no_bottleneck:3 bn_ema:3 vanilla_vq", "--note", "took 1 min"])
     table = (tmp_path / "table1.md").read_text()
     assert "| no bottleneck | 3/3 | 12.0 ± 1.0 | 10.0 ± 0.0 | N/A | N/A |" in table
     assert "| + BN + EMA | 1/3 | 14.0 | 15.0 | 100.0 | 200 |" in table
@@ -46,7 +48,7 @@ def test_units_suffix_selects_runs_and_columns_and_name_the_files(tmp_path):
     for split in ("dev", "test"):
         (directory / f"decode_{split}").mkdir(parents=True)
         (directory / f"decode_{split}" / "figures.json").write_text(json.dumps({"cer": 5.0, "wer": 20.0}))
-    seed_table.main(["wsj", str(tmp_path), "--rows", "bn", "--suffix", "_chars", "--name", "chars"])
+    writer.main(["wsj", str(tmp_path), "--rows", "bn", "--suffix", "_chars", "--name", "chars"])
     table = (tmp_path / "chars.md").read_text()
     assert not (tmp_path / "table1.md").exists()
     assert "Dev CER (%) | Dev WER (%) | Test CER (%)" in table
@@ -56,7 +58,7 @@ def test_units_suffix_selects_runs_and_columns_and_name_the_files(tmp_path):
 @pytest.mark.parametrize("rows", ["bn:0", "bn:x"])
 def test_bad_rows_are_refused(tmp_path, rows):
     with pytest.raises(SystemExit, match="CONFIG:SEEDS"):
-        seed_table.main(["wsj", str(tmp_path), "--rows", rows])
+        writer.main(["wsj", str(tmp_path), "--rows", rows])
 
 
 def test_decode_suffix_reads_the_other_evaluation_of_the_same_runs(tmp_path):
@@ -66,5 +68,22 @@ def test_decode_suffix_reads_the_other_evaluation_of_the_same_runs(tmp_path):
     (live / "figures.json").write_text(json.dumps({"per": 12.5}))
     (tmp_path / "no_bottleneck" / "decode_test_live").mkdir()
     (tmp_path / "no_bottleneck" / "decode_test_live" / "figures.json").write_text(json.dumps({"per": 9.5}))
-    seed_table.main(["wsj", str(tmp_path), "--rows", "no_bottleneck", "--name", "live", "--decode-suffix", "_live"])
+    writer.main(["wsj", str(tmp_path), "--rows", "no_bottleneck", "--name", "live", "--decode-suffix", "_live"])
     assert "| no bottleneck | 1/1 | 12.5 | 9.5 | N/A | N/A |" in (tmp_path / "live.md").read_text()
+
+
+def test_a_run_that_never_quantized_is_marked_in_every_layout(tmp_path, capsys):
+    fake_run(tmp_path / "bn_ema", 14.0, 15.0, perplexity=1.0)
+    figures = tmp_path / "bn_ema" / "decode_dev" / "figures.json"
+    figures.write_text(json.dumps({**json.loads(figures.read_text()), "quantized": False}))
+    writer.main(["wsj", str(tmp_path), "--rows", "bn_ema"])
+    assert "| + BN + EMA (pass-through: never quantized) | 1/1 | 14.0 |" in (tmp_path / "table1.md").read_text()
+    capsys.readouterr()
+    for run, quantized in (("vqvae", False), ("bn", True)):  # the image layout: one line per run
+        (tmp_path / "images" / run / "eval").mkdir(parents=True)
+        (tmp_path / "images" / run / "eval" / "metrics.json").write_text(json.dumps(
+            {"mse": 0.01, "perplexity": 3.0, "codes_used": 4, "images": 10, "quantized": quantized}))
+    writer.main(["cifar10", str(tmp_path / "images")])
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(" | ")[0] for line in lines if line.startswith(("| VQ-VAE", "| + BN"))] == [
+        "| VQ-VAE (pass-through: never quantized)", "| + BN"]
