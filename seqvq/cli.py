@@ -8,7 +8,8 @@ A run config is a YAML mapping with ``task:`` (a name in :data:`seqvq.tasks.TASK
 :class:`~seqvq.train.TrainConfig` fields), optionally ``exp_dir:``, and the keys the task declares in its
 ``CONFIG`` (model, data, quantizer...). Every key and value is checked before anything runs. ``train`` under
 torchrun trains with DDP. ``evaluate`` needs only the checkpoint (it carries the run config and the task's
-evaluation state) and writes into ``--out`` or a directory named after the full data path.
+evaluation state) and writes into ``--out`` or a directory named after the full data path. Both run on
+``train.threads`` torch threads when it is set.
 
 A mistake in what the user gave (:class:`seqvq.UserError`: a config typo, a wrong type, a missing file, bad data)
 prints one line, ``error: <file or key>: <what>; <what to do>``, and exits 1; ``--debug`` or ``SEQVQ_DEBUG=1``
@@ -22,9 +23,16 @@ import os
 import sys
 from pathlib import Path
 
+import torch
 import yaml
 
 from seqvq.errors import UserError
+
+
+def use_threads(threads: int | None) -> None:
+    """``train.threads``: torch's CPU threads for training or evaluation (faiss follows torch's count)."""
+    if threads:
+        torch.set_num_threads(threads)
 
 
 def _train(args) -> None:
@@ -47,6 +55,7 @@ def _train(args) -> None:
     if not config.get("exp_dir"):
         raise UserError(f"{args.config}: no exp_dir; pass --exp-dir DIR or set exp_dir: in the config")
     train_config = TrainConfig.from_dict(config.get("train"))
+    use_threads(train_config.threads)
     seed_everything(train_config.seed)
     bundle = task.build_task(config)
     exp_dir = Path(config["exp_dir"])
@@ -62,12 +71,23 @@ def _train(args) -> None:
         dist.destroy_process_group()
 
 
+def checkpoint_run_config(config: dict) -> dict:
+    """A checkpoint's run config in the keys of this version: ``threads`` (a key of the speech task's run configs
+    before it became the run setting ``train.threads``) moves under ``train``."""
+    if "threads" not in config:
+        return config
+    config = dict(config)
+    config["train"] = {**(config.get("train") or {}), "threads": config.pop("threads")}
+    return config
+
+
 def _evaluate(args) -> None:
     from seqvq.tasks import get_task
+    from seqvq.train import TrainConfig
     from seqvq.train.checkpoint import evaluation_dir, read_checkpoint
     from seqvq.train.config import ConfigLayer, check_run_config, merge_layers, override_layer
 
-    config = read_checkpoint(args.checkpoint).get("config")
+    config = checkpoint_run_config(read_checkpoint(args.checkpoint).get("config") or {})
     if not config:
         raise UserError(f"{args.checkpoint}: the checkpoint holds no run config; evaluate a checkpoint written by "
                         f"`seqvq train`")
@@ -78,6 +98,7 @@ def _evaluate(args) -> None:
     config = merge_layers(layers)
     task = get_task(config.get("task"))
     config = check_run_config(config, task.CONFIG, layers)
+    use_threads(TrainConfig.from_dict(config.get("train")).threads)
     out_dir = Path(args.out) if args.out else evaluation_dir(args.checkpoint, args.data)
     result = task.evaluate_cli(args.checkpoint, args.data, config, out_dir, use_polyak=not args.live_weights)
     if isinstance(result, dict):

@@ -62,3 +62,19 @@ def test_unknown_task_and_missing_exp_dir(tmp_path, capsys):
         cli.main(["train", str(config)])
     assert exit_info.value.code == 1
     assert capsys.readouterr().err == f"error: {config}: no exp_dir; pass --exp-dir DIR or set exp_dir: in the config\n"
+
+
+def test_train_threads_is_applied_for_train_and_evaluate(tmp_path, capsys):
+    config = tmp_path / "toy.yaml"
+    config.write_text(yaml.safe_dump({"task": "toy", "train": {"steps": 2, "batch_size": 4, "device": "cpu",
+                                                               "threads": 2}}))
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        cli.main(["train", str(config), "--exp-dir", str(tmp_path / "exp")])
+        assert torch.get_num_threads() == 2
+        torch.set_num_threads(1)
+        cli.main(["evaluate", str(tmp_path / "exp" / "checkpoints" / "last.pt"), str(tmp_path), "train.threads=3"])
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)

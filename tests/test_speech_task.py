@@ -42,13 +42,13 @@ def corpus(tmp_path_factory):
 
 def make_config(corpus, exp_dir, steps, quantizer):
     return {
-        "task": "speech_ctc", "exp_dir": str(exp_dir), "threads": 1,
+        "task": "speech_ctc", "exp_dir": str(exp_dir),
         "data": {"train": str(corpus / "train"), "dev": str(corpus / "dev"),
                  "cmvn": str(corpus / "train" / "cmvn.ark"), "deltas": True},
         "model": {"in_channels": 3, "conv_channels": [4, 4], "conv_kernels": [[3, 3], [3, 3]],
                   "rnn_hidden": 24, "rnn_layers": 1, "bottleneck_dim": 8, "mixer_dim": 16, "quantizer": quantizer},
         "train": {"steps": steps, "batch_size": 5, "lr": 1e-2, "eval_every": steps, "checkpoint_every": 5,
-                  "log_every": 1, "seed": 0},
+                  "log_every": 1, "seed": 0, "threads": 1},
     }
 
 

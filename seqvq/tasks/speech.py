@@ -12,7 +12,6 @@ data:
   units: exp/mini/feats/units.json # unit model from data_prep/make_targets.py --units; null/absent = phones
   deltas: true                     # append Δ, ΔΔ to the stored features on the fly
 model: {...}                       # DeepSpeech2CTC keyword arguments; model.quantizer: null = no bottleneck
-threads: 2                         # torch CPU threads (optional)
 ```
 
 Training uses whole utterances. The paper trained on 64-frame chunks with targets from forced alignments (Kaldi
@@ -76,7 +75,7 @@ class SpeechData:
     cache_train: bool = False
 
 
-CONFIG = Section.keys("speech_ctc", threads=int | None, data=Section.of(SpeechData),
+CONFIG = Section.keys("speech_ctc", data=Section.of(SpeechData),
                       model=Section.of(DeepSpeech2CTC, skip=("input_dim", "num_classes"),
                                        quantizer=quantizer_section()))
 
@@ -315,8 +314,6 @@ def evaluate_dataset(model: SpeechCTCTask, dataset: SpeechDataset, batch_size: i
 
 def build_task(config: dict) -> TaskBundle:
     """The trainer's entry point (see the module docstring for the config keys)."""
-    if config.get("threads"):
-        torch.set_num_threads(int(config["threads"]))
     data = SpeechData(**CONFIG.sections["data"].check(config.get("data"), "data"))
     cmvn = load_cmvn(data.cmvn)
     inventory = config_units(data)
@@ -359,8 +356,6 @@ def evaluate_cli(checkpoint: str, data: str, config: dict, out_dir: str | Path |
     ``hyp.txt`` and ``figures.json`` in ``out_dir`` (default: :func:`seqvq.train.checkpoint.evaluation_dir`)."""
     from seqvq.train.checkpoint import evaluation_dir, load_checkpoint, read_checkpoint
 
-    if config.get("threads"):
-        torch.set_num_threads(int(config["threads"]))
     saved_checkpoint = read_checkpoint(checkpoint)
     state = _saved_evaluation_state(saved_checkpoint, config)
     inventory = checkpoint_units(saved_checkpoint["model"], checkpoint)
