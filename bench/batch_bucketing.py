@@ -17,8 +17,9 @@ import torch
 
 from seqvq import param_groups
 from seqvq.data.speech_corpus import load_cmvn, load_split
+from seqvq.data.speech_dataset import SpeechDataset, collate_speech
 from seqvq.data.units import UnitInventory
-from seqvq.tasks.speech import SpeechDataset, build_model, collate_speech
+from seqvq.tasks.speech import build_model
 from seqvq.train.config import load_config
 from seqvq.train.data import EpochBatchSampler
 

@@ -13,8 +13,9 @@ import time
 import torch
 
 from seqvq import param_groups, reset_optimizer_state
+from seqvq.data.speech_dataset import SpeechBatch
 from seqvq.data.units import UnitInventory
-from seqvq.tasks.speech import SpeechBatch, build_model
+from seqvq.tasks.speech import build_model
 from seqvq.train.config import load_config
 
 VARIANTS = {

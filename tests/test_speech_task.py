@@ -8,8 +8,9 @@ import torch
 
 from seqvq.data.lexicon import PHONES, write_phone_transcripts
 from seqvq.data.speech_corpus import compute_cmvn, read_features, save_cmvn
+from seqvq.data.speech_dataset import SpeechDataset, collate_speech, ctc_feasible
 from seqvq.cli import main
-from seqvq.tasks.speech import SpeechDataset, build_task, collate_speech, ctc_feasible
+from seqvq.tasks.speech import build_task
 from seqvq.train import Trainer, TrainConfig, seed_everything
 
 USED_PHONES = PHONES[:6]
