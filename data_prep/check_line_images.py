@@ -12,7 +12,8 @@ import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
-from seqvq.tasks.handwriting import _split  # noqa: E402
+from seqvq.tasks.base import EVAL, TRAIN  # noqa: E402
+from seqvq.tasks.handwriting import HandwritingTask  # noqa: E402
 from seqvq.train.config import load_config  # noqa: E402
 
 
@@ -24,8 +25,10 @@ def main() -> None:
     try:
         config = load_config(args.config, args.overrides)
         corpus = config["data"]["corpus"]
-        for key, default in (("train_split", "train"), ("test_split", "test")):
-            lines = _split(config, key)
+        task = HandwritingTask(config)
+        model = task.build_model()  # the line height and levels the model reads
+        for split, default in ((TRAIN, "train"), (EVAL, "test")):
+            lines = task.open_split(split, model)
             widths = [lines[index].image.shape[1] for index in range(len(lines))]
             with_text = sum(bool(lines[index].text) for index in range(len(lines)))
             print(f"{corpus}: {default} split: {len(lines)} lines ({with_text} with transcripts), "

@@ -5,11 +5,11 @@
     seqvq plot EXP_DIR
 
 A run config is a YAML mapping with ``task:`` (a name in :data:`seqvq.tasks.TASKS`), ``train:`` (the
-:class:`~seqvq.train.TrainConfig` fields), optionally ``exp_dir:``, and the keys the task declares in its
-``CONFIG`` (model, data, quantizer...). Every key and value is checked before anything runs. ``train`` under
-torchrun trains with DDP. ``evaluate`` needs only the checkpoint (it carries the run config and the task's
-evaluation state) and writes into ``--out`` or a directory named after the full data path. Both run on
-``train.threads`` torch threads when it is set.
+:class:`~seqvq.train.TrainConfig` fields), optionally ``exp_dir:``, and the keys the task declares
+(:meth:`seqvq.tasks.Task.schema`: model, data, quantizer...). Every key and value is checked before anything runs.
+``train`` under torchrun trains with DDP. ``evaluate`` needs only the checkpoint (it carries the run config and the
+task's evaluation state) and writes ``figures.json`` (and the task's files) into ``--out`` or a directory named
+after the full data path. Both run on ``train.threads`` torch threads when it is set.
 
 A mistake in what the user gave (:class:`seqvq.UserError`: a config typo, a wrong type, a missing file, bad data)
 prints one line, ``error: <file or key>: <what>; <what to do>``, and exits 1; ``--debug`` or ``SEQVQ_DEBUG=1``
@@ -27,6 +27,7 @@ import torch
 import yaml
 
 from seqvq.errors import UserError
+from seqvq.tasks import TASKS, get_task
 
 
 def use_threads(threads: int | None) -> None:
@@ -38,7 +39,6 @@ def use_threads(threads: int | None) -> None:
 def _train(args) -> None:
     import torch.distributed as dist
 
-    from seqvq.tasks import get_task
     from seqvq.train import Trainer, TrainConfig, seed_everything
     from seqvq.train.config import check_run_config, load_config_layers, merge_layers
     from seqvq.train.logs import atomic_write_text
@@ -48,16 +48,15 @@ def _train(args) -> None:
     if args.exp_dir:
         config["exp_dir"] = args.exp_dir
     if "task" not in config:
-        raise UserError(f"{args.config}: no 'task:' key; set it to one of the registered tasks (speech_ctc, "
-                        f"handwriting_ae)")
+        raise UserError(f"{args.config}: no 'task:' key; set it to one of the registered tasks ({', '.join(TASKS)})")
     task = get_task(config["task"])
-    config = check_run_config(config, task.CONFIG, layers)
+    config = check_run_config(config, task.schema(), layers)
     if not config.get("exp_dir"):
         raise UserError(f"{args.config}: no exp_dir; pass --exp-dir DIR or set exp_dir: in the config")
     train_config = TrainConfig.from_dict(config.get("train"))
     use_threads(train_config.threads)
     seed_everything(train_config.seed)
-    bundle = task.build_task(config)
+    bundle = task(config).build_task()
     exp_dir = Path(config["exp_dir"])
     if int(os.environ.get("RANK", "0")) == 0:
         exp_dir.mkdir(parents=True, exist_ok=True)
@@ -82,7 +81,6 @@ def checkpoint_run_config(config: dict) -> dict:
 
 
 def _evaluate(args) -> None:
-    from seqvq.tasks import get_task
     from seqvq.train import TrainConfig
     from seqvq.train.checkpoint import evaluation_dir, read_checkpoint
     from seqvq.train.config import ConfigLayer, check_run_config, merge_layers, override_layer
@@ -97,12 +95,11 @@ def _evaluate(args) -> None:
     layers = [ConfigLayer(f"{args.checkpoint} (its run config)", config), *overrides]
     config = merge_layers(layers)
     task = get_task(config.get("task"))
-    config = check_run_config(config, task.CONFIG, layers)
+    config = check_run_config(config, task.schema(), layers)
     use_threads(TrainConfig.from_dict(config.get("train")).threads)
     out_dir = Path(args.out) if args.out else evaluation_dir(args.checkpoint, args.data)
-    result = task.evaluate_cli(args.checkpoint, args.data, config, out_dir, use_polyak=not args.live_weights)
-    if isinstance(result, dict):
-        print(json.dumps(result))
+    print(json.dumps(task(config).evaluate_checkpoint(args.checkpoint, args.data, out_dir,
+                                                      use_polyak=not args.live_weights)))
 
 
 def _plot(args) -> None:
@@ -120,11 +117,13 @@ def debug_requested(flag: bool) -> bool:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="seqvq", description="Train, evaluate and plot seqvq runs.")
+    parser = argparse.ArgumentParser(prog="seqvq", description="Train, evaluate and plot seqvq runs.",
+                                     epilog=f"tasks (a run config's task:): {', '.join(TASKS)}")
     parser.add_argument("--debug", action="store_true",
                         help="show the traceback of an error in the input (also SEQVQ_DEBUG=1)")
     commands = parser.add_subparsers(dest="command", required=True)
-    train = commands.add_parser("train", help="train a run config (resumes from EXP_DIR/checkpoints/last.pt)")
+    train = commands.add_parser("train", help="train a run config (resumes from EXP_DIR/checkpoints/last.pt)",
+                                epilog=f"tasks (a run config's task:): {', '.join(TASKS)}")
     train.add_argument("config")
     train.add_argument("overrides", nargs="*", help="dotted.key=value, e.g. train.steps=200")
     train.add_argument("--exp-dir", help="output directory (default: exp_dir: in the config)")

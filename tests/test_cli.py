@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,7 +17,7 @@ from seqvq.train.checkpoint import load_checkpoint
 
 @pytest.fixture(autouse=True)
 def toy_registered(monkeypatch):
-    monkeypatch.setitem(TASKS, "toy", "toy_task")
+    monkeypatch.setitem(TASKS, "toy", "toy_task:ToyTask")
     if not hasattr(seqvq, "param_groups"):
         monkeypatch.setattr(seqvq, "param_groups", toy_task.stand_in_param_groups, raising=False)
     if not hasattr(seqvq, "reset_optimizer_state"):
@@ -39,6 +40,7 @@ def test_train_then_evaluate(tmp_path, capsys):
     cli.main(["evaluate", str(exp_dir / "checkpoints" / "last.pt"), str(tmp_path / "some_data")])
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["data"] == str(tmp_path / "some_data") and result["mse"] == pytest.approx(final["mse"])
+    assert result["step"] == 4 and json.loads((Path(result["out_dir"]) / "figures.json").read_text()) == result
 
     # --live-weights: the last step's parameters, not the Polyak average the run evaluated on
     cli.main(["evaluate", str(exp_dir / "checkpoints" / "last.pt"), str(tmp_path / "some_data"), "--live-weights"])
@@ -62,6 +64,15 @@ def test_unknown_task_and_missing_exp_dir(tmp_path, capsys):
         cli.main(["train", str(config)])
     assert exit_info.value.code == 1
     assert capsys.readouterr().err == f"error: {config}: no exp_dir; pass --exp-dir DIR or set exp_dir: in the config\n"
+
+
+def test_help_lists_every_task(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    listed = capsys.readouterr().out
+    assert all(name in listed for name in TASKS)
+    for name in TASKS:  # every registered task is a Task with its schema
+        assert get_task(name).name == name and get_task(name).schema().sections.keys() >= {"data", "model"}
 
 
 def test_train_threads_is_applied_for_train_and_evaluate(tmp_path, capsys):

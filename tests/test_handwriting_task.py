@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from seqvq.data.lines import save_line_corpus
-from seqvq.tasks.handwriting import build_task, evaluate_cli
+from seqvq.tasks.handwriting import HandwritingTask
 from seqvq.train import Trainer, TrainConfig, read_metrics
 
 HEIGHT, LEVELS = 16, 4
@@ -45,21 +45,22 @@ def test_smoke_run_loss_falls_and_evaluation(tmp_path):
     (tmp_path / "corpus").mkdir()
     _corpus(tmp_path / "corpus")
     config = _config(tmp_path)
-    bundle = build_task(config)
+    bundle = HandwritingTask(config).build_task()
     train = TrainConfig(steps=40, batch_size=6, lr=3e-3, log_every=5, eval_every=40, checkpoint_every=40,
                         device="cpu")
     figures = Trainer(bundle.model, train, bundle.train_dataset, bundle.collate_fn, bundle.evaluate,
                       exp_dir=tmp_path / "exp", run_config=config).fit()
     losses = [r["loss"] for r in read_metrics(tmp_path / "exp") if r["split"] == "train"]
     assert losses[-1] < 0.7 * losses[0]
-    assert {"bpd", "perplexity", "codes_used", "uniform_nelbo", "unigram_nelbo"} <= set(figures)
+    assert {"bpd", "code_perplexity", "codes_used", "uniform_nelbo", "unigram_nelbo"} <= set(figures)
     assert figures["uniform_nelbo"] == pytest.approx(figures["bpd"] + math.log2(16) / (HEIGHT * 4))
     assert figures["unigram_nelbo"] <= figures["uniform_nelbo"] + 1e-9
 
-    result = evaluate_cli(str(tmp_path / "exp" / "checkpoints" / "last.pt"), str(tmp_path / "corpus"), config,
-                          tmp_path / "exp" / "eval")
+    result = HandwritingTask(config).evaluate_checkpoint(tmp_path / "exp" / "checkpoints" / "last.pt",
+                                                         tmp_path / "corpus", tmp_path / "exp" / "eval")
     out = tmp_path / "exp" / "eval"
-    assert json.loads((out / "metrics.json").read_text()) == pytest.approx(result)
+    assert json.loads((out / "figures.json").read_text()) == pytest.approx(result)
+    assert {name: result[name] for name in figures} == pytest.approx(figures)
     assert (out / "reconstructions.png").stat().st_size > 0
     codes = (out / "codes.txt").read_text().splitlines()
     assert len(codes) == 2 and all(line.split("\t")[1].split() for line in codes)
@@ -68,7 +69,7 @@ def test_smoke_run_loss_falls_and_evaluation(tmp_path):
 def test_codebook_loss_reaches_only_the_codebook(tmp_path):
     (tmp_path / "corpus").mkdir()
     _corpus(tmp_path / "corpus")
-    bundle = build_task(_config(tmp_path))
+    bundle = HandwritingTask(_config(tmp_path)).build_task()
     batch = bundle.collate_fn([bundle.train_dataset[i] for i in range(4)])
     loss = bundle.model.codebook_loss(batch)
     loss.backward()

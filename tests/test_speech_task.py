@@ -10,7 +10,7 @@ from seqvq.data.lexicon import PHONES, write_phone_transcripts
 from seqvq.data.speech_corpus import compute_cmvn, read_features, save_cmvn
 from seqvq.data.speech_dataset import SpeechDataset, collate_speech, ctc_feasible
 from seqvq.cli import main
-from seqvq.tasks.speech import build_task
+from seqvq.tasks.speech import SpeechCTCTask
 from seqvq.train import Trainer, TrainConfig, seed_everything
 
 USED_PHONES = PHONES[:6]
@@ -55,7 +55,7 @@ def make_config(corpus, exp_dir, steps, quantizer):
 
 def run(config):
     seed_everything(config["train"]["seed"])  # as `seqvq train` does before building the task
-    bundle = build_task(config)
+    bundle = SpeechCTCTask(config).build_task()
     trainer = Trainer(bundle.model, TrainConfig.from_dict(config["train"]), bundle.train_dataset,
                       bundle.collate_fn, bundle.evaluate, exp_dir=config["exp_dir"], run_config=config)
     return trainer, trainer.fit()

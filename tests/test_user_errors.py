@@ -200,12 +200,12 @@ def test_the_command_exits_1_with_one_line_and_debug_shows_the_traceback(config_
 
 
 def test_an_internal_bug_keeps_its_traceback(tmp_path, monkeypatch):
-    monkeypatch.setitem(TASKS, "toy", "toy_task")
+    monkeypatch.setitem(TASKS, "toy", "toy_task:ToyTask")
 
-    def broken(config):
+    def broken(task):
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(toy_task, "build_task", broken)
+    monkeypatch.setattr(toy_task.ToyTask, "build_task", broken)
     config = tmp_path / "toy.yaml"
     config.write_text("task: toy\n")
     with pytest.raises(RuntimeError, match="a bug"):
@@ -216,6 +216,24 @@ def test_a_model_option_value_the_model_refuses(config_file, tmp_path, capsys):
     code, _, err = run_cli(capsys, "train", config_file(), "model.quantizer.distance=manhattan",
                            "--exp-dir", tmp_path / "exp")
     assert_one_line_error(code, err, "error: model: distance must be 'l2' or 'cosine', got 'manhattan'")
+
+
+def test_classification_mistakes_are_one_line(tmp_path, capsys):
+    from test_classification_task import _folder
+
+    _folder(tmp_path / "images", per_class=1)
+    config = ROOT / "recipes" / "imagenet100" / "conf" / "resnet18" / "none.yaml"
+    cases = [([], "error: data.root: not set; pass --data DIR or --mini to the recipe, or set it"),
+             ([f"data.root={tmp_path / 'images'}", "model.arch=vgg16"],
+              "error: model.arch: 'vgg16' is no architecture of this task; set it to one of resnet18, alexnet"),
+             ([f"data.root={tmp_path / 'images'}", "data.crop_scale=[0.5, 2]"],
+              "error: data: crop scale must satisfy 0 < min <= max <= 1, got (0.5, 2)"),
+             ([f"data.root={tmp_path / 'images'}", "data.resize_size=100"],
+              "error: data: resize_size=100 must be >= the crop size 224")]
+    for overrides, message in cases:
+        code, _, err = run_cli(capsys, "train", config, *overrides, "--exp-dir", tmp_path / "exp")
+        assert_one_line_error(code, err, message)
+        assert not (tmp_path / "exp").exists()
 
 
 def test_a_checkpoint_of_a_run_config_with_the_old_threads_key_evaluates(trained, corpus, tmp_path, capsys):

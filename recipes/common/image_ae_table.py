@@ -1,5 +1,5 @@
 """The results tables of the image-autoencoder recipes as markdown, one line per trained row, from
-EXP_DIR/<row>/eval/metrics.json written by the recipe's `run.sh` stage 2 (EXP_DIR/<row>_seedN for seed N > 0).
+EXP_DIR/<row>/eval/figures.json written by the recipe's `run.sh` stage 2 (EXP_DIR/<row>_seedN for seed N > 0).
 
     python recipes/common/image_ae_table.py RECIPE EXP_DIR [ROW ...]     (RECIPE: cifar10 or vqvae)
 
@@ -32,7 +32,7 @@ TABLES = {
          "bn_reestimation_codebook_lr": "+ BN + data-dep reest + codebook LR"},
         ["Model", "BPD", "Rec. BPD", "Latent BPD", "Unigram BPD", "Pplx (mean over codebooks)", "Codes used"],
         lambda m: [f"{m['bpd']:.3f}", f"{m['rec_bpd']:.3f}", f"{m['latent_bpd']:.3f}", f"{m['unigram_bpd']:.3f}",
-                   f"{m['perplexity']:.1f}", f"{m['codes_used']:.0f}"],
+                   f"{m['code_perplexity']:.1f}", f"{m['codes_used']:.0f}"],
         lambda evaluated: f"Test images: {evaluated[0]['images']:.0f}; BPD = Rec. BPD + 64 latents x G x log2 K "
                           "bits / 3,072 sub-pixels (uniform prior); Unigram BPD uses log2 of each codebook's test "
                           "perplexity instead of log2 K."),
@@ -43,7 +43,7 @@ TABLES = {
          "affine_opt": "VQVAE + Affine + OPT", "affine_opt_replace": "VQVAE + Affine + OPT + replace",
          "affine_opt_replace_l2": "VQVAE + Affine + OPT + replace + l2"},
         ["Method", "MSE (1e-3)", "Perplexity", "Codes used"],
-        lambda m: [f"{1e3 * m['mse']:.2f}", f"{m['perplexity']:.1f}", f"{m['codes_used']:.0f}"],
+        lambda m: [f"{1e3 * m['mse']:.2f}", f"{m['code_perplexity']:.1f}", f"{m['codes_used']:.0f}"],
         lambda evaluated: f"Test images: {evaluated[-1]['images']:.0f}; MSE of the reconstruction in [0, 1] per "
                           "sub-pixel."),
 }
@@ -67,7 +67,7 @@ def evaluated_runs(table: Table, exp: str) -> list[str]:
     for row in table.labels:
         seeded = sorted((m for m in map(SEEDED.fullmatch, folders) if m and m[1] == row), key=lambda m: int(m[2]))
         runs += [row] + [m[0] for m in seeded]
-    return [run for run in runs if os.path.isfile(os.path.join(exp, run, "eval", "metrics.json"))]
+    return [run for run in runs if os.path.isfile(os.path.join(exp, run, "eval", "figures.json"))]
 
 
 def base_row(run: str) -> str:
@@ -96,7 +96,7 @@ def print_table(table: Table, exp: str, rows: list[str]) -> None:
     evaluated, group = [], []
     for index, row in enumerate(rows):
         name = label(table, row)
-        path = os.path.join(exp, row, "eval", "metrics.json")
+        path = os.path.join(exp, row, "eval", "figures.json")
         if not os.path.isfile(path):
             print(f"| {name} | not evaluated |" + " |" * (len(table.header) - 2))
         else:

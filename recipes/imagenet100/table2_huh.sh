@@ -2,7 +2,7 @@
 # Table 2 of Huh et al. 2023 (classification: top-1 accuracy and code perplexity per remedy) on ImageNet100
 # (--data DIR) or the built digit set (--mini, default): trains and evaluates every (model, row) through run.sh
 # (--jobs at a time, OMP_NUM_THREADS = cores / jobs each) and prints the ablation as markdown. Rows that already
-# have eval/metrics.json are not retrained (delete EXP/<model>/<row> to redo one).
+# have eval/figures.json are not retrained (delete EXP/<model>/<row> to redo one).
 #
 #   bash recipes/imagenet100/table2_huh.sh [--mini | --data DIR] [--models "resnet18 alexnet vit_tiny"]
 #        [--rows "novq none affine sync alternating replace all"] [--jobs 2] [--exp DIR] [--table NAME]
@@ -59,7 +59,7 @@ if [ "$table_only" = 0 ]; then
       for row in $rows; do
         run=$row seed_args=()
         (( seed == 0 )) || { run=${row}_seed$seed; seed_args=(train.seed=$seed); }
-        [ -f "$exp/$model/$run/eval/metrics.json" ] && continue
+        [ -f "$exp/$model/$run/eval/figures.json" ] && continue
         echo "table2_huh.sh: $model/$run (log: $exp/logs/$model-$run.log)"
         start_job "$exp/logs/$model-$run.log" env OMP_NUM_THREADS="$threads" bash "$here/run.sh" "${data_args[@]}" \
           --model "$model" --config "$row" --stage 1 --exp "$exp/$model/$run" -- \
@@ -102,8 +102,8 @@ def seed_runs(model: str, row: str) -> list[tuple[dict, str]]:
     found = []
     for seed in range(seeds):
         run = run_dir(Path(exp) / model, row, "", seed)
-        if (run / "eval" / "metrics.json").is_file():
-            metrics = json.loads((run / "eval" / "metrics.json").read_text())
+        if (run / "eval" / "figures.json").is_file():
+            metrics = json.loads((run / "eval" / "figures.json").read_text())
             seconds_path = run / "train_seconds.txt"
             found.append((metrics, seconds_path.read_text().strip() if seconds_path.is_file() else ""))
     return found
@@ -130,7 +130,7 @@ for model in models:
             base = statistics.fmean(accuracies)
         elif base is not None and methods is not None:
             accuracy += f" ({statistics.fmean(accuracies) - base:+.1f})"
-        perplexity = cell([m["perplexity"] for m, _ in runs], 1) if "perplexity" in runs[0][0] else "-"
+        perplexity = cell([m["code_perplexity"] for m, _ in runs], 1) if "code_perplexity" in runs[0][0] else "-"
         used = cell([m["codes_used"] for m, _ in runs], 0) if "codes_used" in runs[0][0] else "-"
         times = [float(t) for _, t in runs if t]
         seconds = f"{statistics.fmean(times):.0f}" if times else ""

@@ -107,11 +107,11 @@ fi
 if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
   echo "stage 2: evaluating $run on the test split of $corpus"
   python -m seqvq.cli evaluate "$exp/$run/checkpoints/last.pt" "$corpus" --out "$exp/$run/eval" > /dev/null
-  python - "$exp/$run/eval/metrics.json" "$run" <<'PY'
+  python - "$exp/$run/eval/figures.json" "$run" <<'PY'
 import json, sys
 m = json.load(open(sys.argv[1]))
-print(f"{sys.argv[2]} (test, {m['lines']:.0f} lines): Rec. BPD {m['bpd']:.3f} | perplexity {m['perplexity']:.1f} | "
+print(f"{sys.argv[2]} (test, {m['lines']:.0f} lines): Rec. BPD {m['bpd']:.3f} | perplexity {m['code_perplexity']:.1f} | "
       f"codes used {m['codes_used']:.0f} | uniform NELBO {m['uniform_nelbo']:.3f} | unigram NELBO "
-      f"{m['unigram_nelbo']:.3f} bits | reconstructions: {sys.argv[1].replace('metrics.json', 'reconstructions.png')}")
+      f"{m['unigram_nelbo']:.3f} bits | reconstructions: {sys.argv[1].replace('figures.json', 'reconstructions.png')}")
 PY
 fi

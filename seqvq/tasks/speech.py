@@ -1,8 +1,8 @@
 """The speech task (``task: speech_ctc``): CTC recognition with a VQ bottleneck (Łańcucki 2020 §IV-A), on phones
 (the paper), characters or sentencepiece subwords (:mod:`seqvq.data.units`).
 
-Run config keys read here (besides ``train:``, which the trainer reads; declared by :data:`CONFIG`, checked
-before anything runs):
+Run config keys read here (besides ``train:``, which the trainer reads; declared by :class:`SpeechCTCTask`,
+checked before anything runs):
 
 ```yaml
 data:
@@ -27,14 +27,13 @@ characters and subwords (words rebuilt from the units) -- code perplexity 2^H ov
 codes used, and a hypothesis file with one ``utt PH PH ...`` (phones) or ``utt word word ...`` line per utterance.
 
 A checkpoint carries what evaluation needs besides the weights: the unit model (above) and
-(:func:`evaluation_state`) the CMVN statistics themselves and the feature settings (deltas, the fbank options used
-for raw Kaldi dirs, the feature dimension), so ``seqvq evaluate CHECKPOINT DATA`` needs neither the training
-directory nor its files.
+(:meth:`SpeechCTCTask.evaluation_state`) the CMVN statistics themselves and the feature settings (deltas, the fbank
+options used for raw Kaldi dirs, the feature dimension), so ``seqvq evaluate CHECKPOINT DATA`` needs neither the
+training directory nor its files.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,8 +54,12 @@ from seqvq.metrics.wer import character_error_counts, word_error_counts
 from seqvq.models.deepspeech2 import DeepSpeech2CTC
 from seqvq.options import Section
 from seqvq.quantize import perplexity, quantizer_section
+from seqvq.tasks.base import TRAIN, Task
 from seqvq.train.logs import atomic_write_text
-from seqvq.train.types import StepOutput, TaskBundle
+from seqvq.train.types import StepOutput
+
+LOGGED = ("per", "cer", "wer", "code_perplexity", "codes_used")  # the dev figures of the training log
+
 
 @dataclass
 class SpeechData:
@@ -72,12 +75,7 @@ class SpeechData:
     cache_train: bool = False
 
 
-CONFIG = Section.keys("speech_ctc", data=Section.of(SpeechData),
-                      model=Section.of(DeepSpeech2CTC, skip=("input_dim", "num_classes"),
-                                       quantizer=quantizer_section()))
-
-
-class SpeechCTCTask(nn.Module):
+class SpeechCTCModel(nn.Module):
     """Trainer-facing wrapper: ``forward(batch) -> StepOutput`` with loss = CTC + the quantizer's loss.
 
     ``unit_model`` (uint8 buffer) holds the unit inventory's bytes (:meth:`UnitInventory.to_bytes`), so the
@@ -107,20 +105,6 @@ class SpeechCTCTask(nn.Module):
         return StepOutput(loss=loss, metrics=metrics, weight=float(len(batch.utterances)))
 
 
-def build_model(config: dict, input_dim: int, inventory: UnitInventory) -> SpeechCTCTask:
-    options = CONFIG.sections["model"].check(dict(config.get("model") or {}), "model")
-    try:
-        model = DeepSpeech2CTC(input_dim=input_dim, num_classes=len(inventory.symbols) + 1, **options)
-    except ValueError as error:  # an option value the model refuses (the keys and types are checked above)
-        raise UserError(f"model: {error}; fix the model section of the config") from None
-    return SpeechCTCTask(model, inventory)
-
-
-def config_units(data: SpeechData) -> UnitInventory:
-    """The unit model named by ``data.units`` (phones when it is absent or null)."""
-    return UnitInventory.load(data.units) if data.units else UnitInventory.phones()
-
-
 def checkpoint_units(model_state: Mapping[str, torch.Tensor], where: str) -> UnitInventory:
     """The unit model a checkpoint's model state carries."""
     if "unit_model" not in model_state:
@@ -129,18 +113,7 @@ def checkpoint_units(model_state: Mapping[str, torch.Tensor], where: str) -> Uni
     return UnitInventory.from_bytes(bytes(model_state["unit_model"].cpu().tolist()), where)
 
 
-def _input_dim(feature_dim: int, deltas: bool) -> int:
-    return feature_dim * (3 if deltas else 1)
-
-
-def evaluation_state(cmvn: GlobalCMVN, deltas: bool, feature_dim: int) -> dict:
-    """What ``seqvq evaluate`` needs besides the weights and the unit model (the ``unit_model`` buffer), stored in
-    every checkpoint (types that ``torch.load(weights_only=True)`` reads): CMVN statistics and feature settings."""
-    return {"cmvn": torch.tensor(cmvn.stats), "deltas": deltas, "feature_dim": feature_dim,
-            "fbank": dataclasses.asdict(FbankOptions())}
-
-
-def evaluate_dataset(model: SpeechCTCTask, dataset: SpeechDataset, batch_size: int = 32,
+def evaluate_dataset(model: SpeechCTCModel, dataset: SpeechDataset, batch_size: int = 32,
                      hypothesis_file: str | Path | None = None) -> dict[str, float]:
     """Greedy CTC over ``dataset``: corpus PER (%) for phones, CER and WER (%) for characters and subwords,
     code perplexity and codes used over all valid frames."""
@@ -186,63 +159,73 @@ def evaluate_dataset(model: SpeechCTCTask, dataset: SpeechDataset, batch_size: i
     return figures
 
 
-def build_task(config: dict) -> TaskBundle:
-    """The trainer's entry point (see the module docstring for the config keys)."""
-    data = SpeechData(**CONFIG.sections["data"].check(config.get("data"), "data"))
-    cmvn = load_cmvn(data.cmvn)
-    inventory = config_units(data)
-    train_features, train_targets, train_references = load_unit_split(data.train, inventory)
-    feature_dim = stored_feature_dim(train_features, data.train)
-    model = build_model(config, _input_dim(feature_dim, data.deltas), inventory)
-    train_set = SpeechDataset(train_features, train_targets, cmvn, data.deltas, model.model.output_lengths,
-                              data.train, inventory, train_references, cache=data.cache_train)
-    dev_set = None
-    if data.dev:  # every dev utterance counts in the error rate, so none is left out for being short
-        features, targets, references = load_unit_split(data.dev, inventory, feature_dim=feature_dim)
-        dev_set = SpeechDataset(features, targets, cmvn, data.deltas, name=data.dev, inventory=inventory,
-                                references=references)
-    exp_dir = Path(config.get("exp_dir", "."))
+class SpeechCTCTask(Task):
+    """CTC recognition with a VQ bottleneck. The model's shape comes from the data: its input dimension from the
+    stored features (with deltas), its outputs from the unit inventory; training reads them from ``data.train``
+    and ``data.units``, evaluation from the checkpoint."""
 
-    def evaluate(task_model: nn.Module) -> dict[str, float]:
-        """Dev error rate and code usage for the training log (the counts go to ``seqvq evaluate``'s output)."""
-        figures = evaluate_dataset(task_model, dev_set, hypothesis_file=exp_dir / "dev_hyp.txt")
-        return {name: figures[name] for name in ("per", "cer", "wer", "code_perplexity", "codes_used")
-                if name in figures}
+    name = "speech_ctc"
+    data_options = SpeechData
+    cmvn: GlobalCMVN
+    deltas: bool
+    feature_dim: int  # of the stored features, before deltas
+    fbank: FbankOptions  # for raw Kaldi dirs
+    inventory: UnitInventory
 
-    return TaskBundle(model=model, train_dataset=train_set, collate_fn=collate_speech,
-                      evaluate=evaluate if dev_set is not None else None,
-                      evaluation_state=evaluation_state(cmvn, data.deltas, feature_dim))
+    @classmethod
+    def model_section(cls) -> Section:
+        return Section.of(DeepSpeech2CTC, skip=("input_dim", "num_classes"), quantizer=quantizer_section())
 
+    def read_training_data(self) -> None:
+        self.cmvn, self.deltas, self.fbank = load_cmvn(self.data.cmvn), self.data.deltas, FbankOptions()
+        self.inventory = UnitInventory.load(self.data.units) if self.data.units else UnitInventory.phones()
+        self.train_split = load_unit_split(self.data.train, self.inventory)
+        self.feature_dim = stored_feature_dim(self.train_split[0], self.data.train)
 
-def _saved_evaluation_state(checkpoint: dict, config: dict) -> dict:
-    """The checkpoint's evaluation state; for checkpoints written before it existed, rebuilt from the config's
-    files (which then must still exist)."""
-    if checkpoint.get("evaluation_state"):
-        return checkpoint["evaluation_state"]
-    data = SpeechData(**CONFIG.sections["data"].check(config.get("data"), "data"))
-    cmvn = load_cmvn(data.cmvn)
-    return evaluation_state(cmvn, data.deltas, cmvn.dim // (3 if data.deltas else 1))
+    def evaluation_state(self) -> dict:
+        """The CMVN statistics and feature settings (the units travel in the model's ``unit_model`` buffer)."""
+        return {"cmvn": torch.tensor(self.cmvn.stats), "deltas": self.deltas, "feature_dim": self.feature_dim,
+                "fbank": dataclasses.asdict(self.fbank)}
 
+    def restore(self, checkpoint: dict, path: str) -> None:
+        state = checkpoint.get("evaluation_state")
+        if state:
+            self.cmvn, self.deltas = GlobalCMVN(state["cmvn"].numpy()), bool(state["deltas"])
+            self.feature_dim, self.fbank = int(state["feature_dim"]), FbankOptions(**state["fbank"])
+        else:  # a checkpoint written before checkpoints carried it: the config's files, which then must exist
+            self.cmvn, self.deltas, self.fbank = load_cmvn(self.data.cmvn), self.data.deltas, FbankOptions()
+            self.feature_dim = self.cmvn.dim // (3 if self.deltas else 1)
+        self.inventory = checkpoint_units(checkpoint["model"], path)
 
-def evaluate_cli(checkpoint: str, data: str, config: dict, out_dir: str | Path | None = None,
-                 use_polyak: bool = True) -> dict[str, float]:
-    """``seqvq evaluate CHECKPOINT DATA``: figures as a dict (Polyak weights when saved and ``use_polyak``);
-    ``hyp.txt`` and ``figures.json`` in ``out_dir`` (default: :func:`seqvq.train.checkpoint.evaluation_dir`)."""
-    from seqvq.train.checkpoint import evaluation_dir, load_checkpoint, read_checkpoint
+    def build_network(self, options: dict) -> SpeechCTCModel:
+        network = DeepSpeech2CTC(input_dim=self.feature_dim * (3 if self.deltas else 1),
+                                 num_classes=len(self.inventory.symbols) + 1, **options)
+        return SpeechCTCModel(network, self.inventory)
 
-    saved_checkpoint = read_checkpoint(checkpoint)
-    state = _saved_evaluation_state(saved_checkpoint, config)
-    inventory = checkpoint_units(saved_checkpoint["model"], checkpoint)
-    cmvn, deltas, feature_dim = GlobalCMVN(state["cmvn"].numpy()), bool(state["deltas"]), int(state["feature_dim"])
-    features, targets, references = load_unit_split(data, inventory, FbankOptions(**state["fbank"]), feature_dim)
-    model = build_model(config, _input_dim(feature_dim, deltas), inventory)
-    saved = load_checkpoint(checkpoint, model, use_polyak=use_polyak)
-    model.eval()
-    dataset = SpeechDataset(features, targets, cmvn, deltas, name=data, inventory=inventory, references=references)
-    out_dir = Path(out_dir) if out_dir is not None else evaluation_dir(checkpoint, data)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with torch.no_grad():
-        figures = evaluate_dataset(model, dataset, hypothesis_file=out_dir / "hyp.txt")
-    figures = {"step": saved.get("step"), "data": str(Path(data).resolve()), "out_dir": str(out_dir), **figures}
-    atomic_write_text(out_dir / "figures.json", json.dumps(figures, indent=1) + "\n")
-    return figures
+    def open_split(self, split: str, model: SpeechCTCModel, path: str | None = None) -> SpeechDataset | None:
+        """Training leaves out utterances too short for their targets (CTC could not align them); every evaluated
+        utterance counts in the error rate, so none is left out for being short."""
+        if split == TRAIN:
+            features, targets, references = self.train_split
+            return SpeechDataset(features, targets, self.cmvn, self.deltas, model.model.output_lengths,
+                                 self.data.train, self.inventory, references, cache=self.data.cache_train)
+        path = path or self.data.dev
+        if path is None:
+            return None
+        features, targets, references = load_unit_split(path, self.inventory, self.fbank, self.feature_dim)
+        return SpeechDataset(features, targets, self.cmvn, self.deltas, name=path, inventory=self.inventory,
+                             references=references)
+
+    def training_collate(self):
+        return collate_speech
+
+    def evaluate(self, model: SpeechCTCModel, dataset: SpeechDataset, out_dir: Path | None) -> dict:
+        """The figures of :func:`evaluate_dataset`; the hypotheses to ``out_dir``/hyp.txt."""
+        return evaluate_dataset(model, dataset, hypothesis_file=None if out_dir is None else out_dir / "hyp.txt")
+
+    def evaluate_during_training(self, model: SpeechCTCModel, dataset: SpeechDataset) -> dict:
+        """Dev error rate and code usage for the training log (the counts go to ``seqvq evaluate``'s output); the
+        hypotheses to EXP_DIR/dev_hyp.txt."""
+        hypotheses = Path(self.config.get("exp_dir", ".")) / "dev_hyp.txt"
+        figures = evaluate_dataset(model, dataset, hypothesis_file=hypotheses)
+        return {name: figures[name] for name in LOGGED if name in figures}
