@@ -16,8 +16,8 @@ TRAINED_STATE = ("step", "rewrites", "norm.running_mean", "ema.cluster_size", "e
                  "reestimation.reservoir.seen", "reestimation.reservoir.rng.state")
 
 
-def make_quantizer(dim: int) -> seqvq.VectorQuantizer:
-    return seqvq.VectorQuantizer(dim, **QUANTIZER_OPTIONS)
+def make_quantizer(dim: int, **options) -> seqvq.VectorQuantizer:
+    return seqvq.VectorQuantizer(dim, **{**QUANTIZER_OPTIONS, **options})
 
 
 def assert_quantizer_trained(quantizer: seqvq.VectorQuantizer) -> None:

@@ -20,7 +20,8 @@ from espnet2.tasks.asr import ASRTask  # noqa: E402
 from espnet2.train.reporter import Reporter  # noqa: E402
 from espnet2.train.trainer import Trainer  # noqa: E402
 
-from seqvq.integrations.espnet import VQESPnetASRModel, VQPostEncoder, register  # noqa: E402
+import seqvq.integrations.espnet  # noqa: E402
+from seqvq.integrations.espnet import VQASRTask, VQESPnetASRModel, VQPostEncoder, register  # noqa: E402
 
 CONFIG = pathlib.Path(__file__).resolve().parents[1] / "recipes" / "espnet" / "asr.yaml"
 TOKENS = ["<blank>", "<unk>", "a", "b", "c", "<sos/eos>"]
@@ -94,6 +95,35 @@ def test_asr_model_with_vq_postencoder_trains_and_resumes(tmp_path, one_thread):
     Trainer.resume(checkpoint=tmp_path / "checkpoint.pth", model=fresh, reporter=Reporter(),
                    optimizers=fresh_optimizers, schedulers=[None], scaler=None, ngpu=0)
     assert_same_state(fresh.postencoder.bottleneck.quantizer, saved)
+
+
+def test_vq_asr_task_optimizers_clear_the_moments_of_rewritten_codes_before_each_step(tmp_path, one_thread):
+    args = build_args(tmp_path)
+    args.token_list = TOKENS
+    args.postencoder_conf = dict(QUANTIZER_OPTIONS, codebook_update="gradient", affine=None)  # codebook moments
+    torch.manual_seed(0)
+    model = VQASRTask.build_model(args)
+    (optimizer,) = VQASRTask.build_optimizers(args, model)  # what ESPnet's trainer steps
+    quantizer, seen = model.postencoder.bottleneck.quantizer, []
+    optimizer.register_step_pre_hook(lambda optimizer, args, kwargs: seen.append(
+        (int(quantizer.rewrites), quantizer.codebook in optimizer.state)))
+    generator = torch.Generator().manual_seed(0)
+    model.train()
+    for _ in range(4):
+        loss, _, _ = model(**make_batch(generator))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    # (rewrites so far, whether the codebook has optimizer state) at each step: k-means at step 2 and re-estimation
+    # at step 4 rewrite the whole codebook, so those steps find its state cleared.
+    assert seen == [(0, False), (1, False), (1, True), (2, False)]
+
+
+def test_command_line_trains_the_vq_asr_task(monkeypatch):
+    calls = []
+    monkeypatch.setattr(VQASRTask, "main", lambda cmd=None: calls.append(cmd))
+    seqvq.integrations.espnet.main(["train", "--config", "asr.yaml"])
+    assert calls == [["--config", "asr.yaml"]]
 
 
 def test_model_refuses_a_postencoder_that_is_not_the_vq_bottleneck(tmp_path):

@@ -13,13 +13,13 @@ from lightning.pytorch import Callback, Trainer  # noqa: E402
 from nemo.core.classes.mixins import AccessMixin  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
-from seqvq.integrations.nemo import AUXILIARY_LOSS, VQEncoder  # noqa: E402
+from seqvq.integrations.nemo import AUXILIARY_LOSS, ResetOptimizerStateOnStep, VQEncoder  # noqa: E402
 
 LABELS = [" ", "a", "b", "c"]
 FEATURES, DIM = 16, 12
 
 
-def build_model():
+def build_model(quantizer_options=None):
     torch.manual_seed(0)
     cfg = OmegaConf.create({
         "sample_rate": 16000, "labels": LABELS,
@@ -35,7 +35,7 @@ def build_model():
         "optim": {"name": "adam", "lr": 1e-3},
     })
     model = nemo_asr.models.EncDecCTCModel(cfg=cfg)
-    model.encoder = VQEncoder(model.encoder, make_quantizer(DIM))
+    model.encoder = VQEncoder(model.encoder, make_quantizer(DIM, **(quantizer_options or {})))
     return model
 
 
@@ -92,3 +92,26 @@ def test_nemo_ctc_model_with_vq_encoder_trains_with_trainer_fit_and_checkpoint_r
                            quantizer.reestimation.reservoir.samples)
     fresh.load_state_dict(torch.load(tmp_path / "last.ckpt", weights_only=False)["state_dict"])
     assert_same_state(fresh.encoder.quantizer, quantizer.state_dict())
+
+
+class CodebookSteps(Callback):
+    """Adam's step count for the codebook after each training step: it restarts when the codebook's state is
+    cleared."""
+
+    def __init__(self):
+        self.seen = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        codebook = pl_module.encoder.quantizer.codebook
+        self.seen.append(int(trainer.optimizers[0].state[codebook]["step"]))
+
+
+def test_callback_clears_the_moments_of_rewritten_codes_before_each_step(one_thread):
+    model = build_model({"codebook_update": "gradient", "affine": None})  # a codebook with optimizer moments
+    steps = CodebookSteps()
+    trainer = Trainer(max_steps=6, accelerator="cpu", logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False,
+                      callbacks=[ResetOptimizerStateOnStep(), steps])
+    trainer.fit(model, train_dataloaders=torch.utils.data.DataLoader(make_batches(6), batch_size=None))
+    # k-means at step 2 and re-estimation at step 4 rewrite the whole codebook: Adam starts over at those steps.
+    assert steps.seen == [1, 1, 2, 1, 2, 3]

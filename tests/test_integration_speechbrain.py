@@ -93,3 +93,27 @@ def test_recipe_trains_with_brain_fit_and_checkpointer_restores_the_quantizer(tm
     fresh.evaluate(datasets["test"], min_key="PER", test_loader_kwargs=loader_options)
     test_line = (tmp_path / "exp" / "train_log.txt").read_text().splitlines()[-1]
     assert "test PER" in test_line and "test vq_perplexity" in test_line
+
+
+def test_recipe_brain_clears_the_optimizer_moments_of_rewritten_codes_before_each_step(tmp_path, one_thread):
+    pytest.importorskip("speechbrain", reason="SpeechBrain is not installed (bash .ci/install_toolkits.sh)")
+    recipe = load_recipe()
+    write_corpus(tmp_path)
+    overrides = dict(OVERRIDES, data_folder=str(tmp_path), output_folder=str(tmp_path / "exp"),
+                     vq_codebook_update="gradient", vq_affine=None)  # a codebook with optimizer moments
+    brain, datasets, loader_options = recipe.prepare(str(RECIPE / "hparams" / "train_ctc_vq.yaml"),
+                                                     {"device": "cpu", "noprogressbar": True}, overrides)
+    quantizer, seen = brain.modules.vq.quantizer, []
+    init_optimizers = brain.init_optimizers
+
+    def init_optimizers_and_watch():  # Brain.fit builds the optimizer; watch what each of its updates finds
+        init_optimizers()
+        brain.optimizer.register_step_pre_hook(lambda optimizer, args, kwargs: seen.append(
+            (int(quantizer.rewrites), quantizer.codebook in optimizer.state)))
+
+    brain.init_optimizers = init_optimizers_and_watch
+    brain.fit(brain.hparams.epoch_counter, datasets["train"], datasets["valid"],
+              train_loader_kwargs=loader_options, valid_loader_kwargs=loader_options)
+    # (rewrites so far, whether the codebook has optimizer state) at each of the 4 steps: k-means at step 2 and
+    # re-estimation at step 4 rewrite the whole codebook, so those steps find its state cleared.
+    assert seen == [(0, False), (1, False), (1, True), (2, False)]

@@ -2,8 +2,9 @@
 """SpeechBrain CTC phone recognizer with a seqvq VQ bottleneck (hparams/train_ctc_vq.yaml).
 
 The only VQ-specific lines: ``compute_forward`` passes the encoder output through ``self.modules.vq`` with the
-batch's relative lengths, ``compute_objectives`` adds ``vq.loss`` to the CTC loss, and the stage summary logs code
-perplexity.  The quantizer's whole state is checkpointed by the ``model`` recoverable.
+batch's relative lengths, ``compute_objectives`` adds ``vq.loss`` to the CTC loss, ``init_optimizers`` makes the
+optimizer clear the moments of rewritten codes before each step, and the stage summary logs code perplexity.  The
+quantizer's whole state is checkpointed by the ``model`` recoverable.
 
     python recipes/speechbrain/train.py recipes/speechbrain/hparams/train_ctc_vq.yaml --data_folder=DIR
 """
@@ -13,8 +14,14 @@ import speechbrain as sb
 import torch
 from hyperpyyaml import load_hyperpyyaml
 
+import seqvq
+
 
 class VQCTCBrain(sb.Brain):
+    def init_optimizers(self):
+        super().init_optimizers()
+        seqvq.reset_optimizer_state_on_step(self.modules, self.optimizer)
+
     def compute_forward(self, batch, stage):
         batch = batch.to(self.device)
         wavs, wav_lens = batch.sig

@@ -9,8 +9,12 @@ So the adapter ships
   VQ loss to the loss and reports ``vq_loss``, ``vq_perplexity`` and ``vq_active_codes`` in ``stats``, so
   neither ESPnet's trainer nor the model's forward is edited;
 * :func:`register` — adds both to ``ASRTask``'s choices (``postencoder: vq``, ``model: espnet_vq``); call it
-  before ESPnet builds the task's parser or model.  ``python -m seqvq.integrations.espnet train|inference`` runs
-  ``espnet2.bin.asr_train`` / ``asr_inference`` after it (see ``recipes/espnet/``).
+  before ESPnet builds the task's parser or model;
+* :class:`VQASRTask` — ``ASRTask`` whose ``build_optimizers`` makes each optimizer clear the moments of rewritten
+  codes before every step (:func:`seqvq.reset_optimizer_state_on_step`), since ESPnet's trainer builds and steps
+  the optimizers itself.  ``python -m seqvq.integrations.espnet train|inference`` runs it (``ASRTask.main``,
+  i.e. ``espnet2.bin.asr_train``) / ``espnet2.bin.asr_inference`` after :func:`register` (see ``recipes/espnet/``);
+  from Python, build the optimizers with ``VQASRTask.build_optimizers(args, model)``.
 """
 from __future__ import annotations
 
@@ -19,11 +23,12 @@ import torch
 try:
     from espnet2.asr.espnet_model import ESPnetASRModel
     from espnet2.asr.postencoder.abs_postencoder import AbsPostEncoder
+    from espnet2.tasks.asr import ASRTask
 except ImportError as error:
     raise ImportError("seqvq.integrations.espnet needs ESPnet2: bash .ci/install_toolkits.sh "
                       "(pip install espnet backtracks to an old release; see that script)") from error
 
-from ..quantize import QuantizedResult, VectorQuantizer
+from ..quantize import QuantizedResult, VectorQuantizer, reset_optimizer_state_on_step
 from .encoder import SequenceBottleneck
 
 POSTENCODER_NAME, MODEL_NAME = "vq", "espnet_vq"
@@ -82,10 +87,22 @@ def register() -> None:
     asr.model_choices.classes[MODEL_NAME] = VQESPnetASRModel
 
 
+class VQASRTask(ASRTask):
+    """ESPnet2's ``ASRTask`` whose optimizers clear the moments of rewritten codes (re-estimation, replacement,
+    k-means) right before each step ESPnet's trainer takes."""
+
+    @classmethod
+    def build_optimizers(cls, args, model: torch.nn.Module) -> list[torch.optim.Optimizer]:
+        optimizers = super().build_optimizers(args, model)
+        for optimizer in optimizers:
+            reset_optimizer_state_on_step(model, optimizer)
+        return optimizers
+
+
 def main(argv: list[str] | None = None) -> None:
-    """``python -m seqvq.integrations.espnet train|inference ARGS``: ``espnet2.bin.asr_train`` /
-    ``espnet2.bin.asr_inference`` with the seqvq choices registered (the same arguments; a drop-in for the
-    ``${python} -m espnet2.bin.asr_train`` / ``asr_inference`` lines of ``asr.sh``)."""
+    """``python -m seqvq.integrations.espnet train|inference ARGS``: ``espnet2.bin.asr_train`` (as
+    :class:`VQASRTask`) / ``espnet2.bin.asr_inference`` with the seqvq choices registered (the same arguments; a
+    drop-in for the ``${python} -m espnet2.bin.asr_train`` / ``asr_inference`` lines of ``asr.sh``)."""
     import sys
 
     argv = sys.argv[1:] if argv is None else argv
@@ -93,10 +110,10 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit("usage: python -m seqvq.integrations.espnet {train|inference} [ESPnet arguments]")
     register()
     if argv[0] == "train":
-        from espnet2.bin.asr_train import main as run
+        VQASRTask.main(cmd=argv[1:])
     else:
         from espnet2.bin.asr_inference import main as run
-    run(argv[1:])
+        run(argv[1:])
 
 
 if __name__ == "__main__":

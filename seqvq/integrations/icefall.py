@@ -6,6 +6,8 @@ contract, so it replaces the encoder in any model without editing it.  The VQ lo
 :meth:`VQEncoder.take_result` (see :mod:`seqvq.integrations.encoder`); ``compute_loss`` in ``train.py`` adds it::
 
     model.encoder = VQEncoder(model.encoder, seqvq.VectorQuantizer(encoder_dim, 512, pre_norm=True))
+    optimizer = ScaledAdam(...)
+    seqvq.reset_optimizer_state_on_step(model, optimizer)  # clears rewritten codes' moments before each step
     ...
     loss = simple_scale * simple_loss + pruned_scale * pruned_loss
     loss = loss + model.encoder.take_result().loss

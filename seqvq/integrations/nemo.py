@@ -13,13 +13,20 @@ ASR models (CTC, RNNT, hybrid RNNT-CTC) add every registered ``adapter_loss`` to
 (``ASRModel.add_auxiliary_losses``, logged as ``adapter_loss/encoder``) and reset the registry.  The quantizer's
 state is parameters and buffers, so Lightning checkpoints (``.ckpt``) carry it; load them into a model wrapped the
 same way (``restore_from`` of a ``.nemo`` file rebuilds the model from its config, without the wrapper).
+
+NeMo builds the optimizer when ``trainer.fit`` starts (``configure_optimizers``), so the moments of rewritten codes
+(re-estimation, replacement, k-means) are cleared before each step by a Lightning callback:
+``Trainer(..., callbacks=[ResetOptimizerStateOnStep()])``.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+from ..quantize import reset_optimizer_state_on_step
+
 try:
+    from lightning.pytorch import Callback
     from nemo.core.classes import NeuralModule
     from nemo.core.classes.mixins import AccessMixin
 except ImportError as error:
@@ -55,3 +62,19 @@ class VQEncoder(NeuralModule, AccessMixin):
             self.register_accessible_tensor(name=AUXILIARY_LOSS, tensor=result.loss)
         self.last_codes = result.codes
         return result.quantized.transpose(1, 2), encoded_lengths
+
+
+class ResetOptimizerStateOnStep(Callback):
+    """Lightning callback: the optimizers ``trainer.fit`` builds clear the moments of rewritten codes right before
+    each step (:func:`seqvq.reset_optimizer_state_on_step`, also when Lightning steps with a closure)."""
+
+    def __init__(self):
+        self.handles = []
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        self.handles = [reset_optimizer_state_on_step(pl_module, optimizer) for optimizer in trainer.optimizers]
+
+    def teardown(self, trainer, pl_module, stage) -> None:
+        for handle in self.handles:
+            handle.remove()
+        self.handles = []

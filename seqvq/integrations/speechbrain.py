@@ -12,9 +12,16 @@ HyperPyYAML builds any importable class, so no registration is needed::
             codebook_size: 256
 
 ``compute_forward`` calls ``out = self.modules.vq(x, lengths_rel=wav_lens)`` and ``compute_objectives`` adds
-``out.loss`` to the task loss.  Every piece of the quantizer's state is a parameter or buffer, so putting the
-module into ``modules`` (and the ``Checkpointer``'s recoverables) checkpoints all of it.  Nothing here imports
-SpeechBrain: the adapter is plain torch.
+``out.loss`` to the task loss.  The optimizer, which ``Brain.fit`` builds in ``init_optimizers``, clears the moments
+of rewritten codes (re-estimation, replacement, k-means) before each step once the Brain says so::
+
+    def init_optimizers(self):
+        super().init_optimizers()
+        seqvq.reset_optimizer_state_on_step(self.modules, self.optimizer)
+
+Every piece of the quantizer's state is a parameter or buffer, so putting the module into ``modules`` (and the
+``Checkpointer``'s recoverables) checkpoints all of it.  Nothing here imports SpeechBrain: the adapter is plain
+torch.
 """
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ from .fsq import FiniteScalarQuantizer
 from .kmeans import kmeans, kmeans_plus_plus, lloyd
 from .linear_map import LinearCodebookMap
 from .norm import MaskedBatchNorm
-from .optim import codebook_parameters, param_groups, reset_optimizer_state
+from .optim import codebook_parameters, param_groups, reset_optimizer_state, reset_optimizer_state_on_step
 from .reestimation import DataDependentReestimation, ReestimationOptions
 from .replacement import LRUReplacement
 from .reservoir import Reservoir
@@ -29,5 +29,6 @@ __all__ = [
     "annealed_temperature", "build_quantizer", "codebook_divergence", "codebook_parameters", "gradient_gap",
     "gumbel_softmax_quantize", "kl_to_uniform", "kmeans", "kmeans_plus_plus", "lloyd", "mean_soft_assignment",
     "nearest_codes", "param_groups", "perplexity", "plot_usage_histogram", "quantizer_passes", "quantizer_section",
-    "quantizers_bypassed", "reset_optimizer_state", "rotation_trick", "split_batch", "stochastic_codes",
+    "quantizers_bypassed", "reset_optimizer_state", "reset_optimizer_state_on_step", "rotation_trick", "split_batch",
+    "stochastic_codes",
 ]

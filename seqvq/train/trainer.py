@@ -18,7 +18,7 @@ Contract
   logged with ``split="dev"``.
 * Optimizer: ``Adam(seqvq.param_groups(model, lr, codebook_lr, weight_decay))`` (``optimizer: adamw`` or
   ``sgd`` with ``momentum`` pick another; see :func:`build_optimizer`);
-  ``seqvq.reset_optimizer_state(model, optimizer)`` runs after backward and before the step.  With
+  ``seqvq.reset_optimizer_state_on_step(model, optimizer)`` clears rewritten codes' moments at each step.  With
   ``alternating_inner_steps: k`` (or ``alternating_fused: true``) the step is Huh et al.'s alternating one
   (:class:`seqvq.AlternatingOptimizer`: k codebook-only steps on sub-batches, then the task step) with one
   optimizer for the codebook group and one for the rest.  A model may provide ``codebook_loss(part)`` (its quantizers'
@@ -158,6 +158,7 @@ class Trainer:
                 split=getattr(model, "split_batch", None), clip_grad_norm=config.clip_grad_norm, check_finite=True)
         else:
             self.optimizers = [build_optimizer(config, groups)]
+            seqvq.reset_optimizer_state_on_step(self.model, self.optimizers[0])
         self.optimizer = self.optimizers[0]
         self.schedulers = [torch.optim.lr_scheduler.LambdaLR(optimizer, LRFactor(
             config.schedule, config.steps, config.step_size, config.gamma, config.warmup_steps,
@@ -218,7 +219,6 @@ class Trainer:
                     self._stop_nonfinite(self.step + 1, out.loss, grad_norm)
                 self._skip_batch(before)
                 return None
-            seqvq.reset_optimizer_state(self.model, self.optimizer)
             if self.config.clip_grad_norm is not None:
                 nn.utils.clip_grads_with_norm_(self.model.parameters(), self.config.clip_grad_norm, grad_norm)
                 out.metrics = {**out.metrics, "grad_norm": grad_norm}
