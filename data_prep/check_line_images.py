@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """Check a handwriting corpus before training, with the reader training will use: every line of both splits is
-decoded and converted (a folder of line images: see seqvq/data/image_folder.py); prints the split sizes, the lines
+decoded and converted (a folder of line images: see seqvq/data/image_folder.py), once every key of the config and
+the overrides is checked (as `seqvq train` checks them); prints the split sizes, the lines
 with transcripts and the converted widths. Reads only, writes nothing; a bad file gets a one-line error naming it.
 
     python data_prep/check_line_images.py CONFIG.yaml data.corpus=FOLDER [dotted.key=value ...]
@@ -14,7 +15,7 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 from seqvq.tasks.base import EVAL, TRAIN  # noqa: E402
 from seqvq.tasks.handwriting import HandwritingTask  # noqa: E402
-from seqvq.train.config import load_config  # noqa: E402
+from seqvq.train.config import check_run_config, load_config_layers, merge_layers  # noqa: E402
 
 
 def main() -> None:
@@ -23,7 +24,8 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="dotted.key=value, e.g. data.corpus=my_lines/")
     args = parser.parse_args()
     try:
-        config = load_config(args.config, args.overrides)
+        layers = load_config_layers(args.config, args.overrides)  # every key checked before any image is decoded
+        config = check_run_config(merge_layers(layers), HandwritingTask.schema(), layers)
         corpus = config["data"]["corpus"]
         task = HandwritingTask(config)
         model = task.build_model()  # the line height and levels the model reads

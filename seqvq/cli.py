@@ -1,15 +1,18 @@
 """``seqvq`` command line: ``train`` a run config, ``evaluate`` a checkpoint on a data set, ``plot`` a run's log.
 
-    seqvq train CONFIG.yaml [dotted.key=value ...] [--exp-dir DIR]
+    seqvq train CONFIG.yaml [dotted.key=value ...] [--exp-dir DIR] [--force]
     seqvq evaluate CHECKPOINT DATA [dotted.key=value ...] [--out DIR] [--live-weights]
     seqvq plot EXP_DIR
 
 A run config is a YAML mapping with ``task:`` (a name in :data:`seqvq.tasks.TASKS`), ``train:`` (the
 :class:`~seqvq.train.TrainConfig` fields), optionally ``exp_dir:``, and the keys the task declares
 (:meth:`seqvq.tasks.Task.schema`: model, data, quantizer...). Every key and value is checked before anything runs.
-``train`` under torchrun trains with DDP. ``evaluate`` needs only the checkpoint (it carries the run config and the
-task's evaluation state) and writes ``figures.json`` (and the task's files) into ``--out`` or a directory named
-after the full data path. Both run on ``train.threads`` torch threads when it is set.
+``train`` under torchrun trains with DDP; it resumes the run in its directory only when that run has the same
+settings (the run config, less more steps and other intervals: :data:`seqvq.train.resume.MAY_CHANGE`) and the same
+data (a fingerprint of its files), and refuses another run's directory in one line unless ``--force``, which starts
+over. ``evaluate`` needs only the checkpoint (it carries the run config and the task's evaluation state) and writes
+``figures.json`` (and the task's files) into ``--out`` or a directory named after the full data path. Both run on
+``train.threads`` torch threads when it is set.
 
 A mistake in what the user gave (:class:`seqvq.UserError`: a config typo, a wrong type, a missing file, bad data)
 prints one line, ``error: <file or key>: <what>; <what to do>``, and exits 1; ``--debug`` or ``SEQVQ_DEBUG=1``
@@ -40,8 +43,11 @@ def _train(args) -> None:
     import torch.distributed as dist
 
     from seqvq.train import Trainer, TrainConfig, seed_everything
+    from seqvq.train.checkpoint import read_checkpoint
     from seqvq.train.config import check_run_config, load_config_layers, merge_layers
     from seqvq.train.logs import atomic_write_text
+    from seqvq.train.resume import data_conflict, data_fingerprint, settings_conflict
+    from seqvq.train.warmup import quantized_figure, warn_if_never_quantized
 
     layers = load_config_layers(args.config, args.overrides)
     config = merge_layers(layers)
@@ -55,17 +61,38 @@ def _train(args) -> None:
         raise UserError(f"{args.config}: no exp_dir; pass --exp-dir DIR or set exp_dir: in the config")
     train_config = TrainConfig.from_dict(config.get("train"))
     use_threads(train_config.threads)
+    exp_dir = Path(config["exp_dir"])
+    last = exp_dir / "checkpoints" / "last.pt"
+    saved = read_checkpoint(last) if last.is_file() else None
+    start_over = False
+    if saved is not None:  # resume only this run: its settings, then (once the task has read it) its data
+        saved["config"] = checkpoint_run_config(saved.get("config") or {})
+        conflict = settings_conflict(saved, config)
+        if conflict and not args.force:
+            raise UserError(f"{last}: trained (step {saved['step']}) with other settings: {conflict}; rerun with the "
+                            f"config it was trained with to resume it, or pass --force to start over (its "
+                            f"checkpoints and logs are deleted)")
+        start_over = conflict is not None
     seed_everything(train_config.seed)
     bundle = task(config).build_task()
-    exp_dir = Path(config["exp_dir"])
+    data = data_fingerprint(config, bundle.data_files)
+    if saved is not None and not start_over:
+        conflict = data_conflict(saved, data)
+        if conflict and not args.force:
+            raise UserError(f"{last}: trained (step {saved['step']}) from other data: {conflict}; rerun with the "
+                            f"data it was trained on to resume it, or pass --force to start over (its checkpoints "
+                            f"and logs are deleted)")
+        start_over = conflict is not None
     if int(os.environ.get("RANK", "0")) == 0:
+        warn_if_never_quantized(bundle.model, train_config.steps)
         exp_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(exp_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
     trainer = Trainer(bundle.model, train_config, bundle.train_dataset, bundle.collate_fn, bundle.evaluate,
-                      exp_dir=exp_dir, run_config=config, evaluation_state=bundle.evaluation_state)
+                      exp_dir=exp_dir, run_config=config, evaluation_state=bundle.evaluation_state,
+                      data_fingerprint=data, start_over=start_over)
     figures = trainer.fit()
     if trainer.rank == 0 and figures:
-        print(json.dumps({"step": trainer.step, **figures}))
+        print(json.dumps({"step": trainer.step, **figures, **quantized_figure(trainer.model)}))
     if dist.is_initialized():
         dist.destroy_process_group()
 
@@ -127,6 +154,9 @@ def main(argv: list[str] | None = None) -> None:
     train.add_argument("config")
     train.add_argument("overrides", nargs="*", help="dotted.key=value, e.g. train.steps=200")
     train.add_argument("--exp-dir", help="output directory (default: exp_dir: in the config)")
+    train.add_argument("--force", action="store_true",
+                       help="start over when EXP_DIR holds a run of other settings or data (its checkpoints and "
+                            "logs are deleted); without it such a run is refused")
     train.set_defaults(run=_train)
     evaluate = commands.add_parser("evaluate", help="evaluate a checkpoint on a data set")
     evaluate.add_argument("checkpoint")
@@ -153,6 +183,12 @@ def main(argv: list[str] | None = None) -> None:
         message = " ".join(str(error).split())  # one line, whatever the message held
         print(f"error: {message}", file=sys.stderr)
         sys.exit(1)
+    except KeyboardInterrupt as interrupt:  # Ctrl-C: where the run stopped (seqvq.errors.Interrupted), no traceback
+        if debug_requested(args.debug):
+            raise
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(str(interrupt) or "interrupted", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -79,6 +79,7 @@ def test_smoke_run_loss_falls_then_evaluate_cli(tmp_path, arch):
               "--out", str(tmp_path / "exp" / "eval")])
     saved = json.loads((tmp_path / "exp" / "eval" / "figures.json").read_text())
     assert saved["step"] == 32 and saved["data"] == str(tmp_path / "images")
+    assert saved["quantized"] is True  # no warm-up: it quantizes from step 1
     assert {name: saved[name] for name in figures} == pytest.approx(figures)
 
 

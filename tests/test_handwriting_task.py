@@ -76,3 +76,44 @@ def test_codebook_loss_reaches_only_the_codebook(tmp_path):
     for name, parameter in bundle.model.named_parameters():
         has_grad = parameter.grad is not None and bool(parameter.grad.abs().sum() > 0)
         assert has_grad == (name == "autoencoder.quantizer.codebook"), name
+
+
+def _line_images(folder, names, seed=0):
+    """PNG line images of dark bars on white paper."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True)
+    for name in names:
+        line = np.full((HEIGHT, int(rng.integers(24, 40))), 255, dtype=np.uint8)
+        line[4:12, 2::5] = 0
+        Image.fromarray(line, "L").save(folder / name)
+
+
+def test_evaluating_another_folder_ignores_the_training_folders_transcripts_and_split_lists(tmp_path, capsys):
+    from seqvq import cli
+
+    names = [f"a{index}.png" for index in range(8)]
+    _line_images(tmp_path / "lines", names)
+    (tmp_path / "labels.txt").write_text("".join(f"{name} regel {index}\n" for index, name in enumerate(names)))
+    (tmp_path / "train_list.txt").write_text("\n".join(names[2:]) + "\n")
+    (tmp_path / "test_list.txt").write_text("\n".join(names[:2]) + "\n")
+    config = _config(tmp_path)
+    config["data"] = {"corpus": str(tmp_path / "lines"), "transcripts": str(tmp_path / "labels.txt"),
+                      "train_list": str(tmp_path / "train_list.txt"), "test_list": str(tmp_path / "test_list.txt")}
+    config["train"] = {"steps": 2, "batch_size": 2, "eval_every": 2, "checkpoint_every": 2, "device": "cpu"}
+    (tmp_path / "run.yaml").write_text(json.dumps(config))
+    cli.main(["train", str(tmp_path / "run.yaml")])
+    checkpoint = str(tmp_path / "exp" / "checkpoints" / "last.pt")
+    _line_images(tmp_path / "other", [f"b{index}.png" for index in range(3)], seed=1)
+    cli.main(["evaluate", checkpoint, str(tmp_path / "other"), "data.test_fraction=1", "--out", str(tmp_path / "o")])
+    assert json.loads((tmp_path / "o" / "figures.json").read_text())["lines"] == 3
+    # the training folder itself is still evaluated on its own test list, with its transcripts
+    cli.main(["evaluate", checkpoint, str(tmp_path / "lines"), "--out", str(tmp_path / "own")])
+    assert json.loads((tmp_path / "own" / "figures.json").read_text())["lines"] == 2
+    assert (tmp_path / "own" / "codes.txt").read_text().startswith(f"{tmp_path / 'lines' / 'a0.png'}\t")
+    # a transcript file given for the evaluation applies
+    (tmp_path / "other_labels.txt").write_text("b0.png nieuw\n")
+    cli.main(["evaluate", checkpoint, str(tmp_path / "other"), "data.test_fraction=1",
+              f"data.transcripts={tmp_path / 'other_labels.txt'}", "--out", str(tmp_path / "o2")])
+    assert json.loads((tmp_path / "o2" / "figures.json").read_text())["lines"] == 3

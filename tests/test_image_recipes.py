@@ -13,9 +13,9 @@ from seqvq.data.cifar import write_cifar_batches
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run(*args: str) -> subprocess.CompletedProcess:
+def run(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run(["bash", *args], cwd=REPO, capture_output=True, text=True, timeout=120, env=env)
+    return subprocess.run(["bash", *args], cwd=cwd, capture_output=True, text=True, timeout=120, env=env)
 
 
 def write_metrics(folder: Path, mse: float) -> None:
@@ -94,3 +94,35 @@ def test_table3_trains_each_row_once_with_run_sh_and_a_seed_names_its_folder(tmp
     result = run(*command)  # evaluated rows are not retrained
     assert result.returncode == 0 and "table3.sh: vqvae_seed3 already evaluated" in result.stdout
     assert "stage 1" not in result.stdout
+
+
+def test_default_exp_of_a_data_set_is_keyed_by_its_full_path(tmp_path):
+    """Two data sets of the same name never share an experiment folder, in every image recipe."""
+    for parent in ("a", "b"):
+        (tmp_path / parent / "cifar-10-batches-py").mkdir(parents=True)
+        for split in ("train", "val"):
+            (tmp_path / parent / "digits" / split).mkdir(parents=True)
+    for recipe, name, suffix in (("cifar10", "cifar-10-batches-py", "_8x128"), ("vqvae", "cifar-10-batches-py", ""),
+                                 ("imagenet100", "digits", "/resnet18/all")):
+        exps = []
+        for parent in ("a", "b"):
+            result = run(f"recipes/{recipe}/run.sh", "--data", str(tmp_path / parent / name), "--print-exp")
+            assert result.returncode == 0, result.stderr
+            exps.append(result.stdout.strip())
+        assert exps[0] != exps[1], recipe
+        for exp in exps:
+            assert exp.startswith(f"{REPO}/exp/{recipe}/{name}_") and exp.endswith(suffix), exp
+
+
+def test_relative_paths_are_the_callers(tmp_path):
+    """--data and --exp relative to the directory run.sh is called from, in every image recipe."""
+    (tmp_path / "cifar-10-batches-py").mkdir()
+    for split in ("train", "val"):
+        (tmp_path / "digits" / split).mkdir(parents=True)
+    for recipe, data in (("cifar10", "cifar-10-batches-py"), ("vqvae", "cifar-10-batches-py"),
+                         ("imagenet100", "digits")):
+        script = str(REPO / "recipes" / recipe / "run.sh")
+        result = run(script, "--data", data, "--exp", "runs/mine", "--print-exp", cwd=tmp_path)
+        assert result.returncode == 0 and result.stdout == f"{tmp_path}/runs/mine\n", (recipe, result)
+        keyed = run(script, "--data", f"./{data}/", "--print-exp", cwd=tmp_path).stdout
+        assert keyed == run(script, "--data", str(tmp_path / data), "--print-exp").stdout, recipe

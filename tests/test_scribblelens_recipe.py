@@ -63,10 +63,10 @@ def test_table2_prints_markdown(tmp_path):
     assert "vanilla" not in every_evaluated
 
 
-def run_sh(*arguments):
+def run_sh(*arguments, cwd=None):
     env = {**os.environ, "PYTHONPATH": os.path.join(RECIPE, os.pardir, os.pardir), "OMP_NUM_THREADS": "1"}
     return subprocess.run(["bash", os.path.join(RECIPE, "run.sh"), *map(str, arguments)], capture_output=True,
-                          text=True, env=env)
+                          text=True, env=env, cwd=cwd)
 
 
 def test_run_sh_output_directory_per_corpus_and_errors(tmp_path):
@@ -74,9 +74,13 @@ def test_run_sh_output_directory_per_corpus_and_errors(tmp_path):
     (tmp_path / "scribblelens.corpus.v1.2.zip").write_bytes(b"")
     repo = os.path.realpath(os.path.join(RECIPE, os.pardir, os.pardir))
     assert run_sh("--mini", "--print-exp").stdout.strip() == f"{repo}/exp/scribblelens/mini"
-    assert run_sh("--data", tmp_path / "lines", "--print-exp").stdout.strip() == f"{repo}/exp/scribblelens/lines"
-    assert run_sh("--data", tmp_path / "scribblelens.corpus.v1.2.zip", "--print-exp").stdout.strip() == \
-        f"{repo}/exp/scribblelens/full"
+    # a folder's or zip's experiments are keyed by its full path: folders of one name never share them
+    (tmp_path / "other" / "lines").mkdir(parents=True)
+    corpora = (tmp_path / "lines", tmp_path / "other" / "lines", tmp_path / "scribblelens.corpus.v1.2.zip")
+    keyed = [run_sh("--data", corpus, "--print-exp").stdout.strip() for corpus in corpora]
+    assert keyed[0] != keyed[1] and all(os.path.dirname(exp) == f"{repo}/exp/scribblelens" for exp in keyed)
+    assert [os.path.basename(exp).rsplit("_", 1)[0] for exp in keyed] == ["lines", "lines", "scribblelens.corpus.v1.2"]
+    assert all(len(os.path.basename(exp).rsplit("_", 1)[1]) == 8 for exp in keyed)
     for arguments, message in ((["--mini", "--config", "nope"], "no conf/nope.yaml; configs: bn "),
                                (["--data", tmp_path / "missing"], "no such file or folder"),
                                (["--mini", "--size", "huge"], "--size must be cpu or paper"),
@@ -107,3 +111,21 @@ def test_run_sh_checks_a_folder_of_line_images_without_writing_into_it(tmp_path)
     assert result.returncode == 1
     assert result.stderr.strip() == f"error: {folder / 'line3.png'}: not a readable image " \
         f"(cannot identify image file '{folder / 'line3.png'}'); replace or remove the file"
+
+
+def test_relative_paths_are_the_callers(tmp_path):
+    (tmp_path / "lines").mkdir()
+    result = run_sh("--data", "lines", "--exp", "runs/mine", "--print-exp", cwd=tmp_path)
+    assert result.returncode == 0 and result.stdout == f"{tmp_path}/runs/mine\n", result.stderr
+    assert run_sh("--data", "./lines/", "--print-exp", cwd=tmp_path).stdout == \
+        run_sh("--data", tmp_path / "lines", "--print-exp").stdout
+
+
+def test_run_sh_checks_the_overrides_before_decoding_the_images(tmp_path):
+    folder = tmp_path / "lines"
+    folder.mkdir()
+    (folder / "line0.png").write_bytes(b"not an image: decoding it would fail")
+    result = run_sh("--data", folder, "--stop-stage", 0, "--", "data.test_fracton=0.2")
+    assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("error: data.test_fracton=0.2: data.test_fracton: unknown key; did you mean "
+                                    "'data.test_fraction'?")

@@ -46,7 +46,7 @@ def test_pipe_and_segments(tmp_path):
     ("utt2spk", "a1 a\na1 a\nb1 b\n", "utt2spk:2: key 'a1' appears twice"),
     ("utt2spk", "a1 a x\na2 a\nb1 b\n", "utt2spk:1: expected 2 fields"),
     ("text", "a1 HELLO\na2\nb1 HI\n", "text:2: utterance a2 has an empty transcript"),
-    ("text", "a1 HELLO\nb1 HI\n", "text: 1 utterance(s) of utt2spk missing (first: a2)"),
+    ("text", "a1 HELLO\nb1 HI\n", "text: utterance a2 of .*utt2spk:2 is missing here"),
     ("spk2utt", "a a1\nb b1\n", "spk2utt: disagrees with utt2spk"),
     ("wav.scp", "a1 /nonexistent/a1.wav\na2 x\nb1 y\n", "wav.scp:1: audio file '/nonexistent/a1.wav'"),
     ("text", "a1 HELLO\n\na2 A\nb1 B\n", "text:2: empty line"),
@@ -98,3 +98,36 @@ def test_bad_segments(tmp_path):
     (root / "segments").write_text("s1 rec 0.0 9.0\n")
     with pytest.raises(DataDirError, match="ends at 9.0s"):
         read_data_dir(root).load_audio("s1")
+
+
+def test_utterance_lists_that_disagree_name_utt2spk_and_the_line(tmp_path):
+    root = make_dir(tmp_path / "d", text="a1 HELLO\nb1 HI\n")
+    with pytest.raises(DataDirError) as error:
+        read_data_dir(root)
+    assert str(error.value).startswith(f"{root / 'text'}: utterance a2 of {root / 'utt2spk'}:2 is missing here "
+                                       f"(1 utterance(s) of utt2spk missing); run Kaldi's utils/fix_data_dir.sh")
+    root = make_dir(tmp_path / "e", text="a1 HELLO\na2 HI\na3 HO\nb1 HI\n")
+    with pytest.raises(DataDirError) as error:
+        read_data_dir(root)
+    assert str(error.value).startswith(f"{root / 'text'}:3: utterance a3 is not in {root / 'utt2spk'} (1 such "
+                                       f"utterance(s)); run Kaldi's utils/fix_data_dir.sh")
+
+
+def test_segments_and_sample_rate_errors_name_the_line(tmp_path):
+    root = make_dir(tmp_path / "d", utts=("rec",), spk2utt=None, text="s1 A\ns2 B\n", utt2spk="s1 x\ns2 x\n")
+    (root / "segments").write_text("s1 rec 0.0 0.05\ns2 rec 0.05 9.0\n")
+    with pytest.raises(DataDirError, match=f"^{root / 'segments'}:2: utterance s2 ends at 9.0s"):
+        read_data_dir(root).load_audio("s2")
+    data = read_data_dir(make_dir(tmp_path / "e"))
+    soundfile.write(tmp_path / "e" / "b1.wav", np.zeros(800, dtype=np.float32), 8000)
+    with pytest.raises(DataDirError, match=f"^{tmp_path / 'e' / 'wav.scp'}:3: recording b1 has sample rate 8000"):
+        data.load_audio("b1")
+
+
+def test_an_utterance_shorter_than_a_frame_names_its_line(tmp_path):
+    from seqvq.data.speech_corpus import write_features
+
+    root = make_dir(tmp_path / "d")
+    soundfile.write(root / "a2.wav", np.zeros(100, dtype=np.float32), 16000)
+    with pytest.raises(DataDirError, match=f"^{root / 'wav.scp'}:2: utterance a2 is shorter than one 25 ms frame"):
+        write_features(read_data_dir(root), tmp_path / "out")

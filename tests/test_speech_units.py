@@ -13,6 +13,8 @@ import soundfile
 import yaml
 
 from seqvq import cli
+from seqvq.data.lexicon import read_phone_transcripts
+from seqvq.data.speech_corpus import compute_cmvn, load_cmvn, read_features
 from seqvq.data.units import UNKNOWN, WORD_BOUNDARY, UnitInventory, normalize_transcript
 from seqvq.metrics.wer import character_error_counts, word_error_counts
 from seqvq.train.checkpoint import read_checkpoint
@@ -101,7 +103,8 @@ def kaldi_dirs(tmp_path_factory):
     run_script(compute_features, ["--out", feats, *splits])
     reports = {}
     for units in ("phones", "chars", "bpe"):
-        arguments = ["--out", feats, *splits, "--units", units, "--unit-model", feats / f"units_{units}.json"]
+        arguments = ["--out", feats, *splits, "--units", units, "--unit-model", feats / f"units_{units}.json",
+                     "--cmvn", feats / "train" / f"cmvn_{units}.ark"]
         reports[units] = run_script(make_targets, arguments + (["--vocab-size", 25] if units == "bpe" else []))
     return root, reports
 
@@ -116,8 +119,8 @@ def test_each_unit_end_to_end(kaldi_dirs, tmp_path, capsys, units):
         assert dev_report.endswith(", 1 unknown"), dev_report
     config = {
         "task": "speech_ctc",
-        "data": {"train": str(feats / "train"), "dev": str(feats / "dev"), "cmvn": str(feats / "train" / "cmvn.ark"),
-                 "units": str(feats / f"units_{units}.json")},
+        "data": {"train": str(feats / "train"), "dev": str(feats / "dev"),
+                 "cmvn": str(feats / "train" / f"cmvn_{units}.ark"), "units": str(feats / f"units_{units}.json")},
         "model": {"in_channels": 3, "conv_channels": [4], "conv_kernels": [[3, 3]], "conv_strides": [[1, 2]],
                   "rnn_hidden": 16, "rnn_layers": 1, "bottleneck_dim": 8, "mixer_dim": 16,
                   "quantizer": {"codebook_size": 8, "pre_norm": True}},
@@ -144,6 +147,19 @@ def test_each_unit_end_to_end(kaldi_dirs, tmp_path, capsys, units):
         assert figures["utterances"] == (2 if units == "phones" else 3)
     hypotheses = (Path(figures["out_dir"]) / "hyp.txt").read_text(encoding="utf-8").splitlines()
     assert len(hypotheses) == figures["utterances"]
+
+
+def test_dropped_utterances_are_named_and_left_out_of_the_cmvn_statistics(kaldi_dirs):
+    root, reports = kaldi_dirs
+    train = root / "feats" / "train"
+    report = next(line for line in reports["phones"].splitlines() if line.startswith(str(train)))
+    assert "2 utterances dropped (s0_u00, s0_u01)" in report  # "zit" and "één" are not in CMUdict
+    assert "dropped utterances: s0_u00 s0_u01" in (train / "oov_report.txt").read_text().splitlines()
+    features = read_features(train)
+    for units, kept in (("phones", read_phone_transcripts(train / "phones.txt").targets), ("chars", features)):
+        expected = compute_cmvn({utt: features[utt] for utt in features if utt in kept}, deltas=True)
+        assert np.array_equal(load_cmvn(train / f"cmvn_{units}.ark").stats, expected), units
+    assert len(features) == len(TRAIN_TEXT) == len(read_phone_transcripts(train / "phones.txt").targets) + 2
 
 
 def test_units_and_phone_options_do_not_mix(kaldi_dirs, tmp_path, capsys):

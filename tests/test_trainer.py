@@ -4,12 +4,14 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 
 import pytest
 import torch
 
 import seqvq
 import toy_task
+from seqvq.errors import Interrupted
 from seqvq.train import Trainer, TrainConfig, load_checkpoint, read_metrics
 from seqvq.train.checkpoint import atomic_save
 from seqvq.train.polyak import PolyakAverage
@@ -370,3 +372,60 @@ def test_trainer_batches_by_length_when_asked(tmp_path):
                 dataset, collate, exp_dir=tmp_path / str(bucket_batches)).fit()
         consecutive = [batch == list(range(batch[0], batch[0] + len(batch))) for batch in seen]
         assert len(seen) == 4 and all(consecutive) == (bucket_batches > 0)
+
+
+def test_ctrl_c_stops_in_one_line_naming_the_step_and_the_last_checkpoint(tmp_path):
+    trainer = make_trainer(tmp_path)
+    original_step = trainer.train_step
+
+    def interrupt_at_step_7(batch):
+        if trainer.step == 7:
+            raise KeyboardInterrupt
+        return original_step(batch)
+
+    trainer.train_step = interrupt_at_step_7
+    with pytest.raises(Interrupted) as interrupted:
+        trainer.fit()
+    assert str(interrupted.value) == (f"interrupted at step 7 of 10; last checkpoint at step 5 "
+                                      f"({tmp_path / 'checkpoints' / 'last.pt'}); rerun the same command to resume")
+    assert isinstance(interrupted.value, KeyboardInterrupt)
+    early = make_trainer(tmp_path / "early")
+    early.train_step = lambda batch: (_ for _ in ()).throw(KeyboardInterrupt)
+    with pytest.raises(Interrupted, match="^interrupted at step 0 of 10; no checkpoint yet; rerun the same command "
+                                          "to start again$"):
+        early.fit()
+
+
+def test_resumption_and_a_finished_run_are_announced(tmp_path, capsys):
+    make_trainer(tmp_path, steps=5).fit()
+    capsys.readouterr()
+    make_trainer(tmp_path, steps=5)
+    assert capsys.readouterr().err == (f"{tmp_path}: already trained (step 5 of 5, "
+                                       f"{tmp_path / 'checkpoints' / 'last.pt'}); raise train.steps to train on\n")
+    make_trainer(tmp_path, steps=8)
+    last = tmp_path / "checkpoints" / "last.pt"
+    assert capsys.readouterr().err == f"{tmp_path}: resuming from step 5 of 8 ({last})\n"
+
+
+def test_a_checkpoint_left_unfinished_by_a_kill_is_removed_on_the_next_start(tmp_path, capsys):
+    make_trainer(tmp_path, steps=5).fit()
+    orphans = [tmp_path / "checkpoints" / name for name in (".last.pt.a1b2c3.tmp", ".step_000010.pt.d4e5f6.tmp")]
+    for orphan in orphans:  # what atomic_save leaves when the process is killed (SIGKILL) while writing
+        orphan.write_bytes(b"partial")
+    capsys.readouterr()
+    resumed = make_trainer(tmp_path, steps=6)
+    assert not any(orphan.exists() for orphan in orphans) and resumed.step == 5
+    assert capsys.readouterr().err.splitlines()[0] == (
+        f"{tmp_path / 'checkpoints'}: removed 2 unfinished checkpoint file(s) a killed run left behind "
+        f"(.last.pt.a1b2c3.tmp, .step_000010.pt.d4e5f6.tmp)")
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_checkpoints_and_logs_are_written_with_the_users_umask(tmp_path, umask, mode):
+    previous = os.umask(umask)
+    try:
+        make_trainer(tmp_path, steps=5).fit()
+    finally:
+        os.umask(previous)
+    for name in ("checkpoints/last.pt", "checkpoints/step_000005.pt", "metrics.jsonl", "metrics.csv"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == mode, name

@@ -253,7 +253,7 @@ def test_missing_files(config_file, corpus, trained, tmp_path, capsys):
     cases = [
         (["train", tmp_path / "nope.yaml"], f"error: {tmp_path / 'nope.yaml'}: config file not found"),
         (["train", config_file(), f"data.cmvn={tmp_path / 'x.ark'}", "--exp-dir", exp],
-         f"error: {tmp_path / 'x.ark'}: CMVN statistics missing; run data_prep/compute_features.py"),
+         f"error: {tmp_path / 'x.ark'}: CMVN statistics missing; write them with data_prep/make_targets.py --cmvn"),
         (["train", config_file(), f"data.train={tmp_path / 'none'}", "--exp-dir", exp],
          f"error: {tmp_path / 'none'}: no such directory"),
         (["evaluate", tmp_path / "last.pt", corpus / "dev"], f"error: {tmp_path / 'last.pt'}: checkpoint not found"),
@@ -327,7 +327,7 @@ def test_a_zero_length_utterance_at_evaluation(corpus, trained, tmp_path, capsys
     (out / "figures.json").write_text("{}\n")  # an earlier result that must survive the failed stage
     split = corrupt_split(corpus / "dev", tmp_path / "dev", "u002", np.zeros((0, DIM), dtype=np.float32))
     code, _, err = run_cli(capsys, "evaluate", trained / "checkpoints" / "last.pt", split, "--out", out)
-    assert_one_line_error(code, err, f"error: {split}: utterance u002 has no feature frames")
+    assert_one_line_error(code, err, f"error: {split / 'feats.scp'}:3: utterance u002 has no feature frames")
     assert sorted(p.name for p in out.iterdir()) == ["figures.json"]
     assert (out / "figures.json").read_text() == "{}\n"
 
@@ -351,7 +351,7 @@ def test_a_raw_kaldi_dir_evaluates_and_its_short_utterance_is_named(trained, tmp
     assert json.loads(out.splitlines()[-1])["utterances"] == 2
     short = write_kaldi_dir(tmp_path / "short", {"r1": 8000, "r2": 200})
     code, _, err = run_cli(capsys, "evaluate", trained / "checkpoints" / "last.pt", short)
-    assert_one_line_error(code, err, f"error: {short}: utterance r2 has no feature frames")
+    assert_one_line_error(code, err, f"error: {short / 'wav.scp'}:2: utterance r2 has no feature frames")
 
 
 # ---- checkpoints that travel -------------------------------------------------------------------------------------
@@ -464,3 +464,45 @@ def test_a_checkpoint_is_never_written_from_nonfinite_state(tmp_path):
     with pytest.raises(UserError, match="linear.weight holds NaN/Inf values; no checkpoint written"):
         trainer.save_checkpoint()
     assert read_checkpoint(tmp_path / "checkpoints" / "last.pt")["step"] == 2
+
+
+# ---- a run resumed on other data ----------------------------------------------------------------------------------
+def test_resuming_on_changed_training_data_is_refused(corpus, config_file, tmp_path, capsys):
+    train = tmp_path / "train"
+    shutil.copytree(corpus / "train", train)
+    features = {utt: np.array(matrix) for utt, matrix in kaldiio.load_scp(str(train / "feats.scp")).items()}
+    kaldiio.save_ark(str(train / "feats.ark"), features, scp=str(train / "feats.scp"))  # this copy's own archive
+    exp = tmp_path / "exp"
+    config = config_file(data__train=str(train))
+    assert run_cli(capsys, "train", config, "--exp-dir", exp)[0] == 0
+    code, _, err = run_cli(capsys, "train", config, "train.steps=3", "--exp-dir", exp)  # the same data: resumes
+    assert code == 0, err
+    targets = (train / "phones.txt").read_text().splitlines()
+    (train / "phones.txt").write_text("\n".join(targets[1:]) + "\n")  # an utterance fewer
+    code, _, err = run_cli(capsys, "train", config, "train.steps=4", "--exp-dir", exp)
+    assert_one_line_error(code, err, f"error: {exp / 'checkpoints' / 'last.pt'}: trained (step 3) from other data: "
+                                     f"{train / 'phones.txt'} changed; rerun with the data it was trained on to "
+                                     f"resume it, or pass --force to start over")
+    assert read_checkpoint(exp / "checkpoints" / "last.pt")["step"] == 3
+
+
+# ---- a run shorter than the quantizer's warm-up -------------------------------------------------------------------
+def test_a_run_inside_the_pass_through_warm_up_is_warned_and_its_figures_marked(config_file, corpus, tmp_path,
+                                                                                 capsys):
+    exp = tmp_path / "exp"
+    code, out, err = run_cli(capsys, "train", config_file(), "model.quantizer.reestimate.init_steps=3",
+                             "--exp-dir", exp)
+    assert code == 0, err
+    assert err.splitlines()[0] == (
+        "warning: train.steps=2 ends inside the quantizer's pass-through warm-up (model.quantizer: its first 2 steps, "
+        "reestimate.init_steps=3): it never quantizes, and its code perplexity and codes used count the codes of a "
+        "codebook nothing used; set train.steps above 2 or lower reestimate.init_steps")
+    assert json.loads(out.splitlines()[-1])["quantized"] is False
+    code, out, err = run_cli(capsys, "evaluate", exp / "checkpoints" / "last.pt", corpus / "dev",
+                             "--out", tmp_path / "o")
+    assert code == 0, err
+    assert json.loads((tmp_path / "o" / "figures.json").read_text())["quantized"] is False
+    # quantized from step 2 on: no warning, and the figures say so
+    code, out, err = run_cli(capsys, "train", config_file(), "model.quantizer.reestimate.init_steps=2",
+                             "--exp-dir", tmp_path / "exp2")
+    assert code == 0 and "warning" not in err and json.loads(out.splitlines()[-1])["quantized"] is True

@@ -8,9 +8,11 @@
 #
 # Options: --config ROW (a file in conf/; default bn_reestimation_codebook_lr), --seed N (train.seed; default 0,
 # a seed N > 0 trains into EXP/ROW_seedN), --stage N / --stop-stage N (0 data, 1 train, 2 evaluate and print),
-# --bottleneck 8x128 | 5x1024 (G codebooks x K codes; default 8x128), --exp DIR (default
-# exp/cifar10/{full,mini}_<bottleneck>; the model goes to EXP/ROW), and after `--` extra dotted overrides, e.g.
-# `-- train.steps=100`. Training resumes from the row's last checkpoint when re-run.
+# --bottleneck 8x128 | 5x1024 (G codebooks x K codes; default 8x128), --exp DIR (default exp/cifar10/mini_<bottleneck>
+# or exp/cifar10/<data name>_<hash of its full path>_<bottleneck>; the model goes to EXP/ROW), --force (start the
+# row's training over when EXP/ROW holds a run of other settings or data, which is refused otherwise), and after
+# `--` extra dotted overrides, e.g. `-- train.steps=100`. Training resumes from the row's last checkpoint when
+# re-run.
 # Threads: OMP_NUM_THREADS (default 2 here).
 set -euo pipefail
 

@@ -88,8 +88,9 @@ def seed_summary(table: Table, row: str, runs: list[dict]) -> str:
 
 def print_table(table: Table, exp: str, rows: list[str]) -> None:
     """One line per row (default: every row of the table evaluated in exp, with its seeds, in the table's order):
-    the label and the cells, or "not evaluated"; after the seeds of a row evaluated with two or more of them, their
-    mean ± sd; then a blank line and the footer if any row was evaluated."""
+    the label (marked when the run never quantized) and the cells, or "not evaluated"; after the seeds of a row
+    evaluated with two or more of them, their mean ± sd; then a blank line and the footer if any row was
+    evaluated."""
     rows = rows or evaluated_runs(table, exp)
     print("| " + " | ".join(table.header) + " |")
     print("|" + "---|" * len(table.header))
@@ -103,6 +104,8 @@ def print_table(table: Table, exp: str, rows: list[str]) -> None:
             with open(path) as handle:
                 evaluated.append(json.load(handle))
             group.append(evaluated[-1])
+            if evaluated[-1].get("quantized") is False:  # a run inside the warm-up: code figures of an unused codebook
+                name += " (pass-through: never quantized)"
             print("| " + " | ".join([name, *table.cells(evaluated[-1])]) + " |")
         if index + 1 == len(rows) or base_row(rows[index + 1]) != base_row(row):
             if len(group) > 1:

@@ -15,6 +15,7 @@
 # README.md); without it the table is printed only. --table-only prints (and writes) the table of the runs already
 # in EXP without preparing data or training.
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/../common/runs.sh"
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
@@ -23,7 +24,7 @@ mini=1 table="" table_only=0 seeds=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --mini) shift ;;
-    --data) data_args=(--data "$2"); mini=0; shift 2 ;;
+    --data) data_args=(--data "$2"); data=$2; mini=0; shift 2 ;;
     --models) models=$2; shift 2 ;;
     --rows) rows=$2; shift 2 ;;
     --jobs) jobs=$2; shift 2 ;;
@@ -47,7 +48,7 @@ for model in $models; do
       exit 1; }
   done
 done
-[ "$mini" = 1 ] && exp=${exp:-$repo/exp/imagenet100/mini} || exp=${exp:-$repo/exp/imagenet100/full}
+[ "$mini" = 1 ] && exp=${exp:-$repo/exp/imagenet100/mini} || exp=${exp:-$repo/exp/imagenet100/$(data_key "$data")}
 if [ "$table_only" = 0 ]; then
   start=$(date +%s)
   bash "$here/run.sh" "${data_args[@]}" --stage 0 --stop-stage 0

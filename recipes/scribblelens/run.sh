@@ -10,13 +10,17 @@
 # every line, writing nothing into it), 1 train, 2 evaluate and print.
 # Options: --config ROW (a file in conf/; default bn_reestimation_codebook_lr), --size cpu|paper (cpu applies
 # conf/mini.overrides, the --mini settings; default: paper for the ScribbleLens zip, cpu otherwise), --exp DIR
-# (default exp/scribblelens/{mini,full,<folder name>}; the model goes to EXP/ROW), --seed N (train.seed; a seed
-# other than 0 trains into EXP/ROW_seedN, so seeds of one row sit side by side), and after `--` extra dotted
+# (default exp/scribblelens/mini, or exp/scribblelens/<zip or folder name>_<hash of its full path>; the model goes
+# to EXP/ROW), --seed N (train.seed; a seed other than 0 trains into EXP/ROW_seedN, so seeds of one row sit side
+# by side), --force (start the row's training over when EXP/ROW holds a run of other settings or data, which is
+# refused otherwise), and after `--` extra dotted
 # overrides, e.g. `-- train.steps=100 data.test_fraction=0.2 model.height=48`. A folder of line images takes
 # FOLDER/transcripts.txt and FOLDER/train.txt + test.txt when present, else holds out data.test_fraction (0.1)
-# of the images (seqvq/data/image_folder.py). Training resumes from the row's last checkpoint when re-run.
+# of the images (seqvq/data/image_folder.py). Training resumes from the row's last checkpoint when re-run (the
+# same settings on the same data).
 # Threads: OMP_NUM_THREADS (default 2 here).
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/../common/runs.sh"
 
 recipe=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$recipe/../.." && pwd)
@@ -24,7 +28,7 @@ export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}"
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 
 row=bn_reestimation_codebook_lr
-stage=0 stop_stage=2 corpus="" mini=0 exp="" size="" extra=() print_exp=0 seed=0
+stage=0 stop_stage=2 corpus="" mini=0 exp="" size="" extra=() print_exp=0 seed=0 force=()
 
 usage() { sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit "${1:-1}"; }
 while [ $# -gt 0 ]; do
@@ -38,12 +42,14 @@ while [ $# -gt 0 ]; do
     --exp) exp=$2; shift 2 ;;
     --seed) seed=$2; shift 2 ;;
     --print-exp) print_exp=1; shift ;;
+    --force) force=(--force); shift ;;
     -h|--help) usage 0 ;;
     --) shift; extra=("$@"); break ;;
     *) echo "error: run.sh: unknown option $1 (see --help)" >&2; exit 1 ;;
   esac
 done
 if [ "$mini" = 1 ] && [ -n "$corpus" ]; then echo "error: run.sh: give --data CORPUS or --mini, not both" >&2; exit 1; fi
+corpus=$(user_path "$corpus") exp=$(user_path "$exp")
 case "$seed" in ''|*[!0-9]*) echo "error: run.sh: --seed must be a non-negative integer" >&2; exit 1 ;; esac
 run=$row; [ "$seed" = 0 ] || run=${row}_seed$seed
 if [ ! -f "$recipe/conf/$row.yaml" ]; then
@@ -57,20 +63,13 @@ if [ "$mini" = 1 ]; then
 elif [ -n "$corpus" ]; then
   [ -e "$corpus" ] || { echo "error: run.sh: $corpus: no such file or folder (the ScribbleLens zip, OpenSLR 84, or a \
 folder of line images)" >&2; exit 1; }
-  corpus=$(cd "$(dirname "$corpus")" && pwd)/$(basename "$corpus")
-  if [ -f "$corpus" ] && [ "${corpus%.zip}" != "$corpus" ]; then
-    exp=${exp:-$repo/exp/scribblelens/full}
-    size=${size:-paper}
-  else
-    exp=${exp:-$repo/exp/scribblelens/$(basename "$corpus")}
-    size=${size:-cpu}
-  fi
+  exp=${exp:-$repo/exp/scribblelens/$(data_key "$corpus")}
+  if [ -f "$corpus" ] && [ "${corpus%.zip}" != "$corpus" ]; then size=${size:-paper}; else size=${size:-cpu}; fi
 else
   echo "error: run.sh: give --mini (built corpus) or --data CORPUS (the ScribbleLens zip or a folder of line images)" >&2
   exit 1
 fi
 [ "$size" = cpu ] || [ "$size" = paper ] || { echo "error: run.sh: --size must be cpu or paper" >&2; exit 1; }
-case "$exp" in /*) ;; *) exp=$PWD/$exp ;; esac
 if [ "$print_exp" = 1 ]; then echo "$exp"; exit 0; fi  # for table2.sh
 
 # the row's overrides: the --size cpu lines that apply to it and its base: chain (conf/mini.overrides, read by
@@ -99,7 +98,8 @@ fi
 if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
   echo "stage 1: training $row, seed $seed ($size size) -> $exp/$run"
   start=$(date +%s)
-  python -m seqvq.cli train "$recipe/conf/$row.yaml" "${overrides[@]}" --exp-dir "$exp/$run"
+  python -m seqvq.cli train "$recipe/conf/$row.yaml" "${overrides[@]}" --exp-dir "$exp/$run" \
+    ${force[@]+"${force[@]}"}
   mkdir -p "$exp"
   echo "$run trained in $(( $(date +%s) - start )) s" | tee -a "$exp/train_times.txt"
 fi
@@ -110,8 +110,10 @@ if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
   python - "$exp/$run/eval/figures.json" "$run" <<'PY'
 import json, sys
 m = json.load(open(sys.argv[1]))
-print(f"{sys.argv[2]} (test, {m['lines']:.0f} lines): Rec. BPD {m['bpd']:.3f} | perplexity {m['code_perplexity']:.1f} | "
-      f"codes used {m['codes_used']:.0f} | uniform NELBO {m['uniform_nelbo']:.3f} | unigram NELBO "
-      f"{m['unigram_nelbo']:.3f} bits | reconstructions: {sys.argv[1].replace('figures.json', 'reconstructions.png')}")
+codes = ("pass-through: never quantized" if m.get("quantized") is False
+         else f"perplexity {m['code_perplexity']:.1f} | codes used {m['codes_used']:.0f}")
+print(f"{sys.argv[2]} (test, {m['lines']:.0f} lines): Rec. BPD {m['bpd']:.3f} | {codes} | uniform NELBO "
+      f"{m['uniform_nelbo']:.3f} | unigram NELBO {m['unigram_nelbo']:.3f} bits | reconstructions: "
+      f"{sys.argv[1].replace('figures.json', 'reconstructions.png')}")
 PY
 fi

@@ -7,8 +7,10 @@
 #
 # Options: --config ROW (a file in conf/; default affine_opt_replace_l2, the full set of remedies), --seed N
 # (train.seed; default 0, a seed N > 0 trains into EXP/ROW_seedN), --stage N / --stop-stage N (0 data, 1 train,
-# 2 evaluate and print), --exp DIR (default exp/vqvae/{full,mini}; the model goes to EXP/ROW), and after `--`
-# extra dotted overrides, e.g. `-- train.steps=100`. Training resumes from the row's last checkpoint when re-run.
+# 2 evaluate and print), --exp DIR (default exp/vqvae/mini or exp/vqvae/<data name>_<hash of its full path>; the
+# model goes to EXP/ROW), --force (start the row's training over when EXP/ROW holds a run of other settings or
+# data, which is refused otherwise), and after `--` extra dotted overrides, e.g. `-- train.steps=100`. Training
+# resumes from the row's last checkpoint when re-run.
 # Threads: OMP_NUM_THREADS (default 2 here).
 set -euo pipefail
 

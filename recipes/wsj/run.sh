@@ -9,17 +9,23 @@
 #
 # Stages (Kaldi style; --stage N --stop-stage M runs N..M):
 #   0  corpus: --mini synthesizes data/wsj_mini/{train,dev,test} with espeak-ng; --data checks the Kaldi dirs
-#   1  features: 80 log-mel + log energy as ark/scp under EXP/feats, global CMVN statistics from train
-#   2  targets: 39-phone sequences from CMUdict (OOV report per split) or --phones-dir files; or the unit model
-#      (characters / sentencepiece, learned from the train set) and normalized transcripts
-#   3  training: seqvq train recipes/wsj/conf/CONFIG.yaml into EXP/CONFIG (EXP/CONFIG_chars, EXP/CONFIG_bpeN)
+#   1  features: 80 log-mel + log energy as ark/scp under EXP/feats
+#   2  targets: 39-phone sequences from CMUdict (OOV report per split, naming the dropped utterances) or
+#      --phones-dir files; or the unit model (characters / sentencepiece, learned from the train set) and
+#      normalized transcripts; global CMVN statistics of the train utterances with targets
+#   3  training: seqvq train recipes/wsj/conf/CONFIG.yaml into EXP/CONFIG (EXP/CONFIG_chars, EXP/CONFIG_bpeN);
+#      a rerun resumes it, or says it is already trained
 #   4  evaluation: greedy CTC on dev and test; PER (phones) or CER and WER, code perplexity, codes used,
 #      hypothesis files
+# Stages 1-3 record what they were built from (data paths, file names, sizes and times, settings) beside their
+# output: a rerun reuses an output built from the same and refuses, in one line naming what changed, one built
+# from anything else; --force rebuilds it instead (a trained model too: its training starts over).
 #
 # Options: --config NAME (a file in recipes/wsj/conf, the row to train; default bn_reestimation_codebook_lr;
 #   --variant is the same), --units phones|chars|bpe (default phones), --vocab-size N (bpe; default 300),
 #   --size cpu|paper,
-#   --exp DIR, --nj N (parallel synthesis jobs), --train-utts N (built corpus size; other than 2000 it is built in
+#   --exp DIR (default exp/wsj/<data folder name>_<hash of its full path>, or exp/wsj_mini for --mini), --force,
+#   --nj N (parallel synthesis jobs), --train-utts N (built corpus size; other than 2000 it is built in
 #   data/wsj_mini_Nutts with EXP exp/wsj_mini_Nutts), --train-speakers N (the built corpus's training voices, 1-10;
 #   other than 10 the folders get a _Nspk suffix; dev and test voices do not change), --print-exp (print EXP and
 #   stop), --train-set/--dev-set/--test-set NAMES (Kaldi dir names under --data; defaults train_si284
@@ -29,8 +35,12 @@
 #   WSJ's verbalized punctuation, else CMUdict; phones only),
 #   --threads N (torch CPU threads for training; default: all cores),
 #   --seed N (train.seed; a seed other than 0 trains into EXP/CONFIG_seedN, so seeds of one row sit side by side),
-#   and anything after `--` is passed to `seqvq train` as dotted overrides (e.g. -- train.steps=200).
+#   and anything after `--` is passed to `seqvq train` as dotted overrides (e.g. -- train.steps=1000; the default
+#   row passes its input through for its first 499 steps, so a run of 499 steps or fewer never quantizes: seqvq
+#   train warns, and the figures say "pass-through: never quantized").
+# Paths (--data, --exp, --phones-dir, --lexicon) are relative to the directory run.sh is called from.
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/../common/runs.sh"
 
 stage=0
 stop_stage=4
@@ -50,6 +60,7 @@ lexicon=""
 threads=$(nproc)
 seed=0
 print_exp=false
+force=()
 units=phones
 vocab_size=300
 overrides=()
@@ -76,12 +87,15 @@ while [[ $# -gt 0 ]]; do
     --threads) threads=$2; shift 2 ;;
     --seed) seed=$2; shift 2 ;;
     --print-exp) print_exp=true; shift ;;
+    --force) force=(--force); shift ;;
     --) shift; overrides=("$@"); break ;;
-    -h|--help) sed -n '2,32p' "$0"; exit 0 ;;
+    -h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "error: run.sh: unknown option $1 (see --help)" >&2; exit 1 ;;
   esac
 done
 
+# paths the user gave are relative to the caller's directory; the recipe works in the repository's
+data=$(user_path "$data") exp=$(user_path "$exp") phones_dir=$(user_path "$phones_dir") lexicon=$(user_path "$lexicon")
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
@@ -116,9 +130,9 @@ if $mini; then
   # A built corpus of another size gets folders of its own, so the default corpus and its runs stay as they are.
   corpus=wsj_mini; [[ $train_utts == 2000 ]] || corpus=wsj_mini_${train_utts}utts
   [[ $train_speakers == 10 ]] || corpus=${corpus}_${train_speakers}spk
-  data=data/$corpus; train_set=train; dev_set=dev; test_set=test; exp=${exp:-exp/$corpus}
+  data=$root/data/$corpus; train_set=train; dev_set=dev; test_set=test; exp=${exp:-$root/exp/$corpus}
 else
-  exp=${exp:-exp/wsj}
+  exp=${exp:-$root/exp/wsj/$(data_key "$data")}
 fi
 if $print_exp; then echo "$exp"; exit 0; fi  # for table1.sh
 feats=$exp/feats
@@ -152,7 +166,7 @@ except Exception as e: sys.exit(f'error: {e}')" "$data/$set"
 fi
 
 if [[ $stage -le 1 && $stop_stage -ge 1 ]]; then
-  $python data_prep/compute_features.py --out "$feats" "${splits[@]}" --train train
+  $python data_prep/compute_features.py --out "$feats" "${splits[@]}" ${force[@]+"${force[@]}"}
 fi
 
 if [[ $stage -le 2 && $stop_stage -ge 2 ]]; then
@@ -166,7 +180,8 @@ if [[ $stage -le 2 && $stop_stage -ge 2 ]]; then
   fi
   if [[ -n $lexicon ]]; then phone_args+=(--lexicon "$lexicon"); fi
   $python data_prep/make_targets.py --out "$feats" "${splits[@]}" ${phone_args[@]+"${phone_args[@]}"} \
-    --units "$units" --vocab-size "$vocab_size" --unit-model "$feats/units_$tag.json"
+    --units "$units" --vocab-size "$vocab_size" --unit-model "$feats/units_$tag.json" \
+    --cmvn "$feats/train/cmvn_$tag.ark" ${force[@]+"${force[@]}"}
 fi
 
 run_config=$exp/$model_name.yaml
@@ -177,8 +192,8 @@ if [[ $stage -le 3 && $stop_stage -ge 3 ]]; then
     if [[ $size == paper ]]; then cat "$conf/size_paper.yaml"; fi
   } > "$run_config.tmp" && mv "$run_config.tmp" "$run_config"
   $python -m seqvq.cli train "$run_config" "data.train=$feats/train" "data.dev=$feats/dev" \
-    "data.cmvn=$feats/train/cmvn.ark" "data.units=$feats/units_$tag.json" "train.threads=$threads" "train.seed=$seed" \
-    ${overrides[@]+"${overrides[@]}"} --exp-dir "$exp/$model_name"
+    "data.cmvn=$feats/train/cmvn_$tag.ark" "data.units=$feats/units_$tag.json" "train.threads=$threads" \
+    "train.seed=$seed" ${overrides[@]+"${overrides[@]}"} --exp-dir "$exp/$model_name" ${force[@]+"${force[@]}"}
 fi
 
 if [[ $stage -le 4 && $stop_stage -ge 4 ]]; then
@@ -189,8 +204,9 @@ if [[ $stage -le 4 && $stop_stage -ge 4 ]]; then
 import json, sys
 f = json.load(open(sys.argv[1]))
 rates = f"PER {f['per']:.1f}%" if "per" in f else f"CER {f['cer']:.1f}% | WER {f['wer']:.1f}%"
-extra = (f" | code perplexity {f['code_perplexity']:.1f} | codes used {f['codes_used']}"
-         if "code_perplexity" in f else " | no bottleneck")
+extra = (" | no bottleneck" if "code_perplexity" not in f
+         else " | pass-through: never quantized" if f.get("quantized") is False
+         else f" | code perplexity {f['code_perplexity']:.1f} | codes used {f['codes_used']}")
 print(f"{sys.argv[2]} ({sys.argv[3]}, step {f['step']}): {rates}{extra} | hypotheses: "
       f"{sys.argv[1].replace('figures.json', 'hyp.txt')}")
 EOF

@@ -175,10 +175,10 @@ class GlobalCMVN:
         stats = np.asarray(stats, dtype=np.float64)
         if stats.ndim != 2 or stats.shape[0] != 2 or not stats[0, -1] > 0:
             raise UserError(f"CMVN stats must be a 2 x (D + 1) matrix with a positive count, got "
-                            f"{stats.shape}; recompute them with data_prep/compute_features.py")
+                            f"{stats.shape}; recompute them with data_prep/make_targets.py --cmvn FILE")
         if not np.isfinite(stats).all():
             raise UserError("CMVN stats hold NaN/Inf values (features with NaN/Inf went into them); fix the "
-                            "features and recompute the statistics with data_prep/compute_features.py --force")
+                            "features and recompute the statistics with data_prep/make_targets.py --cmvn FILE --force")
         count = stats[0, -1]
         self.stats = stats
         self.mean = stats[0, :-1] / count

@@ -51,20 +51,52 @@ class KaldiDataDir:
     feats: dict[str, str] = field(default_factory=dict)
     sample_rate: int | None = None
 
+    def where(self, utterance: str) -> str:
+        """The line its features are read from: ``feats.scp:N`` when the directory has features, else the line
+        that says where its audio is, ``segments:N`` or ``wav.scp:N`` (a table's line is its key's position)."""
+        for name, table in (("feats.scp", self.feats), ("segments", self.segments), ("wav.scp", self.wav)):
+            if utterance in table:
+                return self._line(name, table, utterance)
+        return str(self.path)
+
+    def _line(self, name: str, table: dict, key: str) -> str:
+        """``PATH/name:N``, the line of ``key`` in the table read from that file (for messages: O(lines))."""
+        return f"{self.path / name}:{list(table).index(key) + 1}"
+
+    def tables(self) -> list[Path]:
+        """The directory's table files that say what audio or features each utterance has."""
+        return [self.path / name for name in ("utt2spk", "wav.scp", "segments", "feats.scp")
+                if (self.path / name).is_file()]
+
+    def source_files(self) -> list[str]:
+        """The files the utterances' features come from: the archives of ``feats.scp`` when the directory has
+        one, else the audio files of ``wav.scp`` (for a pipe, each of its words that names a file)."""
+        entries = self.feats.values() if self.feats else self.wav.values()
+        files = set()
+        for entry in entries:
+            entry = entry.strip()
+            if entry.endswith("|"):
+                words = entry[:-1].split()
+            else:  # a file, or an ark offset (ARK:OFFSET)
+                words = [entry, entry.rsplit(":", 1)[0]]
+            files.update(word for word in words if os.path.isfile(word))
+        return sorted(files)
+
     def load_audio(self, utterance: str) -> tuple[np.ndarray, int]:
         """Return the utterance's waveform as float32 in [-1, 1] (first channel) and its sample rate."""
         segment = self.segments.get(utterance)
         recording = segment.recording if segment else utterance
         samples, rate = read_wav_entry(self.wav[recording], where=f"{self.path / 'wav.scp'} ({recording})")
         if self.sample_rate is not None and rate != self.sample_rate:
-            raise DataDirError(f"{self.path / 'wav.scp'}: recording {recording} has sample rate {rate} Hz but "
-                               f"the directory uses {self.sample_rate} Hz; resample it (e.g. `sox ... -r "
-                               f"{self.sample_rate}`)")
+            raise DataDirError(f"{self._line('wav.scp', self.wav, recording)}: recording {recording} has sample rate "
+                               f"{rate} Hz but the directory uses {self.sample_rate} Hz; resample it (e.g. `sox ... "
+                               f"-r {self.sample_rate}`)")
         if segment:
             start, end = int(round(segment.start * rate)), int(round(segment.end * rate))
             if end > len(samples) + rate // 100:
-                raise DataDirError(f"{self.path / 'segments'}: utterance {utterance} ends at {segment.end}s but "
-                                   f"recording {recording} lasts {len(samples) / rate:.3f}s; fix its end time")
+                raise DataDirError(f"{self._line('segments', self.segments, utterance)}: utterance {utterance} ends "
+                                   f"at {segment.end}s but recording {recording} lasts {len(samples) / rate:.3f}s; "
+                                   f"fix its end time")
             samples = samples[start:end]
         return samples, rate
 
@@ -102,13 +134,19 @@ def read_table(path: Path, min_fields: int = 2, max_fields: int | None = 2, rest
     return table
 
 
-def _check_same_keys(reference: dict, reference_name: str, other: dict, other_path: Path) -> None:
+def _check_same_keys(reference: dict, reference_path: Path, other: dict, other_path: Path) -> None:
+    """Both tables list the same utterances; else an error naming the first one only one of them has, with its
+    line (a table's keys are unique and every line holds one, so its line is its position)."""
     missing = [key for key in reference if key not in other]
     extra = [key for key in other if key not in reference]
-    if missing or extra:
-        detail = (f"{len(missing)} utterance(s) of {reference_name} missing (first: {missing[0]})" if missing
-                  else f"{len(extra)} utterance(s) not in {reference_name} (first: {extra[0]})")
-        raise DataDirError(f"{other_path}: {detail}; run Kaldi's utils/fix_data_dir.sh on the directory")
+    fix = "run Kaldi's utils/fix_data_dir.sh on the directory"
+    if missing:
+        raise DataDirError(f"{other_path}: utterance {missing[0]} of {reference_path}:"
+                           f"{list(reference).index(missing[0]) + 1} is missing here ({len(missing)} utterance(s) of "
+                           f"{reference_path.name} missing); {fix}")
+    if extra:
+        raise DataDirError(f"{other_path}:{list(other).index(extra[0]) + 1}: utterance {extra[0]} is not in "
+                           f"{reference_path} ({len(extra)} such utterance(s)); {fix}")
 
 
 def read_wav_entry(entry: str, where: str) -> tuple[np.ndarray, int]:
@@ -183,14 +221,14 @@ def read_data_dir(path: str | os.PathLike, require_text: bool = True, check_audi
             if not words:
                 raise DataDirError(f"{text_path}:{number}: utterance {utt} has an empty transcript; "
                                    f"remove the utterance (utils/fix_data_dir.sh) or add its words")
-        _check_same_keys(utt2spk, "utt2spk", data.text, text_path)
+        _check_same_keys(utt2spk, utt2spk_path, data.text, text_path)
     elif require_text:
         raise DataDirError(f"{text_path}: missing; create it (one `utterance word word ...` line per utterance)")
 
     feats_path = root / "feats.scp"
     if feats_path.exists():
         data.feats = {key: value[0] for key, value in read_table(feats_path, 2, 2, rest_of_line=True).items()}
-        _check_same_keys(utt2spk, "utt2spk", data.feats, feats_path)
+        _check_same_keys(utt2spk, utt2spk_path, data.feats, feats_path)
 
     wav_path = root / "wav.scp"
     if wav_path.exists():
@@ -198,9 +236,9 @@ def read_data_dir(path: str | os.PathLike, require_text: bool = True, check_audi
         segments_path = root / "segments"
         if segments_path.exists():
             data.segments = _read_segments(segments_path, data.wav)
-            _check_same_keys(utt2spk, "utt2spk", data.segments, segments_path)
+            _check_same_keys(utt2spk, utt2spk_path, data.segments, segments_path)
         else:
-            _check_same_keys(utt2spk, "utt2spk", data.wav, wav_path)
+            _check_same_keys(utt2spk, utt2spk_path, data.wav, wav_path)
         if check_audio:
             data.sample_rate = _check_audio(wav_path, data.wav)
     elif not data.feats:

@@ -24,6 +24,7 @@ PHONES = ("AA AE AH AO AW AY B CH D DH EH ER EY F G HH IH IY JH K L M N NG OW OY
           "ZH").split()
 SILENCE_PHONES = frozenset({"SIL", "SP", "SPN", "NSN", "LAU", "<EPS>", "SILENCE"})
 OOV_POLICIES = ("drop_utterance", "drop_word")
+NAMED_DROPS = 10  # dropped utterances a report names (the OOV report file lists every one)
 
 _POSITION = re.compile(r"_[BEIS]$")
 _STRESS = re.compile(r"[0-9]+$")
@@ -69,8 +70,11 @@ class PhoneTargets:
     def report(self) -> str:
         total_oov = sum(self.oov_words.values())
         top = ", ".join(f"{w} ({n})" for w, n in self.oov_words.most_common(10))
+        dropped = self.dropped_utterances
+        named = f" ({', '.join(dropped[:NAMED_DROPS])}{', ...' if len(dropped) > NAMED_DROPS else ''})" \
+            if dropped else ""
         lines = [f"{len(self.targets)} utterances with targets; {total_oov} OOV word tokens "
-                 f"({len(self.oov_words)} types); {len(self.dropped_utterances)} utterances dropped; "
+                 f"({len(self.oov_words)} types); {len(dropped)} utterances dropped{named}; "
                  f"{self.nonspeech_tokens} non-speech tokens removed"]
         if top:
             lines.append(f"most frequent OOV words: {top}")

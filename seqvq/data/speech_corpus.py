@@ -85,8 +85,8 @@ def _write_features(data: KaldiDataDir, options: FbankOptions, scp_tmp: Path, ar
         with kaldiio.WriteHelper(f"ark,scp:{ark_tmp},{raw_scp}", compression_method=2) as writer:
             for utt, matrix in iter_fbank(data, options):
                 if len(matrix) == 0:
-                    raise DataDirError(f"{data.path}: utterance {utt} is shorter than one 25 ms frame; drop it "
-                                       f"(utils/fix_data_dir.sh after removing it from the lists)")
+                    raise DataDirError(f"{data.where(utt)}: utterance {utt} is shorter than one 25 ms frame; drop "
+                                       f"it (utils/fix_data_dir.sh after removing it from the lists)")
                 writer(utt, matrix)
                 frames += len(matrix)
         with open(raw_scp, encoding="utf-8") as source, open(scp_tmp, "w", encoding="utf-8") as handle:
@@ -96,6 +96,20 @@ def _write_features(data: KaldiDataDir, options: FbankOptions, scp_tmp: Path, ar
         raw_scp.unlink()
         os.replace(ark_tmp, ark)
     return frames
+
+
+class ComputedFeatures(dict):
+    """``utt -> (T, D)`` features computed in memory from the audio of a Kaldi data dir; ``where(utt)`` names the
+    line that gives the utterance's audio."""
+
+    def __init__(self, data: KaldiDataDir, options: FbankOptions = FbankOptions(), dim: int | None = None):
+        super().__init__()
+        self.data = data
+        for utt, matrix in iter_fbank(data, options):
+            self[utt] = check_features(matrix, utt, str(data.path), dim)
+
+    def where(self, utt: str) -> str:
+        return self.data.where(utt)
 
 
 class FeatureArchive(Mapping):
@@ -123,6 +137,14 @@ class FeatureArchive(Mapping):
             self.dim = matrix.shape[1]
         return matrix
 
+    def where(self, utt: str) -> str:
+        """The line of ``feats.scp`` that holds the utterance."""
+        return f"{self.path}:{list(self.entries).index(utt) + 1}"
+
+    def files(self) -> list[str]:
+        """The archives the entries point into."""
+        return sorted({entry.rsplit(":", 1)[0] for entry in self.entries.values()})
+
     def __iter__(self):
         return iter(self.entries)
 
@@ -135,10 +157,13 @@ def read_features(split_dir: str | Path, dim: int | None = None) -> FeatureArchi
     return FeatureArchive(Path(split_dir) / FEATS_SCP, dim)
 
 
-def compute_cmvn(features: Mapping[str, np.ndarray], deltas: bool) -> np.ndarray:
-    """Global CMVN statistics over every utterance of a (training) split, after optional deltas."""
+def compute_cmvn(features: Mapping[str, np.ndarray], deltas: bool, utterances=None) -> np.ndarray:
+    """Global CMVN statistics over every utterance of a (training) split, or those of it in ``utterances``, after
+    optional deltas."""
     def matrices():
         for utt in features:
+            if utterances is not None and utt not in utterances:
+                continue
             matrix = torch.from_numpy(np.array(features[utt], dtype=np.float32))
             yield (add_deltas(matrix) if deltas else matrix).numpy()
 
@@ -162,8 +187,8 @@ def load_cmvn(path: str | Path) -> GlobalCMVN:
     import kaldiio
 
     if not Path(path).is_file():
-        raise UserError(f"{path}: CMVN statistics missing; run data_prep/compute_features.py on the "
-                        f"training split first")
+        raise UserError(f"{path}: CMVN statistics missing; write them with data_prep/make_targets.py "
+                        f"--cmvn FILE (the recipe's stage 2)")
     try:
         return GlobalCMVN(kaldiio.load_mat(str(path)))
     except UserError as error:
@@ -186,11 +211,13 @@ def make_targets(data: KaldiDataDir, phone_file: str | Path | None = None, lexic
 
 
 def save_targets(targets: PhoneTargets, split_dir: str | Path) -> None:
-    """Write ``phones.txt`` and an ``oov_report.txt`` (the report plus every OOV word with its count)."""
+    """Write ``phones.txt`` and an ``oov_report.txt`` (the report, every dropped utterance, and every OOV word
+    with its count)."""
     split_dir = Path(split_dir)
     split_dir.mkdir(parents=True, exist_ok=True)
     write_phone_transcripts(targets.targets, split_dir / PHONES)
-    lines = [targets.report()] + [f"{word} {count}" for word, count in targets.oov_words.most_common()]
+    lines = [targets.report(), " ".join(["dropped utterances:", *targets.dropped_utterances])]
+    lines += [f"{word} {count}" for word, count in targets.oov_words.most_common()]
     temporary = split_dir / "oov_report.txt.tmp"
     temporary.write_text("\n".join(lines) + "\n")
     os.replace(temporary, split_dir / "oov_report.txt")
@@ -212,7 +239,4 @@ def load_split(path: str | Path, options: FbankOptions = FbankOptions(), oov_pol
     data = read_data_dir(path)
     targets = make_targets(data, oov_policy=oov_policy)
     print(f"{path}: {targets.report()}")
-    features = {}
-    for utt, matrix in iter_fbank(data, options):
-        features[utt] = check_features(matrix, utt, str(path), feature_dim)
-    return features, targets.targets
+    return ComputedFeatures(data, options, feature_dim), targets.targets

@@ -13,7 +13,7 @@ from torch import nn
 
 from seqvq.data.features import FbankOptions, GlobalCMVN, add_deltas
 from seqvq.data.kaldi import read_data_dir
-from seqvq.data.speech_corpus import FEATS_SCP, iter_fbank, load_split, read_features
+from seqvq.data.speech_corpus import FEATS_SCP, PHONES, ComputedFeatures, load_split, read_features
 from seqvq.data.units import TEXT, UnitInventory, normalize_transcript, read_transcripts
 from seqvq.errors import UserError
 
@@ -70,7 +70,8 @@ class SpeechDataset(torch.utils.data.Dataset):
                     self.skipped["too_short"] += 1
                     continue
             elif frames == 0:
-                raise UserError(f"{name}: utterance {utt} has no feature frames (audio shorter than one 25 ms "
+                where = features.where(utt) if hasattr(features, "where") else name  # its line, where known
+                raise UserError(f"{where}: utterance {utt} has no feature frames (audio shorter than one 25 ms "
                                 f"window); drop it from the data dir (e.g. Kaldi's utils/subset_data_dir.sh)")
             self.utterances.append(utt)
             self.lengths.append(frames)
@@ -129,11 +130,24 @@ def load_unit_split(path: str | Path, inventory: UnitInventory, options: FbankOp
         data = read_data_dir(path)
         if not data.text:
             raise UserError(f"{path / 'text'}: missing; {inventory.kind} units need transcripts")
-        features, transcripts = dict(iter_fbank(data, options)), data.text
+        features, transcripts = ComputedFeatures(data, options), data.text
     references = {utt: normalize_transcript(text) for utt, text in transcripts.items()}
     references = {utt: text for utt, text in references.items() if text}
     targets = {utt: inventory.encode(text) for utt, text in references.items()}
     return features, targets, references
+
+
+def split_files(path: str | Path, inventory: UnitInventory) -> list[str]:
+    """The files a split's utterances are read from, for ``inventory``'s units (as :func:`load_unit_split`
+    reads them): a prepared split's feats.scp, its archives and its targets; a raw Kaldi dir's tables,
+    transcripts and audio."""
+    path = Path(path)
+    targets = path / (PHONES if inventory.kind == "phones" else TEXT)
+    if (path / FEATS_SCP).exists() and targets.exists():
+        features = read_features(path)
+        return [str(features.path), *features.files(), str(targets)]
+    data = read_data_dir(path, require_text=False, check_audio=False)
+    return [*map(str, data.tables()), str(path / "text"), *data.source_files()]
 
 
 def stored_feature_dim(features: Mapping[str, np.ndarray], name: str) -> int:

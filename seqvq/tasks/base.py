@@ -4,8 +4,9 @@ Written once here: the run config's sections read into the task's typed options,
 ``model:`` section (an option value the model refuses is one line), the training and evaluated splits, the
 trainer's :class:`~seqvq.train.TaskBundle`, and :meth:`Task.evaluate_checkpoint`, which loads a checkpoint (its
 Polyak average or its live weights), picks the device, runs the task's evaluation and writes ``figures.json``
-(atomically) with the names every task shares: ``step``, ``data``, ``out_dir``, ``code_perplexity`` and
-``codes_used``, and the task's own (its error figure: ``per``/``cer``/``wer``, ``bpd``, ``mse``, ``accuracy``...).
+(atomically) with the names every task shares: ``step``, ``data``, ``out_dir``, ``code_perplexity``, ``codes_used``
+and ``quantized`` (:func:`seqvq.train.warmup.quantized_figure`), and the task's own (its error figure:
+``per``/``cer``/``wer``, ``bpd``, ``mse``, ``accuracy``...).
 
 A task declares only what differs: its ``name`` (the run config's ``task:``), the dataclasses of its ``data:`` and
 ``eval:`` sections, its ``model:`` keys (:meth:`Task.model_section`), and the hooks :meth:`Task.build_network`,
@@ -29,6 +30,7 @@ from seqvq.options import Section
 from seqvq.train.checkpoint import load_checkpoint, read_checkpoint
 from seqvq.train.logs import atomic_write_text
 from seqvq.train.types import TaskBundle
+from seqvq.train.warmup import quantized_figure
 
 TRAIN, EVAL = "train", "eval"  # the splits open_split opens: the training split and the evaluated one
 
@@ -83,6 +85,11 @@ class Task:
         ``torch.load(weights_only=True)`` reads; every checkpoint carries it."""
         return {}
 
+    def data_files(self) -> list[str] | None:
+        """The files the training and evaluated splits are read from (the run's data fingerprint,
+        :class:`~seqvq.train.TaskBundle`); None: every file under the paths of the ``data:`` section."""
+        return None
+
     def restore(self, checkpoint: dict, path: str) -> None:
         """Read back what :meth:`read_training_data` read, from the checkpoint at ``path``, before the model is
         built for evaluation."""
@@ -119,7 +126,8 @@ class Task:
         model = self.build_model()
         train, evaluated = self.open_split(TRAIN, model), self.open_split(EVAL, model)
         evaluate = None if evaluated is None else lambda trained: self.evaluate_during_training(trained, evaluated)
-        return TaskBundle(model, train, self.training_collate(), evaluate, self.evaluation_state())
+        return TaskBundle(model, train, self.training_collate(), evaluate, self.evaluation_state(),
+                          data_files=self.data_files())
 
     def evaluate_checkpoint(self, checkpoint: str | Path, data: str | Path, out_dir: str | Path,
                             use_polyak: bool = True) -> dict:
@@ -135,6 +143,7 @@ class Task:
         out_dir.mkdir(parents=True, exist_ok=True)
         with torch.no_grad():
             figures = self.evaluate(model, dataset, out_dir)
-        figures = {"step": saved.get("step"), "data": str(Path(data).resolve()), "out_dir": str(out_dir), **figures}
+        figures = {"step": saved.get("step"), "data": str(Path(data).resolve()), "out_dir": str(out_dir), **figures,
+                   **quantized_figure(model)}
         atomic_write_text(out_dir / "figures.json", json.dumps(figures, indent=1) + "\n")
         return figures

@@ -16,6 +16,7 @@ also writes reconstructions.png and codes.txt (:func:`write_reconstructions`).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from dataclasses import dataclass
@@ -94,6 +95,16 @@ class HandwritingModel(nn.Module):
 
 
 FOLDER_KEYS = ("test_fraction", "transcripts", "train_list", "test_list", "ink")
+CORPUS_FILES = ("transcripts", "train_list", "test_list")  # files that describe one folder of images
+
+
+def evaluation_data(data: HandwritingData, trained: dict, corpus: str) -> HandwritingData:
+    """The ``data:`` options for evaluating on ``corpus`` a model trained with the ``data:`` section ``trained``:
+    on another corpus than the training one, the training folder's files (:data:`CORPUS_FILES`: its transcripts and
+    split lists) are not inherited; those given for the evaluation apply."""
+    if not trained.get("corpus") or Path(corpus).resolve() == Path(trained["corpus"]).resolve():
+        return data
+    return dataclasses.replace(data, **{key: None for key in CORPUS_FILES if getattr(data, key) == trained.get(key)})
 
 
 def open_lines(corpus: str, split: str, height: int, levels: int, colormode: str = "bw",
@@ -179,16 +190,20 @@ class HandwritingTask(Task):
     def build_network(self, options: dict) -> HandwritingModel:
         return HandwritingModel(HandwritingAutoencoder(**options))
 
+    def restore(self, checkpoint: dict, path: str) -> None:
+        """The ``data:`` section the model was trained with (:func:`evaluation_data`)."""
+        self.trained_data = (checkpoint.get("config") or {}).get("data") or {}
+
     def open_split(self, split: str, model: HandwritingModel, path: str | None = None) -> Dataset:
-        """The ``data.train_split`` or ``data.test_split`` lines of ``data.corpus`` (or of the corpus at ``path``),
-        at the model's height and levels."""
+        """The ``data.train_split`` or ``data.test_split`` lines of ``data.corpus`` (or of the corpus at ``path``,
+        :func:`evaluation_data`), at the model's height and levels."""
         corpus = path or self.data.corpus
         if not corpus:
             raise UserError("data.corpus: not set; pass --data ZIP_OR_FOLDER or --mini to the recipe, or set it")
-        folder_options = {name: getattr(self.data, name) for name in FOLDER_KEYS
-                          if getattr(self.data, name) is not None}
-        return open_lines(corpus, self.data.train_split if split == TRAIN else self.data.test_split,
-                          model.autoencoder.height, model.autoencoder.levels, self.data.colormode, folder_options)
+        data = self.data if path is None else evaluation_data(self.data, self.trained_data, corpus)
+        folder_options = {name: getattr(data, name) for name in FOLDER_KEYS if getattr(data, name) is not None}
+        return open_lines(corpus, data.train_split if split == TRAIN else data.test_split,
+                          model.autoencoder.height, model.autoencoder.levels, data.colormode, folder_options)
 
     def training_collate(self):
         return collate_lines

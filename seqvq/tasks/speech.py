@@ -24,7 +24,9 @@ The unit model is stored in the model's ``unit_model`` buffer, so every checkpoi
 Evaluation (during training on ``data.dev``, and ``seqvq evaluate CHECKPOINT DATA``): greedy CTC decoding, the
 error rate of the unit -- corpus PER = (S + D + I) / N for phones; CER and WER on the normalized transcripts for
 characters and subwords (words rebuilt from the units) -- code perplexity 2^H over all valid frames, the number of
-codes used, and a hypothesis file with one ``utt PH PH ...`` (phones) or ``utt word word ...`` line per utterance.
+codes used, whether the bottleneck quantizes (``quantized``: false for a run that ended inside the quantizer's
+pass-through warm-up, :mod:`seqvq.train.warmup`), and a hypothesis file with one ``utt PH PH ...`` (phones) or
+``utt word word ...`` line per utterance.
 
 A checkpoint carries what evaluation needs besides the weights: the unit model (above) and
 (:meth:`SpeechCTCTask.evaluation_state`) the CMVN statistics themselves and the feature settings (deltas, the fbank
@@ -45,7 +47,7 @@ from torch import nn
 from seqvq.data.features import FbankOptions, GlobalCMVN
 from seqvq.data.speech_corpus import load_cmvn
 from seqvq.data.speech_dataset import (BLANK, SpeechBatch, SpeechDataset, collate_speech, load_unit_split,
-                                       stored_feature_dim)
+                                       split_files, stored_feature_dim)
 from seqvq.data.units import UnitInventory
 from seqvq.errors import UserError
 from seqvq.metrics.ctc import ctc_greedy_decode
@@ -181,6 +183,12 @@ class SpeechCTCTask(Task):
         self.inventory = UnitInventory.load(self.data.units) if self.data.units else UnitInventory.phones()
         self.train_split = load_unit_split(self.data.train, self.inventory)
         self.feature_dim = stored_feature_dim(self.train_split[0], self.data.train)
+
+    def data_files(self) -> list[str]:
+        """The training and dev splits' files, the CMVN statistics and the unit model."""
+        units = [self.data.units] if self.data.units else []
+        dev = split_files(self.data.dev, self.inventory) if self.data.dev else []
+        return [*split_files(self.data.train, self.inventory), self.data.cmvn, *units, *dev]
 
     def evaluation_state(self) -> dict:
         """The CMVN statistics and feature settings (the units travel in the model's ``unit_model`` buffer)."""

@@ -6,7 +6,6 @@ import hashlib
 import os
 import random
 import re
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +13,7 @@ import torch
 from torch import nn
 
 from seqvq.errors import UserError
+from seqvq.train.logs import user_temp_file
 
 CHECKPOINT_NAME = re.compile(r"^step_(\d+)\.pt$")
 
@@ -22,7 +22,7 @@ def atomic_save(obj, path: str | Path) -> None:
     """``torch.save`` to a temp file next to ``path``, then rename over it: a crash never leaves a partial file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = user_temp_file(path)
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
@@ -32,6 +32,16 @@ def atomic_save(obj, path: str | Path) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def remove_unfinished_saves(checkpoint_dir: str | Path) -> list[Path]:
+    """Delete the temporary files of saves that never finished (:func:`atomic_save` interrupted by a kill that
+    left no time to clean up, e.g. SIGKILL); returns them."""
+    checkpoint_dir = Path(checkpoint_dir)
+    unfinished = sorted(checkpoint_dir.glob(".*.tmp")) if checkpoint_dir.is_dir() else []
+    for path in unfinished:
+        path.unlink(missing_ok=True)
+    return unfinished
 
 
 def checkpoint_path(exp_dir: str | Path, step: int) -> Path:

@@ -11,8 +11,18 @@ from pathlib import Path
 NOT_PLOTTED = ("step", "split", "epoch")
 
 
-def atomic_write_text(path: Path, text: str) -> None:
+def user_temp_file(path: Path) -> tuple[int, str]:
+    """A temporary file next to ``path`` to write and then rename over it: ``(fd, name)``, with the permissions a
+    file the user creates gets (0666 less the umask; ``mkstemp`` alone gives 0600)."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)
+    return fd, tmp
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = user_temp_file(path)
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)

@@ -34,9 +34,14 @@ Contract
   inner step; a stop or a skip leaves parameters and optimizer states as they were before the batch.
 * Checkpoints: ``exp_dir/checkpoints/step_NNNNNN.pt`` every ``checkpoint_every`` steps and at the end, plus
   ``last.pt``, written atomically; each carries the task's ``evaluation_state`` (see
-  :class:`~seqvq.train.types.TaskBundle`). A trainer whose ``exp_dir`` holds ``last.pt`` resumes from it exactly: model,
-  optimizer, schedule, Polyak shadow, step, epoch and position in the epoch, Python/numpy/torch RNG states
-  of every rank. Evaluate a checkpoint with :func:`seqvq.train.checkpoint.load_checkpoint`.
+  :class:`~seqvq.train.types.TaskBundle`), the run config and the ``data_fingerprint`` given (what ``seqvq train``
+  compares before resuming: :mod:`seqvq.train.resume`). A trainer whose ``exp_dir`` holds ``last.pt`` resumes from
+  it exactly: model, optimizer, schedule, Polyak shadow, step, epoch and position in the epoch, Python/numpy/torch
+  RNG states of every rank, and says so on stderr ("resuming from step M", or "already trained" when ``last.pt``
+  is at ``steps``); with ``start_over`` it deletes that run's checkpoints and logs first. The temporary file of a
+  save that a killed run never finished is deleted on the next start. Ctrl-C during ``fit()`` raises
+  :class:`seqvq.errors.Interrupted` naming the step reached and the last checkpoint. Evaluate a checkpoint with
+  :func:`seqvq.train.checkpoint.load_checkpoint`.
 * Logs: ``exp_dir/metrics.jsonl`` and ``metrics.csv``; PNGs from :func:`seqvq.train.logs.plot_metrics` at the end.
 * DDP: under ``torchrun`` (``WORLD_SIZE`` > 1) the process group is initialised (nccl on CUDA, gloo on CPU),
   the model is wrapped in ``DistributedDataParallel``, each rank reads its shard with ``batch_size`` items
@@ -49,6 +54,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import random
+import shutil
 import sys
 from pathlib import Path
 
@@ -61,11 +67,11 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 import seqvq
-from seqvq.errors import UserError
+from seqvq.errors import Interrupted, UserError
 from seqvq.quantize import AlternatingOptimizer
 from seqvq.quantize.alternating import NonFiniteStep
 from seqvq.train.checkpoint import (atomic_save, checkpoint_path, prune_checkpoints, read_checkpoint,
-                                    rng_state, set_rng_state)
+                                    remove_unfinished_saves, rng_state, set_rng_state)
 from seqvq.train.config import TrainConfig
 from seqvq.train.data import EpochBatchSampler, SeededCollate, SeededItems
 from seqvq.train.logs import MetricsLog, plot_metrics
@@ -134,9 +140,10 @@ class Trainer:
     """Trains a task model; see the module docstring for the contract."""
 
     def __init__(self, model: nn.Module, config: TrainConfig, train_dataset, collate_fn, evaluate=None,
-                 exp_dir: str | Path = "exp", run_config: dict | None = None, evaluation_state: dict | None = None):
+                 exp_dir: str | Path = "exp", run_config: dict | None = None, evaluation_state: dict | None = None,
+                 data_fingerprint: dict | None = None, start_over: bool = False):
         self.config, self.exp_dir, self.run_config = config, Path(exp_dir), run_config
-        self.evaluation_state = evaluation_state or {}
+        self.evaluation_state, self.data_fingerprint = evaluation_state or {}, data_fingerprint
         if config.bucket_batches and getattr(train_dataset, "lengths", None) is None:
             raise UserError(f"train.bucket_batches: this task's training data ({type(train_dataset).__name__}) has "
                             f"no example lengths to bucket by; set train.bucket_batches=0")
@@ -172,6 +179,14 @@ class Trainer:
         self.step = self.epoch = self.batch_in_epoch = self.skipped_nonfinite = 0
         seed_everything(config.seed + self.rank)
         self.last_path = self.exp_dir / "checkpoints" / "last.pt"
+        self.saved_step: int | None = None  # the step of last.pt
+        if self.rank == 0:
+            unfinished = remove_unfinished_saves(self.last_path.parent)
+            if unfinished:
+                print(f"{self.last_path.parent}: removed {len(unfinished)} unfinished checkpoint file(s) a killed "
+                      f"run left behind ({', '.join(path.name for path in unfinished)})", file=sys.stderr)
+        if start_over:
+            self._start_over()
         if self.last_path.is_file():
             self._resume(read_checkpoint(self.last_path))
         self.log = MetricsLog(self.exp_dir, self.step) if self.rank == 0 else None
@@ -277,7 +292,19 @@ class Trainer:
         return out
 
     def fit(self) -> dict[str, float]:
-        """Train to ``config.steps``; returns the last evaluation's figures (empty without ``evaluate``)."""
+        """Train to ``config.steps``; returns the last evaluation's figures (empty without ``evaluate``). Ctrl-C
+        stops it with :class:`~seqvq.errors.Interrupted`, whose message says where and how to resume."""
+        try:
+            return self._fit()
+        except KeyboardInterrupt:
+            if self.rank == 0 and sys.stderr.isatty():
+                print(file=sys.stderr)  # past the progress bar's line
+            kept = (f"last checkpoint at step {self.saved_step} ({self.last_path}); rerun the same command to resume"
+                    if self.saved_step is not None else "no checkpoint yet; rerun the same command to start again")
+            raise Interrupted(f"interrupted at step {self.step} of {self.config.steps}; {kept}") from None
+
+    def _fit(self) -> dict[str, float]:
+        """The training loop of :meth:`fit`."""
         cfg, dev_figures = self.config, {}
         sums: dict[str, torch.Tensor] = {}
         batches = self._batches()
@@ -364,11 +391,26 @@ class Trainer:
             "polyak": self.polyak.state_dict() if self.polyak is not None else None,
             "rng": rng_states, "train_config": dataclasses.asdict(self.config), "config": self.run_config,
             "evaluation_state": self.evaluation_state, "skipped_nonfinite": self.skipped_nonfinite,
+            "data_fingerprint": self.data_fingerprint,
         }
         path = checkpoint_path(self.exp_dir, self.step)
         atomic_save(state, path)
         atomic_save(state, self.last_path)
+        self.saved_step = self.step
         prune_checkpoints(path.parent, self.config.keep_checkpoints)
+
+    def _start_over(self) -> None:
+        """Delete the run in ``exp_dir`` (its checkpoints, logs and plots; rank 0) so that training starts at step 0."""
+        if self.rank == 0:
+            last = read_checkpoint(self.last_path)["step"] if self.last_path.is_file() else None
+            shutil.rmtree(self.exp_dir / "checkpoints", ignore_errors=True)
+            shutil.rmtree(self.exp_dir / "plots", ignore_errors=True)
+            for name in ("metrics.jsonl", "metrics.csv"):
+                (self.exp_dir / name).unlink(missing_ok=True)
+            print(f"{self.exp_dir}: starting over; deleted the previous run's checkpoints (last at step {last}) and "
+                  f"logs", file=sys.stderr)
+        if self.world_size > 1:
+            dist.barrier()
 
     def _resume(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
@@ -383,3 +425,9 @@ class Trainer:
         self.skipped_nonfinite = state.get("skipped_nonfinite", 0)
         rng = state["rng"]
         set_rng_state(rng[self.rank] if len(rng) == self.world_size else rng[0])
+        self.saved_step = self.step
+        if self.rank == 0:
+            where = f"step {self.step} of {self.config.steps}"
+            print(f"{self.exp_dir}: already trained ({where}, {self.last_path}); raise train.steps to train on"
+                  if self.step >= self.config.steps else f"{self.exp_dir}: resuming from {where} ({self.last_path})",
+                  file=sys.stderr)

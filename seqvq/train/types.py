@@ -31,6 +31,9 @@ class TaskBundle:
         statistics, feature settings, the label or unit inventory), in types ``torch.load(weights_only=True)``
         reads (tensors, numbers, strings, bytes, lists, dicts); every checkpoint carries it as
         ``checkpoint["evaluation_state"]``.
+    data_files: the files the training (and evaluation) data is read from; ``seqvq train`` records their
+        fingerprint in every checkpoint and resumes only on the same (:mod:`seqvq.train.stamps`). None: every
+        file under the paths the config's ``data:`` section names.
     """
 
     model: nn.Module
@@ -38,3 +41,4 @@ class TaskBundle:
     collate_fn: Callable
     evaluate: Callable[[nn.Module], dict[str, float]] | None = None
     evaluation_state: dict = field(default_factory=dict)
+    data_files: list[str] | None = None
