@@ -107,13 +107,13 @@ fi
 if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
   echo "stage 2: evaluating $run on the test split of $corpus"
   python -m seqvq.cli evaluate "$exp/$run/checkpoints/last.pt" "$corpus" --out "$exp/$run/eval" > /dev/null
-  python - "$exp/$run/eval/metrics.json" "$run" <<'PY'
+  python - "$exp/$run/eval/figures.json" "$run" <<'PY'
 import json, sys
 m = json.load(open(sys.argv[1]))
 codes = ("pass-through: never quantized" if m.get("quantized") is False
-         else f"perplexity {m['perplexity']:.1f} | codes used {m['codes_used']:.0f}")
+         else f"perplexity {m['code_perplexity']:.1f} | codes used {m['codes_used']:.0f}")
 print(f"{sys.argv[2]} (test, {m['lines']:.0f} lines): Rec. BPD {m['bpd']:.3f} | {codes} | uniform NELBO "
       f"{m['uniform_nelbo']:.3f} | unigram NELBO {m['unigram_nelbo']:.3f} bits | reconstructions: "
-      f"{sys.argv[1].replace('metrics.json', 'reconstructions.png')}")
+      f"{sys.argv[1].replace('figures.json', 'reconstructions.png')}")
 PY
 fi

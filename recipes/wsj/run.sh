@@ -192,7 +192,7 @@ if [[ $stage -le 3 && $stop_stage -ge 3 ]]; then
     if [[ $size == paper ]]; then cat "$conf/size_paper.yaml"; fi
   } > "$run_config.tmp" && mv "$run_config.tmp" "$run_config"
   $python -m seqvq.cli train "$run_config" "data.train=$feats/train" "data.dev=$feats/dev" \
-    "data.cmvn=$feats/train/cmvn_$tag.ark" "data.units=$feats/units_$tag.json" "threads=$threads" \
+    "data.cmvn=$feats/train/cmvn_$tag.ark" "data.units=$feats/units_$tag.json" "train.threads=$threads" \
     "train.seed=$seed" ${overrides[@]+"${overrides[@]}"} --exp-dir "$exp/$model_name" ${force[@]+"${force[@]}"}
 fi
 
