@@ -39,6 +39,15 @@ def use_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
+def _differs(last: Path, saved: dict, how: str, conflict: str | None, same: str, force: bool) -> bool:
+    """Whether the run in ``last`` must start over: its recorded ``conflict`` with this run, refused in one line
+    unless ``force``."""
+    if conflict and not force:
+        raise UserError(f"{last}: trained (step {saved['step']}) {how}: {conflict}; rerun with {same} to resume "
+                        f"it, or pass --force to start over (its checkpoints and logs are deleted)")
+    return conflict is not None
+
+
 def _train(args) -> None:
     import torch.distributed as dist
 
@@ -67,22 +76,14 @@ def _train(args) -> None:
     start_over = False
     if saved is not None:  # resume only this run: its settings, then (once the task has read it) its data
         saved["config"] = checkpoint_run_config(saved.get("config") or {})
-        conflict = settings_conflict(saved, config)
-        if conflict and not args.force:
-            raise UserError(f"{last}: trained (step {saved['step']}) with other settings: {conflict}; rerun with the "
-                            f"config it was trained with to resume it, or pass --force to start over (its "
-                            f"checkpoints and logs are deleted)")
-        start_over = conflict is not None
+        start_over = _differs(last, saved, "with other settings", settings_conflict(saved, config),
+                              "the config it was trained with", args.force)
     seed_everything(train_config.seed)
     bundle = task(config).build_task()
     data = data_fingerprint(config, bundle.data_files)
     if saved is not None and not start_over:
-        conflict = data_conflict(saved, data)
-        if conflict and not args.force:
-            raise UserError(f"{last}: trained (step {saved['step']}) from other data: {conflict}; rerun with the "
-                            f"data it was trained on to resume it, or pass --force to start over (its checkpoints "
-                            f"and logs are deleted)")
-        start_over = conflict is not None
+        start_over = _differs(last, saved, "from other data", data_conflict(saved, data),
+                              "the data it was trained on", args.force)
     if int(os.environ.get("RANK", "0")) == 0:
         warn_if_never_quantized(bundle.model, train_config.steps)
         exp_dir.mkdir(parents=True, exist_ok=True)
