@@ -17,8 +17,9 @@ import torch
 
 from seqvq import param_groups
 from seqvq.data.speech_corpus import load_cmvn, load_split
+from seqvq.data.speech_dataset import SpeechDataset, collate_speech
 from seqvq.data.units import UnitInventory
-from seqvq.tasks.speech import SpeechDataset, build_model, collate_speech
+from seqvq.tasks.speech import SpeechCTCTask
 from seqvq.train.config import load_config
 from seqvq.train.data import EpochBatchSampler
 
@@ -53,7 +54,9 @@ def main() -> None:
         return
     compared = (0, config["train"].get("bucket_batches") or 10)
     torch.manual_seed(0)
-    model = build_model(config, dataset[0][1].shape[1], UnitInventory.phones()).train()
+    task = SpeechCTCTask(config)
+    task.feature_dim, task.deltas, task.inventory = dataset[0][1].shape[1] // 3, True, UnitInventory.phones()
+    model = task.build_model().train()
     optimizer = torch.optim.Adam(param_groups(model, 1e-3, 1e-2))
     batches = {buckets: orders(dataset, batch_size, buckets, 1)[:args.steps] for buckets in compared}
     times = {buckets: [] for buckets in compared}

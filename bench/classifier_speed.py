@@ -23,7 +23,7 @@ import time
 import torch
 
 from seqvq.data.class_folder import ImageBatch
-from seqvq.tasks.classification import build_model
+from seqvq.tasks.classification import ClassificationTask
 from seqvq.train import Trainer, TrainConfig, load_config
 
 CONF = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "recipes", "imagenet100", "conf")
@@ -38,8 +38,8 @@ def recipe_config(model: str, row: str, mini: bool) -> dict:
 
 
 def images_per_second(config: dict, batch_size: int, steps: int, num_classes: int, device: str) -> float:
-    config["model"]["num_classes"] = num_classes
-    task = build_model(config)
+    config["data"]["classes"] = [str(label) for label in range(num_classes)]
+    task = ClassificationTask(config).build_model()
     train = TrainConfig.from_dict({**config["train"], "batch_size": batch_size, "device": device})
     size = int(config["data"]["image_size"])
     generator = torch.Generator().manual_seed(0)

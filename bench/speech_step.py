@@ -13,8 +13,9 @@ import time
 import torch
 
 from seqvq import param_groups, reset_optimizer_state
+from seqvq.data.speech_dataset import SpeechBatch
 from seqvq.data.units import UnitInventory
-from seqvq.tasks.speech import SpeechBatch, build_model
+from seqvq.tasks.speech import SpeechCTCTask
 from seqvq.train.config import load_config
 
 VARIANTS = {
@@ -50,7 +51,9 @@ def main() -> None:
     setups = {}
     for name, quantizer in VARIANTS.items():
         config["model"]["quantizer"] = quantizer
-        model = build_model(config, 243, UnitInventory.phones()).train()
+        task = SpeechCTCTask(config)
+        task.feature_dim, task.deltas, task.inventory = 81, True, UnitInventory.phones()  # 243 inputs
+        model = task.build_model().train()
         optimizer = torch.optim.Adam(param_groups(model, 1e-3, 1e-2))
         setups[name] = (model, optimizer)
     batch = synthetic_batch(args.batch_size, args.frames, 243, torch.Generator().manual_seed(0))

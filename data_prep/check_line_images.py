@@ -13,7 +13,8 @@ import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
-from seqvq.tasks.handwriting import CONFIG, _split  # noqa: E402
+from seqvq.tasks.base import EVAL, TRAIN  # noqa: E402
+from seqvq.tasks.handwriting import HandwritingTask  # noqa: E402
 from seqvq.train.config import check_run_config, load_config_layers, merge_layers  # noqa: E402
 
 
@@ -24,10 +25,12 @@ def main() -> None:
     args = parser.parse_args()
     try:
         layers = load_config_layers(args.config, args.overrides)  # every key checked before any image is decoded
-        config = check_run_config(merge_layers(layers), CONFIG, layers)
+        config = check_run_config(merge_layers(layers), HandwritingTask.schema(), layers)
         corpus = config["data"]["corpus"]
-        for key, default in (("train_split", "train"), ("test_split", "test")):
-            lines = _split(config, key)
+        task = HandwritingTask(config)
+        model = task.build_model()  # the line height and levels the model reads
+        for split, default in ((TRAIN, "train"), (EVAL, "test")):
+            lines = task.open_split(split, model)
             widths = [lines[index].image.shape[1] for index in range(len(lines))]
             with_text = sum(bool(lines[index].text) for index in range(len(lines)))
             print(f"{corpus}: {default} split: {len(lines)} lines ({with_text} with transcripts), "

@@ -5,13 +5,14 @@
     seqvq plot EXP_DIR
 
 A run config is a YAML mapping with ``task:`` (a name in :data:`seqvq.tasks.TASKS`), ``train:`` (the
-:class:`~seqvq.train.TrainConfig` fields), optionally ``exp_dir:``, and the keys the task declares in its
-``CONFIG`` (model, data, quantizer...). Every key and value is checked before anything runs. ``train`` under
-torchrun trains with DDP; it resumes the run in its directory only when that run has the same settings (the run
-config, less more steps and other intervals: :data:`seqvq.train.resume.MAY_CHANGE`) and the same data (a
-fingerprint of its files), and refuses another run's directory in one line unless ``--force``, which starts over.
-``evaluate`` needs only the checkpoint (it carries the run config and the task's evaluation state) and writes into
-``--out`` or a directory named after the full data path.
+:class:`~seqvq.train.TrainConfig` fields), optionally ``exp_dir:``, and the keys the task declares
+(:meth:`seqvq.tasks.Task.schema`: model, data, quantizer...). Every key and value is checked before anything runs.
+``train`` under torchrun trains with DDP; it resumes the run in its directory only when that run has the same
+settings (the run config, less more steps and other intervals: :data:`seqvq.train.resume.MAY_CHANGE`) and the same
+data (a fingerprint of its files), and refuses another run's directory in one line unless ``--force``, which starts
+over. ``evaluate`` needs only the checkpoint (it carries the run config and the task's evaluation state) and writes
+``figures.json`` (and the task's files) into ``--out`` or a directory named after the full data path. Both run on
+``train.threads`` torch threads when it is set.
 
 A mistake in what the user gave (:class:`seqvq.UserError`: a config typo, a wrong type, a missing file, bad data)
 prints one line, ``error: <file or key>: <what>; <what to do>``, and exits 1; ``--debug`` or ``SEQVQ_DEBUG=1``
@@ -25,15 +26,31 @@ import os
 import sys
 from pathlib import Path
 
+import torch
 import yaml
 
 from seqvq.errors import UserError
+from seqvq.tasks import TASKS, get_task
+
+
+def use_threads(threads: int | None) -> None:
+    """``train.threads``: torch's CPU threads for training or evaluation (faiss follows torch's count)."""
+    if threads:
+        torch.set_num_threads(threads)
+
+
+def _differs(last: Path, saved: dict, how: str, conflict: str | None, same: str, force: bool) -> bool:
+    """Whether the run in ``last`` must start over: its recorded ``conflict`` with this run, refused in one line
+    unless ``force``."""
+    if conflict and not force:
+        raise UserError(f"{last}: trained (step {saved['step']}) {how}: {conflict}; rerun with {same} to resume "
+                        f"it, or pass --force to start over (its checkpoints and logs are deleted)")
+    return conflict is not None
 
 
 def _train(args) -> None:
     import torch.distributed as dist
 
-    from seqvq.tasks import get_task
     from seqvq.train import Trainer, TrainConfig, seed_everything
     from seqvq.train.checkpoint import read_checkpoint
     from seqvq.train.config import check_run_config, load_config_layers, merge_layers
@@ -46,34 +63,27 @@ def _train(args) -> None:
     if args.exp_dir:
         config["exp_dir"] = args.exp_dir
     if "task" not in config:
-        raise UserError(f"{args.config}: no 'task:' key; set it to one of the registered tasks (speech_ctc, "
-                        f"handwriting_ae)")
+        raise UserError(f"{args.config}: no 'task:' key; set it to one of the registered tasks ({', '.join(TASKS)})")
     task = get_task(config["task"])
-    config = check_run_config(config, task.CONFIG, layers)
+    config = check_run_config(config, task.schema(), layers)
     if not config.get("exp_dir"):
         raise UserError(f"{args.config}: no exp_dir; pass --exp-dir DIR or set exp_dir: in the config")
     train_config = TrainConfig.from_dict(config.get("train"))
+    use_threads(train_config.threads)
     exp_dir = Path(config["exp_dir"])
     last = exp_dir / "checkpoints" / "last.pt"
     saved = read_checkpoint(last) if last.is_file() else None
     start_over = False
     if saved is not None:  # resume only this run: its settings, then (once the task has read it) its data
-        conflict = settings_conflict(saved, config)
-        if conflict and not args.force:
-            raise UserError(f"{last}: trained (step {saved['step']}) with other settings: {conflict}; rerun with the "
-                            f"config it was trained with to resume it, or pass --force to start over (its "
-                            f"checkpoints and logs are deleted)")
-        start_over = conflict is not None
+        saved["config"] = checkpoint_run_config(saved.get("config") or {})
+        start_over = _differs(last, saved, "with other settings", settings_conflict(saved, config),
+                              "the config it was trained with", args.force)
     seed_everything(train_config.seed)
-    bundle = task.build_task(config)
+    bundle = task(config).build_task()
     data = data_fingerprint(config, bundle.data_files)
     if saved is not None and not start_over:
-        conflict = data_conflict(saved, data)
-        if conflict and not args.force:
-            raise UserError(f"{last}: trained (step {saved['step']}) from other data: {conflict}; rerun with the "
-                            f"data it was trained on to resume it, or pass --force to start over (its checkpoints "
-                            f"and logs are deleted)")
-        start_over = conflict is not None
+        start_over = _differs(last, saved, "from other data", data_conflict(saved, data),
+                              "the data it was trained on", args.force)
     if int(os.environ.get("RANK", "0")) == 0:
         warn_if_never_quantized(bundle.model, train_config.steps)
         exp_dir.mkdir(parents=True, exist_ok=True)
@@ -88,12 +98,22 @@ def _train(args) -> None:
         dist.destroy_process_group()
 
 
+def checkpoint_run_config(config: dict) -> dict:
+    """A checkpoint's run config in the keys of this version: ``threads`` (a key of the speech task's run configs
+    before it became the run setting ``train.threads``) moves under ``train``."""
+    if "threads" not in config:
+        return config
+    config = dict(config)
+    config["train"] = {**(config.get("train") or {}), "threads": config.pop("threads")}
+    return config
+
+
 def _evaluate(args) -> None:
-    from seqvq.tasks import get_task
+    from seqvq.train import TrainConfig
     from seqvq.train.checkpoint import evaluation_dir, read_checkpoint
     from seqvq.train.config import ConfigLayer, check_run_config, merge_layers, override_layer
 
-    config = read_checkpoint(args.checkpoint).get("config")
+    config = checkpoint_run_config(read_checkpoint(args.checkpoint).get("config") or {})
     if not config:
         raise UserError(f"{args.checkpoint}: the checkpoint holds no run config; evaluate a checkpoint written by "
                         f"`seqvq train`")
@@ -103,11 +123,11 @@ def _evaluate(args) -> None:
     layers = [ConfigLayer(f"{args.checkpoint} (its run config)", config), *overrides]
     config = merge_layers(layers)
     task = get_task(config.get("task"))
-    config = check_run_config(config, task.CONFIG, layers)
+    config = check_run_config(config, task.schema(), layers)
+    use_threads(TrainConfig.from_dict(config.get("train")).threads)
     out_dir = Path(args.out) if args.out else evaluation_dir(args.checkpoint, args.data)
-    result = task.evaluate_cli(args.checkpoint, args.data, config, out_dir, use_polyak=not args.live_weights)
-    if isinstance(result, dict):
-        print(json.dumps(result))
+    print(json.dumps(task(config).evaluate_checkpoint(args.checkpoint, args.data, out_dir,
+                                                      use_polyak=not args.live_weights)))
 
 
 def _plot(args) -> None:
@@ -125,11 +145,13 @@ def debug_requested(flag: bool) -> bool:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="seqvq", description="Train, evaluate and plot seqvq runs.")
+    parser = argparse.ArgumentParser(prog="seqvq", description="Train, evaluate and plot seqvq runs.",
+                                     epilog=f"tasks (a run config's task:): {', '.join(TASKS)}")
     parser.add_argument("--debug", action="store_true",
                         help="show the traceback of an error in the input (also SEQVQ_DEBUG=1)")
     commands = parser.add_subparsers(dest="command", required=True)
-    train = commands.add_parser("train", help="train a run config (resumes from EXP_DIR/checkpoints/last.pt)")
+    train = commands.add_parser("train", help="train a run config (resumes from EXP_DIR/checkpoints/last.pt)",
+                                epilog=f"tasks (a run config's task:): {', '.join(TASKS)}")
     train.add_argument("config")
     train.add_argument("overrides", nargs="*", help="dotted.key=value, e.g. train.steps=200")
     train.add_argument("--exp-dir", help="output directory (default: exp_dir: in the config)")

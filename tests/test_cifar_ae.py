@@ -13,7 +13,7 @@ from seqvq.cli import main as cli
 from seqvq.data.cifar import CifarImages, write_cifar_batches
 from seqvq.models.cifar_ae import CifarAutoencoder
 from seqvq.tasks import get_task
-from seqvq.tasks.cifar_ae import CifarAutoencoderTask, build_model, evaluate_images
+from seqvq.tasks.cifar_ae import CifarAutoencoderModel, CifarAutoencoderTask, evaluate_images
 from seqvq.train import TrainConfig, load_config
 
 RECIPE = os.path.join(os.path.dirname(__file__), os.pardir, "recipes", "cifar10")
@@ -78,16 +78,16 @@ def test_bits_per_dim_counts_the_latents_under_a_uniform_prior(tmp_path, groups,
     assert figures["images"] == 7
     # the unigram prior charges log2 of each codebook's perplexity instead of log2 K, never more
     assert 8.0 <= figures["unigram_bpd"] <= figures["bpd"] + 1e-9
-    assert 1 <= figures["perplexity"] <= codes and figures["codes_used"] >= groups
+    assert 1 <= figures["code_perplexity"] <= codes and figures["codes_used"] >= groups
 
 
 @pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(RECIPE, "conf", "*.yaml"))),
                          ids=lambda p: os.path.basename(p))
 def test_table3_configs_build(path):
     config = load_config(path)
-    assert config["task"] == "cifar_ae" and get_task(config["task"]).build_model is build_model
+    assert config["task"] == "cifar_ae" and get_task(config["task"]) is CifarAutoencoderTask
     TrainConfig.from_dict(config["train"])
-    model = build_model(config).autoencoder
+    model = CifarAutoencoderTask(config).build_model().autoencoder
     quantizer, name = model.quantizer, os.path.basename(path)
     assert (model.num_codebooks, quantizer.codebook_size, quantizer.code_dim) == (8, 128, 32)
     assert (quantizer.norm is not None) == name.startswith("bn")
@@ -111,15 +111,15 @@ def test_training_lowers_the_loss_and_evaluate_reproduces_the_polyak_figures(tmp
     assert train[-1] < train[0] - 0.3, train
     dev = [r for r in records if r["split"] == "dev"][-1]
     cli(["evaluate", os.path.join(exp, "checkpoints", "last.pt"), data, "--out", os.path.join(exp, "eval")])
-    evaluated = json.load(open(os.path.join(exp, "eval", "metrics.json")))
-    for key in ("bpd", "rec_bpd", "perplexity", "codes_used"):
+    evaluated = json.load(open(os.path.join(exp, "eval", "figures.json")))
+    for key in ("bpd", "rec_bpd", "code_perplexity", "codes_used"):
         assert evaluated[key] == pytest.approx(dev[key], rel=1e-5)
     assert evaluated["bpd"] == pytest.approx(evaluated["rec_bpd"] + 64 * 8 * 4 / 3072)
 
 
 def test_codebook_loss_leaves_the_encoder_without_gradient():
-    task = CifarAutoencoderTask(CifarAutoencoder(channels=8, num_codebooks=2, code_dim=2,
-                                                 quantizer={"codebook_size": 8}))
+    task = CifarAutoencoderModel(CifarAutoencoder(channels=8, num_codebooks=2, code_dim=2,
+                                                  quantizer={"codebook_size": 8}))
     from seqvq.data.cifar import ImageBatch
     loss = task.codebook_loss(ImageBatch(_images(2), torch.zeros(2, dtype=torch.long)))
     loss.backward()
@@ -132,10 +132,10 @@ def test_config_mistakes_are_one_line_user_errors(tmp_path):
 
     config = load_config(os.path.join(RECIPE, "conf", "vqvae.yaml"))
     with pytest.raises(UserError, match="model.quantizer.codebok_size"):
-        build_model({**config, "model": {**config["model"], "quantizer": {"codebok_size": 8}}})
+        CifarAutoencoderTask({**config, "model": {**config["model"], "quantizer": {"codebok_size": 8}}}).build_model()
     with pytest.raises(UserError, match="num_codebooks of the autoencoder"):
-        build_model({**config, "model": {**config["model"], "quantizer": {"num_codebooks": 2}}})
+        CifarAutoencoderTask({**config, "model": {**config["model"], "quantizer": {"num_codebooks": 2}}}).build_model()
     with pytest.raises(UserError, match="data.corpus: not set"):
-        get_task("cifar_ae").build_task(config)
+        CifarAutoencoderTask(config).build_task()
     with pytest.raises(UserError, match="no such file"):
-        get_task("cifar_ae").build_task({**config, "data": {"corpus": str(tmp_path / "nowhere")}})
+        CifarAutoencoderTask({**config, "data": {"corpus": str(tmp_path / "nowhere")}}).build_task()

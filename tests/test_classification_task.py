@@ -10,10 +10,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from seqvq import cli
+from seqvq import UserError, cli
 from seqvq.quantize import BinarySphericalQuantizer, FiniteScalarQuantizer, VectorQuantizer
 from seqvq.quantize.linear_map import LinearCodebookMap
-from seqvq.tasks.classification import CONFIG, build_classifier, build_task
+from seqvq.tasks.classification import ClassificationTask, build_classifier
 from seqvq.train import Trainer, TrainConfig, load_config, read_metrics
 from seqvq.train.config import check_run_config
 from seqvq.train.trainer import build_optimizer
@@ -61,7 +61,7 @@ def test_smoke_run_loss_falls_then_evaluate_cli(tmp_path, arch):
     _folder(tmp_path / "images")
     config = _config(tmp_path, arch)
     torch.manual_seed(0)
-    bundle = build_task(config)
+    bundle = ClassificationTask(config).build_task()
     assert config["data"]["classes"] == ["blue", "green", "red"]
     train = TrainConfig(steps=32, batch_size=12, optimizer="adamw", lr=1e-3 if arch == "vit_tiny" else 2e-3,
                         log_every=4, eval_every=32, checkpoint_every=32, device="cpu")
@@ -71,14 +71,16 @@ def test_smoke_run_loss_falls_then_evaluate_cli(tmp_path, arch):
     losses, task_losses = [r["loss"] for r in records], [r["cross_entropy"] for r in records]
     assert sum(losses[-2:]) < sum(losses[:2]), (losses, task_losses)  # + the VQ loss, which may grow
     assert sum(task_losses[-2:]) < 0.6 * sum(task_losses[:2]), (losses, task_losses)
-    assert set(figures) == {"accuracy", "images", "perplexity", "codes_used"} and figures["images"] == 9
-    assert 1 <= figures["perplexity"] <= figures["codes_used"] <= 8
+    assert set(figures) == {"accuracy", "images", "code_perplexity", "codes_used"} and figures["images"] == 9
+    assert 1 <= figures["code_perplexity"] <= figures["codes_used"] <= 8
 
     # `seqvq evaluate` as recipes/imagenet100/run.sh calls it: the run config is checked, figures go to --out
     cli.main(["evaluate", str(tmp_path / "exp" / "checkpoints" / "last.pt"), str(tmp_path / "images"),
               "--out", str(tmp_path / "exp" / "eval")])
-    saved = json.loads((tmp_path / "exp" / "eval" / "metrics.json").read_text())
-    assert saved == pytest.approx({**figures, "quantized": True})  # no warm-up: it quantizes from step 1
+    saved = json.loads((tmp_path / "exp" / "eval" / "figures.json").read_text())
+    assert saved["step"] == 32 and saved["data"] == str(tmp_path / "images")
+    assert saved["quantized"] is True  # no warm-up: it quantizes from step 1
+    assert {name: saved[name] for name in figures} == pytest.approx(figures)
 
 
 def test_all_remedies_train_together(tmp_path):
@@ -87,7 +89,7 @@ def test_all_remedies_train_together(tmp_path):
     config = _config(tmp_path, "resnet18")
     config["model"]["quantizer"].update(sync_nu=0.2, replace_dead_after=2)
     torch.manual_seed(0)
-    bundle = build_task(config)
+    bundle = ClassificationTask(config).build_task()
     train = TrainConfig(steps=6, batch_size=12, optimizer="sgd", lr=0.05, alternating_fused=True, log_every=2,
                         eval_every=6, checkpoint_every=6, device="cpu")
     quantizer = bundle.model.classifier.quantizer
@@ -104,11 +106,11 @@ def test_all_remedies_train_together(tmp_path):
 def test_data_errors(tmp_path):
     config = _config(tmp_path, "resnet18")
     config["data"]["root"] = None
-    with pytest.raises(ValueError, match="data.root"):
-        build_task(config)
-    with pytest.raises(ValueError, match="model.arch"):
+    with pytest.raises(UserError, match="data.root"):
+        ClassificationTask(config).build_task()
+    with pytest.raises(UserError, match="model.arch"):
         build_classifier({"arch": "vgg16"}, 10, 224)
-    with pytest.raises(ValueError, match="data.image_size"):
+    with pytest.raises(UserError, match="data.image_size"):
         build_classifier({"arch": "vit_tiny", "image_size": 32}, 10, 224)
     with pytest.raises(ValueError, match="kind 'residual'"):  # several codes per vector: not what evaluation counts
         build_classifier({"arch": "resnet18", "width": 8, "quantizer": {"kind": "residual", "codebook_size": 8,
@@ -130,7 +132,7 @@ MODERN = {"modern_rotation", "modern_simvq", "modern_usage_kl", "modern_fsq", "m
 @pytest.mark.parametrize("path", sorted(CONF.glob("*/*.yaml")), ids=lambda p: f"{p.parent.name}/{p.stem}")
 def test_recipe_configs_build(path, mini):
     config = load_config(path, mini_overrides(path) if mini else [])
-    check_run_config(config, CONFIG)  # what `seqvq train` checks before anything runs
+    check_run_config(config, ClassificationTask.schema())  # what `seqvq train` checks before anything runs
     train = TrainConfig.from_dict(config["train"])
     assert config["task"] == "image_classification" and train.optimizer in ("sgd", "adamw")
     model = dict(config["model"])
@@ -187,8 +189,8 @@ def test_table_script_writes_a_named_table(tmp_path):
     figures = {"none": (80.0, 300.0, 700), "modern_rotation": (82.5, 512.25, 900), "modern_fsq": (79.0, 250.0, 600)}
     for row, (accuracy, perplexity, used) in figures.items():
         (tmp_path / "resnet18" / row / "eval").mkdir(parents=True)
-        (tmp_path / "resnet18" / row / "eval" / "metrics.json").write_text(json.dumps(
-            {"accuracy": accuracy, "images": 1000.0, "perplexity": perplexity, "codes_used": float(used)}))
+        (tmp_path / "resnet18" / row / "eval" / "figures.json").write_text(json.dumps(
+            {"accuracy": accuracy, "images": 1000.0, "code_perplexity": perplexity, "codes_used": float(used)}))
     (tmp_path / "resnet18" / "none" / "train_seconds.txt").write_text("61\n")
     script = str(CONF.parent / "table2_huh.sh")
     rows = ["--rows", "none modern_rotation modern_fsq modern_bn_reestimation_simvq"]
@@ -225,9 +227,9 @@ def test_table_script_averages_seeds(tmp_path):
                "all_seed1": (84.0, 580.0, 910), "all_seed2": (82.0, 590.0, 905), "novq": (88.0, None, None)}
     for run, (accuracy, perplexity, used) in figures.items():
         (tmp_path / "resnet18" / run / "eval").mkdir(parents=True)
-        metrics = {"accuracy": accuracy} if used is None else {"accuracy": accuracy, "perplexity": perplexity,
+        metrics = {"accuracy": accuracy} if used is None else {"accuracy": accuracy, "code_perplexity": perplexity,
                                                                 "codes_used": float(used)}
-        (tmp_path / "resnet18" / run / "eval" / "metrics.json").write_text(json.dumps(metrics))
+        (tmp_path / "resnet18" / run / "eval" / "figures.json").write_text(json.dumps(metrics))
     (tmp_path / "resnet18" / "all" / "train_seconds.txt").write_text("100\n")
     (tmp_path / "resnet18" / "all_seed1" / "train_seconds.txt").write_text("120\n")
     script = str(CONF.parent / "table2_huh.sh")

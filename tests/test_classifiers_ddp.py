@@ -15,7 +15,7 @@ def _worker(rank: int, port: int, root: str, out_dir: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2", RANK=str(rank),
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
-    from seqvq.tasks.classification import build_task
+    from seqvq.tasks.classification import ClassificationTask
     from seqvq.train import Trainer, TrainConfig
 
     config = {"task": "image_classification",
@@ -24,7 +24,7 @@ def _worker(rank: int, port: int, root: str, out_dir: str) -> None:
                         "quantizer": {"codebook_size": 16, "kmeans_init": True, "affine": "learned",
                                       "sync_nu": 0.2, "replace_dead_after": 2}}}
     torch.manual_seed(rank)  # different initial weights per rank: DDP must broadcast rank 0's
-    bundle = build_task(config)
+    bundle = ClassificationTask(config).build_task()
     train = TrainConfig(steps=4, batch_size=6, optimizer="sgd", lr=0.05, alternating_fused=True, log_every=2,
                         eval_every=2, checkpoint_every=4, device="cpu")
     trainer = Trainer(bundle.model, train, bundle.train_dataset, bundle.collate_fn, bundle.evaluate,
@@ -52,5 +52,5 @@ def test_two_process_classification_keeps_ranks_identical(tmp_path):
         assert torch.equal(value, states[1]["model"][name]), name
     assert int(states[0]["model"]["classifier.quantizer.rewrites"]) >= 1  # k-means on the first (gathered) batch
     assert int(states[0]["model"]["classifier.quantizer.step"]) == 4  # one quantizer step per optimizer step
-    assert set(states[0]["figures"]) == {"accuracy", "images", "perplexity", "codes_used"}
+    assert set(states[0]["figures"]) == {"accuracy", "images", "code_perplexity", "codes_used"}
     assert states[1]["figures"] == {}  # only rank 0 evaluates

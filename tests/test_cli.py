@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,7 +17,7 @@ from seqvq.train.checkpoint import load_checkpoint
 
 @pytest.fixture(autouse=True)
 def toy_registered(monkeypatch):
-    monkeypatch.setitem(TASKS, "toy", "toy_task")
+    monkeypatch.setitem(TASKS, "toy", "toy_task:ToyTask")
     if not hasattr(seqvq, "param_groups"):
         monkeypatch.setattr(seqvq, "param_groups", toy_task.stand_in_param_groups, raising=False)
     if not hasattr(seqvq, "reset_optimizer_state"):
@@ -39,6 +40,7 @@ def test_train_then_evaluate(tmp_path, capsys):
     cli.main(["evaluate", str(exp_dir / "checkpoints" / "last.pt"), str(tmp_path / "some_data")])
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["data"] == str(tmp_path / "some_data") and result["mse"] == pytest.approx(final["mse"])
+    assert result["step"] == 4 and json.loads((Path(result["out_dir"]) / "figures.json").read_text()) == result
 
     # --live-weights: the last step's parameters, not the Polyak average the run evaluated on
     cli.main(["evaluate", str(exp_dir / "checkpoints" / "last.pt"), str(tmp_path / "some_data"), "--live-weights"])
@@ -62,6 +64,31 @@ def test_unknown_task_and_missing_exp_dir(tmp_path, capsys):
         cli.main(["train", str(config)])
     assert exit_info.value.code == 1
     assert capsys.readouterr().err == f"error: {config}: no exp_dir; pass --exp-dir DIR or set exp_dir: in the config\n"
+
+
+def test_help_lists_every_task(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    listed = capsys.readouterr().out
+    assert all(name in listed for name in TASKS)
+    for name in TASKS:  # every registered task is a Task with its schema
+        assert get_task(name).name == name and get_task(name).schema().sections.keys() >= {"data", "model"}
+
+
+def test_train_threads_is_applied_for_train_and_evaluate(tmp_path, capsys):
+    config = tmp_path / "toy.yaml"
+    config.write_text(yaml.safe_dump({"task": "toy", "train": {"steps": 2, "batch_size": 4, "device": "cpu",
+                                                               "threads": 2}}))
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        cli.main(["train", str(config), "--exp-dir", str(tmp_path / "exp")])
+        assert torch.get_num_threads() == 2
+        torch.set_num_threads(1)
+        cli.main(["evaluate", str(tmp_path / "exp" / "checkpoints" / "last.pt"), str(tmp_path), "train.threads=3"])
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
 
 
 def toy_config(tmp_path, **train):
@@ -104,6 +131,22 @@ def test_resuming_with_another_config_is_refused_and_force_starts_over(tmp_path,
     records = [json.loads(line) for line in (exp_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if r["split"] == "train"] == [2, 4, 6]
     assert torch.load(exp_dir / "checkpoints" / "last.pt", weights_only=True)["config"]["train"]["lr"] == 0.5
+
+
+def test_a_run_whose_config_held_the_old_threads_key_resumes(tmp_path, capsys):
+    """Speech run configs held ``threads:`` before it became ``train.threads``: such a run resumes with it."""
+    config, exp_dir = toy_config(tmp_path), tmp_path / "exp"
+    assert run_main(capsys, "train", config, "--exp-dir", exp_dir)[0] == 0
+    checkpoint = torch.load(exp_dir / "checkpoints" / "last.pt", weights_only=True)
+    checkpoint["config"]["threads"] = 1
+    torch.save(checkpoint, exp_dir / "checkpoints" / "last.pt")
+    before = torch.get_num_threads()
+    try:
+        code, out, err = run_main(capsys, "train", config, "train.steps=6", "train.threads=1", "--exp-dir", exp_dir)
+    finally:
+        torch.set_num_threads(before)
+    assert code == 0, err
+    assert json.loads(out.strip().splitlines()[-1])["step"] == 6
 
 
 def test_ctrl_c_prints_one_line_and_exits_130(tmp_path, capsys, monkeypatch):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from seqvq.data.lines import save_line_corpus
-from seqvq.tasks.handwriting import build_task, evaluate_cli
+from seqvq.tasks.handwriting import HandwritingTask
 from seqvq.train import Trainer, TrainConfig, read_metrics
 
 HEIGHT, LEVELS = 16, 4
@@ -45,21 +45,22 @@ def test_smoke_run_loss_falls_and_evaluation(tmp_path):
     (tmp_path / "corpus").mkdir()
     _corpus(tmp_path / "corpus")
     config = _config(tmp_path)
-    bundle = build_task(config)
+    bundle = HandwritingTask(config).build_task()
     train = TrainConfig(steps=40, batch_size=6, lr=3e-3, log_every=5, eval_every=40, checkpoint_every=40,
                         device="cpu")
     figures = Trainer(bundle.model, train, bundle.train_dataset, bundle.collate_fn, bundle.evaluate,
                       exp_dir=tmp_path / "exp", run_config=config).fit()
     losses = [r["loss"] for r in read_metrics(tmp_path / "exp") if r["split"] == "train"]
     assert losses[-1] < 0.7 * losses[0]
-    assert {"bpd", "perplexity", "codes_used", "uniform_nelbo", "unigram_nelbo"} <= set(figures)
+    assert {"bpd", "code_perplexity", "codes_used", "uniform_nelbo", "unigram_nelbo"} <= set(figures)
     assert figures["uniform_nelbo"] == pytest.approx(figures["bpd"] + math.log2(16) / (HEIGHT * 4))
     assert figures["unigram_nelbo"] <= figures["uniform_nelbo"] + 1e-9
 
-    result = evaluate_cli(str(tmp_path / "exp" / "checkpoints" / "last.pt"), str(tmp_path / "corpus"), config,
-                          tmp_path / "exp" / "eval")
+    result = HandwritingTask(config).evaluate_checkpoint(tmp_path / "exp" / "checkpoints" / "last.pt",
+                                                         tmp_path / "corpus", tmp_path / "exp" / "eval")
     out = tmp_path / "exp" / "eval"
-    assert json.loads((out / "metrics.json").read_text()) == pytest.approx(result)
+    assert json.loads((out / "figures.json").read_text()) == pytest.approx(result)
+    assert {name: result[name] for name in figures} == pytest.approx(figures)
     assert (out / "reconstructions.png").stat().st_size > 0
     codes = (out / "codes.txt").read_text().splitlines()
     assert len(codes) == 2 and all(line.split("\t")[1].split() for line in codes)
@@ -68,7 +69,7 @@ def test_smoke_run_loss_falls_and_evaluation(tmp_path):
 def test_codebook_loss_reaches_only_the_codebook(tmp_path):
     (tmp_path / "corpus").mkdir()
     _corpus(tmp_path / "corpus")
-    bundle = build_task(_config(tmp_path))
+    bundle = HandwritingTask(_config(tmp_path)).build_task()
     batch = bundle.collate_fn([bundle.train_dataset[i] for i in range(4)])
     loss = bundle.model.codebook_loss(batch)
     loss.backward()
@@ -106,13 +107,13 @@ def test_evaluating_another_folder_ignores_the_training_folders_transcripts_and_
     checkpoint = str(tmp_path / "exp" / "checkpoints" / "last.pt")
     _line_images(tmp_path / "other", [f"b{index}.png" for index in range(3)], seed=1)
     cli.main(["evaluate", checkpoint, str(tmp_path / "other"), "data.test_fraction=1", "--out", str(tmp_path / "o")])
-    assert json.loads((tmp_path / "o" / "metrics.json").read_text())["lines"] == 3
+    assert json.loads((tmp_path / "o" / "figures.json").read_text())["lines"] == 3
     # the training folder itself is still evaluated on its own test list, with its transcripts
     cli.main(["evaluate", checkpoint, str(tmp_path / "lines"), "--out", str(tmp_path / "own")])
-    assert json.loads((tmp_path / "own" / "metrics.json").read_text())["lines"] == 2
+    assert json.loads((tmp_path / "own" / "figures.json").read_text())["lines"] == 2
     assert (tmp_path / "own" / "codes.txt").read_text().startswith(f"{tmp_path / 'lines' / 'a0.png'}\t")
     # a transcript file given for the evaluation applies
     (tmp_path / "other_labels.txt").write_text("b0.png nieuw\n")
     cli.main(["evaluate", checkpoint, str(tmp_path / "other"), "data.test_fraction=1",
               f"data.transcripts={tmp_path / 'other_labels.txt'}", "--out", str(tmp_path / "o2")])
-    assert json.loads((tmp_path / "o2" / "metrics.json").read_text())["lines"] == 3
+    assert json.loads((tmp_path / "o2" / "figures.json").read_text())["lines"] == 3

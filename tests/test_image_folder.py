@@ -10,7 +10,7 @@ from PIL import Image
 from seqvq.data.image_folder import ImageFolderLines, held_out
 from seqvq.data.lines import image_to_levels
 from seqvq.errors import UserError
-from seqvq.tasks.handwriting import build_task, evaluate_cli, open_lines
+from seqvq.tasks.handwriting import HandwritingTask, open_lines
 from seqvq.train import Trainer, TrainConfig
 
 HEIGHT, LEVELS = 16, 4
@@ -139,15 +139,15 @@ def test_folder_trains_and_evaluates_for_bits_per_dim_without_writing_into_it(fo
                   "quantizer": {"codebook_size": 16, "pre_norm": True}},
         "eval": {"batch_size": 4, "grid_lines": 2},
     }
-    bundle = build_task(config)
+    bundle = HandwritingTask(config).build_task()
     test_lines = len(held_out(names, 0.2))
     assert len(bundle.train_dataset) == len(names) - test_lines
     train = TrainConfig(steps=4, batch_size=6, lr=3e-3, log_every=2, eval_every=4, checkpoint_every=4, device="cpu")
     figures = Trainer(bundle.model, train, bundle.train_dataset, bundle.collate_fn, bundle.evaluate,
                       exp_dir=tmp_path / "exp", run_config=config).fit()
     assert figures["lines"] == test_lines and 0 < figures["bpd"] < math.log2(LEVELS) + 1
-    result = evaluate_cli(str(tmp_path / "exp" / "checkpoints" / "last.pt"), str(root), config,
-                          out_dir=tmp_path / "exp" / "eval")
+    result = HandwritingTask(config).evaluate_checkpoint(tmp_path / "exp" / "checkpoints" / "last.pt", root,
+                                                         tmp_path / "exp" / "eval")
     assert result["bpd"] == pytest.approx(figures["bpd"], rel=1e-5)
     assert (tmp_path / "exp" / "eval" / "reconstructions.png").exists()
     assert snapshot(root) == before

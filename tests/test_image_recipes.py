@@ -20,8 +20,8 @@ def run(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
 
 def write_metrics(folder: Path, mse: float) -> None:
     (folder / "eval").mkdir(parents=True)
-    metrics = {"mse": mse, "perplexity": 345.67, "codes_used": 512.0, "images": 293.0}
-    (folder / "eval" / "metrics.json").write_text(json.dumps(metrics))
+    metrics = {"mse": mse, "code_perplexity": 345.67, "codes_used": 512.0, "images": 293.0}
+    (folder / "eval" / "figures.json").write_text(json.dumps(metrics))
 
 
 def test_help_is_the_recipes_own():

@@ -58,7 +58,8 @@ def error_line(result):
 def test_mistakes_are_one_line(toy):
     assert error_line(run(toy, "--mini", "--bogus")) == "error: run.sh: unknown option --bogus (see --help)"
     assert error_line(run(toy, "--mini", "--seed")) == "error: run.sh: --seed needs a value (see --help)"
-    assert error_line(run(toy, "--mini", "--seed", "x")) == "error: run.sh: --seed must be a non-negative integer, got x"
+    assert error_line(run(toy, "--mini", "--seed", "x")) == \
+        "error: run.sh: --seed must be a non-negative integer, got x"
     assert error_line(run(toy, "--mini", "--nproc", "0")) == "error: run.sh: --nproc must be a positive number, got 0"
     assert error_line(run(toy, "--mini", "--size", "big")) == "error: run.sh: --size must be cpu or paper, got big"
     assert error_line(run(toy, "--mini", "--stage", "eval")) == \
@@ -71,7 +72,8 @@ def test_mistakes_are_one_line(toy):
 def test_help_is_generated_from_the_option_table(toy):
     result = run(toy, "--help")
     assert result.returncode == 0 and result.stderr == ""
-    assert result.stdout.startswith("Toy recipe: one row on a folder.\n\nusage: recipes/toy/run.sh (--mini | --data DIR)")
+    assert result.stdout.startswith("Toy recipe: one row on a folder.\n\n"
+                                    "usage: recipes/toy/run.sh (--mini | --data DIR)")
     for option in COMMON_OPTIONS + ["--tool COMMAND"]:
         assert re.search(rf"^  (-h, )?{option}\b", result.stdout, re.M), option
     assert re.search(r"^  0 prepare +checks the data$", result.stdout, re.M)
@@ -97,10 +99,10 @@ def test_print_train_shows_the_resolved_command(toy, tmp_path):
     command = f"-m seqvq.cli train {conf}"
     assert run(toy, "--mini", "--print-train", "--", "train.lr=0.5").stdout == \
         f"OMP_NUM_THREADS=1 python3 {command} train.steps=10 train.lr=1.0e-3 data.root={tmp_path}/repo/data/toy " \
-        f"train.seed=0 train.lr=0.5 --exp-dir {exp}/row\n"
+        f"train.threads=1 train.seed=0 train.lr=0.5 --exp-dir {exp}/row\n"
     paper = run(toy, "--mini", "--size", "paper", "--seed", "2", "--threads", "3", "--force", "--print-train").stdout
-    assert paper == f"OMP_NUM_THREADS=3 python3 {command} data.root={tmp_path}/repo/data/toy train.seed=2 " \
-                    f"--exp-dir {exp}/row_seed2 --force\n"
+    assert paper == f"OMP_NUM_THREADS=3 python3 {command} data.root={tmp_path}/repo/data/toy train.threads=3 " \
+                    f"train.seed=2 --exp-dir {exp}/row_seed2 --force\n"
     ddp = run(toy, "--mini", "--nproc", "4", "--print-train").stdout
     assert ddp.startswith(f"OMP_NUM_THREADS=1 python3 -m torch.distributed.run --standalone --nproc-per-node 4 "
                           f"{command} ")

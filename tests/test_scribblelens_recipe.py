@@ -47,17 +47,17 @@ def test_codebook_lr_rows_are_ten_times_lr():
 
 
 def test_table2_prints_markdown(tmp_path):
-    figures = {"bpd": 0.2, "perplexity": 2388.0, "codes_used": 3000.0, "uniform_nelbo": 0.29375,
+    figures = {"bpd": 0.2, "code_perplexity": 2388.0, "codes_used": 3000.0, "uniform_nelbo": 0.29375,
                "unigram_nelbo": 0.2877, "pixels_per_latent": 128.0, "lines": 10.0}
     (tmp_path / "bn_reestimation" / "eval").mkdir(parents=True)
-    (tmp_path / "bn_reestimation" / "eval" / "metrics.json").write_text(json.dumps(figures))
+    (tmp_path / "bn_reestimation" / "eval" / "figures.json").write_text(json.dumps(figures))
     command = [os.path.join(RECIPE, "table2.sh"), "--table-only", "--exp", str(tmp_path)]
     out = subprocess.run(command + ["--rows", "bn_reestimation vanilla"], capture_output=True, text=True,
                          check=True).stdout
     assert "| + BN + data-dep reest | 1/1 | 0.2000 | 2388.0 | 3000 | 0.2938 | 0.2877 |" in out
     assert "| vanilla VQ | 0/1 | N/A |" in out
     (tmp_path / "bn_reestimation_seed1" / "eval").mkdir(parents=True)  # a second seed, mean and sd over both
-    (tmp_path / "bn_reestimation_seed1" / "eval" / "metrics.json").write_text(json.dumps({**figures, "bpd": 0.21}))
+    (tmp_path / "bn_reestimation_seed1" / "eval" / "figures.json").write_text(json.dumps({**figures, "bpd": 0.21}))
     every_evaluated = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     assert "| + BN + data-dep reest | 2/2 | 0.2050 ± 0.0071 |" in every_evaluated
     assert "vanilla" not in every_evaluated

@@ -8,8 +8,9 @@ import torch
 
 from seqvq.data.lexicon import PHONES, write_phone_transcripts
 from seqvq.data.speech_corpus import compute_cmvn, read_features, save_cmvn
+from seqvq.data.speech_dataset import SpeechDataset, collate_speech, ctc_feasible
 from seqvq.cli import main
-from seqvq.tasks.speech import SpeechDataset, build_task, collate_speech, ctc_feasible
+from seqvq.tasks.speech import SpeechCTCTask
 from seqvq.train import Trainer, TrainConfig, seed_everything
 
 USED_PHONES = PHONES[:6]
@@ -42,19 +43,19 @@ def corpus(tmp_path_factory):
 
 def make_config(corpus, exp_dir, steps, quantizer):
     return {
-        "task": "speech_ctc", "exp_dir": str(exp_dir), "threads": 1,
+        "task": "speech_ctc", "exp_dir": str(exp_dir),
         "data": {"train": str(corpus / "train"), "dev": str(corpus / "dev"),
                  "cmvn": str(corpus / "train" / "cmvn.ark"), "deltas": True},
         "model": {"in_channels": 3, "conv_channels": [4, 4], "conv_kernels": [[3, 3], [3, 3]],
                   "rnn_hidden": 24, "rnn_layers": 1, "bottleneck_dim": 8, "mixer_dim": 16, "quantizer": quantizer},
         "train": {"steps": steps, "batch_size": 5, "lr": 1e-2, "eval_every": steps, "checkpoint_every": 5,
-                  "log_every": 1, "seed": 0},
+                  "log_every": 1, "seed": 0, "threads": 1},
     }
 
 
 def run(config):
     seed_everything(config["train"]["seed"])  # as `seqvq train` does before building the task
-    bundle = build_task(config)
+    bundle = SpeechCTCTask(config).build_task()
     trainer = Trainer(bundle.model, TrainConfig.from_dict(config["train"]), bundle.train_dataset,
                       bundle.collate_fn, bundle.evaluate, exp_dir=config["exp_dir"], run_config=config)
     return trainer, trainer.fit()

@@ -118,14 +118,14 @@ def test_each_unit_end_to_end(kaldi_dirs, tmp_path, capsys, units):
         dev_report = next(line for line in reports[units].splitlines() if line.startswith(str(feats / "dev")))
         assert dev_report.endswith(", 1 unknown"), dev_report
     config = {
-        "task": "speech_ctc", "threads": 1,
+        "task": "speech_ctc",
         "data": {"train": str(feats / "train"), "dev": str(feats / "dev"),
                  "cmvn": str(feats / "train" / f"cmvn_{units}.ark"), "units": str(feats / f"units_{units}.json")},
         "model": {"in_channels": 3, "conv_channels": [4], "conv_kernels": [[3, 3]], "conv_strides": [[1, 2]],
                   "rnn_hidden": 16, "rnn_layers": 1, "bottleneck_dim": 8, "mixer_dim": 16,
                   "quantizer": {"codebook_size": 8, "pre_norm": True}},
         "train": {"steps": 3, "batch_size": 4, "lr": 1e-2, "eval_every": 3, "checkpoint_every": 3, "log_every": 1,
-                  "device": "cpu"},
+                  "device": "cpu", "threads": 1},
     }
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
     cli.main(["train", str(tmp_path / "run.yaml"), "--exp-dir", str(tmp_path / "exp")])

@@ -81,8 +81,8 @@ def test_a_run_that_never_quantized_is_marked_in_every_layout(tmp_path, capsys):
     capsys.readouterr()
     for run, quantized in (("vqvae", False), ("bn", True)):  # the image layout: one line per run
         (tmp_path / "images" / run / "eval").mkdir(parents=True)
-        (tmp_path / "images" / run / "eval" / "metrics.json").write_text(json.dumps(
-            {"mse": 0.01, "perplexity": 3.0, "codes_used": 4, "images": 10, "quantized": quantized}))
+        (tmp_path / "images" / run / "eval" / "figures.json").write_text(json.dumps(
+            {"mse": 0.01, "code_perplexity": 3.0, "codes_used": 4, "images": 10, "quantized": quantized}))
     writer.main(["cifar10", str(tmp_path / "images")])
     lines = capsys.readouterr().out.splitlines()
     assert [line.split(" | ")[0] for line in lines if line.startswith(("| VQ-VAE", "| + BN"))] == [

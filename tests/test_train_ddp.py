@@ -165,7 +165,7 @@ def test_torchrun_seqvq_train_fills_one_reservoir_from_both_ranks(tmp_path):
     import yaml
 
     from seqvq.data.lines import save_line_corpus
-    from seqvq.tasks.handwriting import build_task
+    from seqvq.tasks.handwriting import HandwritingTask
 
     rng = np.random.default_rng(0)
     for split, count in (("train", 8), ("test", 2)):  # equal widths: every line has the same number of latents
@@ -191,7 +191,7 @@ def test_torchrun_seqvq_train_fills_one_reservoir_from_both_ranks(tmp_path):
 
     # Latents per batch of one rank, from one training forward of a fresh model (M_init = 10 > steps: no k-means,
     # so no restart of the reservoir, within the run).
-    bundle = build_task(config)
+    bundle = HandwritingTask(config).build_task()
     bundle.model.train()
     bundle.model(bundle.collate_fn([bundle.train_dataset[i] for i in range(batch_size)]))
     per_batch = int(bundle.model.autoencoder.quantizer.reestimation.reservoir.seen)

@@ -49,7 +49,7 @@ def corpus(tmp_path_factory):
 
 def speech_config(corpus: Path) -> dict:
     return {
-        "task": "speech_ctc", "threads": 1,
+        "task": "speech_ctc",
         "data": {"train": str(corpus / "train"), "dev": str(corpus / "dev"),
                  "cmvn": str(corpus / "train" / "cmvn.ark"), "deltas": True},
         "model": {"in_channels": 3, "conv_channels": [2, 2], "conv_kernels": [[3, 3], [3, 3]],
@@ -57,7 +57,7 @@ def speech_config(corpus: Path) -> dict:
                   "mixer_dim": 8, "quantizer": {"codebook_size": 8, "pre_norm": True,
                                                 "reestimate": {"init_steps": 1, "every": 1, "steps": 2}}},
         "train": {"steps": 2, "batch_size": 4, "eval_every": 2, "checkpoint_every": 2, "log_every": 1,
-                  "device": "cpu"},
+                  "device": "cpu", "threads": 1},
     }
 
 
@@ -119,7 +119,7 @@ def trained(corpus, tmp_path_factory):
 # ---- config keys at every level, and value types ------------------------------------------------------------------
 @pytest.mark.parametrize("override, message", [
     ("trian.steps=1", "error: trian.steps=1: trian: unknown key; did you mean 'train'?"),
-    ("thread=1", "error: thread=1: thread: unknown key; did you mean 'threads'?"),
+    ("train.thread=1", "error: train.thread=1: train.thread: unknown key; did you mean 'train.threads'?"),
     ("data.trian=elsewhere", "error: data.trian=elsewhere: data.trian: unknown key; did you mean 'data.train'?"),
     ("train.stpes=3", "error: train.stpes=3: train.stpes: unknown key; did you mean 'train.steps'?"),
     ("model.rnn_hiden=4", "model.rnn_hiden: unknown key; did you mean 'model.rnn_hidden'?"),
@@ -169,8 +169,10 @@ def test_typo_in_a_base_file_names_that_file(config_file, tmp_path, capsys):
 
 
 def test_evaluate_overrides_are_checked(trained, corpus, capsys):
-    code, _, err = run_cli(capsys, "evaluate", trained / "checkpoints" / "last.pt", corpus / "dev", "thredas=1")
-    assert_one_line_error(code, err, "error: thredas=1: thredas: unknown key; did you mean 'threads'?")
+    code, _, err = run_cli(capsys, "evaluate", trained / "checkpoints" / "last.pt", corpus / "dev",
+                           "train.thredas=1")
+    assert_one_line_error(code, err, "error: train.thredas=1: train.thredas: unknown key; did you mean "
+                                     "'train.threads'?")
 
 
 def test_handwriting_keys_are_checked_too(tmp_path, capsys):
@@ -198,12 +200,12 @@ def test_the_command_exits_1_with_one_line_and_debug_shows_the_traceback(config_
 
 
 def test_an_internal_bug_keeps_its_traceback(tmp_path, monkeypatch):
-    monkeypatch.setitem(TASKS, "toy", "toy_task")
+    monkeypatch.setitem(TASKS, "toy", "toy_task:ToyTask")
 
-    def broken(config):
+    def broken(task):
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(toy_task, "build_task", broken)
+    monkeypatch.setattr(toy_task.ToyTask, "build_task", broken)
     config = tmp_path / "toy.yaml"
     config.write_text("task: toy\n")
     with pytest.raises(RuntimeError, match="a bug"):
@@ -214,6 +216,35 @@ def test_a_model_option_value_the_model_refuses(config_file, tmp_path, capsys):
     code, _, err = run_cli(capsys, "train", config_file(), "model.quantizer.distance=manhattan",
                            "--exp-dir", tmp_path / "exp")
     assert_one_line_error(code, err, "error: model: distance must be 'l2' or 'cosine', got 'manhattan'")
+
+
+def test_classification_mistakes_are_one_line(tmp_path, capsys):
+    from test_classification_task import _folder
+
+    _folder(tmp_path / "images", per_class=1)
+    config = ROOT / "recipes" / "imagenet100" / "conf" / "resnet18" / "none.yaml"
+    cases = [([], "error: data.root: not set; pass --data DIR or --mini to the recipe, or set it"),
+             ([f"data.root={tmp_path / 'images'}", "model.arch=vgg16"],
+              "error: model.arch: 'vgg16' is no architecture of this task; set it to one of resnet18, alexnet"),
+             ([f"data.root={tmp_path / 'images'}", "data.crop_scale=[0.5, 2]"],
+              "error: data: crop scale must satisfy 0 < min <= max <= 1, got (0.5, 2)"),
+             ([f"data.root={tmp_path / 'images'}", "data.resize_size=100"],
+              "error: data: resize_size=100 must be >= the crop size 224")]
+    for overrides, message in cases:
+        code, _, err = run_cli(capsys, "train", config, *overrides, "--exp-dir", tmp_path / "exp")
+        assert_one_line_error(code, err, message)
+        assert not (tmp_path / "exp").exists()
+
+
+def test_a_checkpoint_of_a_run_config_with_the_old_threads_key_evaluates(trained, corpus, tmp_path, capsys):
+    """Speech run configs held ``threads:`` before it became ``train.threads``: such a checkpoint still evaluates."""
+    checkpoint = torch.load(trained / "checkpoints" / "last.pt", weights_only=True)
+    config = checkpoint["config"]
+    config["threads"] = config["train"].pop("threads")
+    torch.save(checkpoint, tmp_path / "old.pt")
+    code, out, err = run_cli(capsys, "evaluate", tmp_path / "old.pt", corpus / "dev", "--out", tmp_path / "out")
+    assert code == 0, err
+    assert json.loads(out.splitlines()[-1])["utterances"] == 4
 
 
 # ---- missing and unreadable files ---------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from seqvq.cli import main as cli
 from seqvq.data.cifar import CifarImages, write_cifar_batches
 from seqvq.models.vqvae import VQVAE
 from seqvq.tasks import get_task
-from seqvq.tasks.vqvae import build_model, evaluate_reconstruction
+from seqvq.tasks.vqvae import VQVAETask, evaluate_reconstruction
 from seqvq.train import TrainConfig, load_config
 
 RECIPE = os.path.join(os.path.dirname(__file__), os.pardir, "recipes", "vqvae")
@@ -52,16 +52,16 @@ def test_mse_of_a_constant_reconstruction(tmp_path):
     write_cifar_batches(str(tmp_path), (test[:1], np.zeros(1, np.int64)), (test, np.zeros(5, np.int64)), ["x"])
     figures = evaluate_reconstruction(model.eval(), CifarImages(str(tmp_path), "test"), batch_size=2)
     assert figures["mse"] == pytest.approx(0.25)
-    assert figures["images"] == 5 and 1 <= figures["perplexity"] <= 4
+    assert figures["images"] == 5 and 1 <= figures["code_perplexity"] <= 4
 
 
 @pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(RECIPE, "conf", "*.yaml"))),
                          ids=lambda p: os.path.basename(p))
 def test_table3_configs_build(path):
     config = load_config(path)
-    assert config["task"] == "vqvae" and get_task(config["task"]).build_model is build_model
+    assert config["task"] == "vqvae" and get_task(config["task"]) is VQVAETask
     train = TrainConfig.from_dict(config["train"])
-    model = build_model(config).vqvae
+    model = VQVAETask(config).build_model().vqvae
     quantizer, name = model.quantizer, os.path.basename(path)[:-5]
     assert (model.channels, quantizer.codebook_size) == (64, 1024)
     parts = set(name.split("_"))
@@ -90,6 +90,6 @@ def test_training_lowers_the_loss_and_evaluate_reproduces_it(tmp_path, row, one_
         assert all("inner_codebook_loss" in r for r in records if r["split"] == "train")
     dev = [r for r in records if r["split"] == "dev"][-1]
     cli(["evaluate", os.path.join(exp, "checkpoints", "last.pt"), data, "--out", os.path.join(exp, "eval")])
-    evaluated = json.load(open(os.path.join(exp, "eval", "metrics.json")))
-    for key in ("mse", "perplexity", "codes_used"):
+    evaluated = json.load(open(os.path.join(exp, "eval", "figures.json")))
+    for key in ("mse", "code_perplexity", "codes_used"):
         assert evaluated[key] == pytest.approx(dev[key], rel=1e-5)

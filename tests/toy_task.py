@@ -2,12 +2,15 @@
 parameter, plus stand-ins for seqvq.param_groups / reset_optimizer_state until the quantizer core lands."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
 import seqvq
 from seqvq.options import Section
-from seqvq.train import StepOutput, TaskBundle, load_checkpoint
+from seqvq.tasks import Task
+from seqvq.train import StepOutput
 
 
 class ToyRegression(nn.Module):
@@ -44,20 +47,30 @@ def evaluate(model) -> dict[str, float]:
     return {"mse": float(out.metrics["mse"]), "perplexity": float(torch.rand(()) + 1.0)}
 
 
-CONFIG = Section.keys("toy", model=Section.of(ToyRegression))
+@dataclass
+class ToyData:
+    """The toy task reads no data options: its data is :func:`make_dataset`."""
 
 
-def build_task(config: dict) -> TaskBundle:
-    return TaskBundle(ToyRegression(config.get("model", {}).get("dim", 4)),
-                      make_dataset(dim=config.get("model", {}).get("dim", 4)), collate, evaluate)
+class ToyTask(Task):
+    name = "toy"
+    data_options = ToyData
 
+    @classmethod
+    def model_section(cls) -> Section:
+        return Section.of(ToyRegression)
 
-def evaluate_cli(checkpoint: str, data: str, config: dict, out_dir=None, use_polyak: bool = True) -> dict:
-    model = ToyRegression(config.get("model", {}).get("dim", 4))
-    load_checkpoint(checkpoint, model, use_polyak=use_polyak)
-    model.eval()
-    with torch.no_grad():
-        return {"data": data, **evaluate(model)}
+    def build_network(self, options: dict) -> ToyRegression:
+        return ToyRegression(**options)
+
+    def open_split(self, split: str, model: ToyRegression, path: str | None = None) -> list[dict]:
+        return make_dataset(dim=model.linear.in_features)
+
+    def training_collate(self):
+        return collate
+
+    def evaluate(self, model: ToyRegression, dataset, out_dir) -> dict[str, float]:
+        return evaluate(model)
 
 
 def stand_in_param_groups(model, lr, codebook_lr=None, weight_decay=0.0):

@@ -2,7 +2,7 @@
 # Table III of Łańcucki et al. 2020 (test bits/dim with the latents' cost under a uniform prior, as the paper; with
 # its reconstruction and latent parts, the unigram-prior variant, perplexity and codes used): trains and evaluates
 # every row with run.sh --config ROW (data prepared once), then prints the markdown table from
-# EXP/<row>/eval/metrics.json. Rows already evaluated are not retrained (delete EXP/ROW to redo one).
+# EXP/<row>/eval/figures.json. Rows already evaluated are not retrained (delete EXP/ROW to redo one).
 #
 #   recipes/cifar10/table3.sh --mini | --data CIFAR [--bottleneck 8x128|5x1024] [--rows "vqvae bn ..."]
 #                             [--seed N] [--exp DIR] [-- dotted.key=value ...]

@@ -15,7 +15,8 @@
 #   - stage train: `seqvq train` of the resolved config into EXP/RUN (under torchrun for --nproc N > 1 or
 #     --torchrun ARGS) with --force passed on (seqvq refuses a run directory of other settings or data without
 #     it), and the wall seconds of its training in EXP/RUN/train_seconds.txt;
-#   - --threads: the thread count (OMP_NUM_THREADS) of the seqvq commands of a run (seqvq_cli, stage train).
+#   - --threads: the thread count of the run's seqvq commands (stage train, seqvq_evaluate): seqvq's run setting
+#     train.threads, and their OMP_NUM_THREADS.
 # What each stage of a run is built from is recorded beside its output and checked on a rerun by seqvq itself
 # (seqvq/train/stamps.py); a recipe passes "${force_args[@]}" on to its own stages' tools. Installing packages is
 # .ci/install.sh's job: need_tool and need_modules name what is missing and how to install it, in one line (the
@@ -79,8 +80,8 @@ option --nproc count:N "processes: N > 1 trains under torchrun --standalone --np
 nccl on CUDA)"
 option --torchrun text:ARGS "torchrun's own options for a multi-node run, in place of --standalone, e.g. \
 \"--nnodes 2 --node-rank 0 --rdzv-backend c10d --rdzv-endpoint HOST:29400\" (the same on every node)"
-option --threads count:N "CPU threads of each seqvq process (its OMP_NUM_THREADS); the default follows \
-OMP_NUM_THREADS when it is set"
+option --threads count:N "CPU threads of each seqvq process (train.threads, and its OMP_NUM_THREADS); the \
+default follows OMP_NUM_THREADS when it is set"
 option --stage stage "the first stage to run, a number or a name"
 option --stop-stage stage "the last stage to run"
 option --exp path:DIR "the folder of the runs on this data set; the run goes to EXP/RUN (default: \
@@ -188,11 +189,13 @@ parse_options() {
   done
 }
 
-# The seqvq command line with the run's threads: seqvq_cli evaluate CHECKPOINT DATA ...
-seqvq_cli() { OMP_NUM_THREADS=$threads "$python" -m seqvq.cli "$@"; }
+# seqvq_evaluate CHECKPOINT DATA [OPTION...]: `seqvq evaluate` with the run's threads
+seqvq_evaluate() {
+  OMP_NUM_THREADS=$threads "$python" -m seqvq.cli evaluate "$1" "$2" "train.threads=$threads" "${@:3}"
+}
 
 # The train stage's command: the launcher (python, or torchrun for --nproc N > 1 or --torchrun ARGS), the row's
-# config, its overrides (the --size cpu lines, the recipe's, the seed, the user's), EXP/RUN and --force.
+# config, its overrides (the --size cpu lines, the recipe's, the threads, the seed, the user's), EXP/RUN and --force.
 train_command=()
 build_train_command() {
   local launcher=("$python")
@@ -262,7 +265,7 @@ has no cpu size; pass --size paper"
     [ -z "$lines" ] || mapfile -t overrides <<< "$lines"
   fi
   if declare -F recipe_run_setup > /dev/null; then recipe_run_setup; fi
-  overrides+=(${recipe_overrides[@]+"${recipe_overrides[@]}"} "train.seed=$seed"
+  overrides+=(${recipe_overrides[@]+"${recipe_overrides[@]}"} "train.threads=$threads" "train.seed=$seed"
               ${user_overrides[@]+"${user_overrides[@]}"})
   build_train_command
   if $print_train; then shell_words "OMP_NUM_THREADS=$threads" "${train_command[@]}"; exit 0; fi

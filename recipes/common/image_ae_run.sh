@@ -32,6 +32,6 @@ stage_data() {
 
 stage_evaluate() {
   echo "stage evaluate: $run on the test split of $data"
-  seqvq_cli evaluate "$exp/$run/checkpoints/last.pt" "$data" --out "$exp/$run/eval" > /dev/null
+  seqvq_evaluate "$exp/$run/checkpoints/last.pt" "$data" --out "$exp/$run/eval" > /dev/null
   "$python" recipes/common/table.py "$recipe_name" "$exp" --rows "$run"
 }

@@ -1,6 +1,6 @@
 # Shared body of the image-autoencoder recipes' table3.sh (recipes/cifar10, recipes/vqvae), sourced by them after
 # they set rows (every row of the table, conf/<row>.yaml, in the table's order). Trains and evaluates each row
-# with the recipe's run.sh --config ROW (the data prepared once; a row whose eval/metrics.json exists is not
+# with the recipe's run.sh --config ROW (the data prepared once; a row whose eval/figures.json exists is not
 # retrained), then prints the table with table.py. Options: the wrapper's header, printed by --help.
 wrapper=${BASH_SOURCE[1]}
 recipe=$(cd "$(dirname "$wrapper")" && pwd)
@@ -36,7 +36,7 @@ if [ "$table_only" = 0 ]; then
   start_time=$(date +%s)
   bash "$recipe/run.sh" "${run_args[@]}" --exp "$exp" --stage 0 --stop-stage 0
   for row in $rows; do
-    if [ -f "$exp/$row$suffix/eval/metrics.json" ]; then echo "table3.sh: $row$suffix already evaluated"; continue; fi
+    if [ -f "$exp/$row$suffix/eval/figures.json" ]; then echo "table3.sh: $row$suffix already evaluated"; continue; fi
     bash "$recipe/run.sh" "${run_args[@]}" --exp "$exp" --config "$row" --stage 1 --stop-stage 2 \
       -- ${extra[@]+"${extra[@]}"} || echo "table3.sh: $row$suffix failed" >&2
   done

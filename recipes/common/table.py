@@ -79,7 +79,7 @@ class Table:
 
 # The figures files and keys of the evaluations: speech `decode_<split>/`, the other tasks `eval/`.
 SPEECH_FIGURES, SPEECH_PERPLEXITY = "figures.json", "code_perplexity"
-EVAL_FIGURES, EVAL_PERPLEXITY = "eval/metrics.json", "perplexity"
+EVAL_FIGURES, EVAL_PERPLEXITY = "eval/figures.json", "code_perplexity"
 TRAIN_SECONDS = "train_seconds.txt"  # a run's training wall time (written by the recipe driver's train stage)
 
 SPEECH_LABELS = {

@@ -41,7 +41,7 @@ stage_data() {
 
 stage_evaluate() {
   echo "stage evaluate: $run"
-  seqvq_cli evaluate "$exp/$run/checkpoints/last.pt" "$data" --out "$exp/$run/eval"
+  seqvq_evaluate "$exp/$run/checkpoints/last.pt" "$data" --out "$exp/$run/eval"
 }
 
 driver_main "$@"

@@ -2,7 +2,7 @@
 # Table 2 of Huh et al. 2023 (classification: top-1 accuracy and code perplexity per remedy) on ImageNet100
 # (--data DIR) or the built digit set (--mini, default): trains and evaluates every (model, row) through run.sh
 # (--jobs at a time, OMP_NUM_THREADS = cores / jobs each) and prints the ablation as markdown. Rows that already
-# have eval/metrics.json are not retrained (delete EXP/<model>/<row> to redo one).
+# have eval/figures.json are not retrained (delete EXP/<model>/<row> to redo one).
 #
 #   bash recipes/imagenet100/table2_huh.sh [--mini | --data DIR] [--models "resnet18 alexnet vit_tiny"]
 #        [--rows "novq none affine sync alternating replace all"] [--jobs 2] [--exp DIR] [--table NAME]
@@ -59,7 +59,7 @@ if [ "$table_only" = 0 ]; then
       for row in $rows; do
         run=$row
         (( seed == 0 )) || run=${row}_seed$seed
-        [ -f "$exp/$model/$run/eval/metrics.json" ] && continue
+        [ -f "$exp/$model/$run/eval/figures.json" ] && continue
         echo "table2_huh.sh: $model/$run (log: $exp/logs/$model-$run.log)"
         start_job "$exp/logs/$model-$run.log" bash "$here/run.sh" "${data_args[@]}" --model "$model" --config "$row" \
           --seed "$seed" --threads "$threads" --stage 1 --exp "$exp" -- ${overrides[@]+"${overrides[@]}"}

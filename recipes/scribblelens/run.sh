@@ -48,15 +48,15 @@ stage_data() {
 
 stage_evaluate() {
   echo "stage evaluate: $run on the test split of $data"
-  seqvq_cli evaluate "$exp/$run/checkpoints/last.pt" "$data" --out "$exp/$run/eval" > /dev/null
-  "$python" - "$exp/$run/eval/metrics.json" "$run" <<'PY'
+  seqvq_evaluate "$exp/$run/checkpoints/last.pt" "$data" --out "$exp/$run/eval" > /dev/null
+  "$python" - "$exp/$run/eval/figures.json" "$run" <<'PY'
 import json, sys
 m = json.load(open(sys.argv[1]))
 codes = ("pass-through: never quantized" if m.get("quantized") is False
-         else f"perplexity {m['perplexity']:.1f} | codes used {m['codes_used']:.0f}")
+         else f"perplexity {m['code_perplexity']:.1f} | codes used {m['codes_used']:.0f}")
 print(f"{sys.argv[2]} (test, {m['lines']:.0f} lines): Rec. BPD {m['bpd']:.3f} | {codes} | uniform NELBO "
       f"{m['uniform_nelbo']:.3f} | unigram NELBO {m['unigram_nelbo']:.3f} bits | reconstructions: "
-      f"{sys.argv[1].replace('metrics.json', 'reconstructions.png')}")
+      f"{sys.argv[1].replace('figures.json', 'reconstructions.png')}")
 PY
 }
 

@@ -55,7 +55,7 @@ if [ "$table_only" = 0 ]; then
       case $entry in *:*) seeds=${entry#*:} ;; esac
       [ "$seed" -lt "$seeds" ] || continue
       run=$row; [ "$seed" = 0 ] || run=${row}_seed$seed
-      if [ -f "$exp/$run/eval/metrics.json" ]; then echo "table2.sh: $run already evaluated"; continue; fi
+      if [ -f "$exp/$run/eval/figures.json" ]; then echo "table2.sh: $run already evaluated"; continue; fi
       echo "table2.sh: training $run (log: $exp/logs/$run.log)"
       start_job "$exp/logs/$run.log" bash "$recipe/run.sh" "${run_args[@]}" --exp "$exp" --config "$row" \
         --seed "$seed" --threads "$threads" --stage 1 --stop-stage 2 -- ${extra[@]+"${extra[@]}"}
@@ -71,7 +71,7 @@ fi
 if [ "$table_only" = 1 ] && [ "$rows_given" = 0 ]; then  # every evaluated row, with the seeds that are there
   rows=""
   for row in $all_rows; do
-    [ -f "$exp/$row/eval/metrics.json" ] || continue
+    [ -f "$exp/$row/eval/figures.json" ] || continue
     seeds=1; while [ -d "$exp/${row}_seed$seeds" ]; do seeds=$((seeds + 1)); done
     rows="$rows $row:$seeds"
   done

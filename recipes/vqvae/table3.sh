@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Table 3 of Huh et al. 2023 (test MSE x 1e-3 of the [0, 1] reconstruction, code perplexity, codes used; LPIPS is
 # not computed: every package providing it downloads pretrained weights): trains and evaluates every row with
-# run.sh --config ROW (data prepared once), then prints the markdown table from EXP/<row>/eval/metrics.json. Rows
+# run.sh --config ROW (data prepared once), then prints the markdown table from EXP/<row>/eval/figures.json. Rows
 # already evaluated are not retrained (delete EXP/ROW to redo one).
 #
 #   recipes/vqvae/table3.sh --mini | --data CIFAR [--rows "vqvae l2 ..."] [--seed N] [--exp DIR]

@@ -28,8 +28,8 @@ option --exp path:DIR "the folder of the runs on this data set; the run goes to 
 --mini, exp/wsj/<DIR name>_<hash of its full path> for --data)"
 option --size choice:cpu\|paper "cpu: the small CPU model of conf/mini.overrides; paper: the config as written, \
 DeepSpeech2's sizes"
-option --threads count:N "CPU threads of each seqvq process (its OMP_NUM_THREADS); the default follows \
-OMP_NUM_THREADS when it is set, else all cores"
+option --threads count:N "CPU threads of each seqvq process (train.threads, and its OMP_NUM_THREADS); the \
+default follows OMP_NUM_THREADS when it is set, else all cores"
 option --units choice:phones\|chars\|bpe "the recognizer's output units: 39 phones (PER), or characters or \
 sentencepiece subwords (CER and WER; RUN gets _chars or _bpeN)"
 option --vocab-size count:N "the subword vocabulary of --units bpe"
@@ -113,7 +113,7 @@ stage_targets() {
 
 stage_evaluate() {
   for set in dev test; do
-    seqvq_cli evaluate "$exp/$run/checkpoints/last.pt" "$feats/$set" --out "$exp/$run/decode_$set" > /dev/null
+    seqvq_evaluate "$exp/$run/checkpoints/last.pt" "$feats/$set" --out "$exp/$run/decode_$set" > /dev/null
     "$python" - "$exp/$run/decode_$set/figures.json" "$run" "$set" <<'PY'
 import json, sys
 f = json.load(open(sys.argv[1]))

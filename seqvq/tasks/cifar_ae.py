@@ -1,6 +1,6 @@
 """Task `cifar_ae`: the CIFAR-10 multi-codebook autoencoder of Łańcucki et al. 2020 §IV-C for the shared trainer.
 
-Run config keys read here (besides `train:`; declared by `CONFIG`, checked before anything runs):
+Run config keys read here (besides `train:`; declared by `CifarAutoencoderTask`, checked before anything runs):
 
     data:   corpus, max_train_images (:mod:`seqvq.tasks.image_ae`, shared with the `vqvae` task)
     model:  CifarAutoencoder keywords: channels, num_codebooks (G), code_dim (d), quantizer (VectorQuantizer
@@ -19,6 +19,7 @@ codebook's test perplexity instead of log2 K), the code perplexity (mean over co
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -26,12 +27,10 @@ from torch import nn
 from seqvq.data.cifar import CifarImages
 from seqvq.metrics.bits import bits_per_dim, code_perplexity, nelbo_bits
 from seqvq.models.cifar_ae import CifarAutoencoder
-from seqvq.tasks.image_ae import ImageAutoencoderTask, ImageTask, image_config, summed_over_images
-
-CONFIG = image_config("cifar_ae", CifarAutoencoder)
+from seqvq.tasks.image_ae import ImageAutoencoderModel, ImageAutoencoderTask, summed_over_images
 
 
-class CifarAutoencoderTask(ImageAutoencoderTask):
+class CifarAutoencoderModel(ImageAutoencoderModel):
     """Wraps the autoencoder for the trainer: batch -> StepOutput (loss per sub-pixel, weight = sub-pixels)."""
 
     network_name = "autoencoder"
@@ -51,11 +50,18 @@ def evaluate_images(model: nn.Module, images: CifarImages, batch_size: int = 100
     return {"bpd": nelbo_bits(rec_bpd, uniform_bits, dims_per_latent), "rec_bpd": rec_bpd,
             "latent_bpd": uniform_bits / dims_per_latent,
             "unigram_bpd": nelbo_bits(rec_bpd, sum(math.log2(p) for p in perplexities), dims_per_latent),
-            "perplexity": sum(perplexities) / len(perplexities),
+            "code_perplexity": sum(perplexities) / len(perplexities),
             "codes_used": float(sum(len(codes[:, g].unique()) for g in range(codes.shape[1]))),
             "images": float(len(images))}
 
 
-# the registry's functions: seqvq.tasks.image_ae.ImageTask
-TASK = ImageTask(CONFIG, CifarAutoencoder, CifarAutoencoderTask, "CIFAR-10", evaluate_images)
-build_model, build_task, evaluate_cli = TASK.build_model, TASK.build_task, TASK.evaluate_cli
+class CifarAutoencoderTask(ImageAutoencoderTask):
+    """Table III's multi-codebook autoencoder."""
+
+    name = "cifar_ae"
+    network_class = CifarAutoencoder
+    model_class = CifarAutoencoderModel
+    title = "CIFAR-10"
+
+    def evaluate(self, model: nn.Module, dataset: CifarImages, out_dir: Path | None) -> dict:
+        return evaluate_images(model, dataset, self.eval.batch_size)

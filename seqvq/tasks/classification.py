@@ -1,13 +1,13 @@
 """Task `image_classification`: the VQ classifiers of Huh et al. 2023 §5.1 (Table 2) for the shared trainer.
 
-Run config keys read here (besides `train:`):
+Run config keys read here (besides `train:`; declared by `ClassificationTask`, checked before anything runs):
 
     data:   root: a folder with <train_split>/<class>/*.JPEG and <val_split>/<class>/*.JPEG (ImageNet100 layout)
             train_split: train, val_split: val, image_size: 224, resize_size: 256 (eval: resize, centre crop),
             crop_scale: [0.08, 1.0] and flip: true (the random resized crop + flip of training),
             classes: the training class names (written here from the training folder when absent, so that the
             checkpoint's config labels any evaluation folder the same way)
-    model:  arch: resnet18 | alexnet | vit_tiny, num_classes (default: the number of training classes),
+    model:  arch: resnet18 | alexnet | vit_tiny (with one output per training class),
             quantizer: VectorQuantizer keywords (codebook_size, alpha, beta, affine, sync_nu, kmeans_init,
             replace_dead_after...), kind: fsq / bsq with theirs (levels; bits), or null for the network without
             VQ, and the architecture's own keywords
@@ -20,8 +20,8 @@ split, with the number of codes used.
 """
 from __future__ import annotations
 
-import json
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from seqvq.data.class_folder import ClassFolderDataset, EvalCollate, ImageBatch, TrainCollate
+from seqvq.errors import UserError
 from seqvq.metrics.bits import code_perplexity
 from seqvq.models.alexnet import AlexNet
 from seqvq.models.quantized_classifier import QuantizedClassifier
@@ -36,13 +37,28 @@ from seqvq.models.resnet import ResNet18
 from seqvq.models.vit import VisionTransformer
 from seqvq.options import Section
 from seqvq.quantize import quantizer_section
-from seqvq.train.types import StepOutput, TaskBundle
-from seqvq.train.warmup import quantized_figure
+from seqvq.tasks.base import TRAIN, Task
+from seqvq.tasks.image_ae import ImageEval
+from seqvq.train.types import StepOutput
 
 ARCHITECTURES = {"resnet18": ResNet18, "alexnet": AlexNet, "vit_tiny": VisionTransformer}
 
 
-class ClassificationTask(nn.Module):
+@dataclass
+class ClassificationData:
+    """The ``data:`` section."""
+
+    root: str | None = None  # <root>/<train_split>/<class>/*.JPEG and <root>/<val_split>/<class>/*.JPEG
+    classes: list | None = None  # the training class names; None: the training folder's (then recorded here)
+    train_split: str = "train"
+    val_split: str = "val"
+    image_size: int = 224
+    resize_size: int = 256  # evaluation: shorter side resized to this, then the centre image_size crop
+    crop_scale: list = field(default_factory=lambda: [0.08, 1.0])  # training: random resized crop's area range
+    flip: bool = True  # training: random horizontal flip
+
+
+class ClassificationModel(nn.Module):
     """Wraps a classifier for the trainer: batch -> StepOutput (cross-entropy + VQ loss, weight = images)."""
 
     def __init__(self, classifier: QuantizedClassifier):
@@ -65,54 +81,19 @@ class ClassificationTask(nn.Module):
         return self.classifier.codebook_loss(batch.images)
 
 
-def _model_section() -> Section:
-    """``model:``: ``arch`` plus the constructor keys of any architecture (each checks its own on construction)."""
-    union = Section("model", {"arch": str}, {})
-    for architecture in ARCHITECTURES.values():
-        union = union.merged(Section.of(architecture, skip=("num_classes",), quantizer=quantizer_section()))
-    return union
-
-
-# The keys a run config of this task may hold (checked by ``seqvq train`` / ``seqvq evaluate``).
-CONFIG = Section.keys(
-    "image_classification", model=_model_section(),
-    data=Section.keys("data", root=str | None, classes=list | None, train_split=str, val_split=str, image_size=int,
-                      resize_size=int, crop_scale=list, flip=bool),
-    eval=Section.keys("eval", batch_size=int, max_images=int | None))
-
-
 def build_classifier(model_config: dict, num_classes: int, image_size: int) -> QuantizedClassifier:
+    """The ``model.arch`` classifier with the other ``model:`` keys (``num_classes`` is the task's)."""
     options = dict(model_config)
     arch = options.pop("arch", None)
     if arch not in ARCHITECTURES:
-        raise ValueError(f"model.arch must be one of {', '.join(ARCHITECTURES)}, got {arch!r}")
+        raise UserError(f"model.arch: {arch!r} is no architecture of this task; set it to one of "
+                        f"{', '.join(ARCHITECTURES)}")
     options.pop("num_classes", None)
     if arch == "vit_tiny":
         if options.setdefault("image_size", image_size) != image_size:
-            raise ValueError(f"model.image_size={options['image_size']} differs from data.image_size={image_size}; "
-                             f"set only data.image_size")
+            raise UserError(f"model.image_size={options['image_size']} differs from data.image_size={image_size}; "
+                            f"set only data.image_size")
     return ARCHITECTURES[arch](num_classes=num_classes, **options)
-
-
-def _data(config: dict) -> dict:
-    return {"train_split": "train", "val_split": "val", "image_size": 224, "resize_size": 256,
-            "crop_scale": [0.08, 1.0], "flip": True, **(config.get("data") or {})}
-
-
-def _root(data: dict, root: str | None = None) -> str:
-    root = root or data.get("root")
-    if not root:
-        raise ValueError("the config has no data.root: pass --data DIR or --mini to the recipe, or set it")
-    return root
-
-
-def build_model(config: dict) -> ClassificationTask:
-    """The classifier of ``config`` (``model.num_classes`` or ``data.classes`` must be known)."""
-    data, model = _data(config), config.get("model") or {}
-    num_classes = model.get("num_classes") or len(data.get("classes") or [])
-    if not num_classes:
-        raise ValueError("set model.num_classes (or data.classes) to build the classifier")
-    return ClassificationTask(build_classifier(model, int(num_classes), int(data["image_size"])))
 
 
 @torch.no_grad()
@@ -120,7 +101,7 @@ def evaluate_images(model: nn.Module, images: ClassFolderDataset, collate: EvalC
                     max_images: int | None = None) -> dict:
     """Top-1 accuracy (%), code perplexity and codes used of a classifier (in eval mode) on ``images``."""
     classifier = getattr(model, "module", model)
-    classifier = classifier.classifier if isinstance(classifier, ClassificationTask) else classifier
+    classifier = classifier.classifier if isinstance(classifier, ClassificationModel) else classifier
     device = next(classifier.parameters()).device
     count = len(images) if max_images is None else min(len(images), int(max_images))
     correct, codes = 0, []
@@ -133,48 +114,63 @@ def evaluate_images(model: nn.Module, images: ClassFolderDataset, collate: EvalC
     figures = {"accuracy": 100.0 * correct / count, "images": float(count)}
     if codes:
         codes = torch.cat(codes)
-        figures.update(perplexity=code_perplexity(codes, classifier.quantizer.codebook_size),
+        figures.update(code_perplexity=code_perplexity(codes, classifier.quantizer.codebook_size),
                        codes_used=float(len(codes.unique())))
     return figures
 
 
-def build_task(config: dict) -> TaskBundle:
-    """Model, training images, augmenting collate function and the validation evaluation for the trainer.
-    Records the training classes in ``config["data"]["classes"]`` (saved with the checkpoints)."""
-    data = _data(config)
-    root = _root(data)
-    train_images = ClassFolderDataset(os.path.join(root, data["train_split"]), data.get("classes"))
-    config.setdefault("data", {})["classes"] = train_images.classes
-    val_images = ClassFolderDataset(os.path.join(root, data["val_split"]), train_images.classes)
-    model = build_model(config)
-    size = int(data["image_size"])
-    train_collate = TrainCollate(size, tuple(data["crop_scale"]), flip=bool(data["flip"]))
-    eval_collate = EvalCollate(size, int(data["resize_size"]))
-    options = config.get("eval") or {}
+class ClassificationTask(Task):
+    """Huh's VQ classifiers: the training classes are those of ``data.root``/``train_split`` (recorded in the run
+    config's ``data.classes``, so that the checkpoint labels any evaluated folder the same way)."""
 
-    def evaluate(trained: nn.Module) -> dict:
-        return evaluate_images(trained, val_images, eval_collate, int(options.get("batch_size", 100)),
-                               options.get("max_images"))
+    name = "image_classification"
+    data_options = ClassificationData
+    eval_options = ImageEval
 
-    return TaskBundle(model, train_images, train_collate, evaluate)
+    def __init__(self, config: dict):
+        super().__init__(config)
+        try:  # values the transforms refuse (the keys and types are checked by the schema)
+            self.train_collate = TrainCollate(self.data.image_size, tuple(self.data.crop_scale), flip=self.data.flip)
+            self.eval_collate = EvalCollate(self.data.image_size, self.data.resize_size)
+        except ValueError as error:
+            raise UserError(f"data: {error}; fix the data section of the config") from None
 
+    @classmethod
+    def model_section(cls) -> Section:
+        """``arch`` plus the constructor keys of any architecture (each checks its own on construction)."""
+        union = Section("model", {"arch": str}, {})
+        for architecture in ARCHITECTURES.values():
+            union = union.merged(Section.of(architecture, skip=("num_classes",), quantizer=quantizer_section()))
+        return union
 
-def evaluate_cli(checkpoint: str, data_root: str, config: dict, out_dir: Path, use_polyak: bool = True) -> dict:
-    """`seqvq evaluate CKPT DATA [--out DIR]`: Table 2 figures on DATA's validation split (Polyak weights when
-    saved and ``use_polyak``), also written to out_dir/metrics.json."""
-    from seqvq.train.checkpoint import load_checkpoint
+    def read_training_data(self) -> None:
+        """The training images; their classes go to the run config's ``data.classes`` (saved with the
+        checkpoints)."""
+        self.train_images = ClassFolderDataset(self._folder(self.data.train_split), self.data.classes)
+        self.data.classes = self.train_images.classes
+        self.config.setdefault("data", {})["classes"] = self.train_images.classes
 
-    model = build_model(config)
-    load_checkpoint(checkpoint, model, use_polyak=use_polyak)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    model.to(device).eval()
-    data, options = _data(config), config.get("eval") or {}
-    images = ClassFolderDataset(os.path.join(_root(data, data_root), data["val_split"]), data.get("classes"))
-    figures = evaluate_images(model, images, EvalCollate(int(data["image_size"]), int(data["resize_size"])),
-                              int(options.get("batch_size", 100)), options.get("max_images"))
-    figures = {**figures, **quantized_figure(model)}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp_path = out_dir / "metrics.json.tmp"
-    tmp_path.write_text(json.dumps(figures, indent=1) + "\n")
-    os.replace(tmp_path, out_dir / "metrics.json")
-    return figures
+    def build_network(self, options: dict) -> ClassificationModel:
+        if not self.data.classes:
+            raise UserError("data.classes: not set; train with the config's data.root, or list the training "
+                            "classes in data.classes")
+        return ClassificationModel(build_classifier(options, len(self.data.classes), self.data.image_size))
+
+    def open_split(self, split: str, model: nn.Module, path: str | None = None) -> ClassFolderDataset:
+        """The training images, or the ``data.val_split`` images of ``data.root`` (or of the folder at
+        ``path``), labelled with the training classes."""
+        if split == TRAIN:
+            return self.train_images
+        return ClassFolderDataset(self._folder(self.data.val_split, path), self.data.classes)
+
+    def _folder(self, split: str, root: str | None = None) -> str:
+        root = root or self.data.root
+        if not root:
+            raise UserError("data.root: not set; pass --data DIR or --mini to the recipe, or set it")
+        return os.path.join(root, split)
+
+    def training_collate(self) -> TrainCollate:
+        return self.train_collate
+
+    def evaluate(self, model: nn.Module, dataset: ClassFolderDataset, out_dir: Path | None) -> dict:
+        return evaluate_images(model, dataset, self.eval_collate, self.eval.batch_size, self.eval.max_images)

@@ -1,6 +1,6 @@
 """Task `handwriting_ae`: the ScribbleLens VQ autoencoder of Łańcucki et al. 2020 §IV-B for the shared trainer.
 
-Run config keys read here (besides `train:`; declared by `CONFIG`, checked before anything runs):
+Run config keys read here (besides `train:`; declared by `HandwritingTask`, checked before anything runs):
 
     data:   corpus: a ScribbleLens zip, a folder with train.npz/test.npz (the built --mini corpus), or a folder
                     of PNG/JPEG line images (seqvq/data/image_folder.py; nothing is written into it)
@@ -11,11 +11,12 @@ Run config keys read here (besides `train:`; declared by `CONFIG`, checked befor
     eval:   batch_size, max_lines (null = whole test split), grid_lines, temperature, seed
 
 Evaluation (Table II): test reconstruction bits/dim, code perplexity and codes used over the test split, and the
-uniform and unigram NELBOs (eq. 9) with pixels per latent = line height x encoder width stride.
+uniform and unigram NELBOs (eq. 9) with pixels per latent = line height x encoder width stride; ``seqvq evaluate``
+also writes reconstructions.png and codes.txt (:func:`write_reconstructions`).
 """
 from __future__ import annotations
 
-import json
+import dataclasses
 import math
 import os
 from dataclasses import dataclass
@@ -35,10 +36,10 @@ from seqvq.models.handwriting_ae import HandwritingAutoencoder, LineEncoder
 from seqvq.models.pixelcnn import GatedPixelCNN
 from seqvq.options import Section
 from seqvq.quantize import quantizer_section
+from seqvq.tasks.base import TRAIN, Task
 from seqvq.tasks.handwriting_grid import save_reconstruction_grid
 from seqvq.train.logs import atomic_write_text
-from seqvq.train.types import StepOutput, TaskBundle
-from seqvq.train.warmup import quantized_figure
+from seqvq.train.types import StepOutput
 
 
 @dataclass
@@ -68,18 +69,7 @@ class HandwritingEval:
     seed: int = 0
 
 
-CONFIG = Section.keys(
-    "handwriting_ae", data=Section.of(HandwritingData), eval=Section.of(HandwritingEval),
-    model=Section.of(HandwritingAutoencoder, quantizer=quantizer_section(),
-                     encoder=Section.of(LineEncoder, skip=("levels", "height")),
-                     decoder=Section.of(GatedPixelCNN, skip=("levels", "cond_dim"))))
-
-
-def _section(config: dict, name: str, kind: type):
-    return kind(**CONFIG.sections[name].check(config.get(name) or {}, name))
-
-
-class HandwritingTask(nn.Module):
+class HandwritingModel(nn.Module):
     """Wraps the autoencoder for the trainer: batch -> StepOutput (loss per valid pixel, weight = pixels)."""
 
     def __init__(self, autoencoder: HandwritingAutoencoder):
@@ -108,16 +98,13 @@ FOLDER_KEYS = ("test_fraction", "transcripts", "train_list", "test_list", "ink")
 CORPUS_FILES = ("transcripts", "train_list", "test_list")  # files that describe one folder of images
 
 
-def evaluation_data(config: dict, trained: dict, corpus: str) -> dict:
-    """``config`` for evaluating on ``corpus`` a model trained with the run config ``trained``: on another corpus
-    than the training one, the training folder's files (:data:`CORPUS_FILES`: its transcripts and split lists)
-    are not inherited; those given for the evaluation apply."""
-    training = trained.get("data") or {}
-    if not training.get("corpus") or Path(corpus).resolve() == Path(training["corpus"]).resolve():
-        return config
-    data = {key: value for key, value in (config.get("data") or {}).items()
-            if not (key in CORPUS_FILES and value == training.get(key))}
-    return {**config, "data": data}
+def evaluation_data(data: HandwritingData, trained: dict, corpus: str) -> HandwritingData:
+    """The ``data:`` options for evaluating on ``corpus`` a model trained with the ``data:`` section ``trained``:
+    on another corpus than the training one, the training folder's files (:data:`CORPUS_FILES`: its transcripts and
+    split lists) are not inherited; those given for the evaluation apply."""
+    if not trained.get("corpus") or Path(corpus).resolve() == Path(trained["corpus"]).resolve():
+        return data
+    return dataclasses.replace(data, **{key: None for key in CORPUS_FILES if getattr(data, key) == trained.get(key)})
 
 
 def open_lines(corpus: str, split: str, height: int, levels: int, colormode: str = "bw",
@@ -143,19 +130,9 @@ def open_lines(corpus: str, split: str, height: int, levels: int, colormode: str
     return lines
 
 
-def _split(config: dict, key: str, corpus: str | None = None) -> Dataset:
-    data, model = _section(config, "data", HandwritingData), config.get("model") or {}
-    corpus = corpus or data.corpus
-    if not corpus:
-        raise UserError("data.corpus: not set; pass --data ZIP_OR_FOLDER or --mini to the recipe, or set it")
-    folder_options = {name: getattr(data, name) for name in FOLDER_KEYS if getattr(data, name) is not None}
-    return open_lines(corpus, getattr(data, key), int(model.get("height", 32)), int(model.get("levels", 4)),
-                      data.colormode, folder_options)
-
-
 def _autoencoder(model: nn.Module) -> HandwritingAutoencoder:
     model = getattr(model, "module", model)
-    return model.autoencoder if isinstance(model, HandwritingTask) else model
+    return model.autoencoder if isinstance(model, HandwritingModel) else model
 
 
 @torch.no_grad()
@@ -174,7 +151,7 @@ def evaluate_lines(model: nn.Module, lines: Dataset, batch_size: int = 16, max_l
     bpd = bits_per_dim(nll, pixels)
     perplexity = code_perplexity(codes, autoencoder.codebook_size)
     per_latent = pixels_per_latent(autoencoder.height, autoencoder.width_stride)
-    return {"bpd": bpd, "perplexity": perplexity, "codes_used": float(len(codes.unique())),
+    return {"bpd": bpd, "code_perplexity": perplexity, "codes_used": float(len(codes.unique())),
             "uniform_nelbo": uniform_nelbo(bpd, autoencoder.codebook_size, per_latent),
             "unigram_nelbo": unigram_nelbo(bpd, perplexity, per_latent), "pixels_per_latent": float(per_latent),
             "lines": float(count)}
@@ -197,44 +174,44 @@ def write_reconstructions(model: nn.Module, lines: Dataset, out_dir: str, count:
     atomic_write_text(Path(out_dir) / "codes.txt", text)
 
 
-def build_model(config: dict) -> HandwritingTask:
-    options = CONFIG.sections["model"].check(dict(config.get("model") or {}), "model")
-    try:
-        return HandwritingTask(HandwritingAutoencoder(**options))
-    except ValueError as error:  # an option value the model refuses (the keys and types are checked above)
-        raise UserError(f"model: {error}; fix the model section of the config") from None
+class HandwritingTask(Task):
+    """The ScribbleLens VQ autoencoder: lines in, bits/dim of their reconstruction from the codes out."""
 
+    name = "handwriting_ae"
+    data_options = HandwritingData
+    eval_options = HandwritingEval
 
-def build_task(config: dict) -> TaskBundle:
-    """Model, training lines, collate function and the test-split evaluation for the trainer."""
-    model = build_model(config)
-    train_lines = _split(config, "train_split")
-    test_lines = _split(config, "test_split")
-    options = _section(config, "eval", HandwritingEval)
+    @classmethod
+    def model_section(cls) -> Section:
+        return Section.of(HandwritingAutoencoder, quantizer=quantizer_section(),
+                          encoder=Section.of(LineEncoder, skip=("levels", "height")),
+                          decoder=Section.of(GatedPixelCNN, skip=("levels", "cond_dim")))
 
-    def evaluate(trained: nn.Module) -> dict:
-        return evaluate_lines(trained, test_lines, options.batch_size, options.max_lines)
+    def build_network(self, options: dict) -> HandwritingModel:
+        return HandwritingModel(HandwritingAutoencoder(**options))
 
-    return TaskBundle(model, train_lines, collate_lines, evaluate)
+    def restore(self, checkpoint: dict, path: str) -> None:
+        """The ``data:`` section the model was trained with (:func:`evaluation_data`)."""
+        self.trained_data = (checkpoint.get("config") or {}).get("data") or {}
 
+    def open_split(self, split: str, model: HandwritingModel, path: str | None = None) -> Dataset:
+        """The ``data.train_split`` or ``data.test_split`` lines of ``data.corpus`` (or of the corpus at ``path``,
+        :func:`evaluation_data`), at the model's height and levels."""
+        corpus = path or self.data.corpus
+        if not corpus:
+            raise UserError("data.corpus: not set; pass --data ZIP_OR_FOLDER or --mini to the recipe, or set it")
+        data = self.data if path is None else evaluation_data(self.data, self.trained_data, corpus)
+        folder_options = {name: getattr(data, name) for name in FOLDER_KEYS if getattr(data, name) is not None}
+        return open_lines(corpus, data.train_split if split == TRAIN else data.test_split,
+                          model.autoencoder.height, model.autoencoder.levels, data.colormode, folder_options)
 
-def evaluate_cli(checkpoint: str, data: str, config: dict, out_dir: str | Path | None = None,
-                 use_polyak: bool = True) -> dict:
-    """`seqvq evaluate CKPT DATA`: Table II figures on DATA's test split (Polyak weights when saved and
-    ``use_polyak``; another folder than the training one without the training folder's transcripts and split
-    lists: :func:`evaluation_data`), plus reconstructions.png / codes.txt / metrics.json in `out_dir` (default:
-    :func:`seqvq.train.checkpoint.evaluation_dir`)."""
-    from seqvq.train.checkpoint import evaluation_dir, load_checkpoint
+    def training_collate(self):
+        return collate_lines
 
-    model = build_model(config)
-    saved = load_checkpoint(checkpoint, model, use_polyak=use_polyak)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    model.to(device).eval()
-    options = _section(config, "eval", HandwritingEval)
-    lines = _split(evaluation_data(config, saved.get("config") or {}, data), "test_split", corpus=data)
-    figures = {**evaluate_lines(model, lines, options.batch_size, options.max_lines), **quantized_figure(model)}
-    out_dir = Path(out_dir) if out_dir is not None else evaluation_dir(checkpoint, data)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_reconstructions(model, lines, str(out_dir), options.grid_lines, options.seed, options.temperature)
-    atomic_write_text(out_dir / "metrics.json", json.dumps(figures, indent=1) + "\n")
-    return figures
+    def evaluate(self, model: nn.Module, dataset: Dataset, out_dir: Path | None) -> dict:
+        """Table II's figures of the first ``eval.max_lines`` lines; with ``out_dir``, their reconstructions too."""
+        figures = evaluate_lines(model, dataset, self.eval.batch_size, self.eval.max_lines)
+        if out_dir is not None:
+            write_reconstructions(model, dataset, str(out_dir), self.eval.grid_lines, self.eval.seed,
+                                  self.eval.temperature)
+        return figures

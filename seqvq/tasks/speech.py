@@ -1,8 +1,8 @@
 """The speech task (``task: speech_ctc``): CTC recognition with a VQ bottleneck (Łańcucki 2020 §IV-A), on phones
 (the paper), characters or sentencepiece subwords (:mod:`seqvq.data.units`).
 
-Run config keys read here (besides ``train:``, which the trainer reads; declared by :data:`CONFIG`, checked
-before anything runs):
+Run config keys read here (besides ``train:``, which the trainer reads; declared by :class:`SpeechCTCTask`,
+checked before anything runs):
 
 ```yaml
 data:
@@ -12,7 +12,6 @@ data:
   units: exp/mini/feats/units.json # unit model from data_prep/make_targets.py --units; null/absent = phones
   deltas: true                     # append Δ, ΔΔ to the stored features on the fly
 model: {...}                       # DeepSpeech2CTC keyword arguments; model.quantizer: null = no bottleneck
-threads: 2                         # torch CPU threads (optional)
 ```
 
 Training uses whole utterances. The paper trained on 64-frame chunks with targets from forced alignments (Kaldi
@@ -30,27 +29,26 @@ pass-through warm-up, :mod:`seqvq.train.warmup`), and a hypothesis file with one
 ``utt word word ...`` line per utterance.
 
 A checkpoint carries what evaluation needs besides the weights: the unit model (above) and
-(:func:`evaluation_state`) the CMVN statistics themselves and the feature settings (deltas, the fbank options used
-for raw Kaldi dirs, the feature dimension), so ``seqvq evaluate CHECKPOINT DATA`` needs neither the training
-directory nor its files.
+(:meth:`SpeechCTCTask.evaluation_state`) the CMVN statistics themselves and the feature settings (deltas, the fbank
+options used for raw Kaldi dirs, the feature dimension), so ``seqvq evaluate CHECKPOINT DATA`` needs neither the
+training directory nor its files.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from seqvq.data.features import FbankOptions, GlobalCMVN, add_deltas
-from seqvq.data.kaldi import read_data_dir
-from seqvq.data.speech_corpus import FEATS_SCP, PHONES, ComputedFeatures, load_cmvn, load_split, read_features
-from seqvq.data.units import TEXT, UnitInventory, normalize_transcript, read_transcripts
+from seqvq.data.features import FbankOptions, GlobalCMVN
+from seqvq.data.speech_corpus import load_cmvn
+from seqvq.data.speech_dataset import (BLANK, SpeechBatch, SpeechDataset, collate_speech, load_unit_split,
+                                       split_files, stored_feature_dim)
+from seqvq.data.units import UnitInventory
 from seqvq.errors import UserError
 from seqvq.metrics.ctc import ctc_greedy_decode
 from seqvq.metrics.per import error_counts
@@ -58,11 +56,11 @@ from seqvq.metrics.wer import character_error_counts, word_error_counts
 from seqvq.models.deepspeech2 import DeepSpeech2CTC
 from seqvq.options import Section
 from seqvq.quantize import perplexity, quantizer_section
+from seqvq.tasks.base import TRAIN, Task
 from seqvq.train.logs import atomic_write_text
-from seqvq.train.types import StepOutput, TaskBundle
-from seqvq.train.warmup import quantized_figure
+from seqvq.train.types import StepOutput
 
-BLANK = 0  # CTC label 0 is the blank; label i > 0 is the unit ``inventory.symbols[i - 1]``
+LOGGED = ("per", "cer", "wer", "code_perplexity", "codes_used")  # the dev figures of the training log
 
 
 @dataclass
@@ -79,105 +77,7 @@ class SpeechData:
     cache_train: bool = False
 
 
-CONFIG = Section.keys("speech_ctc", threads=int | None, data=Section.of(SpeechData),
-                      model=Section.of(DeepSpeech2CTC, skip=("input_dim", "num_classes"),
-                                       quantizer=quantizer_section()))
-
-
-@dataclass
-class SpeechBatch:
-    features: torch.Tensor  # (B, T, D) float, zero-padded
-    lengths: torch.Tensor  # (B,) valid frames
-    targets: torch.Tensor  # (B, L) int64 phone ids, zero-padded
-    target_lengths: torch.Tensor  # (B,)
-    utterances: list[str]
-
-
-def ctc_feasible(latent_frames: int, targets: list[int]) -> bool:
-    """CTC needs a frame per label plus one blank between each pair of equal neighbours."""
-    repeats = sum(a == b for a, b in zip(targets, targets[1:]))
-    return latent_frames >= len(targets) + repeats
-
-
-class SpeechDataset(torch.utils.data.Dataset):
-    """Utterances with both features and targets, normalized with global CMVN (deltas appended first).
-
-    ``targets`` are unit sequences of ``inventory``; ``references`` (characters and subwords) the normalized
-    transcripts they are scored against. With ``output_lengths`` (the encoder's frames -> latents map; for
-    training) utterances too short for their targets are left out and counted in ``skipped``: CTC could not
-    align them. Without it (evaluation) every utterance counts, so one without frames is an error. ``lengths``
-    holds each kept utterance's frames; ``cache`` keeps each item's normalized matrix after its first read.
-    """
-
-    def __init__(self, features: Mapping[str, np.ndarray], targets: Mapping[str, list[str]], cmvn: GlobalCMVN,
-                 deltas: bool, output_lengths=None, name: str = "data", inventory: UnitInventory | None = None,
-                 references: Mapping[str, str] | None = None, cache: bool = False):
-        self.features, self.cmvn, self.deltas = features, cmvn, deltas
-        self.cache: dict[int, torch.Tensor] | None = {} if cache else None
-        self.inventory = inventory or UnitInventory.phones()
-        self.utterances, self.targets, self.references = [], [], []
-        self.lengths: list[int] = []  # feature frames per utterance (length-bucketed batches)
-        self.skipped = {"no_features": 0, "no_targets": 0, "too_short": 0}
-        self.skipped["no_targets"] = sum(utt not in targets for utt in features)
-        for utt in sorted(targets):
-            if utt not in features:
-                self.skipped["no_features"] += 1
-                continue
-            unknown = [unit for unit in targets[utt] if unit not in self.inventory.ids]
-            if unknown:
-                raise UserError(f"{name}: utterance {utt} has unit {unknown[0]!r}, which the model's "
-                                f"{self.inventory.kind} inventory lacks; map it to one of them or drop the utterance")
-            ids = [self.inventory.ids[unit] + 1 for unit in targets[utt]]
-            frames = len(features[utt])
-            if output_lengths is not None:
-                if not ctc_feasible(int(output_lengths(torch.tensor([frames]))[0]), ids):
-                    self.skipped["too_short"] += 1
-                    continue
-            elif frames == 0:
-                where = features.where(utt) if hasattr(features, "where") else name  # its line, where known
-                raise UserError(f"{where}: utterance {utt} has no feature frames (audio shorter than one 25 ms "
-                                f"window); drop it from the data dir (e.g. Kaldi's utils/subset_data_dir.sh)")
-            self.utterances.append(utt)
-            self.lengths.append(frames)
-            self.targets.append(torch.tensor(ids, dtype=torch.long))
-            self.references.append(references[utt] if references is not None else None)
-        if not self.utterances:
-            raise UserError(f"{name}: no utterance has both features and {self.inventory.kind} targets "
-                            f"({self.skipped}); check that feats.scp and the targets name the same utterances")
-        if any(self.skipped.values()):
-            print(f"{name}: {len(self.utterances)} utterances; left out: {self.skipped}")
-
-    def __len__(self) -> int:
-        return len(self.utterances)
-
-    def __getitem__(self, index: int) -> tuple[str, torch.Tensor, torch.Tensor]:
-        utt = self.utterances[index]
-        if self.cache is not None and index in self.cache:
-            return utt, self.cache[index], self.targets[index]
-        matrix = torch.from_numpy(np.array(self.features[utt], dtype=np.float32))
-        if self.deltas:
-            matrix = add_deltas(matrix)
-        if matrix.shape[1] != self.cmvn.dim:
-            raise UserError(f"{utt}: features have {matrix.shape[1]} dims but the CMVN statistics {self.cmvn.dim}; "
-                            f"check data.deltas and recompute the statistics on the same features")
-        normalized = torch.from_numpy(self.cmvn(matrix.numpy()))
-        if self.cache is not None:
-            self.cache[index] = normalized
-        return utt, normalized, self.targets[index]
-
-
-def collate_speech(items: list[tuple[str, torch.Tensor, torch.Tensor]]) -> SpeechBatch:
-    utterances, features, targets = zip(*items)
-    return SpeechBatch(
-        features=nn.utils.rnn.pad_sequence(list(features), batch_first=True),
-        lengths=torch.tensor([len(f) for f in features]),
-        targets=nn.utils.rnn.pad_sequence(list(targets), batch_first=True),
-        target_lengths=torch.tensor([len(t) for t in targets]),
-        utterances=list(utterances),
-    )
-
-
-class SpeechCTCTask(nn.Module):
+class SpeechCTCModel(nn.Module):
     """Trainer-facing wrapper: ``forward(batch) -> StepOutput`` with loss = CTC + the quantizer's loss.
 
     ``unit_model`` (uint8 buffer) holds the unit inventory's bytes (:meth:`UnitInventory.to_bytes`), so the
@@ -207,20 +107,6 @@ class SpeechCTCTask(nn.Module):
         return StepOutput(loss=loss, metrics=metrics, weight=float(len(batch.utterances)))
 
 
-def build_model(config: dict, input_dim: int, inventory: UnitInventory) -> SpeechCTCTask:
-    options = CONFIG.sections["model"].check(dict(config.get("model") or {}), "model")
-    try:
-        model = DeepSpeech2CTC(input_dim=input_dim, num_classes=len(inventory.symbols) + 1, **options)
-    except ValueError as error:  # an option value the model refuses (the keys and types are checked above)
-        raise UserError(f"model: {error}; fix the model section of the config") from None
-    return SpeechCTCTask(model, inventory)
-
-
-def config_units(data: SpeechData) -> UnitInventory:
-    """The unit model named by ``data.units`` (phones when it is absent or null)."""
-    return UnitInventory.load(data.units) if data.units else UnitInventory.phones()
-
-
 def checkpoint_units(model_state: Mapping[str, torch.Tensor], where: str) -> UnitInventory:
     """The unit model a checkpoint's model state carries."""
     if "unit_model" not in model_state:
@@ -229,62 +115,7 @@ def checkpoint_units(model_state: Mapping[str, torch.Tensor], where: str) -> Uni
     return UnitInventory.from_bytes(bytes(model_state["unit_model"].cpu().tolist()), where)
 
 
-def load_unit_split(path: str | Path, inventory: UnitInventory, options: FbankOptions = FbankOptions(),
-                    feature_dim: int | None = None):
-    """``(features, targets, references)`` of a split for ``inventory``'s units; references are None for phones.
-
-    Characters and subwords read a prepared split's ``text`` (normalized transcripts, written by
-    data_prep/make_targets.py) or a raw Kaldi data dir's ``text`` (features computed in memory), and encode it
-    with the unit model.
-    """
-    if inventory.kind == "phones":
-        return (*load_split(path, options, feature_dim=feature_dim), None)
-    path = Path(path)
-    if (path / FEATS_SCP).exists() and (path / TEXT).exists():
-        features, transcripts = read_features(path, feature_dim), read_transcripts(path / TEXT)
-    else:
-        data = read_data_dir(path)
-        if not data.text:
-            raise UserError(f"{path / 'text'}: missing; {inventory.kind} units need transcripts")
-        features, transcripts = ComputedFeatures(data, options), data.text
-    references = {utt: normalize_transcript(text) for utt, text in transcripts.items()}
-    references = {utt: text for utt, text in references.items() if text}
-    targets = {utt: inventory.encode(text) for utt, text in references.items()}
-    return features, targets, references
-
-
-def split_files(path: str | Path, inventory: UnitInventory) -> list[str]:
-    """The files a split's utterances are read from, for ``inventory``'s units (as :func:`load_unit_split`
-    reads them): a prepared split's feats.scp, its archives and its targets; a raw Kaldi dir's tables,
-    transcripts and audio."""
-    path = Path(path)
-    targets = path / (PHONES if inventory.kind == "phones" else TEXT)
-    if (path / FEATS_SCP).exists() and targets.exists():
-        features = read_features(path)
-        return [str(features.path), *features.files(), str(targets)]
-    data = read_data_dir(path, require_text=False, check_audio=False)
-    return [*map(str, data.tables()), str(path / "text"), *data.source_files()]
-
-
-def _feature_dim(features: Mapping[str, np.ndarray], name: str) -> int:
-    """Dimension of the stored features (before deltas), from the first utterance."""
-    if not len(features):
-        raise UserError(f"{name}: no utterances with features; check its feats.scp")
-    return np.asarray(features[next(iter(features))]).shape[1]
-
-
-def _input_dim(feature_dim: int, deltas: bool) -> int:
-    return feature_dim * (3 if deltas else 1)
-
-
-def evaluation_state(cmvn: GlobalCMVN, deltas: bool, feature_dim: int) -> dict:
-    """What ``seqvq evaluate`` needs besides the weights and the unit model (the ``unit_model`` buffer), stored in
-    every checkpoint (types that ``torch.load(weights_only=True)`` reads): CMVN statistics and feature settings."""
-    return {"cmvn": torch.tensor(cmvn.stats), "deltas": deltas, "feature_dim": feature_dim,
-            "fbank": dataclasses.asdict(FbankOptions())}
-
-
-def evaluate_dataset(model: SpeechCTCTask, dataset: SpeechDataset, batch_size: int = 32,
+def evaluate_dataset(model: SpeechCTCModel, dataset: SpeechDataset, batch_size: int = 32,
                      hypothesis_file: str | Path | None = None) -> dict[str, float]:
     """Greedy CTC over ``dataset``: corpus PER (%) for phones, CER and WER (%) for characters and subwords,
     code perplexity and codes used over all valid frames."""
@@ -330,70 +161,79 @@ def evaluate_dataset(model: SpeechCTCTask, dataset: SpeechDataset, batch_size: i
     return figures
 
 
-def build_task(config: dict) -> TaskBundle:
-    """The trainer's entry point (see the module docstring for the config keys)."""
-    if config.get("threads"):
-        torch.set_num_threads(int(config["threads"]))
-    data = SpeechData(**CONFIG.sections["data"].check(config.get("data"), "data"))
-    cmvn = load_cmvn(data.cmvn)
-    inventory = config_units(data)
-    train_features, train_targets, train_references = load_unit_split(data.train, inventory)
-    feature_dim = _feature_dim(train_features, data.train)
-    model = build_model(config, _input_dim(feature_dim, data.deltas), inventory)
-    train_set = SpeechDataset(train_features, train_targets, cmvn, data.deltas, model.model.output_lengths,
-                              data.train, inventory, train_references, cache=data.cache_train)
-    dev_set = None
-    if data.dev:  # every dev utterance counts in the error rate, so none is left out for being short
-        features, targets, references = load_unit_split(data.dev, inventory, feature_dim=feature_dim)
-        dev_set = SpeechDataset(features, targets, cmvn, data.deltas, name=data.dev, inventory=inventory,
-                                references=references)
-    exp_dir = Path(config.get("exp_dir", "."))
+class SpeechCTCTask(Task):
+    """CTC recognition with a VQ bottleneck. The model's shape comes from the data: its input dimension from the
+    stored features (with deltas), its outputs from the unit inventory; training reads them from ``data.train``
+    and ``data.units``, evaluation from the checkpoint."""
 
-    def evaluate(task_model: nn.Module) -> dict[str, float]:
-        """Dev error rate and code usage for the training log (the counts go to ``seqvq evaluate``'s output)."""
-        figures = evaluate_dataset(task_model, dev_set, hypothesis_file=exp_dir / "dev_hyp.txt")
-        return {name: figures[name] for name in ("per", "cer", "wer", "code_perplexity", "codes_used")
-                if name in figures}
+    name = "speech_ctc"
+    data_options = SpeechData
+    cmvn: GlobalCMVN
+    deltas: bool
+    feature_dim: int  # of the stored features, before deltas
+    fbank: FbankOptions  # for raw Kaldi dirs
+    inventory: UnitInventory
 
-    data_files = [*split_files(data.train, inventory), data.cmvn, *([data.units] if data.units else []),
-                  *(split_files(data.dev, inventory) if data.dev else [])]
-    return TaskBundle(model=model, train_dataset=train_set, collate_fn=collate_speech,
-                      evaluate=evaluate if dev_set is not None else None,
-                      evaluation_state=evaluation_state(cmvn, data.deltas, feature_dim), data_files=data_files)
+    @classmethod
+    def model_section(cls) -> Section:
+        return Section.of(DeepSpeech2CTC, skip=("input_dim", "num_classes"), quantizer=quantizer_section())
 
+    def read_training_data(self) -> None:
+        self.cmvn, self.deltas, self.fbank = load_cmvn(self.data.cmvn), self.data.deltas, FbankOptions()
+        self.inventory = UnitInventory.load(self.data.units) if self.data.units else UnitInventory.phones()
+        self.train_split = load_unit_split(self.data.train, self.inventory)
+        self.feature_dim = stored_feature_dim(self.train_split[0], self.data.train)
 
-def _saved_evaluation_state(checkpoint: dict, config: dict) -> dict:
-    """The checkpoint's evaluation state; for checkpoints written before it existed, rebuilt from the config's
-    files (which then must still exist)."""
-    if checkpoint.get("evaluation_state"):
-        return checkpoint["evaluation_state"]
-    data = SpeechData(**CONFIG.sections["data"].check(config.get("data"), "data"))
-    cmvn = load_cmvn(data.cmvn)
-    return evaluation_state(cmvn, data.deltas, cmvn.dim // (3 if data.deltas else 1))
+    def data_files(self) -> list[str]:
+        """The training and dev splits' files, the CMVN statistics and the unit model."""
+        units = [self.data.units] if self.data.units else []
+        dev = split_files(self.data.dev, self.inventory) if self.data.dev else []
+        return [*split_files(self.data.train, self.inventory), self.data.cmvn, *units, *dev]
 
+    def evaluation_state(self) -> dict:
+        """The CMVN statistics and feature settings (the units travel in the model's ``unit_model`` buffer)."""
+        return {"cmvn": torch.tensor(self.cmvn.stats), "deltas": self.deltas, "feature_dim": self.feature_dim,
+                "fbank": dataclasses.asdict(self.fbank)}
 
-def evaluate_cli(checkpoint: str, data: str, config: dict, out_dir: str | Path | None = None,
-                 use_polyak: bool = True) -> dict[str, float]:
-    """``seqvq evaluate CHECKPOINT DATA``: figures as a dict (Polyak weights when saved and ``use_polyak``);
-    ``hyp.txt`` and ``figures.json`` in ``out_dir`` (default: :func:`seqvq.train.checkpoint.evaluation_dir`)."""
-    from seqvq.train.checkpoint import evaluation_dir, load_checkpoint, read_checkpoint
+    def restore(self, checkpoint: dict, path: str) -> None:
+        state = checkpoint.get("evaluation_state")
+        if state:
+            self.cmvn, self.deltas = GlobalCMVN(state["cmvn"].numpy()), bool(state["deltas"])
+            self.feature_dim, self.fbank = int(state["feature_dim"]), FbankOptions(**state["fbank"])
+        else:  # a checkpoint written before checkpoints carried it: the config's files, which then must exist
+            self.cmvn, self.deltas, self.fbank = load_cmvn(self.data.cmvn), self.data.deltas, FbankOptions()
+            self.feature_dim = self.cmvn.dim // (3 if self.deltas else 1)
+        self.inventory = checkpoint_units(checkpoint["model"], path)
 
-    if config.get("threads"):
-        torch.set_num_threads(int(config["threads"]))
-    saved_checkpoint = read_checkpoint(checkpoint)
-    state = _saved_evaluation_state(saved_checkpoint, config)
-    inventory = checkpoint_units(saved_checkpoint["model"], checkpoint)
-    cmvn, deltas, feature_dim = GlobalCMVN(state["cmvn"].numpy()), bool(state["deltas"]), int(state["feature_dim"])
-    features, targets, references = load_unit_split(data, inventory, FbankOptions(**state["fbank"]), feature_dim)
-    model = build_model(config, _input_dim(feature_dim, deltas), inventory)
-    saved = load_checkpoint(checkpoint, model, use_polyak=use_polyak)
-    model.eval()
-    dataset = SpeechDataset(features, targets, cmvn, deltas, name=data, inventory=inventory, references=references)
-    out_dir = Path(out_dir) if out_dir is not None else evaluation_dir(checkpoint, data)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with torch.no_grad():
-        figures = evaluate_dataset(model, dataset, hypothesis_file=out_dir / "hyp.txt")
-    figures = {"step": saved.get("step"), "data": str(Path(data).resolve()), "out_dir": str(out_dir), **figures,
-               **quantized_figure(model)}
-    atomic_write_text(out_dir / "figures.json", json.dumps(figures, indent=1) + "\n")
-    return figures
+    def build_network(self, options: dict) -> SpeechCTCModel:
+        network = DeepSpeech2CTC(input_dim=self.feature_dim * (3 if self.deltas else 1),
+                                 num_classes=len(self.inventory.symbols) + 1, **options)
+        return SpeechCTCModel(network, self.inventory)
+
+    def open_split(self, split: str, model: SpeechCTCModel, path: str | None = None) -> SpeechDataset | None:
+        """Training leaves out utterances too short for their targets (CTC could not align them); every evaluated
+        utterance counts in the error rate, so none is left out for being short."""
+        if split == TRAIN:
+            features, targets, references = self.train_split
+            return SpeechDataset(features, targets, self.cmvn, self.deltas, model.model.output_lengths,
+                                 self.data.train, self.inventory, references, cache=self.data.cache_train)
+        path = path or self.data.dev
+        if path is None:
+            return None
+        features, targets, references = load_unit_split(path, self.inventory, self.fbank, self.feature_dim)
+        return SpeechDataset(features, targets, self.cmvn, self.deltas, name=path, inventory=self.inventory,
+                             references=references)
+
+    def training_collate(self):
+        return collate_speech
+
+    def evaluate(self, model: SpeechCTCModel, dataset: SpeechDataset, out_dir: Path | None) -> dict:
+        """The figures of :func:`evaluate_dataset`; the hypotheses to ``out_dir``/hyp.txt."""
+        return evaluate_dataset(model, dataset, hypothesis_file=None if out_dir is None else out_dir / "hyp.txt")
+
+    def evaluate_during_training(self, model: SpeechCTCModel, dataset: SpeechDataset) -> dict:
+        """Dev error rate and code usage for the training log (the counts go to ``seqvq evaluate``'s output); the
+        hypotheses to EXP_DIR/dev_hyp.txt."""
+        hypotheses = Path(self.config.get("exp_dir", ".")) / "dev_hyp.txt"
+        figures = evaluate_dataset(model, dataset, hypothesis_file=hypotheses)
+        return {name: figures[name] for name in LOGGED if name in figures}

@@ -56,6 +56,10 @@ class TrainConfig:
     # A batch whose loss or gradient is NaN/Inf stops training (the last checkpoint stays good); true skips it
     # instead (no update; the forward pass's in-place state changes are undone), counted and logged.
     skip_nonfinite: bool = False
+    # torch CPU threads of the run, set by `seqvq train` and `seqvq evaluate` (faiss follows torch's count); None
+    # leaves torch's default (OMP_NUM_THREADS, else every core). A float sum over other threads differs in its last
+    # bits, so a run's figures are reproduced at the same thread count.
+    threads: int | None = None
 
     @classmethod
     def from_dict(cls, values: dict | None) -> "TrainConfig":

@@ -13,8 +13,9 @@ from seqvq.train.stamps import files_under, fingerprint, fingerprint_change, rec
 
 # More steps, other logging, evaluation and checkpoint intervals, threads, workers, device, caching, another
 # location: the same run, resumed.
-MAY_CHANGE = ("exp_dir", "threads", "train.steps", "train.eval_every", "train.log_every", "train.checkpoint_every",
-              "train.keep_checkpoints", "train.num_workers", "train.device", "data.cache_train")
+MAY_CHANGE = ("exp_dir", "train.threads", "train.steps", "train.eval_every", "train.log_every",
+              "train.checkpoint_every", "train.keep_checkpoints", "train.num_workers", "train.device",
+              "data.cache_train")
 
 
 def run_settings(config: dict) -> dict:

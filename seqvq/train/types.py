@@ -25,7 +25,7 @@ class StepOutput:
 
 @dataclass
 class TaskBundle:
-    """What a task module's ``build_task(config)`` returns: everything the trainer needs.
+    """What a task's ``build_task()`` (:class:`seqvq.tasks.Task`) returns: everything the trainer needs.
 
     evaluation_state: what evaluating a checkpoint needs besides the weights and the run config (e.g. CMVN
         statistics, feature settings, the label or unit inventory), in types ``torch.load(weights_only=True)``
