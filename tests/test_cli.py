@@ -13,6 +13,7 @@ import toy_task
 from seqvq import cli
 from seqvq.tasks import TASKS, get_task
 from seqvq.train.checkpoint import load_checkpoint
+from helpers import run_cli
 
 
 @pytest.fixture(autouse=True)
@@ -99,22 +100,11 @@ def toy_config(tmp_path, **train):
     return config
 
 
-def run_main(capsys, *args) -> tuple[int, str, str]:
-    capsys.readouterr()
-    try:
-        cli.main([str(arg) for arg in args])
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def test_resuming_with_another_config_is_refused_and_force_starts_over(tmp_path, capsys):
     config, exp_dir = toy_config(tmp_path), tmp_path / "exp"
-    assert run_main(capsys, "train", config, "--exp-dir", exp_dir)[0] == 0
+    assert run_cli(capsys, "train", config, "--exp-dir", exp_dir)[0] == 0
     trained = torch.load(exp_dir / "checkpoints" / "last.pt", weights_only=True)["model"]["linear.weight"]
-    code, out, err = run_main(capsys, "train", config, "train.lr=0.5", "--exp-dir", exp_dir)
+    code, out, err = run_cli(capsys, "train", config, "train.lr=0.5", "--exp-dir", exp_dir)
     assert code == 1 and not out and err.count("\n") == 1
     assert err == (f"error: {exp_dir / 'checkpoints' / 'last.pt'}: trained (step 4) with other settings: train.lr: "
                    f"0.001, now 0.5; rerun with the config it was trained with to resume it, or pass --force to "
@@ -122,9 +112,9 @@ def test_resuming_with_another_config_is_refused_and_force_starts_over(tmp_path,
     assert torch.equal(torch.load(exp_dir / "checkpoints" / "last.pt", weights_only=True)["model"]["linear.weight"],
                        trained)
     # more steps, other logging or evaluation intervals, threads: the same run, resumed
-    code, _, err = run_main(capsys, "train", config, "train.steps=6", "train.log_every=3", "--exp-dir", exp_dir)
+    code, _, err = run_cli(capsys, "train", config, "train.steps=6", "train.log_every=3", "--exp-dir", exp_dir)
     assert code == 0, err
-    code, out, err = run_main(capsys, "train", config, "train.lr=0.5", "train.steps=6", "--exp-dir", exp_dir, "--force")
+    code, out, err = run_cli(capsys, "train", config, "train.lr=0.5", "train.steps=6", "--exp-dir", exp_dir, "--force")
     assert code == 0, err
     assert f"{exp_dir}: starting over; deleted the previous run's checkpoints (last at step 6) and logs" in err
     assert json.loads(out.strip().splitlines()[-1])["step"] == 6
@@ -136,13 +126,13 @@ def test_resuming_with_another_config_is_refused_and_force_starts_over(tmp_path,
 def test_a_run_whose_config_held_the_old_threads_key_resumes(tmp_path, capsys):
     """Speech run configs held ``threads:`` before it became ``train.threads``: such a run resumes with it."""
     config, exp_dir = toy_config(tmp_path), tmp_path / "exp"
-    assert run_main(capsys, "train", config, "--exp-dir", exp_dir)[0] == 0
+    assert run_cli(capsys, "train", config, "--exp-dir", exp_dir)[0] == 0
     checkpoint = torch.load(exp_dir / "checkpoints" / "last.pt", weights_only=True)
     checkpoint["config"]["threads"] = 1
     torch.save(checkpoint, exp_dir / "checkpoints" / "last.pt")
     before = torch.get_num_threads()
     try:
-        code, out, err = run_main(capsys, "train", config, "train.steps=6", "train.threads=1", "--exp-dir", exp_dir)
+        code, out, err = run_cli(capsys, "train", config, "train.steps=6", "train.threads=1", "--exp-dir", exp_dir)
     finally:
         torch.set_num_threads(before)
     assert code == 0, err
@@ -161,7 +151,7 @@ def test_ctrl_c_prints_one_line_and_exits_130(tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr(Trainer, "train_step", interrupt_at_step_3)
     exp_dir = tmp_path / "exp"
-    code, out, err = run_main(capsys, "train", toy_config(tmp_path), "--exp-dir", exp_dir)
+    code, out, err = run_cli(capsys, "train", toy_config(tmp_path), "--exp-dir", exp_dir)
     assert code == 130 and not out
     assert err == (f"interrupted at step 3 of 4; last checkpoint at step 2 ({exp_dir / 'checkpoints' / 'last.pt'}); "
                    f"rerun the same command to resume\n")

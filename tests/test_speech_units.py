@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile
 import yaml
 
 from seqvq import cli
@@ -23,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "data_prep"))
 import compute_features  # noqa: E402
 import make_targets  # noqa: E402
+from helpers import write_kaldi_dir
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -65,24 +65,6 @@ def test_cer_counts_spaces_and_wer_counts_words():
     assert (characters.deletions, characters.reference_length) == (3, 8) and characters.rate == 3 / 8
     words = word_error_counts(["de kat zit", "op"], ["de kot zit mat", ""])
     assert (words.substitutions, words.deletions, words.insertions, words.reference_length) == (1, 1, 1, 4)
-
-
-def write_kaldi_dir(directory, texts, seed):
-    """Recordings of 0.4-0.8 s (a tone per word) with their transcripts."""
-    rng = np.random.default_rng(seed)
-    directory.mkdir(parents=True)
-    wav, text, utt2spk = [], [], []
-    for index, transcript in enumerate(texts):
-        utt = f"s{seed}_u{index:02d}"
-        words = transcript.split()
-        samples = np.concatenate([0.3 * np.sin(2 * np.pi * (200 + 40 * len(w)) * np.arange(1600) / 16000)
-                                  for w in words]) + rng.normal(0, 0.01, 1600 * len(words))
-        soundfile.write(directory / f"{utt}.wav", samples.astype(np.float32), 16000)
-        wav.append(f"{utt} {directory / f'{utt}.wav'}")
-        text.append(f"{utt} {transcript}")
-        utt2spk.append(f"{utt} s{seed}")
-    for name, lines in (("wav.scp", wav), ("text", text), ("utt2spk", utt2spk)):
-        (directory / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def run_script(script, arguments):

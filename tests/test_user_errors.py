@@ -32,6 +32,7 @@ from seqvq.tasks.speech import checkpoint_units
 from seqvq.train import Trainer, TrainConfig
 from seqvq.train.checkpoint import read_checkpoint
 from test_speech_task import write_split
+from helpers import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 DIM = FbankOptions().dim  # the synthetic features have the fbank dimension, so raw Kaldi dirs evaluate too
@@ -75,18 +76,6 @@ def config_file(corpus, tmp_path):
         path.write_text(yaml.safe_dump(config))
         return path
     return write
-
-
-def run_cli(capsys, *args) -> tuple[int, str, str]:
-    """``seqvq ARGS`` in this process: (exit code, stdout, stderr)."""
-    capsys.readouterr()
-    try:
-        cli.main([str(arg) for arg in args])
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def run_subprocess(*args, cwd=None, env=None) -> subprocess.CompletedProcess:

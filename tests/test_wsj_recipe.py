@@ -4,9 +4,8 @@ import os
 import pathlib
 import subprocess
 
-import numpy as np
 import pytest
-import soundfile
+from helpers import write_kaldi_dir
 
 RUN = pathlib.Path(__file__).resolve().parents[1] / "recipes" / "wsj" / "run.sh"
 
@@ -55,27 +54,9 @@ def test_default_exp_of_a_data_folder_is_keyed_by_its_full_path(tmp_path):
     assert all(pathlib.Path(exp).parent == RUN.parents[2] / "exp" / "wsj" for exp in exps)
 
 
-def write_kaldi_split(directory, texts, seed):
-    """A Kaldi data dir of short tone recordings (one tone per word) with their transcripts."""
-    rng = np.random.default_rng(seed)
-    directory.mkdir(parents=True, exist_ok=True)
-    wav, text, utt2spk = [], [], []
-    for index, transcript in enumerate(texts):
-        utt = f"s{seed}_u{index:02d}"
-        words = transcript.split()
-        samples = np.concatenate([0.3 * np.sin(2 * np.pi * (200 + 40 * len(w)) * np.arange(1600) / 16000)
-                                  for w in words]) + rng.normal(0, 0.01, 1600 * len(words))
-        soundfile.write(directory / f"{utt}.wav", samples.astype(np.float32), 16000)
-        wav.append(f"{utt} {directory / f'{utt}.wav'}")
-        text.append(f"{utt} {transcript}")
-        utt2spk.append(f"{utt} s{seed}")
-    for name, lines in (("wav.scp", wav), ("text", text), ("utt2spk", utt2spk)):
-        (directory / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
-
-
 def kaldi_corpus(root):
     for seed, split in enumerate(("train", "dev", "test")):
-        write_kaldi_split(root / split, ["the cat sat", "a red mat", "the mat is red"], seed)
+        write_kaldi_dir(root / split, ["the cat sat", "a red mat", "the mat is red"], seed)
     return root
 
 
@@ -96,7 +77,7 @@ def test_changed_data_is_refused_in_one_line_and_force_rebuilds(tmp_path):
     assert again.returncode == 0, again.stderr
     assert again.stdout.count("reusing") == 4, again.stdout  # the features of 3 splits, the targets
     # the training split's first recording is replaced: its features are stale, the targets are not
-    write_kaldi_split(tmp_path / "other", ["the cat sat is red"], 7)
+    write_kaldi_dir(tmp_path / "other", ["the cat sat is red"], 7)
     os.replace(tmp_path / "other" / "s7_u00.wav", data / "train" / "s0_u00.wav")
     stale = run_recipe(*prepare)
     assert stale.returncode == 1 and stale.stderr.count("\n") == 1, stale.stderr
