@@ -62,8 +62,11 @@ def test_fsq_saturated_inputs_give_codes_in_range_that_decode_to_the_output(dtyp
                                   lambda: BinarySphericalQuantizer(6, 6, pre_norm=True),
                                   lambda: LookupFreeQuantizer(6, 5, entropy_regularizer={"weight": 0.5}),
                                   lambda: LookupFreeQuantizer(6, 6, pre_norm=True, entropy_regularizer={
-                                      "weight": 0.5, "temperature": 0.3}, codebook_entropy="per_bit")],
-                         ids=["fsq_bn", "fsq_wide_levels", "bsq_entropy", "bsq_bn", "lfq_entropy", "lfq_bn_per_bit"])
+                                      "weight": 0.5, "temperature": 0.3}, codebook_entropy="per_bit"),
+                                  lambda: FiniteScalarQuantizer(6, [8, 5, 4], symmetric=True),
+                                  lambda: FiniteScalarQuantizer(6, [8, 5, 4], noise_dropout=0.5, seed=3)],
+                         ids=["fsq_bn", "fsq_wide_levels", "bsq_entropy", "bsq_bn", "lfq_entropy", "lfq_bn_per_bit",
+                              "fsq_symmetric", "fsq_noise"])
 def test_bfloat16_autocast_computes_what_a_float32_copy_does(make):
     """Like VectorQuantizer, the codebook-free quantizers compute in float32 whatever autocast would do, and
     return the output in the input's dtype: the same codes, losses and parameters as a float32 copy, step after
@@ -200,8 +203,10 @@ def test_bsq_entropy_spreads_a_collapsed_batch():
                                   lambda: BinarySphericalQuantizer(6, 5, entropy_regularizer={"weight": 0.5}),
                                   lambda: LookupFreeQuantizer(6, 5, entropy_regularizer={"weight": 0.5}),
                                   lambda: LookupFreeQuantizer(6, 4, pre_norm=True, entropy_regularizer={
-                                      "weight": 0.5, "temperature": 0.3}, codebook_entropy="per_bit")],
-                         ids=["fsq", "fsq_bn", "bsq_bn", "bsq_entropy", "lfq_entropy", "lfq_bn_per_bit"])
+                                      "weight": 0.5, "temperature": 0.3}, codebook_entropy="per_bit"),
+                                  lambda: FiniteScalarQuantizer(6, [8, 5, 4], symmetric=True, pre_norm=True)],
+                         ids=["fsq", "fsq_bn", "bsq_bn", "bsq_entropy", "lfq_entropy", "lfq_bn_per_bit",
+                              "fsq_symmetric_bn"])
 def test_padded_equals_unpadded_channel_first_and_resume(make):
     torch.manual_seed(0)
     quantizer = make()
