@@ -1,11 +1,13 @@
-"""FSQ's extras (seqvq/quantize/fsq.py): symmetric bounds and noise substitution while training — values, the
-papers' properties, padded == unpadded, exact resume and the refusals."""
+"""FSQ's extras (seqvq/quantize/fsq.py, residual.py): symmetric bounds, noise substitution while training, and
+residual FSQ / LFQ stacks through ResidualVectorQuantizer — values, the papers' properties, padded == unpadded,
+exact resume and the refusals."""
 import copy
 
 import pytest
 import torch
 
-from seqvq import FiniteScalarQuantizer
+from seqvq import FiniteScalarQuantizer, LookupFreeQuantizer, ResidualVectorQuantizer
+from seqvq.errors import UserError
 from seqvq.quantize import quantizer_section
 
 
@@ -135,3 +137,129 @@ def test_fsq_extras_refusals():
     section = quantizer_section()
     checked = section.check({"kind": "fsq", "levels": [4, 4], "symmetric": True, "noise_dropout": 0.5}, "q")
     assert checked["symmetric"] is True and checked["noise_dropout"] == 0.5
+
+
+# ------------------------------------------------------------------------------------------- residual FSQ / LFQ
+FSQ_STAGE = {"kind": "fsq", "levels": [5, 5, 5, 5]}
+
+
+@pytest.mark.parametrize("stage", [FSQ_STAGE, {"kind": "fsq", "levels": [4, 4, 4, 4], "symmetric": True},
+                                   {"kind": "lfq", "bits": 4}], ids=["fsq", "fsq_symmetric", "lfq"])
+def test_residual_error_decreases_over_the_stages_on_random_data(stage):
+    """Each stage codes what the previous ones left, its input scaled up by the stage's scale (levels - 1)^i (FSQ)
+    or 2^i (LFQ): the mean squared error of the first k stages' sum falls with every stage."""
+    torch.manual_seed(0)
+    rvq = ResidualVectorQuantizer(4, num_quantizers=4, stage=stage).eval()
+    x = torch.randn(1, 5000, 4) * 0.5
+    result = rvq(x)
+    errors = [float((rvq.codes_to_vectors(result.codes, num_quantizers=k) - x).pow(2).mean()) for k in range(1, 5)]
+    assert all(later < earlier for earlier, later in zip(errors, errors[1:])), errors
+    assert errors[-1] < errors[0] / 4, errors
+    torch.testing.assert_close(rvq.codes_to_vectors(result.codes), result.quantized)
+    torch.testing.assert_close(result.metrics["residual_error"], torch.tensor(errors[-1]))
+
+
+def test_residual_fsq_stage_i_quantizes_the_residual_times_levels_minus_one_to_the_i():
+    rvq = ResidualVectorQuantizer(2, num_quantizers=3, stage={"kind": "fsq", "levels": [5, 3]}).eval()
+    single = FiniteScalarQuantizer(2, [5, 3]).eval()
+    x = torch.randn(1, 300, 2)
+    result = rvq(x)
+    scale = torch.tensor([4.0, 2.0])
+    residual = x
+    for stage in range(3):
+        expected = single(residual * scale**stage)
+        assert torch.equal(result.codes[..., stage], expected.codes), stage
+        residual = residual - expected.quantized / scale**stage
+
+
+def test_residual_codebook_free_stages_pad_and_project():
+    """A residual stack of FSQ stages with noise on a wider input (one projection in and out of the quantized
+    width): padded == unpadded, state included."""
+    torch.manual_seed(0)
+    stage = {"kind": "fsq", "levels": [8, 5, 5], "noise_dropout": 0.5, "symmetric": True}
+    padded_rvq = ResidualVectorQuantizer(6, num_quantizers=3, stage=stage, pre_norm=True)
+    packed_rvq = copy.deepcopy(padded_rvq)
+    x, mask = padded_batch([5, 2, 7], 6)
+    x_packed = x[mask].unsqueeze(0).clone().requires_grad_()
+    x.requires_grad_()
+    optimizers = [torch.optim.SGD(q.parameters(), lr=0.1) for q in (padded_rvq, packed_rvq)]
+    for _ in range(3):
+        padded, packed = padded_rvq(x, mask=mask), packed_rvq(x_packed)
+        assert padded.codes.shape == (3, 7, 3) and (padded.codes[~mask] == -1).all()
+        torch.testing.assert_close(padded.quantized[mask], packed.quantized[0])
+        assert torch.equal(padded.codes[mask], packed.codes[0])
+        assert torch.equal(padded.quantized[~mask].detach(), x[~mask].detach())
+        for key in padded.metrics:
+            torch.testing.assert_close(padded.metrics[key], packed.metrics[key], msg=key)
+        for optimizer in optimizers:
+            optimizer.zero_grad()
+        padded.quantized[mask].pow(2).sum().backward()
+        packed.quantized.pow(2).sum().backward()
+        # Stage 2 sees the residual x 7^2: float32 rounding of BatchNorm's sums in another order grows to ~1e-5.
+        torch.testing.assert_close(x.grad[mask], x_packed.grad[0], rtol=1e-3, atol=1e-4)
+        assert (x.grad[~mask] == 0).all()
+        for optimizer in optimizers:
+            optimizer.step()
+        for (name, a), b in zip(padded_rvq.state_dict().items(), packed_rvq.state_dict().values()):
+            torch.testing.assert_close(a, b, msg=name)
+        x.grad = x_packed.grad = None
+    assert padded_rvq.project_to_width.weight.shape == (3, 6)
+
+
+def test_residual_lfq_stage_losses_add_up_and_reach_the_input():
+    torch.manual_seed(0)
+    stage = {"kind": "lfq", "bits": 3, "entropy_regularizer": {"weight": 0.5, "temperature": 0.5}}
+    rvq = ResidualVectorQuantizer(3, num_quantizers=2, stage=stage)
+    x = torch.randn(2, 6, 3, requires_grad=True)
+    result = rvq(x, lengths=torch.tensor([6, 4]))
+    assert set(result.losses) == {"commitment", "entropy"}
+    torch.testing.assert_close(result.loss, 0.25 * result.losses["commitment"] + 0.5 * result.losses["entropy"])
+    gradient, = torch.autograd.grad(result.losses["entropy"], x)  # through the residual chain
+    assert gradient[0].abs().sum() > 0 and (gradient[1, 4:] == 0).all()
+
+
+def test_residual_codebook_free_stack_resumes_exactly():
+    stage = {"kind": "fsq", "levels": [5, 4], "noise_dropout": 0.5}
+    make = lambda: ResidualVectorQuantizer(4, num_quantizers=3, stage=stage, quantizer_dropout=0.5, seed=2)  # noqa: E731
+    straight = make()
+    batches = [padded_batch([5, 3, 4], 4, seed=seed) for seed in range(6)]
+    for x, mask in batches[:3]:
+        straight(x, mask=mask)
+    resumed = make()
+    resumed.load_state_dict(copy.deepcopy(straight.state_dict()))
+    for x, mask in batches[3:]:
+        a, b = straight(x, mask=mask), resumed(x, mask=mask)
+        assert torch.equal(a.codes, b.codes) and torch.equal(a.quantized, b.quantized)
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+    seeds = [int(stage.noise_rng.state.sum()) for stage in straight.stages]
+    assert len(set(seeds)) == 3  # every stage draws its own noise
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(codebook_size=8, stage=FSQ_STAGE), "codebook_size.*stage kind 'fsq'"),
+    (dict(code_dim=2, stage=FSQ_STAGE), "code_dim.*stage kind 'fsq'"),
+    (dict(kmeans_init=True, stage=FSQ_STAGE), "kmeans_init.*stage kind 'fsq'"),
+    (dict(stage={"kind": "bsq", "bits": 4}), "stage kind 'bsq'.*norms"),
+    (dict(stage={"kind": "vq", "codebook_size": 8}), "stage kind 'vq'.*codebook_size"),
+    (dict(stage={"kind": "fsq", "levels": [5, 5], "pre_norm": True}), "stage option 'pre_norm'.*the stack's"),
+    (dict(stage={"levels": [5, 5]}), "stage needs a kind"),
+    (dict(stage={"kind": "fsq"}), "stage kind 'fsq' needs 'levels'"),
+    (dict(), "codebook_size"),
+])
+def test_residual_stage_refusals_name_both_options(options, message):
+    with pytest.raises(ValueError, match=message):
+        ResidualVectorQuantizer(4, num_quantizers=2, **options)
+
+
+def test_residual_stage_in_the_config_schema():
+    section = quantizer_section()
+    config = {"kind": "residual", "num_quantizers": 3, "quantizer_dropout": 0.5,
+              "stage": {"kind": "fsq", "levels": [5, 5], "symmetric": True}}
+    assert section.check(config, "q") == config
+    with pytest.raises(UserError, match="did you mean 'q.stage.levels'"):
+        section.check({"kind": "residual", "num_quantizers": 2, "stage": {"kind": "fsq", "levls": [5]}}, "q")
+    with pytest.raises(UserError, match="q.stage.pre_norm: unknown key"):
+        section.check({"kind": "residual", "num_quantizers": 2, "stage": {"kind": "lfq", "pre_norm": True}}, "q")
+    assert isinstance(ResidualVectorQuantizer(4, num_quantizers=2, stage={"kind": "lfq", "bits": 4}).stages[1],
+                      LookupFreeQuantizer)

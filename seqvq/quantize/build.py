@@ -11,7 +11,7 @@ from .bsq import BinarySphericalQuantizer
 from .core import VectorQuantizer
 from .fsq import FiniteScalarQuantizer
 from .lfq import LookupFreeQuantizer
-from .residual import ResidualVectorQuantizer
+from .residual import CODEBOOK_FREE_STAGES, STACK_OPTIONS, ResidualVectorQuantizer
 
 QUANTIZER_KINDS = {"vq": VectorQuantizer, "residual": ResidualVectorQuantizer, "fsq": FiniteScalarQuantizer,
                    "bsq": BinarySphericalQuantizer, "lfq": LookupFreeQuantizer}
@@ -29,10 +29,14 @@ def quantizer_section() -> KindSection:
     """The keys of a config's ``quantizer:`` mapping (the ``options`` of :func:`build_quantizer`), by its ``kind``
     (default ``vq``): :class:`VectorQuantizer`'s keyword arguments, with the fields of its remedies' options
     dataclasses as nested mappings (``reestimate``, ``affine``, ``usage_regularizer``, ``temperature``), or those
-    of the residual, FSQ, BSQ and LFQ quantizers."""
+    of the residual (its codebook-free ``stage`` a nested mapping by its own ``kind``), FSQ, BSQ and LFQ quantizers."""
     vq = Section.of(VectorQuantizer, skip=("dim",))
+    # A residual stack's codebook-free stages take their quantizer's options less those of the stack itself.
+    stage = KindSection.of_kinds("", **{kind: Section.of(CODEBOOK_FREE_STAGES[kind], skip=STACK_OPTIONS)
+                                        for kind in CODEBOOK_FREE_STAGES})
     # A residual stack passes every other option on to its VectorQuantizer stages (its **vq_kwargs).
-    residual = dataclasses.replace(Section.of(ResidualVectorQuantizer, skip=("dim",)).merged(vq), open=False)
+    residual = dataclasses.replace(Section.of(ResidualVectorQuantizer, skip=("dim",), stage=stage).merged(vq),
+                                   open=False)
     return KindSection.of_kinds("vq", vq=vq, residual=residual,
                                 fsq=Section.of(FiniteScalarQuantizer, skip=("dim",)),
                                 bsq=Section.of(BinarySphericalQuantizer, skip=("dim",)),
