@@ -1,12 +1,13 @@
 """FSQ, BSQ and LFQ (seqvq/quantize/fsq.py, bsq.py, lfq.py): hand-derived gradients, codes and decoding, padded ==
-unpadded, channel-first layouts, state_dict round trip, BSQ's entropy regularizer, and the config constructor."""
+unpadded, channel-first layouts, state_dict round trip, BSQ's entropy regularizer, mixed precision (residual FSQ /
+LFQ stacks included), and the config constructor."""
 import math
 
 import pytest
 import torch
 
 import seqvq
-from seqvq import BinarySphericalQuantizer, FiniteScalarQuantizer, LookupFreeQuantizer
+from seqvq import BinarySphericalQuantizer, FiniteScalarQuantizer, LookupFreeQuantizer, ResidualVectorQuantizer
 
 
 def test_fsq_values_codes_and_hand_derived_gradient():
@@ -64,9 +65,13 @@ def test_fsq_saturated_inputs_give_codes_in_range_that_decode_to_the_output(dtyp
                                   lambda: LookupFreeQuantizer(6, 6, pre_norm=True, entropy_regularizer={
                                       "weight": 0.5, "temperature": 0.3}, codebook_entropy="per_bit"),
                                   lambda: FiniteScalarQuantizer(6, [8, 5, 4], symmetric=True),
-                                  lambda: FiniteScalarQuantizer(6, [8, 5, 4], noise_dropout=0.5, seed=3)],
+                                  lambda: FiniteScalarQuantizer(6, [8, 5, 4], noise_dropout=0.5, seed=3),
+                                  lambda: ResidualVectorQuantizer(6, num_quantizers=3, stage={
+                                      "kind": "fsq", "levels": [8, 5, 5], "noise_dropout": 0.5, "symmetric": True}),
+                                  lambda: ResidualVectorQuantizer(6, num_quantizers=2, pre_norm=True, stage={
+                                      "kind": "lfq", "bits": 4, "entropy_regularizer": {"weight": 0.5}})],
                          ids=["fsq_bn", "fsq_wide_levels", "bsq_entropy", "bsq_bn", "lfq_entropy", "lfq_bn_per_bit",
-                              "fsq_symmetric", "fsq_noise"])
+                              "fsq_symmetric", "fsq_noise", "residual_fsq", "residual_lfq"])
 def test_bfloat16_autocast_computes_what_a_float32_copy_does(make):
     """Like VectorQuantizer, the codebook-free quantizers compute in float32 whatever autocast would do, and
     return the output in the input's dtype: the same codes, losses and parameters as a float32 copy, step after
