@@ -144,3 +144,12 @@ def test_lfq_config_constructor_and_refusals():
     LookupFreeQuantizer(4, 40, entropy_regularizer={"weight": 0.1}, codebook_entropy="per_bit")
     with pytest.raises(ValueError, match="takes 'weight', 'gamma' and 'temperature'"):
         LookupFreeQuantizer(4, 4, entropy_regularizer={"tau": 1.0})
+
+
+def test_an_lfq_model_reports_that_it_quantizes():
+    """Evaluation's ``quantized`` figure (seqvq/train/warmup.py) counts LFQ, like FSQ and BSQ, as a quantizer."""
+    from seqvq.train.warmup import quantized_figure
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), LookupFreeQuantizer(4, 4))
+    assert quantized_figure(model) == {"quantized": True}
+    assert quantized_figure(torch.nn.Linear(3, 4)) == {}
