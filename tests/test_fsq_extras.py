@@ -98,8 +98,10 @@ def test_noise_dropout_noises_that_fraction_of_vectors_and_keeps_their_codes():
 
 
 def test_noise_padded_equals_unpadded_and_resumes_exactly():
+    def make():
+        return FiniteScalarQuantizer(6, [8, 5, 4], noise_dropout=0.5, seed=4, pre_norm=True)
+
     torch.manual_seed(0)
-    make = lambda: FiniteScalarQuantizer(6, [8, 5, 4], noise_dropout=0.5, seed=4, pre_norm=True)  # noqa: E731
     padded_quantizer = make()
     packed_quantizer = copy.deepcopy(padded_quantizer)
     x, mask = padded_batch([5, 2, 7], 6)
@@ -125,7 +127,8 @@ def test_noise_padded_equals_unpadded_and_resumes_exactly():
     resumed = make()
     resumed.load_state_dict(copy.deepcopy(padded_quantizer.state_dict()))
     for batch, batch_mask in batches[2:]:
-        assert torch.equal(padded_quantizer(batch, mask=batch_mask).quantized, resumed(batch, mask=batch_mask).quantized)
+        straight, again = padded_quantizer(batch, mask=batch_mask), resumed(batch, mask=batch_mask)
+        assert torch.equal(straight.quantized, again.quantized)
 
 
 def test_fsq_extras_refusals():
@@ -220,7 +223,9 @@ def test_residual_lfq_stage_losses_add_up_and_reach_the_input():
 
 def test_residual_codebook_free_stack_resumes_exactly():
     stage = {"kind": "fsq", "levels": [5, 4], "noise_dropout": 0.5}
-    make = lambda: ResidualVectorQuantizer(4, num_quantizers=3, stage=stage, quantizer_dropout=0.5, seed=2)  # noqa: E731
+    def make():
+        return ResidualVectorQuantizer(4, num_quantizers=3, stage=stage, quantizer_dropout=0.5, seed=2)
+
     straight = make()
     batches = [padded_batch([5, 3, 4], 4, seed=seed) for seed in range(6)]
     for x, mask in batches[:3]:
