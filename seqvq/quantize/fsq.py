@@ -18,8 +18,8 @@ those of this pass's valid codes, from their unique values (the implicit codeboo
 The quantizer keeps no state beyond the projections (and the noise generator below), so nothing is reduced under DDP
 and the metrics are per rank.
 
-Symmetric bounds (``symmetric=True``; Parker et al. 2024, "Scaling Transformers for Low-Bitrate High-Quality Speech
-Coding", arXiv 2411.19842, §3.2, their symmetry-preserving FSQ): level ``k`` of ``L`` is ``2k/(L - 1) - 1``, so
+Symmetric bounds (``symmetric=True``; the symmetry-preserving FSQ of Parker et al. 2024, "Scaling Transformers for
+Low-Bitrate High-Quality Speech Coding", arXiv 2411.19842, §3.2): level ``k`` of ``L`` is ``2k/(L - 1) - 1``, so
 every channel's levels are symmetric about 0 and span [-1, 1] — for even ``L`` there is no level at 0, where FSQ's
 ``-L/2 .. L/2 - 1`` lean to the negative side.  The bound is ``tanh(z) (L - 1)/2`` (no ``eps``: the outer levels are
 reached at ``|tanh z| >= (L - 2)/(L - 1)``), rounded on the grid of half-integers (even ``L``) or integers (odd
@@ -28,12 +28,14 @@ the same mixed radix.
 
 Noise substitution (``noise_dropout=p``, training only): each valid vector, with probability ``p``, replaces the
 rounding of all its channels by additive uniform noise of one level step, ``bound(z) + u``, ``u ~ U(-1/2, 1/2)``
-in level units — Ballé et al. 2017 ("End-to-end Optimized Image Compression", arXiv 1611.01704, §2.2: uniform
-noise as the training proxy of rounding), applied to FSQ with a probability by Parker et al. 2024 (§3.2; their
-released code calls it ``noise_dropout``).  The gradient is that of the bound either way (the noise is a constant),
-and the vector keeps the code of its nearest level; evaluation rounds.  The draw is per valid vector (the released
-code draws per example; per vector keeps padded == unpadded) from a device generator seeded by a buffered one
-(``seed``), so resuming is exact and every rank draws the same stream.
+in level units — the additive uniform noise that Ballé et al. 2017 ("End-to-end Optimized Image Compression",
+arXiv 1611.01704) train with in place of rounding, applied to FSQ with a probability by Parker et al. 2024 (§3.2,
+their noise-approximated quantization; ``noise_dropout`` in their released code, stable-audio-tools' DitheredFSQ).
+The gradient is that of the bound either way (the noise is a constant), and the vector keeps the code of its
+nearest level; evaluation rounds.  The draw is per valid vector from a device generator seeded by a buffered one
+(``seed``), so resuming is exact and every rank draws from the same seeds.  (The released code draws per example,
+which would make a padded batch draw otherwise than its frames unpadded, and a second draw there also lets some
+examples through unquantized; we implement the noise substitution alone.)
 """
 from __future__ import annotations
 

@@ -39,13 +39,14 @@ stage's own options, e.g. FSQ's ``symmetric`` and ``noise_dropout``; ``codebook_
 VectorQuantizer options are then refused): residual FSQ / LFQ.  The stack projects the input once to the stage
 width (``len(levels)`` or ``bits``) and the sum back, when ``dim`` differs (learned linear maps; the stages have
 none).  Stage ``i`` quantizes the residual scaled up, ``r_i / s^i``, and contributes ``s^i q_i``: ``s = 1/(L - 1)``
-per channel for FSQ — the step of ``L`` levels spanning [-1, 1] is ``2/(L - 1)``, so what a stage leaves is at most
-``1/(L - 1)`` and stage ``i + 1`` sees it on the full range (the residual FSQ of Parker et al. 2024 §3.2's post-hoc
-decomposition and of the open implementations; Zhu 2025, "Robust Residual Finite Scalar Quantization", arXiv
-2508.15860, on why later stages need their inputs scaled) — and ``s = 1/2`` for LFQ (each stage one more binary
-digit).  The stage outputs carry their straight-through gradients through the residual chain (as with ``code_dim``)
-instead of one estimator on the total: an FSQ stage's gradient is that of its bound, and a stage's own loss (LFQ's
-commitment and entropy penalty) reaches the input through its residual.
+per channel for FSQ — the step of ``L`` levels spanning [-1, 1] is ``2/(L - 1)``, so what a stage leaves inside the
+range is at most ``1/(L - 1)`` and stage ``i + 1`` sees it on the full range — and ``s = 1/2`` for LFQ (each stage
+one more binary digit): the scales of vector-quantize-pytorch's ResidualFSQ and ResidualLFQ.  Without them the
+later stages see residuals a fraction of their range wide (the "residual magnitude decay" of Zhu 2025, "Robust
+Residual Finite Scalar Quantization", arXiv 2508.15860, who learn the scale instead); Parker et al. 2024 decompose
+a trained FSQ into residual stages post hoc.  The stage outputs carry their straight-through gradients through the
+residual chain (as with ``code_dim``) instead of one estimator on the total: an FSQ stage's gradient is that of its
+bound, and a stage's own loss (LFQ's commitment and entropy penalty) reaches the input through its residual.
 
 Randomness: stage ``i`` is built with ``seed + 1000 * i`` (``STAGE_SEED_STRIDE``), so stage 0 draws as a lone
 :class:`VectorQuantizer` with ``seed`` would, and no two stages share a generator (a quantizer seeds its own with
