@@ -8,8 +8,11 @@ remedy is one more row.  Prints active codes and perplexity per method and write
 A second table trains the embeddings too (the toy's "encoder"): each embedding is a free parameter initialised
 at its data point and trained to reconstruct that point through the quantizer, ``||q(e) - x||^2`` summed over
 points, while the codebook term trains the codes as above.  Only here do the methods that change the encoder's
-gradient act (the rotation trick, stochastic sampling), alone and in the combinations users report trouble
-with; it prints active codes, perplexity and the final reconstruction error.
+gradient act (the rotation trick, stochastic sampling, FSQ's noise substitution and residual stages), alone and in
+the combinations users report trouble with; it prints active codes, perplexity and the final reconstruction error.
+LFQ has no row there: its learned 7 -> 2 output projection diverges at the toy's learning rate on the loss summed
+over the 512 points (with or without its entropy penalty).  In 2-D, the 7 sign bits of an affine projection cut the
+plane into at most 29 regions, so LFQ and BSQ can use at most 29 of their 128 codes here.
 
 The paper writes the distributions as N(mu, sigma I); we read sigma as the standard deviation (0.5 and 0.3).  Read
 as variances, 57 of 128 codes start active, whereas the paper reports that more than 90% receive no update; read as
@@ -23,7 +26,7 @@ import tempfile
 
 import torch
 
-from .quantize import VectorQuantizer, build_quantizer
+from .quantize import ResidualVectorQuantizer, VectorQuantizer, build_quantizer
 
 NUM_EMBEDDINGS, NUM_CODES, UPDATES, LEARNING_RATE = 512, 128, 20, 0.1
 
@@ -44,6 +47,10 @@ METHODS: dict[str, dict] = {
     "SimVQ linear map": {"affine": {"mode": "linear"}},
     "FSQ (levels 16 x 8, no codebook)": {"kind": "fsq", "levels": [16, 8]},
     "BSQ (7 bits, no codebook)": {"kind": "bsq", "bits": 7},
+    "FSQ, symmetric levels (16 x 8)": {"kind": "fsq", "levels": [16, 8], "symmetric": True},
+    "LFQ (7 bits, entropy penalty)": {"kind": "lfq", "bits": 7, "entropy_regularizer": {}},
+    "residual FSQ (2 stages of 4 x 4)": {"kind": "residual", "num_quantizers": 2,
+                                         "stage": {"kind": "fsq", "levels": [4, 4]}},
 }
 STOCHASTIC = {"assignment": "stochastic", "temperature": 0.1}
 # Rows of the second table (trained embeddings): the encoder-side methods and the combinations users report.
@@ -57,6 +64,10 @@ ENCODER_METHODS: dict[str, dict] = {
     "affine (learned) + rotation trick": {"affine": "learned", "rotation_trick": True},
     "usage regularizer + rotation trick": {"usage_regularizer": {"weight": 5.0, "temperature": 0.1},
                                            "rotation_trick": True},
+    "FSQ (levels 16 x 8)": METHODS["FSQ (levels 16 x 8, no codebook)"],
+    "FSQ + noise substitution (p 0.5)": {"kind": "fsq", "levels": [16, 8], "noise_dropout": 0.5},
+    "FSQ, symmetric levels": METHODS["FSQ, symmetric levels (16 x 8)"],
+    "residual FSQ (2 stages of 4 x 4)": METHODS["residual FSQ (2 stages of 4 x 4)"],
 }
 
 
@@ -91,18 +102,36 @@ def run_method(options: dict, seed: int = 0, train_embeddings: bool = False) -> 
     with torch.no_grad():
         final = quantizer(embeddings.unsqueeze(0))
         if "kind" in options:
-            codebook = quantizer.codes_to_vectors(torch.arange(quantizer.codebook_size))
+            codebook = implicit_codebook(quantizer)
         else:
             codebook = quantizer.effective_codebook()[0].clone()
-    used = final.codes[0].unique()
+    used = single_codes(quantizer, final.codes[0]).unique()
     return {
         "active_codes": int(used.numel()),
+        "codebook_size": int(codebook.shape[0]),
         "perplexity": float(final.metrics["perplexity"]),
         "reconstruction_error": float((final.quantized[0] - targets).pow(2).sum(-1).mean()),
         "embeddings": embeddings.detach(),
         "codebook": codebook,
         "selected": codebook[used],
     }
+
+
+def implicit_codebook(quantizer) -> torch.Tensor:
+    """Every vector a codebook-free quantizer (or a residual stack of them) can output, in code order."""
+    if isinstance(quantizer, ResidualVectorQuantizer):
+        size, stages = quantizer.stages[0].codebook_size, len(quantizer.stages)
+        return quantizer.codes_to_vectors(torch.cartesian_prod(*[torch.arange(size)] * stages).view(-1, stages))
+    return quantizer.codes_to_vectors(torch.arange(quantizer.codebook_size))
+
+
+def single_codes(quantizer, codes: torch.Tensor) -> torch.Tensor:
+    """One code per vector: a residual stack's per-stage codes (N, stages) as one number, in the order of
+    :func:`implicit_codebook` (stage 0 the most significant digit)."""
+    if not isinstance(quantizer, ResidualVectorQuantizer):
+        return codes
+    size, stages = quantizer.stages[0].codebook_size, len(quantizer.stages)
+    return (codes * size ** torch.arange(stages - 1, -1, -1)).sum(dim=-1)
 
 
 def save_figure(results: dict[str, dict], path: str) -> None:
@@ -116,7 +145,7 @@ def save_figure(results: dict[str, dict], path: str) -> None:
         axis.scatter(*result["embeddings"].T, s=4, c="0.7", label="embeddings")
         axis.scatter(*result["codebook"].T, s=8, c="tab:blue", label="codes")
         axis.scatter(*result["selected"].T, s=10, c="tab:orange", label="selected codes")
-        axis.set_title(f"{name}\n{result['active_codes']}/{NUM_CODES} active", fontsize=9)
+        axis.set_title(f"{name}\n{result['active_codes']}/{result['codebook_size']} active", fontsize=9)
         axis.set_xlim(-3, 2.5)
         axis.set_ylim(-3, 2.5)
         axis.set_aspect("equal")
@@ -141,13 +170,13 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
           f"lr {LEARNING_RATE}")
     print("| method | active codes | perplexity |\n|---|---|---|")
     for name, result in results.items():
-        print(f"| {name} | {result['active_codes']}/{NUM_CODES} | {result['perplexity']:.1f} |")
+        print(f"| {name} | {result['active_codes']}/{result['codebook_size']} | {result['perplexity']:.1f} |")
     encoder_results = {name: run_method(options, args.seed, train_embeddings=True)
                        for name, options in ENCODER_METHODS.items()}
     print("\nWith trained embeddings (reconstruction loss through the quantizer):")
     print("| method | active codes | perplexity | reconstruction error |\n|---|---|---|---|")
     for name, result in encoder_results.items():
-        print(f"| {name} | {result['active_codes']}/{NUM_CODES} | {result['perplexity']:.1f} | "
+        print(f"| {name} | {result['active_codes']}/{result['codebook_size']} | {result['perplexity']:.1f} | "
               f"{result['reconstruction_error']:.4f} |")
     save_figure(results, args.out)
     print(f"figure: {args.out}")

@@ -1,12 +1,13 @@
-"""FSQ and BSQ (seqvq/quantize/fsq.py, bsq.py): hand-derived gradients, codes and decoding, padded == unpadded,
-channel-first layouts, state_dict round trip, BSQ's entropy regularizer, and the config constructor."""
+"""FSQ, BSQ and LFQ (seqvq/quantize/fsq.py, bsq.py, lfq.py): hand-derived gradients, codes and decoding, padded ==
+unpadded, channel-first layouts, state_dict round trip, BSQ's entropy regularizer, mixed precision (residual FSQ /
+LFQ stacks included), and the config constructor."""
 import math
 
 import pytest
 import torch
 
 import seqvq
-from seqvq import BinarySphericalQuantizer, FiniteScalarQuantizer
+from seqvq import BinarySphericalQuantizer, FiniteScalarQuantizer, LookupFreeQuantizer, ResidualVectorQuantizer
 
 
 def test_fsq_values_codes_and_hand_derived_gradient():
@@ -59,8 +60,18 @@ def test_fsq_saturated_inputs_give_codes_in_range_that_decode_to_the_output(dtyp
 @pytest.mark.parametrize("make", [lambda: FiniteScalarQuantizer(6, [8, 5, 5], pre_norm=True),
                                   lambda: FiniteScalarQuantizer(3, [1024, 600, 7]),
                                   lambda: BinarySphericalQuantizer(6, 5, entropy_regularizer={"weight": 0.5}),
-                                  lambda: BinarySphericalQuantizer(6, 6, pre_norm=True)],
-                         ids=["fsq_bn", "fsq_wide_levels", "bsq_entropy", "bsq_bn"])
+                                  lambda: BinarySphericalQuantizer(6, 6, pre_norm=True),
+                                  lambda: LookupFreeQuantizer(6, 5, entropy_regularizer={"weight": 0.5}),
+                                  lambda: LookupFreeQuantizer(6, 6, pre_norm=True, entropy_regularizer={
+                                      "weight": 0.5, "temperature": 0.3}, codebook_entropy="per_bit"),
+                                  lambda: FiniteScalarQuantizer(6, [8, 5, 4], symmetric=True),
+                                  lambda: FiniteScalarQuantizer(6, [8, 5, 4], noise_dropout=0.5, seed=3),
+                                  lambda: ResidualVectorQuantizer(6, num_quantizers=3, stage={
+                                      "kind": "fsq", "levels": [8, 5, 5], "noise_dropout": 0.5, "symmetric": True}),
+                                  lambda: ResidualVectorQuantizer(6, num_quantizers=2, pre_norm=True, stage={
+                                      "kind": "lfq", "bits": 4, "entropy_regularizer": {"weight": 0.5}})],
+                         ids=["fsq_bn", "fsq_wide_levels", "bsq_entropy", "bsq_bn", "lfq_entropy", "lfq_bn_per_bit",
+                              "fsq_symmetric", "fsq_noise", "residual_fsq", "residual_lfq"])
 def test_bfloat16_autocast_computes_what_a_float32_copy_does(make):
     """Like VectorQuantizer, the codebook-free quantizers compute in float32 whatever autocast would do, and
     return the output in the input's dtype: the same codes, losses and parameters as a float32 copy, step after
@@ -194,8 +205,13 @@ def test_bsq_entropy_spreads_a_collapsed_batch():
 @pytest.mark.parametrize("make", [lambda: FiniteScalarQuantizer(6, [8, 5, 5]),
                                   lambda: FiniteScalarQuantizer(6, [8, 5, 5], pre_norm=True),
                                   lambda: BinarySphericalQuantizer(6, 5, pre_norm=True),
-                                  lambda: BinarySphericalQuantizer(6, 5, entropy_regularizer={"weight": 0.5})],
-                         ids=["fsq", "fsq_bn", "bsq_bn", "bsq_entropy"])
+                                  lambda: BinarySphericalQuantizer(6, 5, entropy_regularizer={"weight": 0.5}),
+                                  lambda: LookupFreeQuantizer(6, 5, entropy_regularizer={"weight": 0.5}),
+                                  lambda: LookupFreeQuantizer(6, 4, pre_norm=True, entropy_regularizer={
+                                      "weight": 0.5, "temperature": 0.3}, codebook_entropy="per_bit"),
+                                  lambda: FiniteScalarQuantizer(6, [8, 5, 4], symmetric=True, pre_norm=True)],
+                         ids=["fsq", "fsq_bn", "bsq_bn", "bsq_entropy", "lfq_entropy", "lfq_bn_per_bit",
+                              "fsq_symmetric_bn"])
 def test_padded_equals_unpadded_channel_first_and_resume(make):
     torch.manual_seed(0)
     quantizer = make()
@@ -239,7 +255,7 @@ def test_config_constructor_and_refusals():
     assert isinstance(seqvq.build_quantizer(4, kind="bsq", bits=4), BinarySphericalQuantizer)
     assert isinstance(seqvq.build_quantizer(4, codebook_size=8), seqvq.VectorQuantizer)
     with pytest.raises(ValueError, match="kind must be one of"):
-        seqvq.build_quantizer(4, kind="lfq")
+        seqvq.build_quantizer(4, kind="gfq")
     with pytest.raises(ValueError, match="levels must be"):
         FiniteScalarQuantizer(4, [8, 1])
     with pytest.raises(ValueError, match="do not fit int64"):

@@ -1,8 +1,9 @@
-"""Two gloo processes: the usage regularizer (seqvq/quantize/usage.py) and BSQ's codebook entropy (bsq.py) are the
-global batch's on every rank, and each rank's input gradient is its share of the global gradient (x world size,
-which DDP's averaging undoes); and
+"""Two gloo processes: the usage regularizer (seqvq/quantize/usage.py) and BSQ's and LFQ's codebook entropies (bsq.py,
+lfq.py) are the global batch's on every rank, and each rank's input gradient is its share of the global gradient
+(x world size, which DDP's averaging undoes); and
 training with the modern methods (SimVQ map, rotation trick, usage regularizer; residual VQ with quantizer dropout
-and DAC projections) with DDP-averaged gradients ends every step with identical state on both ranks."""
+and DAC projections; LFQ with its entropy penalty, FSQ with symmetric bounds and noise, residual FSQ) with
+DDP-averaged gradients ends every step with identical state on both ranks."""
 from __future__ import annotations
 
 import datetime
@@ -15,6 +16,7 @@ import torch.multiprocessing as mp
 
 import seqvq
 from seqvq.quantize.bsq import bsq_entropy
+from seqvq.quantize.lfq import exact_codebook_entropy
 from seqvq.quantize.usage import kl_to_uniform, mean_soft_assignment
 
 CODEBOOK = torch.randn(2, 6, 3, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
@@ -109,3 +111,47 @@ def test_usage_regularizer_and_bsq_entropy_are_global_under_two_gloo_ranks(tmp_p
                 assert torch.equal(a[key], b[key]), f"{name}: {key} differs across ranks after step {step + 1}"
         first, last = ranks[0]["snapshots"][name][0], ranks[0]["snapshots"][name][-1]
         assert any(not torch.equal(first[key], last[key]) for key in first if "codebook" in key), name
+
+
+CODEBOOK_FREE_MODELS = {
+    "lfq": lambda: seqvq.LookupFreeQuantizer(6, 4, pre_norm=True,
+                                             entropy_regularizer={"weight": 0.5, "temperature": 0.5}),
+    "fsq symmetric + noise": lambda: seqvq.FiniteScalarQuantizer(6, [5, 4, 4], symmetric=True, noise_dropout=0.5,
+                                                                 pre_norm=True),
+    "residual fsq": lambda: seqvq.ResidualVectorQuantizer(6, num_quantizers=3, quantizer_dropout=0.5, stage={
+        "kind": "fsq", "levels": [5, 4, 4], "noise_dropout": 0.5}),
+}
+
+
+def _codebook_free_worker(rank: int, init_file: str, out_dir: str) -> None:
+    from distributed_helpers import init_rank
+
+    init_rank(rank, init_file)
+    logits = (rank_data(rank).reshape(-1, 6)[:, :5] * 2).requires_grad_()
+    codebook_entropy = exact_codebook_entropy(logits)
+    codebook_entropy.backward()
+    snapshots = {name: train(make, rank) for name, make in CODEBOOK_FREE_MODELS.items()}
+    torch.save({"codebook_entropy": codebook_entropy.detach(), "grad": logits.grad, "snapshots": snapshots},
+               os.path.join(out_dir, f"rank{rank}.pt"))
+    dist.destroy_process_group()
+
+
+def test_lfq_entropy_is_global_and_codebook_free_training_stays_identical_under_two_gloo_ranks(tmp_path):
+    from distributed_helpers import run_ranks
+
+    run_ranks(_codebook_free_worker, (str(tmp_path / "init"), str(tmp_path)))
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    logits = (torch.cat([rank_data(0), rank_data(1)]).reshape(-1, 6)[:, :5] * 2).requires_grad_()
+    codebook_entropy = exact_codebook_entropy(logits)
+    codebook_entropy.backward()
+    for rank, result in enumerate(ranks):
+        torch.testing.assert_close(result["codebook_entropy"], codebook_entropy.detach())
+        rows = slice(0, 4) if rank == 0 else slice(4, None)
+        torch.testing.assert_close(result["grad"] / 2, logits.grad[rows])
+    for name in CODEBOOK_FREE_MODELS:
+        for step, (a, b) in enumerate(zip(ranks[0]["snapshots"][name], ranks[1]["snapshots"][name])):
+            for key in a:
+                assert torch.equal(a[key], b[key]), f"{name}: {key} differs across ranks after step {step + 1}"
+        first, last = ranks[0]["snapshots"][name][0], ranks[0]["snapshots"][name][-1]
+        assert any(not torch.equal(first[key], last[key]) for key in first if "weight" in key), name
+        assert all(not torch.equal(first[key], last[key]) for key in first if key.endswith("rng.state")), name

@@ -218,3 +218,18 @@ def test_collapse_toy_rows_of_the_modern_methods():
     for name in ("rotation trick + stochastic sampling", "SimVQ + rotation trick"):
         result = run_method(demo.ENCODER_METHODS[name], train_embeddings=True)
         assert math.isfinite(result["reconstruction_error"]) and result["active_codes"] > 0
+
+
+def test_collapse_toy_rows_of_the_codebook_free_extras():
+    """The rows of symmetric FSQ, LFQ and residual FSQ (one code per vector: the stages' codes as one number) and,
+    with trained embeddings, FSQ's noise substitution and residual FSQ: finite, within their implicit codebooks."""
+    for name, size in (("FSQ, symmetric levels (16 x 8)", 128), ("LFQ (7 bits, entropy penalty)", 128),
+                       ("residual FSQ (2 stages of 4 x 4)", 256)):
+        result = run_method(demo.METHODS[name])
+        assert result["codebook_size"] == size and 0 < result["active_codes"] <= size, name
+        assert result["selected"].shape == (result["active_codes"], 2)
+    assert run_method(demo.METHODS["LFQ (7 bits, entropy penalty)"])["active_codes"] <= 29  # 7 lines cut 2-D in 29
+    plain = run_method({}, train_embeddings=True)["reconstruction_error"]
+    for name in ("FSQ + noise substitution (p 0.5)", "residual FSQ (2 stages of 4 x 4)"):
+        result = run_method(demo.ENCODER_METHODS[name], train_embeddings=True)
+        assert math.isfinite(result["reconstruction_error"]) and result["reconstruction_error"] < plain, name

@@ -25,7 +25,7 @@ class ClassifierOutput:
 
 def build_quantizer(dim: int, channel_dim: int, options: dict | None) -> nn.Module | None:
     """The quantizer over ``dim`` channels at ``channel_dim`` from the config's ``quantizer:`` keywords: by ``kind``
-    (default ``vq``: a `VectorQuantizer` with ``codebook_size`` and the remedies; ``fsq`` / ``bsq``: the
+    (default ``vq``: a `VectorQuantizer` with ``codebook_size`` and the remedies; ``fsq`` / ``bsq`` / ``lfq``: the
     codebook-free quantizers, see `seqvq.build_quantizer`); None when ``options`` is None."""
     if options is None:
         return None
@@ -37,7 +37,7 @@ def build_quantizer(dim: int, channel_dim: int, options: dict | None) -> nn.Modu
     kind = options.pop("kind", "vq")
     if kind == "residual":
         raise ValueError("quantizer kind 'residual' gives several codes per vector, which the classifiers' "
-                         "evaluation (one code per vector) does not count; use kind vq, fsq or bsq")
+                         "evaluation (one code per vector) does not count; use kind vq, fsq, bsq or lfq")
     if kind == "vq" and "codebook_size" not in options:
         raise ValueError("quantizer options need codebook_size (Huh et al. A.1 use 1024)")
     return make_quantizer(dim, kind, channel_dim=channel_dim, **options)

@@ -10,6 +10,7 @@ from .distance import nearest_codes
 from .ema import EMACodebookUpdate
 from .fsq import FiniteScalarQuantizer
 from .kmeans import kmeans, kmeans_plus_plus, lloyd
+from .lfq import LookupFreeQuantizer
 from .linear_map import LinearCodebookMap
 from .norm import MaskedBatchNorm
 from .optim import codebook_parameters, param_groups, reset_optimizer_state, reset_optimizer_state_on_step
@@ -24,8 +25,8 @@ from .usage import UsageRegularizerOptions, kl_to_uniform, mean_soft_assignment
 __all__ = [
     "AffineOptions", "AffineReparameterization", "AlternatingOptimizer", "BinarySphericalQuantizer",
     "DataDependentReestimation", "EMACodebookUpdate", "FiniteScalarQuantizer", "LRUReplacement", "LinearCodebookMap",
-    "MaskedBatchNorm", "PassKind", "QuantizedResult", "ReestimationOptions", "Reservoir", "ResidualVectorQuantizer",
-    "TemperatureAnneal", "UsageRegularizerOptions", "UsageTracker", "VectorQuantizer",
+    "LookupFreeQuantizer", "MaskedBatchNorm", "PassKind", "QuantizedResult", "ReestimationOptions", "Reservoir",
+    "ResidualVectorQuantizer", "TemperatureAnneal", "UsageRegularizerOptions", "UsageTracker", "VectorQuantizer",
     "annealed_temperature", "build_quantizer", "codebook_divergence", "codebook_parameters", "gradient_gap",
     "gumbel_softmax_quantize", "kl_to_uniform", "kmeans", "kmeans_plus_plus", "lloyd", "mean_soft_assignment",
     "nearest_codes", "param_groups", "perplexity", "plot_usage_histogram", "quantizer_passes", "quantizer_section",

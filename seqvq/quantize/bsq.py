@@ -1,5 +1,6 @@
 """Binary spherical quantization (BSQ; Zhao et al. 2024, "Image and Video Tokenization with Binary Spherical
-Quantization", arXiv 2406.07548): a codebook-free baseline.
+Quantization", arXiv 2406.07548): a codebook-free baseline, lookup-free quantization (:mod:`.lfq`) on the unit
+sphere, whose code it shares (codes, straight-through sign, commitment loss, the entropy penalty's parts).
 
 The input is projected to ``L = bits`` channels and onto the unit sphere, ``u = h / ||h||``, and each channel is
 quantized to its sign, ``q = sign(u) / sqrt(L)`` — the nearest corner of the hypercube inscribed in the sphere
@@ -34,7 +35,7 @@ acts while training only.  Under ``torch.distributed`` the sums of ``p_ni`` and 
 the commitment loss, is each rank's own mean.
 
 Inputs of another width than ``bits`` go through learned linear projections in and out.  Padding and metrics
-follow :mod:`~seqvq.quantize.codebook_free` (shared with FSQ): padded positions enter no loss.
+follow :mod:`~seqvq.quantize.codebook_free` (shared with FSQ and LFQ): padded positions enter no loss.
 """
 from __future__ import annotations
 
@@ -43,44 +44,18 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .codebook_free import CodebookFreeQuantizer, code_space_metrics
-from .core import QuantizedResult, squared_error
-from .distributed import all_reduce_sum, differentiable_all_reduce_sum
-
-ENTROPY_DEFAULTS = {"weight": 0.1, "gamma": 1.0, "temperature": 1.0}
-
-
-def binary_entropy(probability: torch.Tensor) -> torch.Tensor:
-    """``H_b(p) = -p log p - (1 - p) log(1 - p)`` in nats, elementwise; 0 (with finite gradients) at p = 0 and 1."""
-    tiny = torch.finfo(probability.dtype).tiny
-    return -(probability * torch.log(probability.clamp_min(tiny))
-             + (1 - probability) * torch.log((1 - probability).clamp_min(tiny)))
+from .lfq import LookupFreeQuantizer, per_bit_codebook_entropy, per_sample_bit_entropy
 
 
 def bsq_entropy(u: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
     """``(per_sample, codebook)`` entropies (module docstring) of the valid unit vectors ``u`` (N, L), the codebook
     one over every rank's vectors under ``torch.distributed``; 0 for an empty batch."""
     logits = 4.0 * u / (temperature * math.sqrt(u.shape[-1]))  # q(c_i = +1/sqrt(L) | u) = sigmoid(logit)
-    probability = torch.sigmoid(logits)
-    # H_b(sigmoid(a)) = softplus(a) - a sigmoid(a): exact, and finite where the sigmoid saturates.
-    per_sample = (F.softplus(logits) - logits * probability).sum() / max(u.shape[0], 1)
-    sums = differentiable_all_reduce_sum(probability.sum(dim=0))
-    count = all_reduce_sum(torch.tensor(float(u.shape[0]), device=u.device, dtype=sums.dtype))
-    return per_sample, binary_entropy(sums / count.clamp_min(1.0)).sum()
+    per_sample, probability = per_sample_bit_entropy(logits)
+    return per_sample, per_bit_codebook_entropy(probability)
 
 
-def entropy_options(options: dict) -> dict[str, float]:
-    """``entropy_regularizer`` with its defaults filled in; refuses unknown keys and out-of-range values."""
-    unknown = set(options) - set(ENTROPY_DEFAULTS)
-    if unknown:
-        raise ValueError(f"entropy_regularizer takes 'weight', 'gamma' and 'temperature'; got {sorted(unknown)}")
-    filled = {key: float(value) for key, value in {**ENTROPY_DEFAULTS, **options}.items()}
-    if min(filled.values()) < 0 or filled["temperature"] == 0:
-        raise ValueError(f"entropy_regularizer needs weight >= 0, gamma >= 0 and temperature > 0; got {filled}")
-    return filled
-
-
-class BinarySphericalQuantizer(CodebookFreeQuantizer):
+class BinarySphericalQuantizer(LookupFreeQuantizer):
     """BSQ with ``bits`` binary channels (at most 62, so codes fit int64).
 
     Args:
@@ -96,35 +71,21 @@ class BinarySphericalQuantizer(CodebookFreeQuantizer):
         channel_dim: where the channels are (-1 = channel-last).
     """
 
+    entropy_defaults = {"weight": 0.1, "gamma": 1.0, "temperature": 1.0}
+    zero_is_positive = True  # sign(0) = +1
+
     def __init__(self, dim: int, bits: int, *, pre_norm: bool = False, commitment: float = 0.25,
                  entropy_regularizer: dict | None = None, channel_dim: int = -1):
-        if not 1 <= bits <= 62:
-            raise ValueError(f"BinarySphericalQuantizer: bits must be in 1..62 (int64 codes), got {bits}")
-        super().__init__(dim, bits, pre_norm, channel_dim)
-        self.bits, self.commitment = bits, commitment
-        self.entropy_regularizer = entropy_options(entropy_regularizer) if entropy_regularizer is not None else None
-        self.codebook_size = 2**bits
-        self.register_buffer("powers", 2 ** torch.arange(bits, dtype=torch.long), persistent=False)
+        super().__init__(dim, bits, pre_norm=pre_norm, commitment=commitment,
+                         entropy_regularizer=entropy_regularizer, codebook_entropy="per_bit", channel_dim=channel_dim)
 
-    def quantize(self, x: torch.Tensor, mask: torch.Tensor | None, lengths: torch.Tensor | None) -> QuantizedResult:
-        x_last, mask, h = self.valid_inputs(x, mask, lengths)
-        u = F.normalize(h, dim=-1)
-        positive = u >= 0
-        q = torch.where(positive, 1.0, -1.0).to(u.dtype) / math.sqrt(self.bits)
-        on_sphere = u + (q - u).detach()  # straight-through sign
-        codes = (positive.long() * self.powers).sum(dim=-1)
-        commitment = squared_error(u, q)
-        loss, losses = self.commitment * commitment, {"commitment": commitment}
-        if self.training and self.entropy_regularizer is not None:
-            options = self.entropy_regularizer
-            per_sample, codebook = bsq_entropy(u, options["temperature"])
-            losses["entropy"] = per_sample - options["gamma"] * codebook
-            loss = loss + options["weight"] * losses["entropy"]
-        metrics = {**code_space_metrics(codes), "quantization_error": commitment.detach()}
-        return self.output(x, x_last, mask, on_sphere, codes, loss, losses, metrics)
+    def latent(self, h: torch.Tensor) -> torch.Tensor:
+        """The input on the unit sphere, ``u = h / ||h||``."""
+        return F.normalize(h, dim=-1)
 
-    def codes_to_vectors(self, codes: torch.Tensor) -> torch.Tensor:
-        """Decode codes ``(...)`` to vectors ``(..., dim)``; code -1 decodes to zeros."""
-        bits = (codes.clamp_min(0).unsqueeze(-1) // self.powers) % 2
-        on_sphere = (2.0 * bits.float() - 1.0) / math.sqrt(self.bits)
-        return self.decode_width(on_sphere) * (codes >= 0).unsqueeze(-1)
+    def corners(self, signs: torch.Tensor) -> torch.Tensor:
+        """The corners of the hypercube inscribed in the unit sphere, ``sign / sqrt(L)``."""
+        return signs / math.sqrt(self.bits)
+
+    def entropy_terms(self, z: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+        return bsq_entropy(z, temperature)

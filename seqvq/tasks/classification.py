@@ -9,7 +9,7 @@ Run config keys read here (besides `train:`; declared by `ClassificationTask`, c
             checkpoint's config labels any evaluation folder the same way)
     model:  arch: resnet18 | alexnet | vit_tiny (with one output per training class),
             quantizer: VectorQuantizer keywords (codebook_size, alpha, beta, affine, sync_nu, kmeans_init,
-            replace_dead_after...), kind: fsq / bsq with theirs (levels; bits), or null for the network without
+            replace_dead_after...), kind: fsq / bsq / lfq with theirs (levels; bits), or null for the network without
             VQ, and the architecture's own keywords
             (resnet18: width; alexnet: dropout, hidden, pooled_size; vit_tiny: patch_size, embed_dim, depth,
             num_heads, mlp_ratio, quantize_after; its image_size is data.image_size)
