@@ -1,9 +1,10 @@
-"""Helpers shared by several test files: the ``seqvq`` command line run in-process, and a Kaldi data dir of tone
-recordings."""
+"""Helpers shared by several test files: the ``seqvq`` command line run in-process, a Kaldi data dir of tone
+recordings, a padded batch with garbage padding, and the entropy terms' spreading of a collapsed batch."""
 from __future__ import annotations
 
 import numpy as np
 import soundfile
+import torch
 
 from seqvq import cli
 
@@ -36,3 +37,29 @@ def write_kaldi_dir(directory, texts, seed):
         utt2spk.append(f"{utt} s{seed}")
     for name, lines in (("wav.scp", wav), ("text", text), ("utt2spk", utt2spk)):
         (directory / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def padded_batch(lengths, dim, seed=0, scale=1.0):
+    """(B, T, dim) standard normal vectors times ``scale`` with sequence ``lengths``, and the (B, T) mask; padded
+    positions hold 1e3, garbage that must not matter."""
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(len(lengths), max(lengths), dim, generator=generator) * scale
+    mask = torch.arange(max(lengths)).unsqueeze(0) < torch.tensor(lengths).unsqueeze(1)
+    x[~mask] = 1e3
+    return x, mask
+
+
+def entropy_spreads_a_collapsed_batch(kind, temperature):
+    """Gradient steps on 16 vectors that share one code: the entropy term (gamma 2) spreads them over most of the
+    8 codes; the commitment loss alone keeps them on one."""
+    for options, least, most in (({"weight": 1.0, "gamma": 2.0, "temperature": temperature}, 6, 8), (None, 1, 1)):
+        torch.manual_seed(0)
+        quantizer = kind(3, 3, entropy_regularizer=options)
+        x = (torch.tensor([1.0, 1.0, 1.0]) + 0.3 * torch.randn(1, 16, 3)).requires_grad_()
+        assert quantizer(x).codes.unique().numel() == 1
+        optimizer = torch.optim.SGD([x], lr=0.5)
+        for _ in range(200):
+            optimizer.zero_grad()
+            quantizer(x).loss.backward()
+            optimizer.step()
+        assert least <= quantizer(x).codes.unique().numel() <= most, options

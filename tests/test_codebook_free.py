@@ -8,6 +8,7 @@ import torch
 
 import seqvq
 from seqvq import BinarySphericalQuantizer, FiniteScalarQuantizer, LookupFreeQuantizer, ResidualVectorQuantizer
+from helpers import entropy_spreads_a_collapsed_batch
 
 
 def test_fsq_values_codes_and_hand_derived_gradient():
@@ -187,19 +188,7 @@ def test_bsq_without_entropy_keeps_the_old_loss():
 
 
 def test_bsq_entropy_spreads_a_collapsed_batch():
-    """Gradient steps on 16 vectors that share one code: the entropy term (gamma 2) spreads them over most of the
-    8 codes; the commitment loss alone keeps them on one."""
-    for options, least, most in (({"weight": 1.0, "gamma": 2.0, "temperature": 0.5}, 6, 8), (None, 1, 1)):
-        torch.manual_seed(0)
-        quantizer = BinarySphericalQuantizer(3, 3, entropy_regularizer=options)
-        x = (torch.tensor([1.0, 1.0, 1.0]) + 0.3 * torch.randn(1, 16, 3)).requires_grad_()
-        assert quantizer(x).codes.unique().numel() == 1
-        optimizer = torch.optim.SGD([x], lr=0.5)
-        for _ in range(200):
-            optimizer.zero_grad()
-            quantizer(x).loss.backward()
-            optimizer.step()
-        assert least <= quantizer(x).codes.unique().numel() <= most, options
+    entropy_spreads_a_collapsed_batch(BinarySphericalQuantizer, temperature=0.5)
 
 
 @pytest.mark.parametrize("make", [lambda: FiniteScalarQuantizer(6, [8, 5, 5]),

@@ -9,14 +9,7 @@ import torch
 from seqvq import FiniteScalarQuantizer, LookupFreeQuantizer, ResidualVectorQuantizer
 from seqvq.errors import UserError
 from seqvq.quantize import quantizer_section
-
-
-def padded_batch(lengths, dim, seed=0, scale=1.0):
-    generator = torch.Generator().manual_seed(seed)
-    x = torch.randn(len(lengths), max(lengths), dim, generator=generator) * scale
-    mask = torch.arange(max(lengths)).unsqueeze(0) < torch.tensor(lengths).unsqueeze(1)
-    x[~mask] = 1e3  # garbage in the padding must not matter
-    return x, mask
+from helpers import padded_batch
 
 
 # ------------------------------------------------------------------------------------------- symmetric bounds

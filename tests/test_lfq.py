@@ -10,6 +10,8 @@ import seqvq
 from seqvq import BinarySphericalQuantizer, LookupFreeQuantizer
 from seqvq.quantize import quantizer_section
 
+from helpers import entropy_spreads_a_collapsed_batch
+
 
 def test_lfq_signs_codes_and_straight_through_gradient():
     quantizer = LookupFreeQuantizer(4, 4, commitment=0.0)
@@ -96,17 +98,7 @@ def test_lfq_entropy_only_while_training_and_spreads_a_collapsed_batch():
     x = torch.randn(2, 5, 3)
     assert set(quantizer(x).losses) == {"commitment", "entropy"}
     assert set(quantizer.eval()(x).losses) == {"commitment"}
-    for options, least, most in (({"weight": 1.0, "gamma": 2.0, "temperature": 1.0}, 6, 8), (None, 1, 1)):
-        torch.manual_seed(0)
-        quantizer = LookupFreeQuantizer(3, 3, entropy_regularizer=options)
-        x = (torch.tensor([1.0, 1.0, 1.0]) + 0.3 * torch.randn(1, 16, 3)).requires_grad_()
-        assert quantizer(x).codes.unique().numel() == 1
-        optimizer = torch.optim.SGD([x], lr=0.5)
-        for _ in range(200):
-            optimizer.zero_grad()
-            quantizer(x).loss.backward()
-            optimizer.step()
-        assert least <= quantizer(x).codes.unique().numel() <= most, options
+    entropy_spreads_a_collapsed_batch(LookupFreeQuantizer, temperature=1.0)
 
 
 def test_lfq_defaults_are_the_papers_weights():

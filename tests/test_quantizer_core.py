@@ -10,6 +10,7 @@ import seqvq
 from seqvq.quantize import (AffineOptions, LinearCodebookMap, ReestimationOptions, TemperatureAnneal,
                             UsageRegularizerOptions, nearest_codes)
 from seqvq.quantize.core import PassKind, perplexity, quantizer_passes
+from helpers import padded_batch
 
 CORE_OPTIONS = [
     dict(distance=distance, codebook_update=update, pre_norm=pre_norm, num_codebooks=groups)
@@ -20,14 +21,6 @@ CORE_OPTIONS = [
 
 def option_id(options):
     return "-".join(f"{k}={v}" for k, v in options.items())
-
-
-def padded_batch(lengths, dim, seed=0, scale=1.0):
-    generator = torch.Generator().manual_seed(seed)
-    x = torch.randn(len(lengths), max(lengths), dim, generator=generator) * scale
-    mask = torch.arange(max(lengths)).unsqueeze(0) < torch.tensor(lengths).unsqueeze(1)
-    x[~mask] = 1e3  # garbage in the padding must not matter
-    return x, mask
 
 
 @pytest.mark.parametrize("options", CORE_OPTIONS, ids=option_id)

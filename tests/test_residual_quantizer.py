@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from seqvq.quantize.residual import ResidualVectorQuantizer
+from helpers import padded_batch
 
 # Every value of every stage option a residual stack supports, each paired with several others.
 OPTIONS = [
@@ -19,14 +20,6 @@ OPTIONS = [
 
 def option_id(options):
     return "-".join(f"{k}={v}" for k, v in options.items())
-
-
-def padded_batch(lengths, dim, seed=0):
-    generator = torch.Generator().manual_seed(seed)
-    x = torch.randn(len(lengths), max(lengths), dim, generator=generator)
-    mask = torch.arange(max(lengths)).unsqueeze(0) < torch.tensor(lengths).unsqueeze(1)
-    x[~mask] = 1e3  # garbage in the padding must not matter
-    return x, mask
 
 
 @pytest.mark.parametrize("options", OPTIONS, ids=option_id)
