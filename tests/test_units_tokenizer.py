@@ -15,6 +15,7 @@ Test data sit on a grid of 1/64 (``grid``): every float sum over them is exact i
 """
 from __future__ import annotations
 
+import math
 import os
 
 import joblib
@@ -110,15 +111,19 @@ class _Counted:
 
 
 # --------------------------------------------------------------------------------------------- streaming fit
+@pytest.mark.parametrize("sample_iterations", [0, 3])
 @pytest.mark.parametrize("data", ["clustered", "three distinct frames"])
-def test_streaming_fit_equals_in_memory_kmeans(data):
+def test_streaming_fit_equals_in_memory_kmeans(data, sample_iterations):
     if data == "clustered":
         frames, units = clustered(1500, seed=0), 16
     else:  # k-means++ must reuse frames, and Lloyd empties clusters every pass: the empty-cluster rule is used
         frames, units = grid(torch.randn(3, DIM))[torch.randint(3, (200,), generator=torch.Generator().manual_seed(5))], 5
     stream = batches_of(frames, seed=1)
-    tokenizer = KMeansTokenizer(units, DIM, passes=8, reservoir_size=frames.shape[0], seed=3).fit(stream)
-    expected = kmeans(frames, units, 8, torch.Generator().manual_seed(4))  # k-means++ draws from seed + 1
+    tokenizer = KMeansTokenizer(units, DIM, passes=8, reservoir_size=frames.shape[0],
+                                sample_iterations=sample_iterations, seed=3).fit(stream)
+    # k-means++ (greedy: 2 + ln K trials) draws from seed + 1; Lloyd's iterations on the sample, then the passes
+    expected = kmeans(frames, units, sample_iterations + 8, torch.Generator().manual_seed(4),
+                      trials=2 + int(math.log(units)))
     assert torch.equal(tokenizer.centroids, expected)
     ran = tokenizer.inertia[~tokenizer.inertia.isnan()]
     assert ran.numel() >= 1 and bool((ran[1:] <= ran[:-1] * (1 + 1e-6)).all())  # Lloyd never increases it
@@ -179,7 +184,7 @@ def test_resume_after_interruption_is_bit_identical(tmp_path, update, where):
     draws = len(stream) + 1  # per pass: the last draw finds the end
     after = {"seeding pass": draws // 2, "mid-pass 1": draws + draws // 2, "end of pass 1": 2 * draws,
              "start of pass 2": 2 * draws + 1}[where]
-    options = dict(passes=3, update=update, reservoir_size=300, seed=2)
+    options = dict(passes=3, update=update, reservoir_size=300, sample_iterations=2, seed=2)
     whole = KMeansTokenizer(10, DIM, **options).fit(stream, checkpoint=tmp_path / "whole.pt", checkpoint_every=2)
     with pytest.raises(KeyboardInterrupt):
         KMeansTokenizer(10, DIM, **options).fit(Interrupting(stream, after), checkpoint=tmp_path / "cut.pt",

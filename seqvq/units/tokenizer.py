@@ -3,12 +3,17 @@
 The fit reads the stream once per pass and holds one batch of it at a time:
 
 0. seeding pass: every valid frame is offered to a uniform reservoir sample (Algorithm R, Vitter 1985;
-   seqvq.quantize.reservoir) and k-means++ (Arthur & Vassilvitskii 2007; seqvq.quantize.kmeans, batched in rounds
-   by ``growth``) on the sample gives the first centroids.
+   seqvq.quantize.reservoir); seqvq's in-memory ``kmeans`` on the sample — greedy k-means++ (Arthur &
+   Vassilvitskii 2007; the best of ``seeding_trials`` D^2 draws per centroid, by default scikit-learn's
+   ``2 + ln K``; batched in rounds by ``growth``) and ``sample_iterations`` Lloyd iterations — gives the first
+   centroids.
+   (FAISS trains on such a subsample only; here the passes over every frame follow, and a few Lloyd iterations on
+   the sample spare many of those where the corpus is much larger than the sample.)
 1. ``passes`` Lloyd passes (Lloyd 1982).  ``update="full"``: every frame goes to its nearest centroid (the exact
-   chunked search of seqvq.quantize.distance), per-centroid sums (float64) and counts accumulate over the whole
-   pass, and each centroid becomes the mean of its frames: one step of seqvq's in-memory ``lloyd`` per pass, so the
-   fit is ``kmeans`` on the same frames with the same seed (``seed + 1`` for k-means++, as the quantizer's
+   chunked search of seqvq.quantize.distance), per-centroid sums (float32 within a batch, as ``lloyd`` sums,
+   float64 across batches) and counts accumulate over the whole pass, and each centroid becomes the mean of its
+   frames: one step of seqvq's in-memory ``lloyd`` per pass, so the fit is ``kmeans`` on the same frames with
+   ``sample_iterations + passes`` iterations and the same seed (``seed + 1`` for k-means++, as the quantizer's
    re-estimation) whenever the reservoir holds every frame, up to the order of float summation.  A pass that moves
    no centroid is a fixed point and ends the fit.  ``update="mini_batch"``: after every batch each centroid moves
    to the running mean of all frames assigned to it so far (Sculley 2010, Algorithm 1: learning rate 1 / count,
@@ -40,6 +45,7 @@ rank 0 writes holds the whole fit.
 """
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -50,7 +56,7 @@ from torch import nn
 from seqvq.errors import UserError
 from seqvq.quantize.distance import nearest_codes
 from seqvq.quantize.distributed import all_reduce_sum, broadcast, is_distributed, rank
-from seqvq.quantize.kmeans import DEFAULT_SEEDING_GROWTH, kmeans_plus_plus
+from seqvq.quantize.kmeans import DEFAULT_SEEDING_GROWTH, kmeans
 from seqvq.quantize.reservoir import Reservoir
 from seqvq.quantize.rng import BufferedGenerator
 
@@ -65,13 +71,14 @@ class KMeansTokenizer(nn.Module):
     """``num_units`` k-means centroids of ``dim``-dimensional frames: ``fit(stream)``, then ``encode``."""
 
     def __init__(self, num_units: int, dim: int, *, passes: int = 10, update: str = "full",
-                 reservoir_size: int = 100_000, seed: int = 0, growth: float = DEFAULT_SEEDING_GROWTH):
+                 reservoir_size: int = 100_000, sample_iterations: int = 0, seeding_trials: int | None = None,
+                 seed: int = 0, growth: float = DEFAULT_SEEDING_GROWTH):
         super().__init__()
         if update not in UPDATES:
             raise ValueError(f"KMeansTokenizer: update must be one of {UPDATES}, got {update!r}")
-        if num_units < 1 or dim < 1 or passes < 0:
-            raise ValueError(f"KMeansTokenizer: needs num_units >= 1, dim >= 1 and passes >= 0; got {num_units}, "
-                             f"{dim}, {passes}")
+        if num_units < 1 or dim < 1 or passes < 0 or sample_iterations < 0:
+            raise ValueError(f"KMeansTokenizer: needs num_units >= 1, dim >= 1, passes >= 0 and sample_iterations "
+                             f">= 0; got {num_units}, {dim}, {passes}, {sample_iterations}")
         if reservoir_size < num_units:
             raise ValueError(f"KMeansTokenizer: reservoir_size ({reservoir_size}) must be at least num_units "
                              f"({num_units}): k-means++ seeds the centroids from the reservoir")
@@ -79,6 +86,9 @@ class KMeansTokenizer(nn.Module):
         self.register_buffer("inertia", torch.full((passes,), float("nan"), dtype=torch.float64))
         self.register_buffer("mini_batch", torch.tensor(update == "mini_batch"))
         self.register_buffer("growth", torch.tensor(float(growth), dtype=torch.float64))
+        self.register_buffer("sample_iterations", torch.tensor(sample_iterations))
+        trials = 2 + int(math.log(num_units)) if seeding_trials is None else seeding_trials
+        self.register_buffer("seeding_trials", torch.tensor(trials))
         self.register_buffer("stage", torch.zeros((), dtype=torch.long))  # 0: seeding pass; p: Lloyd pass p
         self.register_buffer("position", torch.zeros((), dtype=torch.long))  # batches of this pass consumed
         self.register_buffer("converged", torch.tensor(False))
@@ -156,12 +166,12 @@ class KMeansTokenizer(nn.Module):
         self.distance_sum += distances.double().sum()
         self.frames += frames.shape[0]
         counts = torch.bincount(codes, minlength=self.num_units)
+        sums = torch.zeros_like(self.centroids).index_add_(0, codes, frames).double()
         if not bool(self.mini_batch):
-            self.sums.index_add_(0, codes, frames.double())
+            self.sums += sums
             self.counts += counts
             return
-        sums = all_reduce_sum(torch.zeros_like(self.sums).index_add_(0, codes, frames.double()))
-        counts = all_reduce_sum(counts)
+        sums, counts = all_reduce_sum(sums), all_reduce_sum(counts)
         self.counts += counts
         self.frames_assigned += counts
         hit = counts > 0
@@ -189,10 +199,12 @@ class KMeansTokenizer(nn.Module):
             if not sample.shape[0]:
                 raise UserError("KMeansTokenizer.fit: the stream has no valid frame (are all lengths 0?)")
             with self.seeding_rng.generator() as generator:
-                self.centroids.copy_(kmeans_plus_plus(sample, self.num_units, generator, float(self.growth)))
+                self.centroids.copy_(kmeans(sample, self.num_units, int(self.sample_iterations), generator,
+                                            float(self.growth), int(self.seeding_trials)))
             broadcast(self.centroids)
-            message = (f"seeding: k-means++ on a uniform sample of {sample.shape[0]} of "
-                       f"{int(self.reservoir.seen)} frames")
+            message = (f"seeding: k-means++ ({int(self.seeding_trials)} trials) and {int(self.sample_iterations)} "
+                       f"Lloyd iterations on a uniform sample of {sample.shape[0]} of {int(self.reservoir.seen)} "
+                       "frames")
         else:
             self._share_totals()
             frames = int(self.frames)
@@ -289,7 +301,7 @@ class KMeansTokenizer(nn.Module):
             sample = state["reservoir.samples"].shape[0]
             tokenizer = cls(num_units, dim, passes=state["inertia"].numel(),
                             update="mini_batch" if bool(state["mini_batch"]) else "full",
-                            reservoir_size=max(num_units, sample))
+                            reservoir_size=max(num_units, sample))  # (the rest of the settings are buffers)
         except FileNotFoundError:
             raise UserError(f"{path}: no such file") from None
         except Exception as error:  # not a file of ours: a pickle, another model, a truncated file
