@@ -22,7 +22,8 @@ The fit reads the stream once per pass and holds one batch of it at a time:
    nearest centroid (among the centroids the pass assigned to), farthest first — ``lloyd``'s rule with the
    reservoir for the data; in mini-batch mode its count restarts from zero.
 
-Memory is bounded whatever the corpus: the reservoir (``reservoir_size`` x D float32), the sums (K x D float64),
+Memory is bounded whatever the corpus: the reservoir (``reservoir_size`` x D float32, by default 64 frames per
+unit: 128,000 x 768 x 4 B = 0.4 GB for 2,000 units), the sums (K x D float64),
 one batch and the search's fixed-size block.  A finished fit drops the reservoir and the sums, so ``state_dict()``
 and ``save`` hold the centroids and the inertia per pass only.
 
@@ -63,6 +64,8 @@ from seqvq.quantize.rng import BufferedGenerator
 from .stream import lockstep, valid_frames
 
 UPDATES = ("full", "mini_batch")
+# Default reservoir: frames per unit (FAISS trains on at most 256 per centroid; this sample only seeds).
+SAMPLE_PER_UNIT = 64
 # Reservoir rows per distance block when an empty cluster is re-seeded (bounded memory for any reservoir size).
 RESEED_BLOCK = 8192
 
@@ -71,7 +74,7 @@ class KMeansTokenizer(nn.Module):
     """``num_units`` k-means centroids of ``dim``-dimensional frames: ``fit(stream)``, then ``encode``."""
 
     def __init__(self, num_units: int, dim: int, *, passes: int = 10, update: str = "full",
-                 reservoir_size: int = 100_000, sample_iterations: int = 0, seeding_trials: int | None = None,
+                 reservoir_size: int | None = None, sample_iterations: int = 0, seeding_trials: int | None = None,
                  seed: int = 0, growth: float = DEFAULT_SEEDING_GROWTH):
         super().__init__()
         if update not in UPDATES:
@@ -79,6 +82,8 @@ class KMeansTokenizer(nn.Module):
         if num_units < 1 or dim < 1 or passes < 0 or sample_iterations < 0:
             raise ValueError(f"KMeansTokenizer: needs num_units >= 1, dim >= 1, passes >= 0 and sample_iterations "
                              f">= 0; got {num_units}, {dim}, {passes}, {sample_iterations}")
+        if reservoir_size is None:
+            reservoir_size = SAMPLE_PER_UNIT * num_units
         if reservoir_size < num_units:
             raise ValueError(f"KMeansTokenizer: reservoir_size ({reservoir_size}) must be at least num_units "
                              f"({num_units}): k-means++ seeds the centroids from the reservoir")
