@@ -62,3 +62,39 @@ def test_seeding_hands_lloyd_each_points_nearest_seed():
     assert torch.equal(nearest_seed, nearest_codes(points, seeds)[0])
     assert torch.equal(lloyd(points, seeds, 4, assignment=nearest_seed), lloyd(points, seeds, 4))
     assert torch.equal(kmeans(points, 64, 4, torch.Generator().manual_seed(0)), lloyd(points, seeds, 4))
+
+
+def noisy_mixture(seed, points=4000, components=128, dim=64):
+    """Components of unequal spread in many dimensions: D^2 sampling is drawn to the wide components' far-out points,
+    the data where greedy seeding pays."""
+    generator = torch.Generator().manual_seed(seed)
+    centres = torch.randn(components, dim, generator=generator) * 0.5
+    scales = torch.rand(components, 1, generator=generator) + 0.5
+    labels = torch.randint(components, (points,), generator=generator)
+    return centres[labels] + scales[labels] * torch.randn(points, dim, generator=generator)
+
+
+def test_greedy_seeding_keeps_the_best_of_its_trials():
+    # Greedy k-means++ (Arthur & Vassilvitskii 2007, sec. 6; scikit-learn's default): every centroid is the best of
+    # `trials` D^2 draws.  Seeds and k-means after it have a lower inertia than plain D^2 sampling's.
+    def mean(function, runs=3):
+        total = 0.0
+        for seed in range(runs):
+            points = noisy_mixture(seed)
+            total += inertia(points, function(points, torch.Generator().manual_seed(100 + seed)))
+        return total / runs
+
+    plain, greedy = (mean(lambda p, g: kmeans_plus_plus(p, 64, g, trials=t)) for t in (1, 6))
+    assert greedy < 0.97 * plain, (greedy, plain)
+    plain, greedy = (mean(lambda p, g: kmeans(p, 64, 5, g, trials=t)) for t in (1, 6))
+    assert greedy < 0.99 * plain, (greedy, plain)
+
+
+def test_one_trial_is_plain_kmeans_plus_plus_and_trials_must_be_positive():
+    points = mixture(3)
+    assert torch.equal(kmeans_plus_plus(points, 32, torch.Generator().manual_seed(0), trials=1),
+                       kmeans_plus_plus(points, 32, torch.Generator().manual_seed(0)))
+    seeds = kmeans_plus_plus(points, 32, torch.Generator().manual_seed(0), trials=4)
+    assert all((points == seed).all(dim=1).any() for seed in seeds)
+    with pytest.raises(ValueError, match="trials must be >= 1"):
+        kmeans_plus_plus(points, 3, torch.Generator(), trials=0)
