@@ -16,11 +16,13 @@ the same evaluation for every method):
 * seqvq mini-batch: the same with ``update="mini_batch"`` and ``--mini-batch-passes`` passes;
 * FAISS ``Kmeans(niter=--passes)``, its defaults otherwise (random seeding, a subsample of at most 256 frames per
   centroid), data in memory;
-* scikit-learn ``MiniBatchKMeans(batch_size=10,000 as ESPnet's learn_kmeans.py, max_iter=--passes epochs,
-  n_init=1)`` and ``KMeans(max_iter=--passes, n_init=1)``, data in memory; at ``--sklearn-units`` clusters where
-  they cannot do K in reasonable time.  ``KMeans`` runs only when named in ``--methods``: its greedy k-means++
-  over all frames (distances upcast to float64) takes minutes even at the default size (386.9 s for 100,000 x 768
-  -> 500 on the shared 2-core machine here, against 13.6 s for FAISS).
+* scikit-learn ``MiniBatchKMeans(batch_size=--sklearn-batch, max_iter=--passes epochs, n_init=1)`` (batch size
+  1,024 by default, scikit-learn's: with ESPnet's 10,000, its greedy k-means++ on 3 x 10,000 frames takes minutes
+  here, 183 s at the default size) and ``KMeans(max_iter=--passes, n_init=1)``, data in memory; at
+  ``--sklearn-units`` clusters where they cannot do K in reasonable time.  ``KMeans`` runs only when named in
+  ``--methods``: its greedy k-means++ over all frames (distances upcast to float64) takes minutes even at the
+  default size (386.9 s for 100,000 x 768 -> 500 with 10 iterations on the shared 2-core machine here, against
+  13.6 s for FAISS).
 
 "seqvq to FAISS's inertia" is when seqvq's fit first held centroids at least as good as FAISS's final ones, from the
 per-pass inertia it records (that of the centroids each pass starts from) and the time each pass ended.
@@ -147,7 +149,7 @@ def run_method(args) -> None:
                 centroids, units = model.centroids, args.units
             else:
                 cls = MiniBatchKMeans if args.method == "sklearn MiniBatchKMeans" else KMeans
-                extra = {"batch_size": 10_000} if cls is MiniBatchKMeans else {}
+                extra = {"batch_size": args.sklearn_batch} if cls is MiniBatchKMeans else {}
                 model = cls(n_clusters=sklearn_units, max_iter=args.passes, n_init=1, random_state=0, **extra)
                 model.fit(data)
                 centroids, units = model.cluster_centers_, sklearn_units
@@ -173,7 +175,7 @@ def fit_table(args) -> None:
             command = [sys.executable, __file__, "--run", method, "--data", path] + [
                 f"--{name.replace('_', '-')}={value}" for name, value in vars(args).items()
                 if name in ("frames", "dim", "units", "passes", "mini_batch_passes", "reservoir", "sample_iterations",
-                            "batch_frames", "threads", "sklearn_units") and value is not None]
+                            "batch_frames", "threads", "sklearn_units", "sklearn_batch") and value is not None]
             environment = dict(os.environ, OMP_NUM_THREADS=str(args.threads),
                                OPENBLAS_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
             done = subprocess.run(command, capture_output=True, text=True, env=environment)
@@ -289,6 +291,7 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=768)
     parser.add_argument("--units", type=int, default=500)
     parser.add_argument("--sklearn-units", type=int, default=None, help="clusters for scikit-learn (default K)")
+    parser.add_argument("--sklearn-batch", type=int, default=1024, help="MiniBatchKMeans batch size")
     parser.add_argument("--passes", type=int, default=5, help="Lloyd passes / iterations / epochs")
     parser.add_argument("--mini-batch-passes", type=int, default=2)
     parser.add_argument("--reservoir", type=int, default=None, help="seqvq's reservoir (default 64 frames a unit)")

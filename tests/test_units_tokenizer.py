@@ -117,7 +117,8 @@ def test_streaming_fit_equals_in_memory_kmeans(data, sample_iterations):
     if data == "clustered":
         frames, units = clustered(1500, seed=0), 16
     else:  # k-means++ must reuse frames, and Lloyd empties clusters every pass: the empty-cluster rule is used
-        frames, units = grid(torch.randn(3, DIM))[torch.randint(3, (200,), generator=torch.Generator().manual_seed(5))], 5
+        which = torch.randint(3, (200,), generator=torch.Generator().manual_seed(5))
+        frames, units = grid(torch.randn(3, DIM, generator=torch.Generator().manual_seed(6)))[which], 5
     stream = batches_of(frames, seed=1)
     tokenizer = KMeansTokenizer(units, DIM, passes=8, reservoir_size=frames.shape[0],
                                 sample_iterations=sample_iterations, seed=3).fit(stream)
@@ -349,5 +350,7 @@ def test_user_errors_are_one_line():
         KMeansTokenizer(4, DIM, reservoir_size=10).encode(torch.zeros(1, 3, DIM))
     with pytest.raises(ValueError, match="update must be"):
         KMeansTokenizer(4, DIM, update="online")
+    with pytest.raises(ValueError, match="seeding_trials >= 1"):
+        KMeansTokenizer(4, DIM, seeding_trials=0)
     with pytest.raises(ValueError, match="reservoir_size .* num_units"):
         KMeansTokenizer(40, DIM, reservoir_size=10)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from .distance import DEFAULT_BLOCK_ELEMENTS, centred_codebook, nearest_codes
+from .distance import DEFAULT_BLOCK_ELEMENTS, nearest_codes
 
 # Round growth of the batched D^2 seeding (see kmeans_plus_plus).
 DEFAULT_SEEDING_GROWTH = 0.5
@@ -54,7 +54,7 @@ def _seed(points, num_centroids, generator, growth, trials=1):
     chosen[0] = int(torch.randint(count, (1,), generator=generator))
     closest = nearest_codes(points, points[chosen[:1]])[1]
     nearest = torch.zeros(count, dtype=torch.long, device=points.device)
-    done = 1
+    done, offsets = 1, None
     while done < num_centroids:
         draws = min(num_centroids - done, max(1, int(growth * done)))
         thresholds = torch.rand(draws * trials, generator=generator, dtype=closest.dtype).to(points.device)
@@ -64,7 +64,11 @@ def _seed(points, num_centroids, generator, growth, trials=1):
         else:  # every point coincides with a centroid already: draw uniformly
             picks = (thresholds * count).long().clamp_max_(count - 1)
         if trials > 1:
-            best = _potentials(points, points[picks], closest).view(draws, trials).argmin(dim=1, keepdim=True)
+            if offsets is None:
+                shift = points.mean(dim=0)
+                offsets = (points - shift).pow(2).sum(dim=1)
+            best = _potentials(points, points[picks], closest - offsets, shift).view(draws, trials).argmin(
+                dim=1, keepdim=True)
             picks = picks.view(draws, trials).gather(1, best).squeeze(1)
         chosen[done:done + draws] = picks
         found, distance = nearest_codes(points, points[picks])
@@ -75,17 +79,22 @@ def _seed(points, num_centroids, generator, growth, trials=1):
     return points[chosen].clone(), nearest
 
 
-def _potentials(points, candidates, closest):
-    """``sum_i min(closest_i, ||x_i - c||^2)`` (float64) for every candidate c, in blocks of rows: the D^2 potential
-    with c added alone.  Squared distances through ``centred_codebook`` (no cancellation far from the origin)."""
-    codes, bias, shift = centred_codebook(candidates)
+def _potentials(points, candidates, limits, shift):
+    """The D^2 potential ``sum_i min(closest_i, ||x_i - c||^2)`` with each candidate c added alone, less a constant
+    ``sum_i ||x_i - mu||^2`` (mu = ``shift``, the points' mean): ``||x_i - c||^2 = ||x_i - mu||^2 + s_ic`` with
+    ``s_ic = ||c'||^2 + 2 mu.c' - 2 x_i.c'``, ``c' = c - mu`` (no cancellation far from the origin), so the sum is
+    the constant plus ``sum_i min(s_ic, limits_i)`` where ``limits_i = closest_i - ||x_i - mu||^2``.  Blocks of rows:
+    one ``addmm``, one in-place minimum and one matrix-vector product (the column sums) each."""
+    codes = candidates - shift
+    bias = codes.pow(2).sum(dim=1) + 2.0 * (codes @ shift)
     totals = torch.zeros(candidates.shape[0], dtype=torch.float64, device=points.device)
     rows_per_block = max(1, DEFAULT_BLOCK_ELEMENTS // candidates.shape[0])
+    ones = points.new_ones(rows_per_block)
     for start in range(0, points.shape[0], rows_per_block):
-        rows = points[start:start + rows_per_block]
-        distances = torch.addmm(bias, rows, codes.T, alpha=-2.0).add_((rows - shift).pow(2).sum(dim=1, keepdim=True))
-        totals += torch.minimum(distances, closest[start:start + rows.shape[0]].unsqueeze(1)).sum(dim=0,
-                                                                                                  dtype=torch.float64)
+        rows = slice(start, start + rows_per_block)
+        scores = torch.addmm(bias, points[rows], codes.T, alpha=-2.0)
+        torch.minimum(scores, limits[rows].unsqueeze(1), out=scores)
+        totals += ones[: scores.shape[0]] @ scores
     return totals
 
 

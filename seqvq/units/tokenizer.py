@@ -71,7 +71,14 @@ RESEED_BLOCK = 8192
 
 
 class KMeansTokenizer(nn.Module):
-    """``num_units`` k-means centroids of ``dim``-dimensional frames: ``fit(stream)``, then ``encode``."""
+    """``num_units`` k-means centroids of ``dim``-dimensional frames: ``fit(stream)``, then ``encode``.
+
+    ``passes``: Lloyd passes over the stream after the seeding pass; ``update``: ``"full"`` (one Lloyd step a pass)
+    or ``"mini_batch"`` (Sculley's update after every batch); ``reservoir_size``: frames sampled for seeding (default
+    64 per unit); ``sample_iterations``: Lloyd iterations on that sample before the passes; ``seeding_trials``:
+    greedy k-means++ draws per centroid (default ``2 + ln K``; 1 = plain k-means++); ``seed``: the reservoir's
+    generator (k-means++ draws from ``seed + 1``); ``growth``: k-means++ rounds (see ``kmeans_plus_plus``).
+    """
 
     def __init__(self, num_units: int, dim: int, *, passes: int = 10, update: str = "full",
                  reservoir_size: int | None = None, sample_iterations: int = 0, seeding_trials: int | None = None,
@@ -79,9 +86,11 @@ class KMeansTokenizer(nn.Module):
         super().__init__()
         if update not in UPDATES:
             raise ValueError(f"KMeansTokenizer: update must be one of {UPDATES}, got {update!r}")
-        if num_units < 1 or dim < 1 or passes < 0 or sample_iterations < 0:
-            raise ValueError(f"KMeansTokenizer: needs num_units >= 1, dim >= 1, passes >= 0 and sample_iterations "
-                             f">= 0; got {num_units}, {dim}, {passes}, {sample_iterations}")
+        trials = 2 + int(math.log(num_units)) if seeding_trials is None and num_units >= 1 else seeding_trials
+        if num_units < 1 or dim < 1 or passes < 0 or sample_iterations < 0 or trials < 1:
+            raise ValueError(f"KMeansTokenizer: needs num_units >= 1, dim >= 1, passes >= 0, sample_iterations >= 0 "
+                             f"and seeding_trials >= 1; got {num_units}, {dim}, {passes}, {sample_iterations}, "
+                             f"{seeding_trials}")
         if reservoir_size is None:
             reservoir_size = SAMPLE_PER_UNIT * num_units
         if reservoir_size < num_units:
@@ -92,7 +101,6 @@ class KMeansTokenizer(nn.Module):
         self.register_buffer("mini_batch", torch.tensor(update == "mini_batch"))
         self.register_buffer("growth", torch.tensor(float(growth), dtype=torch.float64))
         self.register_buffer("sample_iterations", torch.tensor(sample_iterations))
-        trials = 2 + int(math.log(num_units)) if seeding_trials is None else seeding_trials
         self.register_buffer("seeding_trials", torch.tensor(trials))
         self.register_buffer("stage", torch.zeros((), dtype=torch.long))  # 0: seeding pass; p: Lloyd pass p
         self.register_buffer("position", torch.zeros((), dtype=torch.long))  # batches of this pass consumed
@@ -138,8 +146,6 @@ class KMeansTokenizer(nn.Module):
         if checkpoint is not None and os.path.exists(checkpoint) and not int(self.stage) and not int(self.position):
             raise UserError(f"{checkpoint}: exists; to resume that fit, KMeansTokenizer.load it and fit with the "
                             "same checkpoint, or choose another path")
-        if int(self.position) and rank() != 0:  # resumed from rank 0's checkpoint, whose totals hold every rank's
-            self._restart_totals()
         device = self.centroids.device
         while not self.finished:
             batches = iter(stream)
@@ -190,6 +196,7 @@ class KMeansTokenizer(nn.Module):
         return local if bool(self.mini_batch) else local + [self.sums, self.counts]
 
     def _share_totals(self) -> None:
+        """Sum the pass totals over ranks, so that rank 0's hold all (every rank's at the end of a pass)."""
         for total in self._local_totals():
             all_reduce_sum(total)
 
@@ -299,7 +306,8 @@ class KMeansTokenizer(nn.Module):
 
     @classmethod
     def load(cls, path: str | Path) -> KMeansTokenizer:
-        """The tokenizer ``save`` or a ``fit`` checkpoint wrote to ``path`` (a finished fit or one to go on with)."""
+        """The tokenizer ``save`` or a ``fit`` checkpoint wrote to ``path`` (a finished fit or one to go on with).
+        Under DDP every rank loads the file rank 0 wrote; the ranks but 0 restart the pass totals from zero."""
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
             num_units, dim = state["centroids"].shape
@@ -315,4 +323,6 @@ class KMeansTokenizer(nn.Module):
         if not sample:
             tokenizer._release_fit_state()
         tokenizer.load_state_dict(state)
+        if rank() != 0:  # rank 0 wrote the file: its pass totals hold every rank's (see _share_totals)
+            tokenizer._restart_totals()
         return tokenizer
