@@ -63,3 +63,16 @@ def entropy_spreads_a_collapsed_batch(kind, temperature):
             quantizer(x).loss.backward()
             optimizer.step()
         assert least <= quantizer(x).codes.unique().numel() <= most, options
+
+
+def raise_at_step(trainer, step: int, error: type[BaseException]) -> None:
+    """Make ``trainer`` raise ``error`` when it starts training step ``step + 1`` (after ``step`` steps): a kill or
+    Ctrl-C in the middle of a run."""
+    original_step = trainer.train_step
+
+    def train_step(batch):
+        if trainer.step == step:
+            raise error
+        return original_step(batch)
+
+    trainer.train_step = train_step

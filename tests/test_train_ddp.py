@@ -13,6 +13,7 @@ import torch.distributed as dist
 import toy_task
 from distributed_helpers import init_rank, run_ranks
 from seqvq.quantize.reservoir import Reservoir
+from helpers import raise_at_step
 
 
 def _worker(rank: int, init_file: str, exp_dir: str, out_dir: str) -> None:
@@ -33,14 +34,7 @@ def _worker(rank: int, init_file: str, exp_dir: str, out_dir: str) -> None:
     straight.fit()
 
     killed = make_trainer("resumed")
-    original_step = killed.train_step
-
-    def die_at_step_5(batch):
-        if killed.step == 4:
-            raise KeyboardInterrupt
-        return original_step(batch)
-
-    killed.train_step = die_at_step_5
+    raise_at_step(killed, 4, KeyboardInterrupt)
     try:
         killed.fit()
     except KeyboardInterrupt:

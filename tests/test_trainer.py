@@ -16,6 +16,7 @@ from seqvq.train import Trainer, TrainConfig, load_checkpoint, read_metrics
 from seqvq.train.checkpoint import atomic_save
 from seqvq.train.polyak import PolyakAverage
 from seqvq.train.schedule import LRFactor
+from helpers import raise_at_step
 
 
 @pytest.fixture(autouse=True)
@@ -54,14 +55,7 @@ def test_kill_and_resume_is_bit_identical(tmp_path):
     straight.fit()
 
     killed = make_trainer(tmp_path / "resumed")
-    original_step = killed.train_step
-
-    def die_at_step_7(batch):
-        if killed.step == 7:
-            raise Killed
-        return original_step(batch)
-
-    killed.train_step = die_at_step_7
+    raise_at_step(killed, 7, Killed)
     with pytest.raises(Killed):
         killed.fit()
     assert max(r["step"] for r in read_metrics(tmp_path / "resumed")) == 6  # a dev record after the checkpoint
@@ -376,14 +370,7 @@ def test_trainer_batches_by_length_when_asked(tmp_path):
 
 def test_ctrl_c_stops_in_one_line_naming_the_step_and_the_last_checkpoint(tmp_path):
     trainer = make_trainer(tmp_path)
-    original_step = trainer.train_step
-
-    def interrupt_at_step_7(batch):
-        if trainer.step == 7:
-            raise KeyboardInterrupt
-        return original_step(batch)
-
-    trainer.train_step = interrupt_at_step_7
+    raise_at_step(trainer, 7, KeyboardInterrupt)
     with pytest.raises(Interrupted) as interrupted:
         trainer.fit()
     assert str(interrupted.value) == (f"interrupted at step 7 of 10; last checkpoint at step 5 "
