@@ -216,8 +216,8 @@ def test_table_script_writes_a_named_table(tmp_path):
         "error: table2_huh.sh: --table takes a file name without a folder")
     assert error("--table-only", "--exp", str(tmp_path / "missing")).startswith(
         "error: table2_huh.sh: --table-only: no runs in")
-    assert error("--models", "alexnet", "--rows", "modern_fsq").startswith(  # before any data or training
-        "error: table2_huh.sh: no config conf/alexnet/modern_fsq.yaml")
+    assert error("--mini", "--groups", "alexnet", "--rows", "modern_fsq").startswith(  # before any data or training
+        "error: run.sh: no conf/alexnet/modern_fsq.yaml; configs: ")
 
 
 def test_table_script_averages_seeds(tmp_path):

@@ -1,6 +1,6 @@
-"""The image recipes' shared scripts (recipes/common/image_ae_run.sh, image_ae_table.sh; table.py) behind
-the thin recipes/cifar10 and recipes/vqvae wrappers: run.sh trains one row (--config, --seed), table3.sh every row;
-argument checks and the markdown tables."""
+"""The image recipes on the shared scripts (recipes/common/image_ae_run.sh on the recipe driver; table3.sh on the
+table driver and table.py): run.sh trains one row (--config, --seed), table3.sh every row; argument checks and the
+markdown tables."""
 import json
 import os
 import subprocess
@@ -13,9 +13,9 @@ from seqvq.data.cifar import write_cifar_batches
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+def run(*args: str, cwd: Path = REPO, timeout: int = 120) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run(["bash", *args], cwd=cwd, capture_output=True, text=True, timeout=120, env=env)
+    return subprocess.run(["bash", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def write_metrics(folder: Path, mse: float) -> None:
@@ -50,7 +50,8 @@ def test_run_sh_refuses_bad_arguments_in_one_line():
         "error: run.sh: --seed must be a non-negative integer, got -1"
     assert error("recipes/cifar10/run.sh").startswith("error: run.sh: give --mini (the built set of 32x32 photo "
                                                       "crops, data/mini_images) or --data CIFAR")
-    assert error("recipes/cifar10/table3.sh").startswith("error: table3.sh: give --mini or --data CIFAR")
+    assert error("recipes/cifar10/table3.sh") == \
+        "error: table3.sh: give --mini or --data PATH (or --table-only --exp DIR)"
     assert error("recipes/vqvae/table3.sh", "--table-only") == "error: table3.sh: --table-only needs --exp DIR"
 
 
@@ -70,7 +71,7 @@ def test_tables(tmp_path):
         "| VQVAE (seed 1) | 20.00 | 345.7 | 512 |", "| VQVAE + l2 | 12.30 | 345.7 | 512 |",
         "| VQVAE + l2 (seed 2) | 12.50 | 345.7 | 512 |",
         "| VQVAE + l2, mean ± sd of 2 seeds | 12.40 ± 0.14 | 345.7 ± 0.0 | 512 ± 0 |"] + footer  # after a row's seeds
-    result = run("recipes/vqvae/table3.sh", "--table-only", "--exp", str(tmp_path), "--rows", "l2", "--seed", "2")
+    result = run("recipes/vqvae/table3.sh", "--table-only", "--exp", str(tmp_path), "--rows", "l2_seed2")
     assert result.stdout.splitlines() == header + ["| VQVAE + l2 (seed 2) | 12.50 | 345.7 | 512 |"] + footer
     write_metrics(tmp_path / "cifar10" / "l2", 0.0123)  # a row of the vqvae table only
     result = run("recipes/cifar10/table3.sh", "--table-only", "--exp", str(tmp_path / "cifar10"))
@@ -84,18 +85,19 @@ def test_table3_trains_each_row_once_with_run_sh_and_a_seed_names_its_folder(tmp
     write_cifar_batches(str(tmp_path / "data"), (images, np.zeros(6, np.int64)), (images[:2], np.zeros(2, np.int64)),
                         ["x"])
     exp = tmp_path / "exp"
-    command = ["recipes/vqvae/table3.sh", "--data", str(tmp_path / "data"), "--exp", str(exp), "--rows", "vqvae",
-               "--seed", "3", "--", "train.steps=1", "train.batch_size=2", "model.channels=8",
+    command = ["recipes/vqvae/table3.sh", "--data", str(tmp_path / "data"), "--exp", str(exp), "--rows", "vqvae:2",
+               "--", "train.steps=1", "train.batch_size=2", "model.channels=8",
                "model.quantizer.codebook_size=4", "train.checkpoint_every=1", "train.eval_every=1"]
-    result = run(*command)
+    result = run(*command, timeout=600)  # two trainings
     assert result.returncode == 0, result.stderr
-    assert set(os.listdir(exp)) == {"vqvae_seed3"}
-    assert int((exp / "vqvae_seed3" / "train_seconds.txt").read_text()) >= 0
-    assert "seed: 3" in (exp / "vqvae_seed3" / "config.yaml").read_text()
-    table = result.stdout.split("table3.sh: done")[1].splitlines()
-    assert table[3].startswith("| VQVAE (seed 3) | ") and "not evaluated" not in table[3]
+    assert set(os.listdir(exp)) == {"vqvae", "vqvae_seed1", "logs"}
+    assert int((exp / "vqvae_seed1" / "train_seconds.txt").read_text()) >= 0
+    assert "seed: 1" in (exp / "vqvae_seed1" / "config.yaml").read_text()
+    table = [line for line in result.stdout.splitlines() if line.startswith("| ")][1:]
+    assert [line.split(" | ")[0] for line in table] == ["| VQVAE", "| VQVAE (seed 1)", "| VQVAE, mean ± sd of 2 seeds"]
+    assert "not evaluated" not in result.stdout
     result = run(*command)  # evaluated rows are not retrained
-    assert result.returncode == 0 and "table3.sh: vqvae_seed3 already evaluated" in result.stdout
+    assert result.returncode == 0 and "table3.sh: vqvae_seed1 already evaluated" in result.stdout
     assert "stage train" not in result.stdout
 
 

@@ -147,3 +147,76 @@ def test_every_recipe_has_the_common_options(recipe):
     assert error_line(run(script, "--mini", "--bogus")) == "error: run.sh: unknown option --bogus (see --help)"
     command = run(script, "--mini", "--nproc", "2", "--print-train").stdout
     assert " -m torch.distributed.run --standalone --nproc-per-node 2 -m seqvq.cli train " in command
+
+
+TOY_TABLE = """#!/usr/bin/env bash
+# Toy table: every row of the toy recipe.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/../common/table_driver.sh"
+rows="row:2 other"
+table_main "$@"
+"""
+TOY_EVALUATE = """
+stage evaluate "writes EXP/RUN/eval/figures.json"
+stage_evaluate() { mkdir -p "$exp/$run/eval" && echo '{}' > "$exp/$run/eval/figures.json"; }
+driver_main "$@"
+"""
+
+
+@pytest.fixture
+def toy_table(toy, tmp_path):
+    """The toy recipe with an evaluate stage and a second row, its table script, and a python3 whose `seqvq train`
+    writes a checkpoint and logs its command line, and whose table.py prints its arguments."""
+    toy.write_text(TOY.replace('driver_main "$@"\n', TOY_EVALUATE))
+    (toy.parent / "conf" / "other.yaml").write_text("task: handwriting_ae\n")
+    (toy.parent / "table.sh").write_text(TOY_TABLE)
+    fake = tmp_path / "python3"
+    fake.write_text('#!/usr/bin/env bash\nif [ "$2" = seqvq.cli ]; then\n  run=${@: -1}\n'
+                    '  echo "train ${run##*/} $*" >> "$(dirname "$run")/trained.txt"\n'
+                    '  mkdir -p "$run/checkpoints" && touch "$run/checkpoints/last.pt"; exit 0\nfi\n'
+                    'if [[ $1 == */table.py ]]; then echo "table.py ${*:2}"; exit 0; fi\nexec python3 "$@"\n')
+    fake.chmod(0o755)
+    return toy.parent / "table.sh", str(fake)
+
+
+def test_a_table_script_trains_every_seed_of_every_row_once_through_run_sh(toy_table, tmp_path):
+    table, fake = toy_table
+    exp = tmp_path / "exp"
+    result = run(table, "--mini", "--exp", exp, "--jobs", "1", "--size", "paper", "--", "train.lr=0.5", PYTHON=fake)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("prepared ") == 1  # the data stages once, before every run
+    trained = (exp / "trained.txt").read_text().splitlines()
+    assert [line.split()[1] for line in trained] == ["row", "other", "row_seed1"]  # seed-major
+    threads = len(os.sched_getaffinity(0))  # cores / jobs
+    assert all(f"train.threads={threads} " in line and line.endswith(" train.lr=0.5 --exp-dir " + str(exp / name))
+               for line, name in zip(trained, ["row", "other", "row_seed1"]))
+    assert "train.steps=10" not in trained[0]  # --size paper went to run.sh
+    assert re.search(r"^table\.py toy \S+ --rows row:2 other --seeds 1 --note Command: `bash recipes/toy/table\.sh "
+                     r"--mini .*`; 0 min wall time .* 1 runs at a time with \d+ thread\(s\) each\.$",
+                     result.stdout, re.M), result.stdout
+    again = run(table, "--mini", "--exp", exp, "--rows", "row:3", "--threads", "1", PYTHON=fake)
+    assert "table.sh: row already evaluated" in again.stdout and "table.sh: row_seed1 already evaluated" in again.stdout
+    trained = (exp / "trained.txt").read_text().splitlines()
+    assert len(trained) == 4 and trained[3].split()[1] == "row_seed2" and "train.threads=1 " in trained[3]
+
+
+def test_a_table_scripts_help_and_mistakes(toy_table, tmp_path):
+    table, fake = toy_table
+    result = run(table, "--help")
+    assert result.returncode == 0 and result.stdout.startswith("Toy table: every row of the toy recipe.\n\nOptions")
+    for option in ["--mini | --data PATH", "--rows", "--seeds N", "--jobs N", "--threads N", "--exp DIR",
+                   "--table NAME", "--table-only", "--force", "-- key=value"]:
+        assert f"\n  {option}" in result.stdout, option
+    assert "--groups" not in result.stdout  # only a table with a group option has it
+    assert error_line(run(table)) == "error: table.sh: give --mini or --data PATH (or --table-only --exp DIR)"
+    assert error_line(run(table, "--mini", "--seeds", "0")) == "error: table.sh: --seeds takes a count >= 1, got '0'"
+    assert error_line(run(table, "--mini", "--threads", "x")) == "error: table.sh: --threads takes a count >= 1, got 'x'"
+    assert error_line(run(table, "--mini", "--groups", "a")) == "error: table.sh: unknown option --groups (see --help)"
+    assert error_line(run(table, "--table-only")) == "error: table.sh: --table-only needs --exp DIR"
+    assert error_line(run(table, "--mini", "--table", "a/b")).startswith("error: table.sh: --table takes a file name")
+    exp = tmp_path / "exp"
+    assert error_line(run(table, "--mini", "--exp", exp, "--rows", "row nope", PYTHON=fake)) == \
+        "error: run.sh: no conf/nope.yaml; configs: other row"
+    assert not exp.exists()  # refused before the data stages
+    assert error_line(run(table, "--mini", "--exp", exp, "--units", "x", PYTHON=fake)) == \
+        "error: run.sh: unknown option --units (see --help)"  # another option goes to run.sh, which checks it

@@ -43,6 +43,17 @@ def test_mean_sd_over_seeds_and_missing_seeds(tmp_path, capsys):
     assert (tmp_path / "table1_curves.png").stat().st_size > 10_000
 
 
+def test_without_rows_every_row_with_an_evaluated_seed_0_is_tabulated_with_its_seeds(tmp_path, capsys):
+    fake_run(tmp_path / "bn_ema", 14.0, 15.0)
+    fake_run(tmp_path / "bn_ema_seed1", 16.0, 15.0)
+    fake_run(tmp_path / "bn_ema_seed3", 99.0, 99.0)  # after a missing seed 2: not counted
+    fake_run(tmp_path / "vanilla_vq_seed1", 99.0, 99.0)  # no seed 0: not a row of the table
+    fake_run(tmp_path / "no_bottleneck_chars", 99.0, 99.0)  # another unit's run
+    writer.main(["wsj", str(tmp_path), "--name", "all"])
+    lines = [line for line in (tmp_path / "all.md").read_text().splitlines() if line.startswith("| ")][1:]
+    assert lines == ["| + BN + EMA | 2/2 | 15.0 ± 1.4 | 15.0 ± 0.0 | N/A | N/A |"]
+
+
 def test_units_suffix_selects_runs_and_columns_and_name_the_files(tmp_path):
     directory = tmp_path / "bn_chars"
     for split in ("dev", "test"):

@@ -87,11 +87,13 @@ option --stop-stage stage "the last stage to run"
 option --exp path:DIR "the folder of the runs on this data set; the run goes to EXP/RUN (default: \
 exp/<recipe>/mini, or exp/<recipe>/<data name>_<hash of its full path>)"
 option --print-exp flag "print EXP and stop"
+option --print-run flag "print EXP/RUN, the folder of the run, and stop"
+option --print-stages flag "print the stage names, one a line, and stop"
 option --print-train flag "print the train stage's command (launcher, config, every override) and stop"
 option --force flag "rebuild an output whose inputs changed, and start a run's training over when EXP/RUN holds a \
 run of other settings or data (both are refused otherwise)"
 mini=false data="" config="" size="" seed=0 nproc=1 torchrun="" threads=${OMP_NUM_THREADS:-2} stage="" stop_stage=""
-exp="" print_exp=false print_train=false force=false user_overrides=()
+exp="" print_exp=false print_run=false print_stages=false print_train=false force=false user_overrides=()
 python_modules="" python_modules_install="" recipe_about="" mini_data="" exp_default="" exp_suffix="" run_prefix=""
 run_suffix="" recipe_overrides=()
 
@@ -237,6 +239,7 @@ stage_train() {
 driver_main() {
   local i key lines start_time=$SECONDS
   parse_options "$@"
+  if $print_stages; then printf '%s\n' "${stage_names[@]}"; exit 0; fi
   stage=${stage:-0} stop_stage=${stop_stage:-$(( ${#stage_names[@]} - 1 ))}
   if $mini && [ -n "$data" ]; then die "give --mini or --data $(option_metavar --data), not both"; fi
   if ! $mini && [ -z "$data" ]; then
@@ -252,9 +255,10 @@ driver_main() {
     die "no ${conf_dir#"$recipe_dir"/}/$config.yaml; configs: $(find "$conf_dir" -maxdepth 1 -name '*.yaml' \
       ! -name common.yaml ! -name base.yaml -printf '%f\n' | sed 's/\.yaml$//' | sort | paste -sd ' ')"
   fi
-  if $print_exp; then echo "$exp"; exit 0; fi  # for the table scripts
+  if $print_exp; then echo "$exp"; exit 0; fi
   run=$run_prefix$config$run_suffix
   if [ "$seed" != 0 ]; then run=${run}_seed$seed; fi
+  if $print_run; then echo "$exp/$run"; exit 0; fi
   force_args=()
   if $force; then force_args=(--force); fi
   overrides=()

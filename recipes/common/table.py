@@ -11,8 +11,9 @@ A run is evaluated when its first column's figures file exists.
 
 Two layouts. One line per row (wsj, scribblelens, imagenet100): the mean over the row's evaluated seeds
 0..SEEDS-1 (":SEEDS" of --rows, else --seeds), with "± sd" when there are several, and their count. One line per
-run (cifar10, vqvae): --rows names run folders (ROW or ROW_seedN; by default every evaluated run of the table's
-rows, with its seeds), and a row evaluated with several seeds gets a line of their mean ± sd after them.
+run (cifar10, vqvae): a line for each seed 0..SEEDS-1 of each row (--rows may also name a run folder, ROW_seedN;
+by default every evaluated run of the table's rows, with its seeds), and a row evaluated with several seeds gets a
+line of their mean ± sd after them.
 
 The table is printed and, with --name or the table's default name, written to EXP/NAME.md; tables with curves also
 write EXP/NAME.json (every seed's figures) and EXP/NAME_curves.png: one panel per curve, every row on it, the mean
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import os
 import re
@@ -250,6 +252,18 @@ def evaluated_runs(table: Table, folder: Path) -> list[str]:
     return [run for run in runs if (folder / run / table.columns[0].source).is_file()]
 
 
+def evaluated_rows(table: Table, folders: list[Path], suffix: str) -> list[tuple[str, int]]:
+    """The table's rows with an evaluated seed 0 in one of folders, in the table's order, each with the count of its
+    evaluated seeds 0, 1, ... before the first one missing."""
+    rows = []
+    for row in table.labels:
+        seeds = max((next(seed for seed in itertools.count()
+                          if not (folder / run_name(row, suffix, seed) / table.columns[0].source).is_file())
+                     for folder in folders), default=0)
+        rows += [(row, seeds)] if seeds else []
+    return rows
+
+
 def values(column: Column, runs: list[dict]) -> list[float]:
     return [run[column_id(column)] for run in runs if column_id(column) in run]
 
@@ -334,13 +348,16 @@ class Writer:
     def markdown(self, groups: list[str], rows: list[tuple[str, int]]) -> str:
         """The table, then a blank line and the footer (a footer with fields only after an evaluated run)."""
         table = self.table
+        if not rows and not table.line_per_run:
+            rows = evaluated_rows(table, [self.exp / group for group in groups], self.suffix)
         seeds_column = not table.line_per_run and (table.seeds_always or any(seeds > 1 for _, seeds in rows))
         header = ([table.group_header] if table.group_header else []) + [table.label_header, *table.marks]
         header += ["Seeds"] * seeds_column + [column.header for column in table.columns]
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for group in groups:
             if table.line_per_run:
-                lines += self.run_lines(group, [row for row, _ in rows])
+                lines += self.run_lines(group, [run_name(row, self.suffix, seed) for row, seeds in rows
+                                                for seed in range(seeds)])
             else:
                 lines += self.row_lines(group, rows, seeds_column)
         footer = table.footer
@@ -391,7 +408,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("recipe", choices=["wsj", *TABLES])
     parser.add_argument("exp", type=Path)
-    parser.add_argument("--rows", default="", help='"ROW[:SEEDS] ..." in table order (one line per run: run folders)')
+    parser.add_argument("--rows", default="", help='"ROW[:SEEDS] ..." in table order; default: every row with an '
+                        'evaluated seed 0, with its evaluated seeds (one line per run: every evaluated run)')
     parser.add_argument("--seeds", type=int, default=1, help="the seeds of a row without :SEEDS (default 1)")
     parser.add_argument("--groups", default="", help='"GROUP ...": the runs are in EXP/GROUP/ (imagenet100: models)')
     parser.add_argument("--suffix", default="", help="run-name suffix of the speech units (_chars, _bpe300)")

@@ -1,17 +1,15 @@
 #!/usr/bin/env bash
 # Table 3 of Huh et al. 2023 (test MSE x 1e-3 of the [0, 1] reconstruction, code perplexity, codes used; LPIPS is
-# not computed: every package providing it downloads pretrained weights): trains and evaluates every row with
-# run.sh --config ROW (data prepared once), then prints the markdown table from EXP/<row>/eval/figures.json. Rows
-# already evaluated are not retrained (delete EXP/ROW to redo one).
+# not computed: every package providing it downloads pretrained weights): prepares the data once, trains and
+# evaluates every row (run.sh --config ROW), then prints the table, one line per run (a row of several seeds gets a
+# line of their mean ± sd).
 #
-#   recipes/vqvae/table3.sh --mini | --data CIFAR [--rows "vqvae l2 ..."] [--seed N] [--exp DIR]
+#   recipes/vqvae/table3.sh --mini | --data CIFAR [--rows "vqvae l2 ..."] [--seeds N] [--exp DIR]
 #                           [-- dotted.key=value ...]
-#   recipes/vqvae/table3.sh --table-only --exp DIR [--rows "..."] [--seed N]   # print the table of trained rows
-#
-# --seed N (N > 0) trains and tabulates EXP/<row>_seedN; --table-only without --rows or --seed prints every
-# evaluated row and seed. The other options are run.sh's (see run.sh --help).
+#   recipes/vqvae/table3.sh --table-only --exp DIR [--rows "..."]   # the table of the trained runs
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/../common/table_driver.sh"
 
 rows="vqvae l2 replace l2_replace sqvae gumbel affine opt affine_opt affine_opt_replace affine_opt_replace_l2"
-# the options above: the body shared by the image-autoencoder recipes
-source "$(dirname "${BASH_SOURCE[0]}")/../common/image_ae_table.sh"
+jobs=1
+table_main "$@"
