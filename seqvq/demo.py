@@ -45,6 +45,7 @@ METHODS: dict[str, dict] = {
                                                      "reservoir_size": 512}},
     "usage regularizer (KL, weight 5, tau 0.1)": {"usage_regularizer": {"weight": 5.0, "temperature": 0.1}},
     "SimVQ linear map": {"affine": {"mode": "linear"}},
+    "OptVQ (optimal transport assignment)": {"assignment": "optimal_transport"},
     "FSQ (levels 16 x 8, no codebook)": {"kind": "fsq", "levels": [16, 8]},
     "BSQ (7 bits, no codebook)": {"kind": "bsq", "bits": 7},
     "FSQ, symmetric levels (16 x 8)": {"kind": "fsq", "levels": [16, 8], "symmetric": True},

@@ -19,7 +19,7 @@ One training step, in order (``VectorQuantizer.quantize_vectors``; the only plac
 1. collect      offer the valid z_e to the reservoir while Algorithm 1 still has a re-estimation to come.
 2. re-estimate  at Algorithm 1's steps, codebook <- k-means++(reservoir), then the reservoir restarts (default);
                 or, with ``kmeans_init``, k-means on the first batch.
-3. assign       nearest code (eq. 5), or a sampled one (``assignment``), with the codebook as phase 2 left it.
+3. assign       nearest code (eq. 5), a sampled one or the transport plan's (``assignment``), with the codebook as phase 2 left it.
 4. output       before M_init the input passes through (Algorithm 1); else straight-through (eq. 7) or the
                 rotation trick (``rotation.py``), plus the sync term (eq. 21), or the Gumbel-softmax output; the
                 losses of eq. 10, and the usage regularizer (``usage.py``) while training.
@@ -73,6 +73,7 @@ from .groups import code_vectors, grouped_counts
 from .kmeans import kmeans
 from .linear_map import LinearCodebookMap
 from .norm import MaskedBatchNorm
+from .optimal_transport import SinkhornOptions, optimal_transport_codes
 from .precision import autocast_disabled
 from .reestimation import DataDependentReestimation, ReestimationOptions
 from .replacement import LRUReplacement
@@ -187,7 +188,11 @@ class VectorQuantizer(nn.Module):
         assignment: ``"nearest"`` (eq. 5), or the baselines of Huh Table 3 while training: ``"stochastic"``
             (SQ-VAE sampling, Huh eq. 12; straight-through as usual) or ``"gumbel"`` (Gumbel-softmax: the output
             is the hard sample with gradients through the soft weights, no straight-through; keeps N x K weights
-            for backward).  Evaluation always uses the nearest code.
+            for backward); or ``"optimal_transport"``: the codes of the balanced transport plan of the (global) batch
+            onto the codebook (OptVQ, :mod:`.optimal_transport`; straight-through as usual).  Evaluation always uses
+            the nearest code.
+        sinkhorn: :class:`~seqvq.quantize.optimal_transport.SinkhornOptions` (``epsilon``, ``iterations``) of
+            ``assignment="optimal_transport"`` (default OptVQ's); only with that assignment.
         rotation_trick: carry the gradient from z_q to z_e by the rotation and rescaling that maps z_e onto z_q
             (Fifty et al. 2024) instead of the identity (eq. 7).  Composes with ``sync_nu`` (the sync term is
             added to the codebook's gradient as usual), the affine map (the rotation is onto the effective code)
@@ -225,6 +230,7 @@ class VectorQuantizer(nn.Module):
         reestimate: ReestimationOptions | dict | None = None,
         replace_dead_after: int | None = None,
         assignment: str = "nearest",
+        sinkhorn: SinkhornOptions | dict | None = None,
         rotation_trick: bool = False,
         usage_regularizer: UsageRegularizerOptions | dict | None = None,
         temperature: float | TemperatureAnneal | dict = 1.0,
@@ -234,6 +240,10 @@ class VectorQuantizer(nn.Module):
         affine = options_from(AffineOptions, AffineOptions(affine) if isinstance(affine, str) else affine, "affine")
         reestimate = options_from(ReestimationOptions, reestimate, "reestimate")
         usage_regularizer = options_from(UsageRegularizerOptions, usage_regularizer, "usage_regularizer")
+        if sinkhorn and assignment != "optimal_transport":
+            raise ValueError(f"sinkhorn sets the transport plan of assignment='optimal_transport', which "
+                             f"assignment={assignment!r} does not use; use one or the other")
+        sinkhorn = options_from(SinkhornOptions, sinkhorn, "sinkhorn") or SinkhornOptions()
         if not isinstance(temperature, (int, float)):
             temperature = options_from(TemperatureAnneal, temperature, "temperature")
         _check_options(dim, num_codebooks, distance, codebook_update, assignment, beta, affine, sync_nu,
@@ -264,7 +274,7 @@ class VectorQuantizer(nn.Module):
         self.replacement = (LRUReplacement(num_codebooks, codebook_size, replace_dead_after, seed=seed + 2)
                             if replace_dead_after else None)
         self.kmeans_init = kmeans_init
-        self.assignment, self.temperature = assignment, temperature
+        self.assignment, self.temperature, self.sinkhorn = assignment, temperature, sinkhorn
         if assignment != "nearest":
             self.sampling_rng = BufferedGenerator(seed + 4)
         if kmeans_init:
@@ -494,6 +504,11 @@ class VectorQuantizer(nn.Module):
         else:
             seed = int(torch.randint(2**62, (1,), generator=self.sampling_rng.peek())) + 1
         device_generator = torch.Generator(device=z_e.device).manual_seed(seed)
+        if self.assignment == "optimal_transport":  # a global plan in state-updating passes (phase 3's all-reduce)
+            codes = [optimal_transport_codes(z_e[:, g].detach().contiguous(), codebook[g].detach(), self.sinkhorn,
+                                             reduce_over_ranks=advance, generator=device_generator)
+                     for g in range(self.num_codebooks)]
+            return torch.stack(codes, dim=1), None
         if self.assignment == "stochastic":
             codes = [stochastic_codes(z_e[:, g].detach(), codebook[g].detach(), tau, device_generator)
                      for g in range(self.num_codebooks)]
@@ -538,8 +553,9 @@ def _check_options(dim, num_codebooks, distance, codebook_update, assignment, be
         raise ValueError(f"distance must be 'l2' or 'cosine', got {distance!r}")
     if codebook_update not in ("gradient", "ema"):
         raise ValueError(f"codebook_update must be 'gradient' or 'ema', got {codebook_update!r}")
-    if assignment not in ("nearest", "stochastic", "gumbel"):
-        raise ValueError(f"assignment must be 'nearest', 'stochastic' or 'gumbel', got {assignment!r}")
+    if assignment not in ("nearest", "stochastic", "gumbel", "optimal_transport"):
+        raise ValueError(f"assignment must be 'nearest', 'stochastic', 'gumbel' or 'optimal_transport', got "
+                         f"{assignment!r}")
     if not 0.0 <= beta <= 1.0:
         raise ValueError(f"beta must be in [0, 1], got {beta}")
     if sync_nu and codebook_update == "ema":
