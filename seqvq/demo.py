@@ -65,6 +65,7 @@ ENCODER_METHODS: dict[str, dict] = {
     "affine (learned) + rotation trick": {"affine": "learned", "rotation_trick": True},
     "usage regularizer + rotation trick": {"usage_regularizer": {"weight": 5.0, "temperature": 0.1},
                                            "rotation_trick": True},
+    "IBQ (index backpropagation)": {"assignment": "index_backprop"},
     "FSQ (levels 16 x 8)": METHODS["FSQ (levels 16 x 8, no codebook)"],
     "FSQ + noise substitution (p 0.5)": {"kind": "fsq", "levels": [16, 8], "noise_dropout": 0.5},
     "FSQ, symmetric levels": METHODS["FSQ, symmetric levels (16 x 8)"],

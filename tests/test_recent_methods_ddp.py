@@ -17,6 +17,7 @@ from seqvq.quantize.optimal_transport import sinkhorn_potentials
 
 METHODS = {
     "optimal_transport": {"assignment": "optimal_transport"},
+    "index_backprop": {"assignment": "index_backprop"},
 }
 
 

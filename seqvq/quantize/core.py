@@ -19,9 +19,10 @@ One training step, in order (``VectorQuantizer.quantize_vectors``; the only plac
 1. collect      offer the valid z_e to the reservoir while Algorithm 1 still has a re-estimation to come.
 2. re-estimate  at Algorithm 1's steps, codebook <- k-means++(reservoir), then the reservoir restarts (default);
                 or, with ``kmeans_init``, k-means on the first batch.
-3. assign       nearest code (eq. 5), a sampled one or the transport plan's (``assignment``), with the codebook as phase 2 left it.
+3. assign       nearest code (eq. 5), a sampled one or the transport plan's (``assignment``), with the codebook
+                as phase 2 left it.
 4. output       before M_init the input passes through (Algorithm 1); else straight-through (eq. 7) or the
-                rotation trick (``rotation.py``), plus the sync term (eq. 21), or the Gumbel-softmax output; the
+                rotation trick (``rotation.py``), plus the sync term (eq. 21), or the Gumbel-softmax or IBQ output; the
                 losses of eq. 10, and the usage regularizer (``usage.py``) while training.
 5. statistics   EMA codebook (Łańcucki eq. 4), EMA affine moments (Huh A.12), LRU usage clock.
 6. replace      LRU dead codes <- random valid z_e of this batch (Huh §3).
@@ -70,6 +71,7 @@ from .distance import nearest_codes
 from .distributed import all_gather_rows, all_reduce_sum, broadcast
 from .ema import EMACodebookUpdate
 from .groups import code_vectors, grouped_counts
+from .ibq import check_index_backprop, index_backprop_output
 from .kmeans import kmeans
 from .linear_map import LinearCodebookMap
 from .norm import MaskedBatchNorm
@@ -190,7 +192,9 @@ class VectorQuantizer(nn.Module):
             is the hard sample with gradients through the soft weights, no straight-through; keeps N x K weights
             for backward); or ``"optimal_transport"``: the codes of the balanced transport plan of the (global) batch
             onto the codebook (OptVQ, :mod:`.optimal_transport`; straight-through as usual).  Evaluation always uses
-            the nearest code.
+            the nearest code.  Or ``"index_backprop"``: the nearest code, output by IBQ's straight-through over the
+            index (:mod:`.ibq`): the value of the code, gradients through the softmax over all codes to the input and
+            every code (chunked); not with ``codebook_update="ema"``, ``sync_nu`` or ``rotation_trick``.
         sinkhorn: :class:`~seqvq.quantize.optimal_transport.SinkhornOptions` (``epsilon``, ``iterations``) of
             ``assignment="optimal_transport"`` (default OptVQ's); only with that assignment.
         rotation_trick: carry the gradient from z_q to z_e by the rotation and rescaling that maps z_e onto z_q
@@ -275,7 +279,7 @@ class VectorQuantizer(nn.Module):
                             if replace_dead_after else None)
         self.kmeans_init = kmeans_init
         self.assignment, self.temperature, self.sinkhorn = assignment, temperature, sinkhorn
-        if assignment != "nearest":
+        if assignment not in ("nearest", "index_backprop"):
             self.sampling_rng = BufferedGenerator(seed + 4)
         if kmeans_init:
             self.init_rng = BufferedGenerator(seed + 3)
@@ -292,10 +296,10 @@ class VectorQuantizer(nn.Module):
 
     @property
     def task_gradient_reaches_codebook(self) -> bool:
-        """Whether the task loss itself trains the codebook: the sync term (eq. 21), Gumbel-softmax weights or the
-        usage regularizer."""
-        return self.codebook_update == "gradient" and (self.sync_nu != 0 or self.assignment == "gumbel"
-                                                       or self.usage_regularizer is not None)
+        """Whether the task loss itself trains the codebook: the sync term (eq. 21), Gumbel-softmax or IBQ weights or
+        the usage regularizer."""
+        return self.codebook_update == "gradient" and (self.sync_nu != 0 or self.usage_regularizer is not None
+                                                       or self.assignment in ("gumbel", "index_backprop"))
 
     # ----------------------------------------------------------------------------------------------- codebook
     def effective_codebook(self, signal: torch.Tensor | None = None) -> torch.Tensor:
@@ -409,7 +413,7 @@ class VectorQuantizer(nn.Module):
                 codebook_weight = 0.0 if kind == "task_step" else self.alpha * self.beta
                 loss = loss + codebook_weight * codebook_term
             if sampled is not None:
-                quantized = sampled  # Gumbel-softmax: gradients through the soft weights, no straight-through
+                quantized = sampled  # Gumbel-softmax, IBQ: gradients through the soft weights, no straight-through
             else:
                 if self.rotation_trick:
                     quantized = rotation_trick(z_e, z_q)  # Fifty et al. 2024
@@ -488,7 +492,13 @@ class VectorQuantizer(nn.Module):
         return float(self.temperature)
 
     def _assign(self, z_e: torch.Tensor, codebook: torch.Tensor, step: int, updates_state: bool):
-        """Phase 3: codes (N, G), and the Gumbel-softmax output (N, G, d) or None."""
+        """Phase 3: codes (N, G), and the output (N, G, d) that replaces the straight-through one (Gumbel-softmax,
+        IBQ) or None."""
+        if self.training and self.assignment == "index_backprop":
+            codes = self.assign(z_e.detach(), codebook.detach())
+            tau = self.current_temperature(step)
+            return codes, torch.stack([index_backprop_output(z_e[:, g], codebook[g], codes[:, g], tau)
+                                       for g in range(self.num_codebooks)], dim=1)
         if self.training and self.assignment != "nearest":
             return self.sample(z_e, codebook, self.current_temperature(step), advance=updates_state)
         return self.assign(z_e.detach(), codebook.detach()), None
@@ -553,9 +563,10 @@ def _check_options(dim, num_codebooks, distance, codebook_update, assignment, be
         raise ValueError(f"distance must be 'l2' or 'cosine', got {distance!r}")
     if codebook_update not in ("gradient", "ema"):
         raise ValueError(f"codebook_update must be 'gradient' or 'ema', got {codebook_update!r}")
-    if assignment not in ("nearest", "stochastic", "gumbel", "optimal_transport"):
-        raise ValueError(f"assignment must be 'nearest', 'stochastic', 'gumbel' or 'optimal_transport', got "
-                         f"{assignment!r}")
+    if assignment not in ("nearest", "stochastic", "gumbel", "optimal_transport", "index_backprop"):
+        raise ValueError(f"assignment must be 'nearest', 'stochastic', 'gumbel', 'optimal_transport' or "
+                         f"'index_backprop', got {assignment!r}")
+    check_index_backprop(assignment, codebook_update, sync_nu, rotation_trick)
     if not 0.0 <= beta <= 1.0:
         raise ValueError(f"beta must be in [0, 1], got {beta}")
     if sync_nu and codebook_update == "ema":
