@@ -66,6 +66,8 @@ ENCODER_METHODS: dict[str, dict] = {
     "usage regularizer + rotation trick": {"usage_regularizer": {"weight": 5.0, "temperature": 0.1},
                                            "rotation_trick": True},
     "IBQ (index backpropagation)": {"assignment": "index_backprop"},
+    "DiVeQ (no auxiliary loss)": {"diveq": {"noise": 1e-3}, "alpha": 0.0},
+    "SF-DiVeQ (no auxiliary loss)": {"diveq": {"space_filling": True}, "alpha": 0.0},
     "FSQ (levels 16 x 8)": METHODS["FSQ (levels 16 x 8, no codebook)"],
     "FSQ + noise substitution (p 0.5)": {"kind": "fsq", "levels": [16, 8], "noise_dropout": 0.5},
     "FSQ, symmetric levels": METHODS["FSQ, symmetric levels (16 x 8)"],
@@ -88,7 +90,7 @@ def run_method(options: dict, seed: int = 0, train_embeddings: bool = False) -> 
     if "kind" in options:  # a codebook-free quantizer: its implicit codes, no codebook to initialise
         quantizer = build_quantizer(2, **options)
     else:
-        quantizer = VectorQuantizer(2, NUM_CODES, alpha=1.0, beta=1.0, **options)
+        quantizer = VectorQuantizer(2, NUM_CODES, **{"alpha": 1.0, "beta": 1.0, **options})
         quantizer.rewrite_codes(codes.unsqueeze(0))
     embeddings = torch.nn.Parameter(targets.clone(), requires_grad=train_embeddings)
     parameters = [p for p in [*quantizer.parameters(), embeddings] if p.requires_grad]

@@ -18,6 +18,8 @@ from seqvq.quantize.optimal_transport import sinkhorn_potentials
 METHODS = {
     "optimal_transport": {"assignment": "optimal_transport"},
     "index_backprop": {"assignment": "index_backprop"},
+    "diveq": {"diveq": {"noise": 1e-3}, "alpha": 0.0},
+    "sf_diveq": {"diveq": {"space_filling": True}, "alpha": 0.0},
 }
 
 

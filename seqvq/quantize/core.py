@@ -68,6 +68,7 @@ from torch import nn
 from ..options import options_from
 from .affine import AffineOptions, AffineReparameterization
 from .distance import nearest_codes
+from .diveq import DiVeQOptions, check_diveq, diveq_output, space_filling_quantize
 from .distributed import all_gather_rows, all_reduce_sum, broadcast
 from .ema import EMACodebookUpdate
 from .groups import code_vectors, grouped_counts
@@ -197,6 +198,11 @@ class VectorQuantizer(nn.Module):
             every code (chunked); not with ``codebook_update="ema"``, ``sync_nu`` or ``rotation_trick``.
         sinkhorn: :class:`~seqvq.quantize.optimal_transport.SinkhornOptions` (``epsilon``, ``iterations``) of
             ``assignment="optimal_transport"`` (default OptVQ's); only with that assignment.
+        diveq: :class:`~seqvq.quantize.diveq.DiVeQOptions` (``space_filling``, ``noise``): while training, the
+            output is DiVeQ's reparameterized quantization error (:mod:`.diveq`), so the task gradient trains the
+            selected code with no auxiliary loss (set ``alpha=0`` for the paper's setting); ``space_filling``:
+            SF-DiVeQ's assignment to the dithered curve through the codes.  Not with ``rotation_trick`` or the
+            ``"gumbel"`` and ``"index_backprop"`` outputs; ``space_filling`` only with ``assignment="nearest"``.
         rotation_trick: carry the gradient from z_q to z_e by the rotation and rescaling that maps z_e onto z_q
             (Fifty et al. 2024) instead of the identity (eq. 7).  Composes with ``sync_nu`` (the sync term is
             added to the codebook's gradient as usual), the affine map (the rotation is onto the effective code)
@@ -236,6 +242,7 @@ class VectorQuantizer(nn.Module):
         assignment: str = "nearest",
         sinkhorn: SinkhornOptions | dict | None = None,
         rotation_trick: bool = False,
+        diveq: DiVeQOptions | dict | None = None,
         usage_regularizer: UsageRegularizerOptions | dict | None = None,
         temperature: float | TemperatureAnneal | dict = 1.0,
         seed: int = 0,
@@ -248,6 +255,8 @@ class VectorQuantizer(nn.Module):
             raise ValueError(f"sinkhorn sets the transport plan of assignment='optimal_transport', which "
                              f"assignment={assignment!r} does not use; use one or the other")
         sinkhorn = options_from(SinkhornOptions, sinkhorn, "sinkhorn") or SinkhornOptions()
+        diveq = options_from(DiVeQOptions, diveq, "diveq")
+        check_diveq(diveq, assignment, rotation_trick, codebook_size)
         if not isinstance(temperature, (int, float)):
             temperature = options_from(TemperatureAnneal, temperature, "temperature")
         _check_options(dim, num_codebooks, distance, codebook_update, assignment, beta, affine, sync_nu,
@@ -257,7 +266,7 @@ class VectorQuantizer(nn.Module):
         self.distance, self.alpha, self.beta = distance, alpha, beta
         self.codebook_update, self.channel_dim = codebook_update, channel_dim
         self.low_precision_search, self.sync_nu = low_precision_search, sync_nu
-        self.rotation_trick = rotation_trick
+        self.rotation_trick, self.diveq = rotation_trick, diveq
         self.usage_regularizer = usage_regularizer
         self.pass_kind = PassKind.STEP  # see the module docstring; set model-wide with quantizer_passes()
         self.codebook_terms: list[torch.Tensor] | None = None  # where quantizer_passes() collects them
@@ -279,7 +288,7 @@ class VectorQuantizer(nn.Module):
                             if replace_dead_after else None)
         self.kmeans_init = kmeans_init
         self.assignment, self.temperature, self.sinkhorn = assignment, temperature, sinkhorn
-        if assignment not in ("nearest", "index_backprop"):
+        if assignment not in ("nearest", "index_backprop") or diveq is not None:
             self.sampling_rng = BufferedGenerator(seed + 4)
         if kmeans_init:
             self.init_rng = BufferedGenerator(seed + 3)
@@ -417,6 +426,8 @@ class VectorQuantizer(nn.Module):
             else:
                 if self.rotation_trick:
                     quantized = rotation_trick(z_e, z_q)  # Fifty et al. 2024
+                elif self.diveq is not None and self.training:
+                    quantized = diveq_output(z_e, z_q, self._diveq_noise(z_e, updates_state))  # Vali et al. 2025
                 else:
                     quantized = z_e + (z_q - z_e).detach()  # straight-through estimator, Huh eq. 7
                 if self.sync_nu:
@@ -494,6 +505,8 @@ class VectorQuantizer(nn.Module):
     def _assign(self, z_e: torch.Tensor, codebook: torch.Tensor, step: int, updates_state: bool):
         """Phase 3: codes (N, G), and the output (N, G, d) that replaces the straight-through one (Gumbel-softmax,
         IBQ) or None."""
+        if self.training and self.diveq is not None and self.diveq.space_filling:
+            return self._space_filling(z_e, codebook, updates_state)
         if self.training and self.assignment == "index_backprop":
             codes = self.assign(z_e.detach(), codebook.detach())
             tau = self.current_temperature(step)
@@ -508,12 +521,7 @@ class VectorQuantizer(nn.Module):
         (N, G, d).  The device generator is seeded from a buffered CPU generator, so resuming is exact; without
         ``advance`` that generator is left as it is and the seed is the one it would give, plus one (module
         docstring)."""
-        if advance:
-            with self.sampling_rng.generator() as generator:
-                seed = int(torch.randint(2**62, (1,), generator=generator))
-        else:
-            seed = int(torch.randint(2**62, (1,), generator=self.sampling_rng.peek())) + 1
-        device_generator = torch.Generator(device=z_e.device).manual_seed(seed)
+        device_generator = self._device_generator(z_e.device, advance)
         if self.assignment == "optimal_transport":  # a global plan in state-updating passes (phase 3's all-reduce)
             codes = [optimal_transport_codes(z_e[:, g].detach().contiguous(), codebook[g].detach(), self.sinkhorn,
                                              reduce_over_ranks=advance, generator=device_generator)
@@ -526,6 +534,31 @@ class VectorQuantizer(nn.Module):
         outputs = [gumbel_softmax_quantize(z_e[:, g], codebook[g], tau, hard=True, generator=device_generator)
                    for g in range(self.num_codebooks)]
         return torch.stack([c for _, c in outputs], dim=1), torch.stack([q for q, _ in outputs], dim=1)
+
+    def _device_generator(self, device: torch.device, advance: bool) -> torch.Generator:
+        """A generator on ``device`` seeded from ``sampling_rng`` (advanced only with ``advance``; sample())."""
+        if advance:
+            with self.sampling_rng.generator() as generator:
+                seed = int(torch.randint(2**62, (1,), generator=generator))
+        else:
+            seed = int(torch.randint(2**62, (1,), generator=self.sampling_rng.peek())) + 1
+        return torch.Generator(device=device).manual_seed(seed)
+
+    def _diveq_noise(self, z_e: torch.Tensor, advance: bool) -> torch.Tensor:
+        """DiVeQ's directional noise, the shape of ``z_e``."""
+        generator = self._device_generator(z_e.device, advance)
+        return self.diveq.noise * torch.randn(z_e.shape, generator=generator, device=z_e.device, dtype=z_e.dtype)
+
+    def _space_filling(self, z_e: torch.Tensor, codebook: torch.Tensor, advance: bool):
+        """SF-DiVeQ's codes (N, G) and output (N, G, d): one dither per segment, then the noise."""
+        generator = self._device_generator(z_e.device, advance)
+        dither = torch.rand((self.num_codebooks, self.codebook_size - 1), generator=generator, device=z_e.device,
+                            dtype=z_e.dtype)
+        noise = self.diveq.noise * torch.randn((2, *z_e.shape), generator=generator, device=z_e.device,
+                                               dtype=z_e.dtype)
+        results = [space_filling_quantize(z_e[:, g], codebook[g], dither[g], noise[:, :, g])
+                   for g in range(self.num_codebooks)]
+        return torch.stack([c for c, _ in results], dim=1), torch.stack([q for _, q in results], dim=1)
 
     def assign(self, z_e: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
         """Nearest code per group: (N, G, d) x (G, K, d) -> (N, G) int64, chunked (never N x K in memory)."""
