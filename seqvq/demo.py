@@ -46,6 +46,7 @@ METHODS: dict[str, dict] = {
     "usage regularizer (KL, weight 5, tau 0.1)": {"usage_regularizer": {"weight": 5.0, "temperature": 0.1}},
     "SimVQ linear map": {"affine": {"mode": "linear"}},
     "OptVQ (optimal transport assignment)": {"assignment": "optimal_transport"},
+    "VQBridge (FVQ)": {"bridge": {"group": 16, "width": 64, "heads": 4}},
     "FSQ (levels 16 x 8, no codebook)": {"kind": "fsq", "levels": [16, 8]},
     "BSQ (7 bits, no codebook)": {"kind": "bsq", "bits": 7},
     "FSQ, symmetric levels (16 x 8)": {"kind": "fsq", "levels": [16, 8], "symmetric": True},
@@ -91,7 +92,11 @@ def run_method(options: dict, seed: int = 0, train_embeddings: bool = False) -> 
         quantizer = build_quantizer(2, **options)
     else:
         quantizer = VectorQuantizer(2, NUM_CODES, **{"alpha": 1.0, "beta": 1.0, **options})
-        quantizer.rewrite_codes(codes.unsqueeze(0))
+        if "bridge" in options:  # no inverse to write through: the toy's codes are its frozen codebook
+            with torch.no_grad():
+                quantizer.codebook.copy_(codes.unsqueeze(0))
+        else:
+            quantizer.rewrite_codes(codes.unsqueeze(0))
     embeddings = torch.nn.Parameter(targets.clone(), requires_grad=train_embeddings)
     parameters = [p for p in [*quantizer.parameters(), embeddings] if p.requires_grad]
     optimizer = torch.optim.SGD(parameters, lr=LEARNING_RATE) if parameters else None

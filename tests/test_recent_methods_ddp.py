@@ -20,6 +20,7 @@ METHODS = {
     "index_backprop": {"assignment": "index_backprop"},
     "diveq": {"diveq": {"noise": 1e-3}, "alpha": 0.0},
     "sf_diveq": {"diveq": {"space_filling": True}, "alpha": 0.0},
+    "bridge": {"bridge": {"group": 4, "width": 8, "heads": 2}},
 }
 
 

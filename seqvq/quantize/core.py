@@ -68,6 +68,7 @@ from torch import nn
 from ..options import options_from
 from .affine import AffineOptions, AffineReparameterization
 from .distance import nearest_codes
+from .bridge import BridgeOptions, CodebookBridge, check_bridge
 from .diveq import DiVeQOptions, check_diveq, diveq_output, space_filling_quantize
 from .distributed import all_gather_rows, all_reduce_sum, broadcast
 from .ema import EMACodebookUpdate
@@ -178,6 +179,10 @@ class VectorQuantizer(nn.Module):
             §4.1.  ``"learned"`` is trained by the codebook gradient, so not with ``codebook_update="ema"``.
             ``"linear"``: SimVQ's frozen basis x learned d x d matrix
             (:class:`~seqvq.quantize.linear_map.LinearCodebookMap`); also gradient-trained.
+        bridge: :class:`~seqvq.quantize.bridge.BridgeOptions` (``group``, ``width``, ``depth``, ``heads``): VQBridge
+            (FVQ, :mod:`.bridge`): the codes are the frozen codebook plus a learned compress-process-recover map of
+            the whole codebook, trained by the codebook gradient.  It has no inverse, so not with ``affine``,
+            ``codebook_update="ema"``, ``kmeans_init``, ``reestimate`` or ``replace_dead_after``.
         sync_nu: the synchronized commitment update; the codebook receives ``sync_nu`` x the task gradient at
             z_q (Huh §4.3, eq. 21).  0 is the ordinary straight-through estimator.  Needs a codebook gradient
             (not ``codebook_update="ema"``) and a straight-through output (not ``assignment="gumbel"``).
@@ -235,6 +240,7 @@ class VectorQuantizer(nn.Module):
         low_precision_search: bool | str = "auto",
         init_scale: float = 1.0,
         affine: AffineOptions | str | dict | None = None,
+        bridge: BridgeOptions | dict | None = None,
         sync_nu: float = 0.0,
         kmeans_init: bool = False,
         reestimate: ReestimationOptions | dict | None = None,
@@ -257,6 +263,8 @@ class VectorQuantizer(nn.Module):
         sinkhorn = options_from(SinkhornOptions, sinkhorn, "sinkhorn") or SinkhornOptions()
         diveq = options_from(DiVeQOptions, diveq, "diveq")
         check_diveq(diveq, assignment, rotation_trick, codebook_size)
+        bridge = options_from(BridgeOptions, bridge, "bridge")
+        check_bridge(bridge, codebook_size, affine, codebook_update, kmeans_init, reestimate, replace_dead_after)
         if not isinstance(temperature, (int, float)):
             temperature = options_from(TemperatureAnneal, temperature, "temperature")
         _check_options(dim, num_codebooks, distance, codebook_update, assignment, beta, affine, sync_nu,
@@ -273,13 +281,15 @@ class VectorQuantizer(nn.Module):
 
         init = torch.randn(num_codebooks, codebook_size, self.code_dim) * (init_scale / math.sqrt(self.code_dim))
         linear = affine is not None and affine.mode == "linear"
-        # SimVQ's basis is frozen: the codebook gradient trains its linear map alone.
-        self.codebook = nn.Parameter(init, requires_grad=codebook_update == "gradient" and not linear)
+        # SimVQ's basis and VQBridge's codebook are frozen: the codebook gradient trains their maps alone.
+        self.codebook = nn.Parameter(init, requires_grad=codebook_update == "gradient" and not linear and not bridge)
         self.norm = MaskedBatchNorm(dim) if pre_norm else None
         self.ema = (EMACodebookUpdate(num_codebooks, codebook_size, self.code_dim, ema_decay, ema_eps)
                     if codebook_update == "ema" else None)
         if linear:
             self.affine = LinearCodebookMap(num_codebooks, self.code_dim)
+        elif bridge is not None:
+            self.affine = CodebookBridge(codebook_size, self.code_dim, bridge)
         else:
             self.affine = (AffineReparameterization(num_codebooks, codebook_size, self.code_dim, affine)
                            if affine is not None else None)
