@@ -67,10 +67,10 @@ from torch import nn
 
 from ..options import options_from
 from .affine import AffineOptions, AffineReparameterization
-from .distance import nearest_codes
 from .bridge import BridgeOptions, CodebookBridge, check_bridge
-from .diveq import DiVeQOptions, check_diveq, diveq_output, space_filling_quantize
+from .distance import nearest_codes
 from .distributed import all_gather_rows, all_reduce_sum, broadcast
+from .diveq import DiVeQOptions, check_diveq, diveq_output, space_filling_quantize
 from .ema import EMACodebookUpdate
 from .groups import code_vectors, grouped_counts
 from .ibq import check_index_backprop, index_backprop_output
