@@ -66,3 +66,9 @@ def test_pads_and_resumes(extra, one_thread):
 def test_collapse_toy_row():
     plain = run_method({})
     assert run_method(demo.METHODS["VQBridge (FVQ)"])["active_codes"] > plain["active_codes"]
+
+
+def test_alternating_optimization_pads_and_resumes(one_thread):
+    run = Run({"alternating"}, **BRIDGE).train(range(1, STEPS + 1))
+    assert all(torch.isfinite(loss) for loss in run.losses)
+    assert_pads_and_resumes(lambda **options: Run({"alternating"}, **BRIDGE, **options), run)

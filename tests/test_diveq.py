@@ -76,6 +76,16 @@ def test_space_filling_quantizer_trains_and_evaluates_to_codes():
     torch.testing.assert_close(evaluated.quantized, quantizer.codes_to_vectors(evaluated.codes))
 
 
+def test_alternating_optimization_applies_the_task_gradient_to_the_codebook(one_thread):
+    """DiVeQ's codebook is trained by the task loss, so AlternatingOptimizer's codebook optimizer applies the task
+    pass's codebook gradient too (as for the sync term); the run pads and resumes."""
+    assert seqvq.VectorQuantizer(4, 8, **DIVEQ).task_gradient_reaches_codebook
+    assert not seqvq.VectorQuantizer(4, 8, **DIVEQ, codebook_update="ema").task_gradient_reaches_codebook
+    run = Run({"alternating"}, **DIVEQ).train(range(1, STEPS + 1))
+    assert run.model.quantizer.task_gradient_reaches_codebook and run.optimizer.task_gradient_reaches_codebook
+    assert_pads_and_resumes(lambda **options: Run({"alternating"}, **DIVEQ, **options), run)
+
+
 def test_refusals_name_both_options():
     cases = (({"rotation_trick": True, **DIVEQ}, "diveq and rotation_trick.*use one"),
              ({"assignment": "gumbel", **DIVEQ}, "diveq.*assignment='gumbel'.*use one"),

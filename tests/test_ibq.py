@@ -88,3 +88,9 @@ def test_collapse_toy_row_with_trained_embeddings_trains_unselected_codes_into_u
     plain = run_method({}, train_embeddings=True)
     result = run_method(demo.ENCODER_METHODS["IBQ (index backpropagation)"], train_embeddings=True)
     assert math.isfinite(result["reconstruction_error"]) and result["active_codes"] > 2 * plain["active_codes"]
+
+
+def test_alternating_optimization_pads_and_resumes(one_thread):
+    run = Run({"alternating"}, **IBQ).train(range(1, STEPS + 1))
+    assert all(torch.isfinite(loss) for loss in run.losses)
+    assert_pads_and_resumes(lambda **options: Run({"alternating"}, **IBQ, **options), run)

@@ -81,3 +81,9 @@ def test_pads_and_resumes(extra, one_thread):
     run = Run(set(), **OT, **extra).train(range(1, STEPS + 1))
     assert all(torch.isfinite(loss) for loss in run.losses)
     assert_pads_and_resumes(lambda **options: Run(set(), **OT, **extra, **options), run)
+
+
+def test_alternating_optimization_pads_and_resumes(one_thread):
+    run = Run({"alternating"}, **OT).train(range(1, STEPS + 1))
+    assert all(torch.isfinite(loss) for loss in run.losses)
+    assert_pads_and_resumes(lambda **options: Run({"alternating"}, **OT, **options), run)

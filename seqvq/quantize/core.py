@@ -315,10 +315,11 @@ class VectorQuantizer(nn.Module):
 
     @property
     def task_gradient_reaches_codebook(self) -> bool:
-        """Whether the task loss itself trains the codebook: the sync term (eq. 21), Gumbel-softmax or IBQ weights or
-        the usage regularizer."""
+        """Whether the task loss itself trains the codebook: the sync term (eq. 21), Gumbel-softmax or IBQ weights,
+        DiVeQ's error length or the usage regularizer."""
         return self.codebook_update == "gradient" and (self.sync_nu != 0 or self.usage_regularizer is not None
-                                                       or self.assignment in ("gumbel", "index_backprop"))
+                                                       or self.assignment in ("gumbel", "index_backprop")
+                                                       or self.diveq is not None)
 
     # ----------------------------------------------------------------------------------------------- codebook
     def effective_codebook(self, signal: torch.Tensor | None = None) -> torch.Tensor:
