@@ -8,8 +8,9 @@ remedy is one more row.  Prints active codes and perplexity per method and write
 A second table trains the embeddings too (the toy's "encoder"): each embedding is a free parameter initialised
 at its data point and trained to reconstruct that point through the quantizer, ``||q(e) - x||^2`` summed over
 points, while the codebook term trains the codes as above.  Only here do the methods that change the encoder's
-gradient act (the rotation trick, stochastic sampling, FSQ's noise substitution and residual stages), alone and in
-the combinations users report trouble with; it prints active codes, perplexity and the final reconstruction error.
+gradient act (the rotation trick, stochastic sampling, FSQ's noise substitution and residual stages, IBQ, DiVeQ and
+SF-DiVeQ — the last two with no codebook term, as in their paper), alone and in the combinations users report
+trouble with; it prints active codes, perplexity and the final reconstruction error.
 LFQ has no row there: its learned 7 -> 2 output projection diverges at the toy's learning rate on the loss summed
 over the 512 points (with or without its entropy penalty).  In 2-D, the 7 sign bits of an affine projection cut the
 plane into at most 29 regions, so LFQ and BSQ can use at most 29 of their 128 codes here.
