@@ -55,8 +55,9 @@ def test_refusals_name_both_options():
 
 @pytest.mark.parametrize("extra", [{}, {"pre_norm": True}, {"rotation_trick": True}, {"num_codebooks": 2},
                                    {"assignment": "optimal_transport"}, {"assignment": "index_backprop"},
-                                   {"diveq": {"noise": 1e-3}, "alpha": 0.0}, {"sync_nu": 0.5}],
-                         ids=["alone", "pre_norm", "rotation", "groups", "optvq", "ibq", "diveq", "sync"])
+                                   {"diveq": {"noise": 1e-3}, "alpha": 0.0}, {"sync_nu": 0.5},
+                                   {"usage_regularizer": {"weight": 0.5}}],
+                         ids=["alone", "pre_norm", "rotation", "groups", "optvq", "ibq", "diveq", "sync", "usage"])
 def test_pads_and_resumes(extra, one_thread):
     run = Run(set(), **BRIDGE, **extra).train(range(1, STEPS + 1))
     assert all(torch.isfinite(loss) for loss in run.losses)

@@ -11,7 +11,7 @@ import seqvq
 from seqvq import demo
 from seqvq.demo import run_method
 from seqvq.quantize.diveq import diveq_output, space_filling_quantize
-from test_remedy_combinations import STEPS, Run, assert_pads_and_resumes
+from test_remedy_combinations import REMEDIES, STEPS, Run, assert_pads_and_resumes
 
 DIVEQ = {"diveq": {"noise": 1e-3}}
 SF_DIVEQ = {"diveq": {"space_filling": True}}
@@ -102,9 +102,11 @@ def test_refusals_name_both_options():
                                    {**DIVEQ, "replace_dead_after": 1}, {**DIVEQ, "codebook_update": "ema"},
                                    {**DIVEQ, "assignment": "stochastic", "temperature": 2.0},
                                    {**DIVEQ, "affine": {"mode": "linear"}}, {**DIVEQ, "num_codebooks": 2},
-                                   SF_DIVEQ, {**SF_DIVEQ, "num_codebooks": 2, "alpha": 0.0}],
+                                   {**DIVEQ, **REMEDIES["sync_nu"]}, {**DIVEQ, **REMEDIES["reestimate"]},
+                                   SF_DIVEQ, {**SF_DIVEQ, "num_codebooks": 2, "alpha": 0.0},
+                                   {**SF_DIVEQ, **REMEDIES["reestimate"]}],
                          ids=["diveq", "no-loss", "pre_norm", "replacement", "ema", "stochastic", "linear", "groups",
-                              "sf", "sf-groups"])
+                              "sync", "reestimate", "sf", "sf-groups", "sf-reestimate"])
 def test_pads_and_resumes(extra, one_thread):
     run = Run(set(), **extra).train(range(1, STEPS + 1))
     assert all(torch.isfinite(loss) for loss in run.losses)

@@ -10,7 +10,7 @@ import seqvq
 from seqvq import demo
 from seqvq.demo import run_method
 from seqvq.quantize.ibq import index_backprop_output
-from test_remedy_combinations import STEPS, Run, assert_pads_and_resumes
+from test_remedy_combinations import REMEDIES, STEPS, Run, assert_pads_and_resumes
 
 IBQ = {"assignment": "index_backprop"}
 
@@ -76,8 +76,10 @@ def test_refusals_name_both_options():
 
 @pytest.mark.parametrize("extra", [{}, {"pre_norm": True}, {"replace_dead_after": 1}, {"affine": "learned"},
                                    {"affine": {"mode": "linear"}}, {"num_codebooks": 2}, {"distance": "cosine"},
-                                   {"usage_regularizer": {"weight": 0.5}}],
-                         ids=["alone", "pre_norm", "replacement", "affine", "linear", "groups", "cosine", "usage"])
+                                   {"usage_regularizer": {"weight": 0.5}}, REMEDIES["reestimate"],
+                                   REMEDIES["kmeans_init"], REMEDIES["affine_ema"]],
+                         ids=["alone", "pre_norm", "replacement", "affine", "linear", "groups", "cosine", "usage",
+                              "reestimate", "kmeans", "affine_ema"])
 def test_pads_and_resumes(extra, one_thread):
     run = Run(set(), **IBQ, **extra).train(range(1, STEPS + 1))
     assert all(torch.isfinite(loss) for loss in run.losses)

@@ -7,7 +7,7 @@ import torch
 import seqvq
 from seqvq.quantize import nearest_codes, optimal_transport
 from seqvq.quantize.optimal_transport import SinkhornOptions, optimal_transport_codes, sinkhorn_potentials
-from test_remedy_combinations import STEPS, Run, assert_pads_and_resumes
+from test_remedy_combinations import REMEDIES, STEPS, Run, assert_pads_and_resumes
 
 OT = {"assignment": "optimal_transport"}
 
@@ -75,8 +75,10 @@ def test_refusals_name_both_options():
 
 
 @pytest.mark.parametrize("extra", [{}, {"pre_norm": True}, {"replace_dead_after": 1}, {"rotation_trick": True},
-                                   {"codebook_update": "ema"}, {"num_codebooks": 2}],
-                         ids=["alone", "pre_norm", "replacement", "rotation", "ema", "groups"])
+                                   {"codebook_update": "ema"}, {"num_codebooks": 2}, REMEDIES["reestimate"],
+                                   REMEDIES["kmeans_init"], REMEDIES["affine_ema"]],
+                         ids=["alone", "pre_norm", "replacement", "rotation", "ema", "groups", "reestimate", "kmeans",
+                              "affine_ema"])
 def test_pads_and_resumes(extra, one_thread):
     run = Run(set(), **OT, **extra).train(range(1, STEPS + 1))
     assert all(torch.isfinite(loss) for loss in run.losses)
