@@ -1,6 +1,8 @@
 """OptVQ's assignment by optimal transport (seqvq/quantize/optimal_transport.py): the plan's marginals, its
 chunking (never N x K), balanced usage where the nearest code collapses, nearest code in evaluation, refusals, and
 padded == unpadded with exact resume."""
+import math
+
 import pytest
 import torch
 
@@ -28,6 +30,25 @@ def test_transport_plan_has_uniform_marginals():
     few = dense_plan(z, codebook, SinkhornOptions())  # OptVQ's 5 iterations: rows exact, columns near 1/K
     torch.testing.assert_close(few.sum(1), torch.full((300,), 1 / 300, dtype=torch.float64))
     assert (few.sum(0) * 16 - 1).abs().max() < 0.5
+
+
+@pytest.mark.parametrize("epsilon", [10.0, 500.0], ids=["optvq", "columns-underflow"])
+def test_potentials_equal_a_dense_float64_sinkhorn(epsilon):
+    """Both ways of a block's column sums: one exp per entry, and the exact log-sum-exp where a column underflows
+    (epsilon = 500 spreads the costs over thousands of nats)."""
+    generator = torch.Generator().manual_seed(3)
+    z, codebook = torch.randn(120, 3, generator=generator), torch.randn(24, 3, generator=generator)
+    options = SinkhornOptions(epsilon=epsilon, iterations=4)
+    f, g, scale, mean = sinkhorn_potentials(z, codebook, options, block_elements=40 * 24)
+    cost = scale * (torch.cdist(z.double(), codebook.double()) - mean)
+    log_rows, log_columns = -math.log(120), -math.log(24)
+    dense_g = torch.zeros(24, dtype=torch.float64)
+    for _ in range(4):
+        dense_f = log_rows - torch.logsumexp(dense_g - cost, dim=1)
+        dense_g = log_columns - torch.logsumexp(dense_f[:, None] - cost, dim=0)
+    dense_f = log_rows - torch.logsumexp(dense_g - cost, dim=1)
+    torch.testing.assert_close(g.double(), dense_g, rtol=1e-4, atol=1e-3 * epsilon / 10)
+    torch.testing.assert_close(f.double(), dense_f, rtol=1e-4, atol=1e-3 * epsilon / 10)
 
 
 def test_chunked_plan_equals_one_block_and_keeps_no_n_by_k_tensor():

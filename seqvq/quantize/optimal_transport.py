@@ -14,8 +14,8 @@ plan is ``exp(-epsilon * C)`` with OptVQ's ``epsilon = 10`` and 5 iterations (it
 
 Memory: the N x K matrix never exists.  The potentials f (N) and g (K) are kept instead, in the log domain; each
 pass recomputes the distances one block of rows at a time: one pass for the mean and standard deviation, then per
-iteration one pass that sets every row's f (its row sums to 1/N) and accumulates the column log-sums with the new f,
-after which g makes every column sum to 1/K.  A last pass takes each row's argmax of ``g_j - epsilon C_ij``.
+iteration one pass that sets every row's f (its row sums to 1/N) and accumulates the column log-sums with the new f
+(one exp per entry serves both), after which g makes every column sum to 1/K.  A last pass draws each row's code.
 
 Under ``torch.distributed`` (state-updating passes) the plan is that of the global batch: the distance statistics,
 N and the column sums are all-reduced, so every rank holds the same g and the balance is over all ranks' vectors.
@@ -102,10 +102,25 @@ def _column_potentials(blocks: _Blocks, options: SinkhornOptions, reduce_over_ra
     for _ in range(options.iterations):
         columns = blocks.codebook.new_full((size,), -math.inf)
         for cost in blocks.costs():
-            f = log_rows - torch.logsumexp(g - cost, dim=1, keepdim=True)
-            columns = torch.logaddexp(columns, torch.logsumexp(f - cost, dim=0))
+            columns = torch.logaddexp(columns, _block_column_logsums(g, cost, log_rows))
         g = -math.log(size) - _global_logsumexp(columns, reduce_over_ranks)
     return g
+
+
+def _block_column_logsums(g: torch.Tensor, cost: torch.Tensor, log_rows: float) -> torch.Tensor:
+    """One block's row step and its column log-sums ``log sum_i exp(f_i - C_ij)`` (K,), with one exp per entry:
+    ``e = exp(a - max_j a)`` for ``a = g - C`` gives both the rows' sums s (so ``f = log_rows - max a - log s``) and
+    the columns' (``exp(f_i - C_ij) = e_ij exp(log_rows - g_j) / s_i``).  A column whose every e underflows in the
+    block is recomputed by the exact log-sum-exp."""
+    scores = g - cost
+    peak = scores.amax(dim=1, keepdim=True)
+    weights = scores.sub_(peak).exp_()
+    row_sums = weights.sum(dim=1, keepdim=True)
+    column_sums = (row_sums.reciprocal().T @ weights).squeeze(0)
+    if bool((column_sums == 0).any()):
+        f = log_rows - peak - row_sums.log()
+        return torch.logsumexp(f - cost, dim=0)
+    return column_sums.log() + log_rows - g
 
 
 @torch.no_grad()
