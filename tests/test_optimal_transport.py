@@ -51,7 +51,7 @@ def test_potentials_equal_a_dense_float64_sinkhorn(epsilon):
     torch.testing.assert_close(f.double(), dense_f, rtol=1e-4, atol=1e-3 * epsilon / 10)
 
 
-def test_chunked_plan_equals_one_block_and_keeps_no_n_by_k_tensor():
+def test_chunked_potentials_equal_one_block_and_each_block_holds_at_most_its_rows():
     generator = torch.Generator().manual_seed(1)
     z, codebook = torch.randn(200, 3, generator=generator), torch.randn(32, 3, generator=generator)
     whole = sinkhorn_potentials(z, codebook)
