@@ -34,7 +34,7 @@ import torch
 
 from .distance import DEFAULT_BLOCK_ELEMENTS, centred_scores
 from .distributed import all_reduce_min, all_reduce_sum
-from .stochastic import _gumbel_noise
+from .stochastic import gumbel_noise
 
 
 @dataclass(frozen=True)
@@ -148,6 +148,6 @@ def optimal_transport_codes(z: torch.Tensor, codebook: torch.Tensor, options: Si
     for cost in blocks.costs():
         logits = g - cost
         if generator is not None:
-            logits = logits + _gumbel_noise(logits.shape, logits, generator)
+            logits = logits + gumbel_noise(logits.shape, logits, generator)
         codes.append(logits.argmax(dim=1))
     return torch.cat(codes) if codes else torch.zeros(0, dtype=torch.long, device=z.device)
