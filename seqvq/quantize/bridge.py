@@ -1,5 +1,6 @@
 """VQBridge, the codebook projector of FVQ (Chang et al. 2025, "Scalable Training for Vector-Quantized Networks with
-100% Codebook Utilization", arXiv 2509.10140, §3.2).
+100% Codebook Utilization", arXiv 2509.10140; its VQBridge projector as the paper's abstract and overview describe
+it — the layer sizes and initialisation below are this library's choices, not checked against the paper's text).
 
 The codes are a learned function of a frozen codebook: VQBridge *compresses* the K codes into K / s tokens (each the
 s consecutive codes concatenated, one linear map s d -> w), *processes* the tokens with transformer blocks (so every

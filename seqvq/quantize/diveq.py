@@ -1,8 +1,9 @@
 """Differentiable VQ by the reparameterization trick (DiVeQ and SF-DiVeQ: Vali, Bäckström & Solin, "DiVeQ:
-Differentiable Vector Quantization Using the Reparameterization Trick", arXiv 2509.26469, §3).
+Differentiable Vector Quantization Using the Reparameterization Trick", arXiv 2509.26469; the equations as the
+authors' package ``diveq`` 0.1.3 computes them, written out below).
 
 DiVeQ writes quantization as adding an error vector to the input: its length is the quantization error and its
-direction points at the selected code, up to a small directional noise (the reparameterization, §3.1):
+direction points at the selected code, up to a small directional noise (the reparameterization):
 
     z_q = z + ||c_k - z|| * sg(v / ||v||),    v = (c_k - z) + n,  n ~ N(0, sigma^2 I).
 
@@ -11,7 +12,7 @@ reaches z (the identity plus the derivative of the error's length) and the selec
 the codebook is trained by the task alone: no auxiliary (codebook or commitment) loss — set ``alpha=0`` for the
 paper's setting; the quantizer's loss terms are still reported.
 
-SF-DiVeQ (space-filling, §3.2) quantizes onto the polyline through the codes in index order: each training step
+SF-DiVeQ (space-filling) quantizes onto the polyline through the codes in index order: each training step
 draws one lambda_j ~ U(0, 1) per segment, the input goes to the nearest of the dithered points
 ``(1 - lambda_j) c_j + lambda_j c_{j+1}``, and the output is the same reparameterization towards both endpoints,
 
@@ -58,13 +59,13 @@ def directional_error(z_e: torch.Tensor, code: torch.Tensor, noise: torch.Tensor
 
 
 def diveq_output(z_e: torch.Tensor, z_q: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-    """DiVeQ's ``z_q = z + ||c_k - z|| sg(v / ||v||)`` (§3.1)."""
+    """DiVeQ's ``z_q = z + ||c_k - z|| sg(v / ||v||)`` (module docstring)."""
     return z_e + directional_error(z_e, z_q, noise)
 
 
 def space_filling_quantize(z_e: torch.Tensor, codebook: torch.Tensor, dither: torch.Tensor, noise: torch.Tensor):
     """SF-DiVeQ for ``z_e`` (N, d) and ``codebook`` (K, d), ``dither`` lambda (K - 1,) in [0, 1) and ``noise``
-    (2, N, d): returns (codes (N,), output (N, d)) (module docstring, §3.2)."""
+    (2, N, d): returns (codes (N,), output (N, d)) (module docstring)."""
     lam = dither.unsqueeze(1)
     points = (1.0 - lam) * codebook[:-1].detach() + lam * codebook[1:].detach()
     segment = nearest_codes(z_e.detach(), points, with_distances=False)[0]

@@ -1,5 +1,5 @@
 """Index backpropagation quantization (IBQ: Shi et al. 2024, "Taming Scalable Visual Tokenizer for Autoregressive
-Image Generation", arXiv 2412.02692, §3.2 eq. 3-5).
+Image Generation", arXiv 2412.02692, the index backpropagation quantizer; its equations written out below).
 
 IBQ passes the straight-through estimator over the one-hot *index* instead of over the vector: with logits
 ``l = z C^T`` against all K codes,
@@ -8,7 +8,7 @@ IBQ passes the straight-through estimator over the one-hot *index* instead of ov
 
 so the value is the selected code and the gradient reaches z and *every* code through the softmax — the remedy for
 codes that are never selected and so never trained.  The output carries no identity path from z_q to z (no
-straight-through of eq. 7); the selected code also receives the upstream gradient directly (the ``ind C`` product).
+straight-through of Huh eq. 7); the selected code also receives the upstream gradient directly (the ``ind C`` product).
 
 Here the logits are ``-||z - c||^2 / tau`` rather than IBQ's inner products: the same softmax as ``z . c`` up to each
 code's squared norm, and its argmax is the nearest code, so training and evaluation select alike (with

@@ -1,13 +1,15 @@
 """Assignment by optimal transport (OptVQ: Zhang et al. 2024, "Preventing Local Pitfalls in Vector Quantization via
-Optimal Transport", arXiv 2412.15195, §3.2).
+Optimal Transport", arXiv 2412.15195; equation and section numbers of that paper are not cited here because
+they could not be checked against its text, so the objective is written out).
 
 While training, the N valid vectors of the (global) batch are assigned to the K codes by the entropic transport plan
-between the uniform distribution over vectors and the uniform distribution over codes (OptVQ eq. 6-8):
+between the uniform distribution over vectors and the uniform distribution over codes, the solution of OptVQ's
+``min_A Tr(A^T D) - H(A) / epsilon`` under those marginals:
 
-    P = diag(exp f) exp(-C / epsilon') diag(exp g),   P 1 = 1/N,   P^T 1 = 1/K,
+    P = diag(exp f) exp(-epsilon C) diag(exp g),   P 1 = 1/N,   P^T 1 = 1/K,
 
-found by Sinkhorn-Knopp (alternate normalisation of the rows and columns), and each vector takes the code of its
-largest entry in its row of P.  The cost is OptVQ's normalised distance matrix: ``C = (D - mean D) / std D`` with
+found by Sinkhorn-Knopp (alternate normalisation of the rows and columns); each vector's code is drawn from its row
+of P (below).  The cost is OptVQ's normalised distance matrix: ``C = (D - mean D) / std D`` with
 ``D_ij = ||z_i - c_j||`` (the Euclidean, not squared, distance) and the statistics over the whole matrix, and the
 plan is ``exp(-epsilon * C)`` with OptVQ's ``epsilon = 10`` and 5 iterations (its reference code; the shift by
 ``min C`` there is a constant factor of the plan and cancels).  Evaluation takes the nearest code.
