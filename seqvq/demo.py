@@ -8,8 +8,9 @@ remedy is one more row.  Prints active codes and perplexity per method and write
 A second table trains the embeddings too (the toy's "encoder"): each embedding is a free parameter initialised
 at its data point and trained to reconstruct that point through the quantizer, ``||q(e) - x||^2`` summed over
 points, while the codebook term trains the codes as above.  Only here do the methods that change the encoder's
-gradient act (the rotation trick, stochastic sampling, FSQ's noise substitution and residual stages), alone and in
-the combinations users report trouble with; it prints active codes, perplexity and the final reconstruction error.
+gradient act (the rotation trick, stochastic sampling, FSQ's noise substitution and residual stages, IBQ, DiVeQ and
+SF-DiVeQ — the last two with no codebook term, as in their paper), alone and in the combinations users report
+trouble with; it prints active codes, perplexity and the final reconstruction error.
 LFQ has no row there: its learned 7 -> 2 output projection diverges at the toy's learning rate on the loss summed
 over the 512 points (with or without its entropy penalty).  In 2-D, the 7 sign bits of an affine projection cut the
 plane into at most 29 regions, so LFQ and BSQ can use at most 29 of their 128 codes here.
@@ -45,6 +46,8 @@ METHODS: dict[str, dict] = {
                                                      "reservoir_size": 512}},
     "usage regularizer (KL, weight 5, tau 0.1)": {"usage_regularizer": {"weight": 5.0, "temperature": 0.1}},
     "SimVQ linear map": {"affine": {"mode": "linear"}},
+    "OptVQ (optimal transport assignment)": {"assignment": "optimal_transport"},
+    "VQBridge (FVQ)": {"bridge": {"group": 16, "width": 64, "heads": 4}},
     "FSQ (levels 16 x 8, no codebook)": {"kind": "fsq", "levels": [16, 8]},
     "BSQ (7 bits, no codebook)": {"kind": "bsq", "bits": 7},
     "FSQ, symmetric levels (16 x 8)": {"kind": "fsq", "levels": [16, 8], "symmetric": True},
@@ -64,6 +67,9 @@ ENCODER_METHODS: dict[str, dict] = {
     "affine (learned) + rotation trick": {"affine": "learned", "rotation_trick": True},
     "usage regularizer + rotation trick": {"usage_regularizer": {"weight": 5.0, "temperature": 0.1},
                                            "rotation_trick": True},
+    "IBQ (index backpropagation)": {"assignment": "index_backprop"},
+    "DiVeQ (no auxiliary loss)": {"diveq": {"noise": 1e-3}, "alpha": 0.0},
+    "SF-DiVeQ (no auxiliary loss)": {"diveq": {"space_filling": True}, "alpha": 0.0},
     "FSQ (levels 16 x 8)": METHODS["FSQ (levels 16 x 8, no codebook)"],
     "FSQ + noise substitution (p 0.5)": {"kind": "fsq", "levels": [16, 8], "noise_dropout": 0.5},
     "FSQ, symmetric levels": METHODS["FSQ, symmetric levels (16 x 8)"],
@@ -86,8 +92,12 @@ def run_method(options: dict, seed: int = 0, train_embeddings: bool = False) -> 
     if "kind" in options:  # a codebook-free quantizer: its implicit codes, no codebook to initialise
         quantizer = build_quantizer(2, **options)
     else:
-        quantizer = VectorQuantizer(2, NUM_CODES, alpha=1.0, beta=1.0, **options)
-        quantizer.rewrite_codes(codes.unsqueeze(0))
+        quantizer = VectorQuantizer(2, NUM_CODES, **{"alpha": 1.0, "beta": 1.0, **options})
+        if "bridge" in options:  # no inverse to write through: the toy's codes are its frozen codebook
+            with torch.no_grad():
+                quantizer.codebook.copy_(codes.unsqueeze(0))
+        else:
+            quantizer.rewrite_codes(codes.unsqueeze(0))
     embeddings = torch.nn.Parameter(targets.clone(), requires_grad=train_embeddings)
     parameters = [p for p in [*quantizer.parameters(), embeddings] if p.requires_grad]
     optimizer = torch.optim.SGD(parameters, lr=LEARNING_RATE) if parameters else None

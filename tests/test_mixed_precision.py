@@ -23,6 +23,11 @@ OPTIONS = {
     "gumbel": {"assignment": "gumbel"},
     "sync_nu": {"sync_nu": 0.5},
     "residual": {"num_quantizers": 2, "pre_norm": True, "codebook_update": "ema"},
+    "optimal_transport": {"assignment": "optimal_transport"},
+    "index_backprop": {"assignment": "index_backprop"},
+    "diveq": {"diveq": {"noise": 1e-3}},
+    "sf_diveq": {"diveq": {"space_filling": True}},
+    "bridge": {"bridge": {"group": 4, "width": 8, "heads": 2}},
 }
 
 TOLERANCE = {torch.float16: {"rtol": 2e-3, "atol": 2e-3}, torch.bfloat16: {"rtol": 1.6e-2, "atol": 1.6e-2}}

@@ -58,7 +58,7 @@ class Toy(nn.Module):
         super().__init__()
         torch.manual_seed(0)
         self.encoder = nn.Linear(3, 4)
-        self.quantizer = seqvq.VectorQuantizer(4, 8, alpha=2.0, beta=0.7, **{"seed": 1, **options})
+        self.quantizer = seqvq.VectorQuantizer(4, 8, **{"alpha": 2.0, "beta": 0.7, "seed": 1, **options})
         self.decoder = nn.Linear(4, 2)
 
     def forward(self, batch):

@@ -19,9 +19,10 @@ One training step, in order (``VectorQuantizer.quantize_vectors``; the only plac
 1. collect      offer the valid z_e to the reservoir while Algorithm 1 still has a re-estimation to come.
 2. re-estimate  at Algorithm 1's steps, codebook <- k-means++(reservoir), then the reservoir restarts (default);
                 or, with ``kmeans_init``, k-means on the first batch.
-3. assign       nearest code (eq. 5), or a sampled one (``assignment``), with the codebook as phase 2 left it.
+3. assign       nearest code (eq. 5), a sampled one or the transport plan's (``assignment``), with the codebook
+                as phase 2 left it.
 4. output       before M_init the input passes through (Algorithm 1); else straight-through (eq. 7) or the
-                rotation trick (``rotation.py``), plus the sync term (eq. 21), or the Gumbel-softmax output; the
+                rotation trick (``rotation.py``), plus the sync term (eq. 21), or the Gumbel-softmax or IBQ output; the
                 losses of eq. 10, and the usage regularizer (``usage.py``) while training.
 5. statistics   EMA codebook (Łańcucki eq. 4), EMA affine moments (Huh A.12), LRU usage clock.
 6. replace      LRU dead codes <- random valid z_e of this batch (Huh §3).
@@ -66,13 +67,17 @@ from torch import nn
 
 from ..options import options_from
 from .affine import AffineOptions, AffineReparameterization
+from .bridge import BridgeOptions, CodebookBridge, check_bridge
 from .distance import nearest_codes
 from .distributed import all_gather_rows, all_reduce_sum, broadcast
+from .diveq import DiVeQOptions, check_diveq, diveq_output, space_filling_quantize
 from .ema import EMACodebookUpdate
 from .groups import code_vectors, grouped_counts
+from .ibq import check_index_backprop, index_backprop_output
 from .kmeans import kmeans
 from .linear_map import LinearCodebookMap
 from .norm import MaskedBatchNorm
+from .optimal_transport import SinkhornOptions, optimal_transport_codes
 from .precision import autocast_disabled
 from .reestimation import DataDependentReestimation, ReestimationOptions
 from .replacement import LRUReplacement
@@ -174,6 +179,10 @@ class VectorQuantizer(nn.Module):
             §4.1.  ``"learned"`` is trained by the codebook gradient, so not with ``codebook_update="ema"``.
             ``"linear"``: SimVQ's frozen basis x learned d x d matrix
             (:class:`~seqvq.quantize.linear_map.LinearCodebookMap`); also gradient-trained.
+        bridge: :class:`~seqvq.quantize.bridge.BridgeOptions` (``group``, ``width``, ``depth``, ``heads``): VQBridge
+            (FVQ, :mod:`.bridge`): the codes are the frozen codebook plus a learned compress-process-recover map of
+            the whole codebook, trained by the codebook gradient.  It has no inverse, so not with ``affine``,
+            ``codebook_update="ema"``, ``kmeans_init``, ``reestimate`` or ``replace_dead_after``.
         sync_nu: the synchronized commitment update; the codebook receives ``sync_nu`` x the task gradient at
             z_q (Huh §4.3, eq. 21).  0 is the ordinary straight-through estimator.  Needs a codebook gradient
             (not ``codebook_update="ema"``) and a straight-through output (not ``assignment="gumbel"``).
@@ -187,7 +196,18 @@ class VectorQuantizer(nn.Module):
         assignment: ``"nearest"`` (eq. 5), or the baselines of Huh Table 3 while training: ``"stochastic"``
             (SQ-VAE sampling, Huh eq. 12; straight-through as usual) or ``"gumbel"`` (Gumbel-softmax: the output
             is the hard sample with gradients through the soft weights, no straight-through; keeps N x K weights
-            for backward).  Evaluation always uses the nearest code.
+            for backward); or ``"optimal_transport"``: the codes of the balanced transport plan of the (global) batch
+            onto the codebook (OptVQ, :mod:`.optimal_transport`; straight-through as usual).  Evaluation always uses
+            the nearest code.  Or ``"index_backprop"``: the nearest code, output by IBQ's straight-through over the
+            index (:mod:`.ibq`): the value of the code, gradients through the softmax over all codes to the input and
+            every code (chunked); not with ``codebook_update="ema"``, ``sync_nu`` or ``rotation_trick``.
+        sinkhorn: :class:`~seqvq.quantize.optimal_transport.SinkhornOptions` (``epsilon``, ``iterations``) of
+            ``assignment="optimal_transport"`` (default OptVQ's); only with that assignment.
+        diveq: :class:`~seqvq.quantize.diveq.DiVeQOptions` (``space_filling``, ``noise``): while training, the
+            output is DiVeQ's reparameterized quantization error (:mod:`.diveq`), so the task gradient trains the
+            selected code with no auxiliary loss (set ``alpha=0`` for the paper's setting); ``space_filling``:
+            SF-DiVeQ's assignment to the dithered curve through the codes.  Not with ``rotation_trick`` or the
+            ``"gumbel"`` and ``"index_backprop"`` outputs; ``space_filling`` only with ``assignment="nearest"``.
         rotation_trick: carry the gradient from z_q to z_e by the rotation and rescaling that maps z_e onto z_q
             (Fifty et al. 2024) instead of the identity (eq. 7).  Composes with ``sync_nu`` (the sync term is
             added to the codebook's gradient as usual), the affine map (the rotation is onto the effective code)
@@ -220,12 +240,15 @@ class VectorQuantizer(nn.Module):
         low_precision_search: bool | str = "auto",
         init_scale: float = 1.0,
         affine: AffineOptions | str | dict | None = None,
+        bridge: BridgeOptions | dict | None = None,
         sync_nu: float = 0.0,
         kmeans_init: bool = False,
         reestimate: ReestimationOptions | dict | None = None,
         replace_dead_after: int | None = None,
         assignment: str = "nearest",
+        sinkhorn: SinkhornOptions | dict | None = None,
         rotation_trick: bool = False,
+        diveq: DiVeQOptions | dict | None = None,
         usage_regularizer: UsageRegularizerOptions | dict | None = None,
         temperature: float | TemperatureAnneal | dict = 1.0,
         seed: int = 0,
@@ -234,6 +257,14 @@ class VectorQuantizer(nn.Module):
         affine = options_from(AffineOptions, AffineOptions(affine) if isinstance(affine, str) else affine, "affine")
         reestimate = options_from(ReestimationOptions, reestimate, "reestimate")
         usage_regularizer = options_from(UsageRegularizerOptions, usage_regularizer, "usage_regularizer")
+        if sinkhorn and assignment != "optimal_transport":
+            raise ValueError(f"sinkhorn sets the transport plan of assignment='optimal_transport', which "
+                             f"assignment={assignment!r} does not use; use one or the other")
+        sinkhorn = options_from(SinkhornOptions, sinkhorn, "sinkhorn") or SinkhornOptions()
+        diveq = options_from(DiVeQOptions, diveq, "diveq")
+        check_diveq(diveq, assignment, rotation_trick, codebook_size)
+        bridge = options_from(BridgeOptions, bridge, "bridge")
+        check_bridge(bridge, codebook_size, affine, codebook_update, kmeans_init, reestimate, replace_dead_after)
         if not isinstance(temperature, (int, float)):
             temperature = options_from(TemperatureAnneal, temperature, "temperature")
         _check_options(dim, num_codebooks, distance, codebook_update, assignment, beta, affine, sync_nu,
@@ -243,20 +274,22 @@ class VectorQuantizer(nn.Module):
         self.distance, self.alpha, self.beta = distance, alpha, beta
         self.codebook_update, self.channel_dim = codebook_update, channel_dim
         self.low_precision_search, self.sync_nu = low_precision_search, sync_nu
-        self.rotation_trick = rotation_trick
+        self.rotation_trick, self.diveq = rotation_trick, diveq
         self.usage_regularizer = usage_regularizer
         self.pass_kind = PassKind.STEP  # see the module docstring; set model-wide with quantizer_passes()
         self.codebook_terms: list[torch.Tensor] | None = None  # where quantizer_passes() collects them
 
         init = torch.randn(num_codebooks, codebook_size, self.code_dim) * (init_scale / math.sqrt(self.code_dim))
         linear = affine is not None and affine.mode == "linear"
-        # SimVQ's basis is frozen: the codebook gradient trains its linear map alone.
-        self.codebook = nn.Parameter(init, requires_grad=codebook_update == "gradient" and not linear)
+        # SimVQ's basis and VQBridge's codebook are frozen: the codebook gradient trains their maps alone.
+        self.codebook = nn.Parameter(init, requires_grad=codebook_update == "gradient" and not linear and not bridge)
         self.norm = MaskedBatchNorm(dim) if pre_norm else None
         self.ema = (EMACodebookUpdate(num_codebooks, codebook_size, self.code_dim, ema_decay, ema_eps)
                     if codebook_update == "ema" else None)
         if linear:
             self.affine = LinearCodebookMap(num_codebooks, self.code_dim)
+        elif bridge is not None:
+            self.affine = CodebookBridge(codebook_size, self.code_dim, bridge)
         else:
             self.affine = (AffineReparameterization(num_codebooks, codebook_size, self.code_dim, affine)
                            if affine is not None else None)
@@ -264,8 +297,8 @@ class VectorQuantizer(nn.Module):
         self.replacement = (LRUReplacement(num_codebooks, codebook_size, replace_dead_after, seed=seed + 2)
                             if replace_dead_after else None)
         self.kmeans_init = kmeans_init
-        self.assignment, self.temperature = assignment, temperature
-        if assignment != "nearest":
+        self.assignment, self.temperature, self.sinkhorn = assignment, temperature, sinkhorn
+        if assignment not in ("nearest", "index_backprop") or diveq is not None:
             self.sampling_rng = BufferedGenerator(seed + 4)
         if kmeans_init:
             self.init_rng = BufferedGenerator(seed + 3)
@@ -282,10 +315,11 @@ class VectorQuantizer(nn.Module):
 
     @property
     def task_gradient_reaches_codebook(self) -> bool:
-        """Whether the task loss itself trains the codebook: the sync term (eq. 21), Gumbel-softmax weights or the
-        usage regularizer."""
-        return self.codebook_update == "gradient" and (self.sync_nu != 0 or self.assignment == "gumbel"
-                                                       or self.usage_regularizer is not None)
+        """Whether the task loss itself trains the codebook: the sync term (eq. 21), Gumbel-softmax or IBQ weights,
+        DiVeQ's error length or the usage regularizer."""
+        return self.codebook_update == "gradient" and (self.sync_nu != 0 or self.usage_regularizer is not None
+                                                       or self.assignment in ("gumbel", "index_backprop")
+                                                       or self.diveq is not None)
 
     # ----------------------------------------------------------------------------------------------- codebook
     def effective_codebook(self, signal: torch.Tensor | None = None) -> torch.Tensor:
@@ -399,10 +433,12 @@ class VectorQuantizer(nn.Module):
                 codebook_weight = 0.0 if kind == "task_step" else self.alpha * self.beta
                 loss = loss + codebook_weight * codebook_term
             if sampled is not None:
-                quantized = sampled  # Gumbel-softmax: gradients through the soft weights, no straight-through
+                quantized = sampled  # Gumbel-softmax, IBQ: gradients through the soft weights, no straight-through
             else:
                 if self.rotation_trick:
                     quantized = rotation_trick(z_e, z_q)  # Fifty et al. 2024
+                elif self.diveq is not None and self.training:
+                    quantized = diveq_output(z_e, z_q, self._diveq_noise(z_e, updates_state))  # Vali et al. 2025
                 else:
                     quantized = z_e + (z_q - z_e).detach()  # straight-through estimator, Huh eq. 7
                 if self.sync_nu:
@@ -478,7 +514,15 @@ class VectorQuantizer(nn.Module):
         return float(self.temperature)
 
     def _assign(self, z_e: torch.Tensor, codebook: torch.Tensor, step: int, updates_state: bool):
-        """Phase 3: codes (N, G), and the Gumbel-softmax output (N, G, d) or None."""
+        """Phase 3: codes (N, G), and the output (N, G, d) that replaces the straight-through one (Gumbel-softmax,
+        IBQ) or None."""
+        if self.training and self.diveq is not None and self.diveq.space_filling:
+            return self._space_filling(z_e, codebook, updates_state)
+        if self.training and self.assignment == "index_backprop":
+            codes = self.assign(z_e.detach(), codebook.detach())
+            tau = self.current_temperature(step)
+            return codes, torch.stack([index_backprop_output(z_e[:, g], codebook[g], codes[:, g], tau)
+                                       for g in range(self.num_codebooks)], dim=1)
         if self.training and self.assignment != "nearest":
             return self.sample(z_e, codebook, self.current_temperature(step), advance=updates_state)
         return self.assign(z_e.detach(), codebook.detach()), None
@@ -488,12 +532,12 @@ class VectorQuantizer(nn.Module):
         (N, G, d).  The device generator is seeded from a buffered CPU generator, so resuming is exact; without
         ``advance`` that generator is left as it is and the seed is the one it would give, plus one (module
         docstring)."""
-        if advance:
-            with self.sampling_rng.generator() as generator:
-                seed = int(torch.randint(2**62, (1,), generator=generator))
-        else:
-            seed = int(torch.randint(2**62, (1,), generator=self.sampling_rng.peek())) + 1
-        device_generator = torch.Generator(device=z_e.device).manual_seed(seed)
+        device_generator = self._device_generator(z_e.device, advance)
+        if self.assignment == "optimal_transport":  # a global plan in state-updating passes (phase 3's all-reduce)
+            codes = [optimal_transport_codes(z_e[:, g].detach().contiguous(), codebook[g].detach(), self.sinkhorn,
+                                             reduce_over_ranks=advance, generator=device_generator)
+                     for g in range(self.num_codebooks)]
+            return torch.stack(codes, dim=1), None
         if self.assignment == "stochastic":
             codes = [stochastic_codes(z_e[:, g].detach(), codebook[g].detach(), tau, device_generator)
                      for g in range(self.num_codebooks)]
@@ -501,6 +545,31 @@ class VectorQuantizer(nn.Module):
         outputs = [gumbel_softmax_quantize(z_e[:, g], codebook[g], tau, hard=True, generator=device_generator)
                    for g in range(self.num_codebooks)]
         return torch.stack([c for _, c in outputs], dim=1), torch.stack([q for q, _ in outputs], dim=1)
+
+    def _device_generator(self, device: torch.device, advance: bool) -> torch.Generator:
+        """A generator on ``device`` seeded from ``sampling_rng`` (advanced only with ``advance``; sample())."""
+        if advance:
+            with self.sampling_rng.generator() as generator:
+                seed = int(torch.randint(2**62, (1,), generator=generator))
+        else:
+            seed = int(torch.randint(2**62, (1,), generator=self.sampling_rng.peek())) + 1
+        return torch.Generator(device=device).manual_seed(seed)
+
+    def _diveq_noise(self, z_e: torch.Tensor, advance: bool) -> torch.Tensor:
+        """DiVeQ's directional noise, the shape of ``z_e``."""
+        generator = self._device_generator(z_e.device, advance)
+        return self.diveq.noise * torch.randn(z_e.shape, generator=generator, device=z_e.device, dtype=z_e.dtype)
+
+    def _space_filling(self, z_e: torch.Tensor, codebook: torch.Tensor, advance: bool):
+        """SF-DiVeQ's codes (N, G) and output (N, G, d): one dither per segment, then the noise."""
+        generator = self._device_generator(z_e.device, advance)
+        dither = torch.rand((self.num_codebooks, self.codebook_size - 1), generator=generator, device=z_e.device,
+                            dtype=z_e.dtype)
+        noise = self.diveq.noise * torch.randn((2, *z_e.shape), generator=generator, device=z_e.device,
+                                               dtype=z_e.dtype)
+        results = [space_filling_quantize(z_e[:, g], codebook[g], dither[g], noise[:, :, g])
+                   for g in range(self.num_codebooks)]
+        return torch.stack([c for c, _ in results], dim=1), torch.stack([q for _, q in results], dim=1)
 
     def assign(self, z_e: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
         """Nearest code per group: (N, G, d) x (G, K, d) -> (N, G) int64, chunked (never N x K in memory)."""
@@ -538,8 +607,10 @@ def _check_options(dim, num_codebooks, distance, codebook_update, assignment, be
         raise ValueError(f"distance must be 'l2' or 'cosine', got {distance!r}")
     if codebook_update not in ("gradient", "ema"):
         raise ValueError(f"codebook_update must be 'gradient' or 'ema', got {codebook_update!r}")
-    if assignment not in ("nearest", "stochastic", "gumbel"):
-        raise ValueError(f"assignment must be 'nearest', 'stochastic' or 'gumbel', got {assignment!r}")
+    if assignment not in ("nearest", "stochastic", "gumbel", "optimal_transport", "index_backprop"):
+        raise ValueError(f"assignment must be 'nearest', 'stochastic', 'gumbel', 'optimal_transport' or "
+                         f"'index_backprop', got {assignment!r}")
+    check_index_backprop(assignment, codebook_update, sync_nu, rotation_trick)
     if not 0.0 <= beta <= 1.0:
         raise ValueError(f"beta must be in [0, 1], got {beta}")
     if sync_nu and codebook_update == "ema":

@@ -7,11 +7,11 @@ commitment term ``||r_i - sg q_i||^2`` reaches the encoder through ``r_i``, and 
 trains that stage's codebook towards its own residuals.  The loss is the sum of the stage losses.
 
 Stage options that have no meaning on residuals are refused at construction (one line naming the option):
-``sync_nu``, ``rotation_trick`` and ``assignment="gumbel"`` act through a stage's output gradient, but the stage
-outputs are detached (only the total carries a straight-through gradient), so none would reach anything;
-``distance="cosine"``
-would normalise the residuals, whose norms are exactly what the later stages code; and ``reestimate`` passes the
-input through for M_init steps, so stages >= 1 would see zero residuals and fill their reservoirs with zeros.
+``sync_nu``, ``rotation_trick``, ``diveq`` and ``assignment="gumbel"`` or ``"index_backprop"`` act through a stage's
+output gradient, but the stage outputs are detached (only the total carries a straight-through gradient), so none
+would reach anything; ``distance="cosine"`` would normalise the residuals, whose norms are exactly what the later
+stages code; and ``reestimate`` passes the input through for M_init steps, so stages >= 1 would see zero residuals
+and fill their reservoirs with zeros.
 (``kmeans_init`` works: each stage runs its k-means on the first batch's residuals, in stage order.)
 
 Codec options (SoundStream, Zeghidour et al. 2021; EnCodec, Défossez et al. 2022; DAC, Kumar et al. 2023):
@@ -276,6 +276,7 @@ def _check_stage_options(options: dict, projected: bool) -> None:
         "rotation_trick": "the stage outputs are detached (one straight-through estimator on the sum), so the "
                           "rotated gradient would reach nothing",
         "reestimate": "stages >= 1 would see zero residuals during the pass-through warm-up",
+        "diveq": "the stage outputs are detached, so DiVeQ's reparameterized error would reach nothing",
     }
     for name, reason in reasons.items():
         if options.get(name):
@@ -283,6 +284,9 @@ def _check_stage_options(options: dict, projected: bool) -> None:
     if options.get("assignment") == "gumbel":
         raise ValueError("ResidualVectorQuantizer does not support assignment='gumbel': the stage outputs are "
                          "detached, so the Gumbel-softmax gradients would reach nothing")
+    if options.get("assignment") == "index_backprop":
+        raise ValueError("ResidualVectorQuantizer does not support assignment='index_backprop': the stage outputs are "
+                         "detached, so IBQ's softmax gradients would reach nothing")
     if options.get("distance") == "cosine":
         raise ValueError("ResidualVectorQuantizer does not support distance='cosine': normalising the residuals "
                          "discards the norms the later stages code")

@@ -29,7 +29,8 @@ def _check_inputs(name: str, z_e: torch.Tensor, codebook: torch.Tensor, temperat
         raise ValueError(f"{name}: temperature must be >= 0, got {temperature}")
 
 
-def _gumbel_noise(shape, like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+def gumbel_noise(shape, like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """Standard Gumbel noise of ``shape`` on the device and in the dtype of ``like``, drawn from ``generator``."""
     uniform = torch.rand(shape, generator=generator, device=like.device, dtype=like.dtype)
     return -torch.log(-torch.log(uniform.clamp_min(torch.finfo(like.dtype).tiny)))
 
@@ -53,7 +54,7 @@ def stochastic_codes(z_e: torch.Tensor, codebook: torch.Tensor, temperature: flo
     for start in range(0, z_e.shape[0], rows_per_block):
         rows = z_e[start:start + rows_per_block].to(work_dtype)
         logits = -centred_scores(rows, codebook) / temperature  # -||z - c||^2 up to a per-row constant
-        codes[start:start + rows.shape[0]] = (logits + _gumbel_noise(logits.shape, logits, generator)).argmax(1)
+        codes[start:start + rows.shape[0]] = (logits + gumbel_noise(logits.shape, logits, generator)).argmax(1)
     return codes
 
 
@@ -71,7 +72,7 @@ def gumbel_softmax_quantize(z_e: torch.Tensor, codebook: torch.Tensor, temperatu
         raise ValueError(f"gumbel_softmax_quantize: temperature must be > 0, got {temperature}")
     _check_inputs("gumbel_softmax_quantize", z_e, codebook, temperature)
     logits = -centred_scores(z_e, codebook)
-    perturbed = logits + _gumbel_noise(logits.shape, logits.detach(), generator)
+    perturbed = logits + gumbel_noise(logits.shape, logits.detach(), generator)
     weights = F.softmax(perturbed / temperature, dim=1)
     codes = perturbed.detach().argmax(dim=1)
     if not hard:
