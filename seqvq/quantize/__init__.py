@@ -4,6 +4,7 @@ from .alternating import AlternatingOptimizer, split_batch
 from .bsq import BinarySphericalQuantizer
 from .build import build_quantizer, quantizer_section
 from .core import PassKind, QuantizedResult, VectorQuantizer, perplexity, quantizer_passes
+from .diagnosis import BottleneckState, Diagnosis, diagnose, initial_codebooks
 from .diagnostics import (UsageTracker, codebook_divergence, gradient_gap, plot_usage_histogram,
                           quantizers_bypassed)
 from .distance import nearest_codes
@@ -23,7 +24,8 @@ from .stochastic import TemperatureAnneal, annealed_temperature, gumbel_softmax_
 from .usage import UsageRegularizerOptions, kl_to_uniform, mean_soft_assignment
 
 __all__ = [
-    "AffineOptions", "AffineReparameterization", "AlternatingOptimizer", "BinarySphericalQuantizer",
+    "AffineOptions", "AffineReparameterization", "AlternatingOptimizer", "BinarySphericalQuantizer", "BottleneckState",
+    "Diagnosis", "diagnose", "initial_codebooks",
     "DataDependentReestimation", "EMACodebookUpdate", "FiniteScalarQuantizer", "LRUReplacement", "LinearCodebookMap",
     "LookupFreeQuantizer", "MaskedBatchNorm", "PassKind", "QuantizedResult", "ReestimationOptions", "Reservoir",
     "ResidualVectorQuantizer", "TemperatureAnneal", "UsageRegularizerOptions", "UsageTracker", "VectorQuantizer",
