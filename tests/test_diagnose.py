@@ -85,7 +85,7 @@ def test_names_fsq_without_a_norm():
 
 def test_names_dead_codes_growing_from_the_history():
     state = BottleneckState("q", "vq", 200, 128, codes_used=20, encoder_norm=1.0, code_norm=1.0, relative_error=0.1,
-                            used_code_motion=1.0)
+                            used_code_motion=1.0, data_to_codes=1.0, codes_to_data=10.0)
     history = [{"step": step, "split": "train", "active_codes": active}
                for step, active in ((10, 60), (50, 110), (100, 70), (150, 30), (190, 22), (200, 20))]
     finding = name_cause(state, {"prefix": "model.quantizer", "kind": "vq"}, history)

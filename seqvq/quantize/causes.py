@@ -15,11 +15,12 @@ from dataclasses import dataclass
 from torch import nn
 
 COLLAPSED_USAGE = 0.25  # a bottleneck using under a quarter of its codes has collapsed (Huh §3, Fig. 2)
-SCALE_MISMATCH = 2.0  # encoder outputs this many times the codes' norm (or less than its inverse)
-STILL_CODES = 0.2  # used codes moved less than this fraction of their initial norm: never learned
+SCALE_MISMATCH = 3.0  # encoder outputs this many times the codes' norm (or less than its inverse)
+STILL_CODES = 0.05  # used codes moved less than this fraction of their initial norm: never learned
 DRIFTED = 0.5  # D(P, C) above half the outputs' variance: the codes no longer describe the outputs
-ERROR_GROWTH = 3.0  # the quantization error grew this many times over the quantized part of the run
+ERROR_GROWTH = 1.5  # the quantization error ended this many times above its lowest value of the run
 DEAD_GROWTH = 0.5  # active codes fell under half of their peak
+STRANDED = 3.0  # D(C, P) this many times D(P, C): codes left behind where the data no longer is (Huh Fig. 2)
 HIGH_EMA_DECAY = 0.999  # Łańcucki Tables I/II use gamma 0.9-0.99
 SMALL_RESERVOIR = 4  # reservoir vectors per code below which k-means places codes on too few points
 
@@ -177,7 +178,8 @@ def codes_not_learned(state, settings, history):
 
 
 def dead_codes_growing(state, settings, history):
-    """Codes in use early that fall out of use and stay dead: Huh §3 replaces codes unused for 20 steps
+    """Codes in use early that fall out of use and stay dead, left behind where the data no longer is (D(C, P)
+    much larger than D(P, C): the bifurcated codebook of Huh Fig. 2): Huh §3 replaces codes unused for 20 steps
     (recipes/vqvae RESULTS.md: replacement is what raises code usage, 82 -> 850 codes)."""
     if state.kind != "vq" or settings.get("replace_dead_after"):
         return None
@@ -188,7 +190,12 @@ def dead_codes_growing(state, settings, history):
     end = sum(value for _, value in active[-3:]) / 3
     if end >= DEAD_GROWTH * peak or peak_step >= active[-1][0]:
         return None
-    return ("dead codes growing", f"active codes fell from {peak:.0f} (step {peak_step}) to {end:.0f}",
+    if state.data_to_codes is None or state.codes_to_data is None or (
+            state.codes_to_data < STRANDED * state.data_to_codes):
+        return None
+    return ("dead codes growing", f"active codes fell from {peak:.0f} (step {peak_step}) to {end:.0f}; the unused "
+            f"codes lie where the data no longer is: D(C,P) {state.codes_to_data:.3g}, D(P,C) "
+            f"{state.data_to_codes:.3g}",
             [f"{settings['prefix']}.replace_dead_after=20"], "Huh 2023 §3 (replacement policy)")
 
 
@@ -201,8 +208,8 @@ def encoder_drift(state, settings, history):
     error = [point for point in _series(history, "quantization_error") if point[1] > 0]
     if len(error) < 3:
         return None
-    low = min(value for _, value in error[: max(1, len(error) // 3)])
-    growth = error[-1][1] / max(low, 1e-12)
+    low = min(value for _, value in error)
+    growth = sum(value for _, value in error[-3:]) / 3 / max(low, 1e-12)
     if growth < ERROR_GROWTH or state.relative_error < DRIFTED:
         return None
     return ("encoder drift from the codes",
@@ -237,7 +244,7 @@ def index_collapse(state, settings, history):
 
 
 RULES = (warm_up_longer_than_run, fsq_without_norm, reservoir_too_small, reservoir_stale, ema_decay_too_high,
-         codes_not_learned, dead_codes_growing, encoder_drift, scale_mismatch, index_collapse)
+         encoder_drift, scale_mismatch, codes_not_learned, dead_codes_growing, index_collapse)
 
 
 def _collapsed_or_still(state) -> bool:

@@ -70,6 +70,7 @@ import seqvq
 from seqvq.errors import Interrupted, UserError
 from seqvq.quantize import AlternatingOptimizer
 from seqvq.quantize.alternating import NonFiniteStep
+from seqvq.quantize.diagnosis import initial_codebooks, measure
 from seqvq.train.checkpoint import (atomic_save, checkpoint_path, prune_checkpoints, read_checkpoint,
                                     remove_unfinished_saves, rng_state, set_rng_state)
 from seqvq.train.config import TrainConfig
@@ -187,6 +188,9 @@ class Trainer:
                       f"run left behind ({', '.join(path.name for path in unfinished)})", file=sys.stderr)
         if start_over:
             self._start_over()
+        # The model as the task built it, before any resume: the initial codebooks, from which the doctor measures
+        # how far the used codes moved (a resumed run rebuilds the same initial model from the same seed).
+        self.initial_codebooks = initial_codebooks(self.model) if config.doctor_every else None
         if self.last_path.is_file():
             self._resume(read_checkpoint(self.last_path))
         self.log = MetricsLog(self.exp_dir, self.step) if self.rank == 0 else None
@@ -311,7 +315,10 @@ class Trainer:
         bar = tqdm(total=cfg.steps, initial=self.step, dynamic_ncols=True,
                    disable=self.rank != 0 or not sys.stderr.isatty())
         while self.step < cfg.steps:
-            out = self.train_step(next(batches))
+            batch = next(batches)
+            out = self.train_step(batch)
+            if cfg.doctor_every and self.step % cfg.doctor_every == 0:
+                self._log_doctor(batch)
             if out is not None:
                 weight = torch.as_tensor(out.weight, dtype=torch.float32, device=self.device)
                 for name, value in {"loss": out.loss, **out.metrics}.items():
@@ -347,6 +354,15 @@ class Trainer:
         if self.log is not None:
             self.log.write(record)
         return record
+
+    def _log_doctor(self, batch) -> None:
+        """``doctor_every``: each bottleneck's state on this step's batch, one ``doctor`` record per bottleneck
+        (every rank measures: the distances are reduced over ranks; rank 0 writes)."""
+        states = measure(self.model, [batch], self.initial_codebooks)
+        if self.log is not None:
+            for state in states:
+                self.log.write({"step": self.step, "split": "doctor", "epoch": self.epoch,
+                                "bottleneck": state.name, **state.figures()})
 
     def run_evaluation(self) -> dict[str, float]:
         """Evaluate on rank 0 (Polyak weights swapped in when on), log as ``dev``; other ranks wait."""
