@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from torch import nn
 
 COLLAPSED_USAGE = 0.25  # a bottleneck using under a quarter of its codes has collapsed (Huh §3, Fig. 2)
+FULL_USAGE = 0.75  # re-estimated codebooks of a healthy run use more (recipes/wsj RESULTS.md: 487 of 512)
 SCALE_MISMATCH = 3.0  # encoder outputs this many times the codes' norm (or less than its inverse)
 STILL_CODES = 0.05  # used codes moved less than this fraction of their initial norm: never learned
 DRIFTED = 0.5  # D(P, C) above half the outputs' variance: the codes no longer describe the outputs
@@ -127,7 +128,7 @@ def reservoir_too_small(state, settings, history):
     if state.kind != "vq" or not reestimate or not state.quantizing:
         return None
     per_code = reestimate["reservoir_size"] / max(state.codebook_size * state.num_codebooks, 1)
-    if per_code >= SMALL_RESERVOIR or state.usage >= 0.75:
+    if per_code >= SMALL_RESERVOIR or state.usage >= FULL_USAGE:
         return None
     return ("re-estimation on a too small reservoir",
             f"reservoir of {reestimate['reservoir_size']} vectors for {state.codebook_size} codes "
@@ -142,11 +143,13 @@ def reservoir_stale(state, settings, history):
     reestimate = settings.get("reestimate")
     if state.kind != "vq" or not reestimate or not state.quantizing or reestimate.get("restart_reservoir", True):
         return None
-    if state.usage >= 0.5 and (state.relative_error or 0) < DRIFTED:
+    stranded = (state.codes_to_data is not None and state.data_to_codes is not None
+                and state.codes_to_data > STRANDED * state.data_to_codes)
+    if state.usage >= FULL_USAGE and not stranded:
         return None
     return ("re-estimation on a stale reservoir",
-            f"reservoir never restarted; {state.codes_used:.0f} of {state.codebook_size} codes used, "
-            f"D(P,C) {_fmt(state.data_to_codes)}",
+            f"reservoir never restarted; {state.codes_used:.0f} of {state.codebook_size} codes used, codes far from "
+            f"the data: D(C,P) {_fmt(state.codes_to_data)} against D(P,C) {_fmt(state.data_to_codes)}",
             [f"{settings['prefix']}.reestimate.restart_reservoir=true"], "Łańcucki 2020 §III-B")
 
 
