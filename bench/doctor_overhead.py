@@ -1,7 +1,8 @@
 #!/usr/bin/env python
-"""Overhead of ``train.doctor_every``: the median time of a training step and of the doctor's measurement of the
-step's batch (:func:`seqvq.quantize.diagnosis.measure`, what the trainer runs every ``doctor_every`` steps),
-interleaved so that both see the same machine load; the overhead at ``doctor_every=k`` is measure / (k x step).
+"""Overhead of ``train.doctor_every``: the median time of a plain training step and of a watched one (the step the
+trainer runs every ``doctor_every`` steps: its bottlenecks' passes read by :class:`seqvq.quantize.diagnosis.Watch`,
+then their figures computed), interleaved so that both see the same machine load; the overhead at
+``doctor_every=k`` is the watched step's extra time (at least the figures' time) / (k x step).
 
     PYTHONPATH=$PWD OMP_NUM_THREADS=1 python3 bench/doctor_overhead.py --data data/mini_images [--steps 30]
 
@@ -17,7 +18,7 @@ import time
 
 import torch
 
-from seqvq.quantize.diagnosis import initial_codebooks, measure
+from seqvq.quantize.diagnosis import Watch, initial_codebooks
 from seqvq.tasks import get_task
 from seqvq.train import Trainer, TrainConfig, seed_everything
 from seqvq.train.config import load_config
@@ -40,21 +41,26 @@ def main() -> None:
         trainer = Trainer(bundle.model, train, bundle.train_dataset, bundle.collate_fn, exp_dir=exp_dir)
         initial = initial_codebooks(trainer.model)
         batches = trainer._batches()
-        steps, checks = [], []
-        for _ in range(args.steps):
+        steps, watched, checks = [], [], []
+        for index in range(2 * args.steps):
             batch = next(batches)
             start = time.perf_counter()
-            trainer.train_step(batch)
-            steps.append(time.perf_counter() - start)
-            start = time.perf_counter()
-            measure(trainer.model, [batch], initial)
-            checks.append(time.perf_counter() - start)
+            if index % 2:
+                with Watch(trainer.model) as watch:
+                    trainer.train_step(batch)
+                middle = time.perf_counter()
+                watch.states(initial)
+                checks.append(time.perf_counter() - middle)
+                watched.append(time.perf_counter() - start)
+            else:
+                trainer.train_step(batch)
+                steps.append(time.perf_counter() - start)
     step, check = statistics.median(steps), statistics.median(checks)
-    print(f"median step {step * 1000:.1f} ms, median doctor measurement {check * 1000:.1f} ms "
-          f"(over {args.steps} steps, 1 thread)")
+    extra = statistics.median(watched) - step
+    print(f"median step {step * 1000:.1f} ms; watched step {extra * 1000:+.1f} ms, of which the doctor's figures "
+          f"{check * 1000:.1f} ms ({args.steps} plain and {args.steps} watched steps, interleaved, 1 thread)")
     for every in args.every:
-        print(f"doctor_every={every}: overhead {100 * check / (every * step):.2f}% of step time")
-
+        print(f"doctor_every={every}: overhead {100 * max(extra, check) / (every * step):.2f}% of step time")
 
 if __name__ == "__main__":
     main()

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from .codebook_free import CodebookFreeQuantizer
-from .core import VectorQuantizer, channel_last_with_mask, perplexity
+from .core import STATE_UPDATING_PASSES, PassKind, VectorQuantizer, channel_last_with_mask, perplexity
 from .diagnostics import codebook_divergence, gradient_gap as measure_gradient_gap
 
 MAX_VECTORS = 20000  # encoder outputs kept per bottleneck for the distances (the first ones seen)
@@ -107,19 +107,26 @@ def initial_codebooks(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 class _Collector:
-    """Valid bottleneck inputs (in the comparison space) and codes of the passes it sees."""
+    """Valid bottleneck inputs (in the comparison space) and codes of the passes it sees: a forward hook on the
+    quantizer and one on its ``pre_norm`` (whose output it reads, so that no moment is updated twice)."""
 
     def __init__(self, module: nn.Module):
-        self.module, self.vectors, self.kept, self.counts = module, [], 0, None
+        self.module, self.vectors, self.kept, self.counts, self.normalised = module, [], 0, None, None
 
+    def read_norm(self, norm, args, output) -> None:
+        self.normalised = output
+
+    @torch.no_grad()
     def __call__(self, module, args, kwargs, output) -> None:
+        normalised, self.normalised = self.normalised, None
+        if module.training and getattr(module, "pass_kind", PassKind.STEP) not in STATE_UPDATING_PASSES:
+            return  # an inner or bypass pass: the step's own pass is the one to read
         x = args[0]
         mask, lengths = kwargs.get("mask", args[1] if len(args) > 1 else None), kwargs.get("lengths")
-        channel_dim = module.channel_dim
-        x_last, mask = channel_last_with_mask(x, module.dim, channel_dim, mask, lengths)
+        x_last, mask = channel_last_with_mask(x, module.dim, module.channel_dim, mask, lengths)
+        if normalised is not None:
+            x_last = normalised
         x_last = x_last.float()
-        if module.norm is not None:
-            x_last = module.norm(x_last, mask)
         z = x_last.reshape(-1, module.dim) if mask is None else x_last[mask]
         if isinstance(module, VectorQuantizer):
             z = module._comparison_space(z.view(z.shape[0], module.num_codebooks, module.code_dim))
@@ -128,11 +135,38 @@ class _Collector:
         if self.kept < MAX_VECTORS:
             self.vectors.append(z[: MAX_VECTORS - self.kept].detach())
             self.kept += min(z.shape[0], MAX_VECTORS - self.kept)
-        codes = output.codes
-        groups = getattr(module, "num_codebooks", 1)
-        codes = codes.reshape(-1, groups)
-        codes = codes[(codes >= 0).all(dim=1)]
-        self.counts = _merge_counts(self.counts, codes)
+        codes = output.codes.reshape(-1, getattr(module, "num_codebooks", 1))
+        self.counts = _merge_counts(self.counts, codes[(codes >= 0).all(dim=1)])
+
+
+class Watch:
+    """Within ``with Watch(model) as watch:`` the passes of ``model``'s bottlenecks are recorded (the state-updating
+    pass of a training step, or every evaluation pass); ``watch.states(initial)`` measures them.  Reading changes
+    nothing in the model, so a training step watched is the same step."""
+
+    def __init__(self, model: nn.Module):
+        self.found = bottlenecks(model)
+        if not self.found:
+            raise ValueError("diagnose: the model holds no quantizer")
+        self.collectors = {name: _Collector(module) for name, module in self.found}
+        self.handles = []
+
+    def __enter__(self) -> "Watch":
+        for name, module in self.found:
+            collector = self.collectors[name]
+            if module.norm is not None:
+                self.handles.append(module.norm.register_forward_hook(collector.read_norm))
+            self.handles.append(module.register_forward_hook(collector, with_kwargs=True))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for handle in self.handles:
+            handle.remove()
+        self.handles = []
+
+    def states(self, initial: dict[str, torch.Tensor] | None = None) -> list[BottleneckState]:
+        return [_state(name, module, self.collectors[name], (initial or {}).get(name))
+                for name, module in self.found]
 
 
 def _merge_counts(counts: dict | None, codes: torch.Tensor) -> dict:
@@ -195,21 +229,15 @@ def measure(model: nn.Module, batches: Iterable, initial: dict[str, torch.Tensor
             ) -> list[BottleneckState]:
     """The :class:`BottleneckState` of every bottleneck of ``model`` on ``batches`` (each passed as
     ``model(batch)`` in evaluation mode; no state changes), without the gradient gap or the rules."""
-    found = bottlenecks(model)
-    if not found:
-        raise ValueError("diagnose: the model holds no quantizer")
-    collectors = {name: _Collector(module) for name, module in found}
-    handles = [module.register_forward_hook(collectors[name], with_kwargs=True) for name, module in found]
     was_training = model.training
     model.eval()
     try:
-        for batch in batches:
-            model(batch)
+        with Watch(model) as watch:
+            for batch in batches:
+                model(batch)
     finally:
-        for handle in handles:
-            handle.remove()
         model.train(was_training)
-    return [_state(name, module, collectors[name], (initial or {}).get(name)) for name, module in found]
+    return watch.states(initial)
 
 
 def diagnose(model: nn.Module, batches: Iterable, loss_fn: Callable | None = None,

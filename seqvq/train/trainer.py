@@ -70,7 +70,7 @@ import seqvq
 from seqvq.errors import Interrupted, UserError
 from seqvq.quantize import AlternatingOptimizer
 from seqvq.quantize.alternating import NonFiniteStep
-from seqvq.quantize.diagnosis import initial_codebooks, measure
+from seqvq.quantize.diagnosis import Watch, initial_codebooks
 from seqvq.train.checkpoint import (atomic_save, checkpoint_path, prune_checkpoints, read_checkpoint,
                                     remove_unfinished_saves, rng_state, set_rng_state)
 from seqvq.train.config import TrainConfig
@@ -315,10 +315,12 @@ class Trainer:
         bar = tqdm(total=cfg.steps, initial=self.step, dynamic_ncols=True,
                    disable=self.rank != 0 or not sys.stderr.isatty())
         while self.step < cfg.steps:
-            batch = next(batches)
-            out = self.train_step(batch)
-            if cfg.doctor_every and self.step % cfg.doctor_every == 0:
-                self._log_doctor(batch)
+            if cfg.doctor_every and (self.step + 1) % cfg.doctor_every == 0:
+                with Watch(self.model) as watch:  # reads the step's own pass of each bottleneck
+                    out = self.train_step(next(batches))
+                self._log_doctor(watch)
+            else:
+                out = self.train_step(next(batches))
             if out is not None:
                 weight = torch.as_tensor(out.weight, dtype=torch.float32, device=self.device)
                 for name, value in {"loss": out.loss, **out.metrics}.items():
@@ -355,10 +357,10 @@ class Trainer:
             self.log.write(record)
         return record
 
-    def _log_doctor(self, batch) -> None:
-        """``doctor_every``: each bottleneck's state on this step's batch, one ``doctor`` record per bottleneck
-        (every rank measures: the distances are reduced over ranks; rank 0 writes)."""
-        states = measure(self.model, [batch], self.initial_codebooks)
+    def _log_doctor(self, watch: Watch) -> None:
+        """``doctor_every``: each bottleneck's state on this step's batch as its training pass saw it, one ``doctor``
+        record per bottleneck (every rank measures: the distances are reduced over ranks; rank 0 writes)."""
+        states = watch.states(self.initial_codebooks)
         if self.log is not None:
             for state in states:
                 self.log.write({"step": self.step, "split": "doctor", "epoch": self.epoch,

@@ -79,6 +79,8 @@ def main() -> None:
     parser.add_argument("--exp", default="exp/doctor_runs")
     parser.add_argument("--runs", nargs="*", default=list(RUNS))
     parser.add_argument("--copy-only", action="store_true", help="only make the tiny copies of runs in --exp")
+    parser.add_argument("--seed", type=int, help="train every run at this seed, into --exp only (held-out runs: no "
+                                                 "tiny copies)")
     args = parser.parse_args()
     for name in args.runs:
         row, overrides, cause = RUNS[name]
@@ -88,9 +90,12 @@ def main() -> None:
             continue
         command = [sys.executable, "-m", "seqvq.cli", "train", f"recipes/vqvae/conf/{row}.yaml",
                    f"data.corpus={args.data}", *SHRINK, *overrides, "--exp-dir", str(exp), "--force"]
+        if args.seed is not None:
+            command[-3:-3] = [f"train.seed={args.seed}"]
         print(" ".join(command), flush=True)
         subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
-        tiny_copy(exp, HERE / name, cause)
+        if args.seed is None:
+            tiny_copy(exp, HERE / name, cause)
         last = [json.loads(line) for line in open(exp / "metrics.jsonl")][-1]
         print(name, {key: last.get(key) for key in ("codes_used", "perplexity", "used_code_motion",
                                                       "relative_error", "encoder_norm", "code_norm")}, flush=True)
