@@ -6,11 +6,12 @@ from __future__ import annotations
 import collections
 from pathlib import Path
 
-import pytest
+import numpy as np
 import torch
 from torch import nn
 
 from helpers import run_cli
+from seqvq.data.cifar import write_cifar_batches
 from seqvq.quantize import VectorQuantizer
 from seqvq.train import StepOutput, Trainer, TrainConfig, read_metrics
 from seqvq.train.doctor import doctor
@@ -96,3 +97,21 @@ def test_recorded_runs_name_the_true_cause_and_flag_no_healthy_run():
     assert failures >= 10 and healthy >= 5
     assert right >= 0.9 * failures, table
     assert all(named == "healthy" for (true, named) in table if true == "healthy"), table
+
+
+def test_doctor_runs_batches_of_the_runs_data_through_its_checkpoint(tmp_path, capsys):
+    data, exp = tmp_path / "data", tmp_path / "exp"
+    generator = np.random.default_rng(0)
+    images = generator.choice(np.array([0, 128, 255], dtype=np.uint8), size=(24, 3, 4, 4)).repeat(8, 2).repeat(8, 3)
+    write_cifar_batches(str(data), (images[:16], np.zeros(16, np.int64)), (images[16:], np.zeros(8, np.int64)),
+                        ["blocks"])
+    code, _, err = run_cli(capsys, "train", Path(__file__).parents[1] / "recipes" / "vqvae" / "conf" / "vqvae.yaml",
+                           f"data.corpus={data}", "model.channels=8", "model.residual_blocks=1",
+                           "model.quantizer.codebook_size=16", "train.steps=6", "train.batch_size=8",
+                           "train.warmup_steps=1", "train.log_every=2", "train.eval_every=6",
+                           "train.checkpoint_every=6", "eval.batch_size=8", "--exp-dir", exp)
+    assert code == 0, err
+    code, out, err = run_cli(capsys, "doctor", exp, "--batches", 2)
+    assert code == 0, err
+    assert "vqvae.quantizer (vq, step 6)" in out and "used codes moved" in out
+    assert "STE gradient gap not measured" not in out and "->" in out

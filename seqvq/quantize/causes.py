@@ -233,7 +233,7 @@ def scale_mismatch(state, settings, history):
     return ("collapse from scale mismatch",
             f"index collapse: {state.codes_used:.0f} of {state.codebook_size} codes; encoder outputs have norm "
             f"{state.encoder_norm:.2f}, codes {state.code_norm:.2f}",
-            [f"{prefix}.pre_norm=true", f"{prefix}.reestimate.init_steps={_init_steps(settings)}"],
+            _codebook_from_data(settings, state),
             "Łańcucki 2020 §III-A/B; recipes/wsj RESULTS.md Table I (+BN + data-dep reest)")
 
 
@@ -242,8 +242,9 @@ def index_collapse(state, settings, history):
     replacement is the remedy that matters most alone)."""
     if state.usage >= COLLAPSED_USAGE:
         return None
-    return ("index collapse", f"{state.codes_used:.0f} of {state.codebook_size} codes used",
-            [f"{settings['prefix']}.replace_dead_after=20"], "Huh 2023 §3; recipes/imagenet100 RESULTS.md Table 2")
+    remedy = ([f"{settings['prefix']}.replace_dead_after=20"] if not settings.get("replace_dead_after")
+              else _codebook_from_data(settings, state))
+    return ("index collapse", f"{state.codes_used:.0f} of {state.codebook_size} codes used", remedy, "Huh 2023 §3; recipes/imagenet100 RESULTS.md Table 2")
 
 
 RULES = (warm_up_longer_than_run, fsq_without_norm, reservoir_too_small, reservoir_stale, ema_decay_too_high,
@@ -255,9 +256,18 @@ def _collapsed_or_still(state) -> bool:
     return still or state.usage < COLLAPSED_USAGE
 
 
-def _init_steps(settings) -> int:
-    steps = settings.get("steps") or 1000
-    return max(1, steps // 10)
+def _codebook_from_data(settings, state) -> list[str]:
+    """BN before the codes and Algorithm 1's re-estimation (the first remedy docs/which-remedy.md recommends), the
+    parts the run lacks; codes at the outputs' scale when it has both."""
+    prefix, remedy = settings["prefix"], []
+    if not settings.get("pre_norm"):
+        remedy.append(f"{prefix}.pre_norm=true")
+    if not settings.get("reestimate") and not settings.get("kmeans_init"):
+        first = max(1, (settings.get("steps") or 1000) // 10)
+        remedy.append(f"{prefix}.reestimate={{init_steps: {first}, every: {first}, steps: {5 * first}}}")
+    if not remedy and state.encoder_norm:
+        remedy.append(f"{prefix}.init_scale={state.encoder_norm:.2g}")
+    return remedy
 
 
 def _fmt(value) -> str:
@@ -284,10 +294,11 @@ def describe(diagnosis) -> str:
                      f"{state.codes_used:.0f} of {state.codebook_size} codes used, {state.dead_codes:.0f} dead"
                      + (f" (oldest {state.dead_code_ages[0]} steps)" if state.dead_code_ages else ""))
         if state.encoder_norm is not None:
+            gap = "not measured" if state.gradient_gap is None else f"{state.gradient_gap:.3g}"
             lines.append(f"  norms: encoder outputs {state.encoder_norm:.3g}, codes {_fmt(state.code_norm)}; "
                          f"D(P,C) {_fmt(state.data_to_codes)}, D(C,P) {_fmt(state.codes_to_data)}, "
                          f"relative error {_fmt(state.relative_error)}; used codes moved "
-                         f"{_fmt(state.used_code_motion)}; STE gradient gap {_fmt(state.gradient_gap)}; "
+                         f"{_fmt(state.used_code_motion)}; STE gradient gap {gap}; "
                          f"{'quantizing' if state.quantizing else 'still in the pass-through warm-up'}")
         lines.append(f"  -> {finding}")
     return "\n".join(lines)

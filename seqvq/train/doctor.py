@@ -149,9 +149,10 @@ def doctor(run_dir: str | Path, batches: int = 0) -> Diagnosis:
 
 
 # ------------------------------------------------------------------------------------------------ dashboard
-def _points(records: list[dict], name: str, split: str) -> list[tuple[int, float]]:
+def _points(records: list[dict], name: str, split: str, bottleneck: str | None = None) -> list[tuple[int, float]]:
     return [(r["step"], float(r[name])) for r in records
-            if r.get("split") == split and isinstance(r.get(name), (int, float)) and not isinstance(r[name], bool)]
+            if r.get("split") == split and isinstance(r.get(name), (int, float)) and not isinstance(r[name], bool)
+            and (bottleneck is None or r.get("bottleneck") == bottleneck)]
 
 
 def dashboard(run_dir: str | Path, diagnosis: Diagnosis | None = None) -> Path:
@@ -182,9 +183,13 @@ def dashboard(run_dir: str | Path, diagnosis: Diagnosis | None = None) -> Path:
     figure = Figure(figsize=(16, 3.4))
     FigureCanvasAgg(figure)
     axes = figure.subplots(1, len(panels))
+    names = sorted({r["bottleneck"] for r in records if r.get("split") == "doctor" and "bottleneck" in r})
     for axis, (title, series) in zip(axes, panels):
-        for label, name, split in series:
-            points = _points(records, name, split)
+        # The doctor records: one line per bottleneck.
+        series = [(f"{label} {bottleneck}" if len(names) > 1 else label, name, split, bottleneck)
+                  for label, name, split in series for bottleneck in (names if split == "doctor" else [None])]
+        for label, name, split, bottleneck in series:
+            points = _points(records, name, split, bottleneck)
             if title == "dead codes" and not points and size:  # no doctor records: the codebook less the active
                 points = [(step, size - value) for step, value in _points(records, "active_codes", "train")]
                 label = "codebook - train active codes"
