@@ -175,11 +175,9 @@ def dashboard(run_dir: str | Path, diagnosis: Diagnosis | None = None) -> Path:
         ("dead codes", [("doctor", "dead_codes", "doctor")]),
         ("losses", [(name, name, "train") for name in ("loss", "vq_loss", "quantization_error")]),
     ]
-    error = next((name for name in ERROR_FIGURES if _points(records, name, "dev")), None)
-    error_split = "dev"
-    if error is None:
-        error, error_split = next((name for name in ERROR_FIGURES if _points(records, name, "train")), None), "train"
-    panels.append((f"{error or 'error figure'} ({error_split})", [(error_split, error, error_split)] if error else []))
+    error = next((name for name in ERROR_FIGURES
+                  if _points(records, name, "dev") or _points(records, name, "train")), None)
+    panels.append((error or "error figure", [(split, error, split) for split in ("train", "dev")] if error else []))
     figure = Figure(figsize=(16, 3.4))
     FigureCanvasAgg(figure)
     axes = figure.subplots(1, len(panels))

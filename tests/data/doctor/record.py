@@ -3,10 +3,12 @@
 mini image set, shrunk to seconds (16 channels, 128 codes, 200 steps), each with one config override that causes a
 known failure, or none (healthy rows); ``train.doctor_every=25`` logs the bottleneck's state.  Of each run a tiny
 copy is kept under tests/data/doctor/RUN/: metrics.jsonl (train and doctor records), config.yaml, cause.txt (the
-true cause) and checkpoints/last.pt with
-the step, the run config and the quantizer's small buffers (no weights, optimizer or reservoir contents).
+true cause) and checkpoints/last.pt with the step, the run config and the quantizer's small buffers (no weights,
+optimizer or reservoir contents).
 
     PYTHONPATH=$PWD OMP_NUM_THREADS=1 python3 tests/data/doctor/record.py --data data/mini_images [--runs NAME ...]
+    ... record.py --seed 2 --exp exp/doctor_heldout       # held-out runs at another seed (no tiny copies)
+    ... record.py --remedy                                # each failure again with the remedy the doctor names
 
 One run at a time, one thread, about 20 s each on a loaded 2-core machine.
 """
@@ -20,6 +22,9 @@ import sys
 from pathlib import Path
 
 import torch
+
+from seqvq.train.doctor import doctor
+from seqvq.train.logs import read_metrics
 
 HERE = Path(__file__).resolve().parent
 SHRINK = ["model.channels=16", "model.residual_blocks=1", "model.quantizer.codebook_size=128", "train.steps=200",
@@ -79,6 +84,9 @@ def main() -> None:
     parser.add_argument("--exp", default="exp/doctor_runs")
     parser.add_argument("--runs", nargs="*", default=list(RUNS))
     parser.add_argument("--copy-only", action="store_true", help="only make the tiny copies of runs in --exp")
+    parser.add_argument("--remedy", action="store_true",
+                        help="train each run of --exp again with the remedy `seqvq doctor` names for it added, into "
+                             "--exp/../doctor_remedied, and print the cause named before and after")
     parser.add_argument("--seed", type=int, help="train every run at this seed, into --exp only (held-out runs: no "
                                                  "tiny copies)")
     args = parser.parse_args()
@@ -89,11 +97,25 @@ def main() -> None:
             tiny_copy(exp, HERE / name, cause)
             continue
         command = [sys.executable, "-m", "seqvq.cli", "train", f"recipes/vqvae/conf/{row}.yaml",
-                   f"data.corpus={args.data}", *SHRINK, *overrides, "--exp-dir", str(exp), "--force"]
+                   f"data.corpus={args.data}", *SHRINK, *overrides, *remedy, "--exp-dir", str(exp)]
+        remedy = []
+        if args.remedy:
+            finding = doctor(exp).findings[0]
+            remedy, exp = finding.overrides, Path(args.exp).parent / "doctor_remedied" / name
+            if not remedy:
+                continue
+        if exp.exists():  # this script's own earlier recording of the run: trained again from scratch
+            print(f"removing {exp}", flush=True)
+            shutil.rmtree(exp)
         if args.seed is not None:
             command[-3:-3] = [f"train.seed={args.seed}"]
         print(" ".join(command), flush=True)
         subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+        if args.remedy:
+            dev = [record for record in read_metrics(exp) if record["split"] == "dev"][-1]
+            print(f"{name}: {finding.cause} -> with {' '.join(remedy)}: {doctor(exp).findings[0].cause}, dev MSE "
+                  f"{dev['mse']:.4f}, {dev['codes_used']:.0f} codes used", flush=True)
+            continue
         if args.seed is None:
             tiny_copy(exp, HERE / name, cause)
         last = [json.loads(line) for line in open(exp / "metrics.jsonl")][-1]
