@@ -96,14 +96,14 @@ def main() -> None:
         if args.copy_only:
             tiny_copy(exp, HERE / name, cause)
             continue
-        command = [sys.executable, "-m", "seqvq.cli", "train", f"recipes/vqvae/conf/{row}.yaml",
-                   f"data.corpus={args.data}", *SHRINK, *overrides, *remedy, "--exp-dir", str(exp)]
         remedy = []
         if args.remedy:
             finding = doctor(exp).findings[0]
             remedy, exp = finding.overrides, Path(args.exp).parent / "doctor_remedied" / name
             if not remedy:
                 continue
+        command = [sys.executable, "-m", "seqvq.cli", "train", f"recipes/vqvae/conf/{row}.yaml",
+                   f"data.corpus={args.data}", *SHRINK, *overrides, *remedy, "--exp-dir", str(exp)]
         if exp.exists():  # this script's own earlier recording of the run: trained again from scratch
             print(f"removing {exp}", flush=True)
             shutil.rmtree(exp)
