@@ -110,8 +110,8 @@ class _Collector:
     """Valid bottleneck inputs (in the comparison space) and codes of the passes it sees: a forward hook on the
     quantizer and one on its ``pre_norm`` (whose output it reads, so that no moment is updated twice)."""
 
-    def __init__(self, module: nn.Module):
-        self.module, self.vectors, self.kept, self.counts, self.normalised = module, [], 0, None, None
+    def __init__(self):
+        self.vectors, self.kept, self.counts, self.normalised = [], 0, None, None
 
     def read_norm(self, norm, args, output) -> None:
         self.normalised = output
@@ -148,7 +148,7 @@ class Watch:
         self.found = bottlenecks(model)
         if not self.found:
             raise ValueError("diagnose: the model holds no quantizer")
-        self.collectors = {name: _Collector(module) for name, module in self.found}
+        self.collectors = {name: _Collector() for name, _ in self.found}
         self.handles = []
 
     def __enter__(self) -> "Watch":
@@ -205,8 +205,8 @@ def _state(name: str, module: nn.Module, collector: _Collector, initial: torch.T
     divergences = [codebook_divergence(z[:, g].contiguous(), codebook[g]) for g in range(groups)]
     state.data_to_codes = sum(float(d.data_to_codes) for d in divergences) / groups
     state.codes_to_data = sum(float(d.codes_to_data) for d in divergences) / groups
-    state.relative_error = state.data_to_codes / max(spread / 1.0, 1e-12)
-    used_mask = torch.zeros(groups, size, dtype=torch.bool)
+    state.relative_error = state.data_to_codes / max(spread, 1e-12)
+    used_mask = torch.zeros(groups, size, dtype=torch.bool, device=codebook.device)
     for group, group_counts in enumerate(counts):
         used_mask[group, list(group_counts)] = True
     if initial is not None:
