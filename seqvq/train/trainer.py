@@ -43,6 +43,9 @@ Contract
   :class:`seqvq.errors.Interrupted` naming the step reached and the last checkpoint. Evaluate a checkpoint with
   :func:`seqvq.train.checkpoint.load_checkpoint`.
 * Logs: ``exp_dir/metrics.jsonl`` and ``metrics.csv``; PNGs from :func:`seqvq.train.logs.plot_metrics` at the end.
+  With ``doctor_every`` > 0, every that many steps one ``doctor`` record per bottleneck: its state as the step's own
+  training pass saw it (:class:`seqvq.quantize.diagnosis.Watch`; nothing in the step changes), which
+  ``seqvq doctor`` reads (:mod:`seqvq.train.doctor`).
 * DDP: under ``torchrun`` (``WORLD_SIZE`` > 1) the process group is initialised (nccl on CUDA, gloo on CPU),
   the model is wrapped in ``DistributedDataParallel``, each rank reads its shard with ``batch_size`` items
   per step, and only rank 0 writes files.  DDP broadcasts rank 0's buffers before every forward pass (for the
