@@ -3,6 +3,7 @@
     seqvq train CONFIG.yaml [dotted.key=value ...] [--exp-dir DIR] [--force]
     seqvq evaluate CHECKPOINT DATA [dotted.key=value ...] [--out DIR] [--live-weights]
     seqvq plot EXP_DIR
+    seqvq doctor RUN_DIR [--batches N]
 
 A run config is a YAML mapping with ``task:`` (a name in :data:`seqvq.tasks.TASKS`), ``train:`` (the
 :class:`~seqvq.train.TrainConfig` fields), optionally ``exp_dir:``, and the keys the task declares
@@ -10,7 +11,8 @@ A run config is a YAML mapping with ``task:`` (a name in :data:`seqvq.tasks.TASK
 ``train`` under torchrun trains with DDP; it resumes the run in its directory only when that run has the same
 settings (the run config, less more steps and other intervals: :data:`seqvq.train.resume.MAY_CHANGE`) and the same
 data (a fingerprint of its files), and refuses another run's directory in one line unless ``--force``, which starts
-over. ``evaluate`` needs only the checkpoint (it carries the run config and the task's evaluation state) and writes
+over. ``doctor`` says why a run's bottleneck collapsed and the remedy as overrides (:mod:`seqvq.train.doctor`) and
+writes RUN_DIR/doctor.png. ``evaluate`` needs only the checkpoint (it carries the run config and the task's evaluation state) and writes
 ``figures.json`` (and the task's files) into ``--out`` or a directory named after the full data path. Both run on
 ``train.threads`` torch threads when it is set.
 
@@ -139,13 +141,21 @@ def _plot(args) -> None:
         print(path)
 
 
+def _doctor(args) -> None:
+    from seqvq.train.doctor import dashboard, doctor
+
+    diagnosis = doctor(args.run_dir, batches=args.batches)
+    print(diagnosis)
+    print(f"dashboard: {dashboard(args.run_dir, diagnosis)}")
+
+
 def debug_requested(flag: bool) -> bool:
     """``--debug``, or ``SEQVQ_DEBUG`` set to anything but empty or 0."""
     return flag or os.environ.get("SEQVQ_DEBUG", "") not in ("", "0")
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="seqvq", description="Train, evaluate and plot seqvq runs.",
+    parser = argparse.ArgumentParser(prog="seqvq", description="Train, evaluate, plot and diagnose seqvq runs.",
                                      epilog=f"tasks (a run config's task:): {', '.join(TASKS)}")
     parser.add_argument("--debug", action="store_true",
                         help="show the traceback of an error in the input (also SEQVQ_DEBUG=1)")
@@ -172,7 +182,14 @@ def main(argv: list[str] | None = None) -> None:
     plot = commands.add_parser("plot", help="write EXP_DIR/plots/*.png from EXP_DIR/metrics.jsonl")
     plot.add_argument("exp_dir")
     plot.set_defaults(run=_plot)
-    for command in (train, evaluate, plot):
+    doctor = commands.add_parser("doctor", help="name why a run's bottleneck collapsed and the remedy; write "
+                                                "RUN_DIR/doctor.png")
+    doctor.add_argument("run_dir")
+    doctor.add_argument("--batches", type=int, default=0,
+                        help="also run N training batches of the run's data through its last checkpoint (default: "
+                             "the figures train.doctor_every logged)")
+    doctor.set_defaults(run=_doctor)
+    for command in (train, evaluate, plot, doctor):
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                              help="show the traceback of an error in the input (also SEQVQ_DEBUG=1)")
     args = parser.parse_args(argv)

@@ -5,6 +5,7 @@ from .bridge import BridgeOptions, CodebookBridge
 from .bsq import BinarySphericalQuantizer
 from .build import build_quantizer, quantizer_section
 from .core import PassKind, QuantizedResult, VectorQuantizer, perplexity, quantizer_passes
+from .diagnosis import BottleneckState, Diagnosis, diagnose, initial_codebooks
 from .diagnostics import (UsageTracker, codebook_divergence, gradient_gap, plot_usage_histogram,
                           quantizers_bypassed)
 from .distance import nearest_codes
@@ -27,15 +28,15 @@ from .stochastic import TemperatureAnneal, annealed_temperature, gumbel_softmax_
 from .usage import UsageRegularizerOptions, kl_to_uniform, mean_soft_assignment
 
 __all__ = [
-    "AffineOptions", "AffineReparameterization", "AlternatingOptimizer", "BinarySphericalQuantizer", "BridgeOptions",
-    "CodebookBridge", "DataDependentReestimation", "DiVeQOptions", "EMACodebookUpdate", "FiniteScalarQuantizer",
-    "LRUReplacement", "LinearCodebookMap", "LookupFreeQuantizer", "MaskedBatchNorm", "PassKind", "QuantizedResult",
-    "ReestimationOptions", "Reservoir", "ResidualVectorQuantizer", "SinkhornOptions", "TemperatureAnneal",
-    "UsageRegularizerOptions", "UsageTracker", "VectorQuantizer", "annealed_temperature", "build_quantizer",
-    "codebook_divergence", "codebook_parameters", "diveq_output", "gradient_gap", "gumbel_softmax_quantize",
-    "index_backprop_output", "kl_to_uniform", "kmeans", "kmeans_plus_plus", "lloyd", "mean_soft_assignment",
-    "nearest_codes", "optimal_transport_codes", "param_groups", "perplexity", "plot_usage_histogram",
-    "quantizer_passes", "quantizer_section", "quantizers_bypassed", "reset_optimizer_state",
-    "reset_optimizer_state_on_step", "rotation_trick", "sinkhorn_potentials", "space_filling_quantize", "split_batch",
-    "stochastic_codes",
+    "AffineOptions", "AffineReparameterization", "AlternatingOptimizer", "BinarySphericalQuantizer",
+    "BottleneckState", "BridgeOptions", "CodebookBridge", "DataDependentReestimation", "DiVeQOptions", "Diagnosis",
+    "EMACodebookUpdate", "FiniteScalarQuantizer", "LRUReplacement", "LinearCodebookMap", "LookupFreeQuantizer",
+    "MaskedBatchNorm", "PassKind", "QuantizedResult", "ReestimationOptions", "Reservoir", "ResidualVectorQuantizer",
+    "SinkhornOptions", "TemperatureAnneal", "UsageRegularizerOptions", "UsageTracker", "VectorQuantizer",
+    "annealed_temperature", "build_quantizer", "codebook_divergence", "codebook_parameters", "diagnose",
+    "diveq_output", "gradient_gap", "gumbel_softmax_quantize", "index_backprop_output", "initial_codebooks",
+    "kl_to_uniform", "kmeans", "kmeans_plus_plus", "lloyd", "mean_soft_assignment", "nearest_codes",
+    "optimal_transport_codes", "param_groups", "perplexity", "plot_usage_histogram", "quantizer_passes",
+    "quantizer_section", "quantizers_bypassed", "reset_optimizer_state", "reset_optimizer_state_on_step",
+    "rotation_trick", "sinkhorn_potentials", "space_filling_quantize", "split_batch", "stochastic_codes",
 ]

@@ -60,6 +60,10 @@ class TrainConfig:
     # leaves torch's default (OMP_NUM_THREADS, else every core). A float sum over other threads differs in its last
     # bits, so a run's figures are reproduced at the same thread count.
     threads: int | None = None
+    # Every this many steps, the state of each bottleneck on that step's batch (seqvq.quantize.diagnosis.measure:
+    # usage, norms, D(P, C), D(C, P), how far the used codes moved) is logged as a "doctor" record, which
+    # `seqvq doctor RUN_DIR` reads. 0: off.
+    doctor_every: int = 0
 
     @classmethod
     def from_dict(cls, values: dict | None) -> "TrainConfig":

@@ -8,7 +8,7 @@ import os
 import tempfile
 from pathlib import Path
 
-NOT_PLOTTED = ("step", "split", "epoch")
+NOT_PLOTTED = ("step", "split", "epoch", "bottleneck")
 
 
 def user_temp_file(path: Path) -> tuple[int, str]:

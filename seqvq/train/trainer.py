@@ -43,6 +43,9 @@ Contract
   :class:`seqvq.errors.Interrupted` naming the step reached and the last checkpoint. Evaluate a checkpoint with
   :func:`seqvq.train.checkpoint.load_checkpoint`.
 * Logs: ``exp_dir/metrics.jsonl`` and ``metrics.csv``; PNGs from :func:`seqvq.train.logs.plot_metrics` at the end.
+  With ``doctor_every`` > 0, every that many steps one ``doctor`` record per bottleneck: its state as the step's own
+  training pass saw it (:class:`seqvq.quantize.diagnosis.Watch`; nothing in the step changes), which
+  ``seqvq doctor`` reads (:mod:`seqvq.train.doctor`).
 * DDP: under ``torchrun`` (``WORLD_SIZE`` > 1) the process group is initialised (nccl on CUDA, gloo on CPU),
   the model is wrapped in ``DistributedDataParallel``, each rank reads its shard with ``batch_size`` items
   per step, and only rank 0 writes files.  DDP broadcasts rank 0's buffers before every forward pass (for the
@@ -70,6 +73,7 @@ import seqvq
 from seqvq.errors import Interrupted, UserError
 from seqvq.quantize import AlternatingOptimizer
 from seqvq.quantize.alternating import NonFiniteStep
+from seqvq.quantize.diagnosis import Watch, initial_codebooks
 from seqvq.train.checkpoint import (atomic_save, checkpoint_path, prune_checkpoints, read_checkpoint,
                                     remove_unfinished_saves, rng_state, set_rng_state)
 from seqvq.train.config import TrainConfig
@@ -187,6 +191,9 @@ class Trainer:
                       f"run left behind ({', '.join(path.name for path in unfinished)})", file=sys.stderr)
         if start_over:
             self._start_over()
+        # The model as the task built it, before any resume: the initial codebooks, from which the doctor measures
+        # how far the used codes moved (a resumed run rebuilds the same initial model from the same seed).
+        self.initial_codebooks = initial_codebooks(self.model) if config.doctor_every else None
         if self.last_path.is_file():
             self._resume(read_checkpoint(self.last_path))
         self.log = MetricsLog(self.exp_dir, self.step) if self.rank == 0 else None
@@ -311,7 +318,12 @@ class Trainer:
         bar = tqdm(total=cfg.steps, initial=self.step, dynamic_ncols=True,
                    disable=self.rank != 0 or not sys.stderr.isatty())
         while self.step < cfg.steps:
-            out = self.train_step(next(batches))
+            if cfg.doctor_every and (self.step + 1) % cfg.doctor_every == 0:
+                with Watch(self.model) as watch:  # reads the step's own pass of each bottleneck
+                    out = self.train_step(next(batches))
+                self._log_doctor(watch)
+            else:
+                out = self.train_step(next(batches))
             if out is not None:
                 weight = torch.as_tensor(out.weight, dtype=torch.float32, device=self.device)
                 for name, value in {"loss": out.loss, **out.metrics}.items():
@@ -347,6 +359,15 @@ class Trainer:
         if self.log is not None:
             self.log.write(record)
         return record
+
+    def _log_doctor(self, watch: Watch) -> None:
+        """``doctor_every``: each bottleneck's state on this step's batch as its training pass saw it, one ``doctor``
+        record per bottleneck (every rank measures: the distances are reduced over ranks; rank 0 writes)."""
+        states = watch.states(self.initial_codebooks)
+        if self.log is not None:
+            for state in states:
+                self.log.write({"step": self.step, "split": "doctor", "epoch": self.epoch,
+                                "bottleneck": state.name, **state.figures()})
 
     def run_evaluation(self) -> dict[str, float]:
         """Evaluate on rank 0 (Polyak weights swapped in when on), log as ``dev``; other ranks wait."""
