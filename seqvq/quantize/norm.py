@@ -45,14 +45,31 @@ class MaskedBatchNorm(nn.Module):
         mean, var = self.running_mean, self.running_var
         if self.training:
             count = all_reduce_sum(valid.new_tensor(float(valid.shape[0])))
-            if count.item() >= 2:
-                # Two passes (mean, then centred squares) stay accurate for data far from the origin.
-                mean = differentiable_all_reduce_sum(valid.sum(0)) / count
-                var = differentiable_all_reduce_sum((valid - mean).pow(2).sum(0)) / count
-                with torch.no_grad():
-                    self.running_mean.lerp_(mean.detach(), self.momentum)
-                    self.running_var.lerp_(var.detach() * count / (count - 1), self.momentum)
+            if torch.compiler.is_compiling():  # N may be known only at run time (masked): no Python branch on it
+                mean, var = self._batch_moments(valid, count, enough=count >= 2)
+            elif count.item() >= 2:
+                mean, var = self._batch_moments(valid, count)
         out = (valid - mean) * torch.rsqrt(var + self.eps)
         if self.weight is not None:
             out = out * self.weight + self.bias
         return out
+
+    def _batch_moments(self, valid: torch.Tensor, count: torch.Tensor,
+                       enough: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch moments of ``valid``, folded into the running ones; where the bool tensor ``enough`` is
+        False (fewer than two vectors), the running moments instead, left alone — the same values as the
+        branch on the count, without reading it."""
+        # Two passes (mean, then centred squares) stay accurate for data far from the origin.
+        mean = differentiable_all_reduce_sum(valid.sum(0)) / count
+        var = differentiable_all_reduce_sum((valid - mean).pow(2).sum(0)) / count
+        with torch.no_grad():
+            running_mean = self.running_mean.lerp(mean.detach(), self.momentum)
+            running_var = self.running_var.lerp(var.detach() * count / (count - 1), self.momentum)
+            if enough is not None:
+                running_mean = torch.where(enough, running_mean, self.running_mean)
+                running_var = torch.where(enough, running_var, self.running_var)
+            self.running_mean.copy_(running_mean)
+            self.running_var.copy_(running_var)
+        if enough is not None:
+            mean, var = torch.where(enough, mean, self.running_mean), torch.where(enough, var, self.running_var)
+        return mean, var
