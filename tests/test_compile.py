@@ -96,3 +96,38 @@ def test_a_compiled_quantizer_keeps_its_state_dict_and_copies():
     assert list(quantizer.state_dict()) == keys
     copied(torch.randn(4, 8))
     assert int(copied.step) == 1 and int(quantizer.step) == 0
+
+
+def test_train_compile_trains_the_same_model(tmp_path, monkeypatch):
+    """``train.compile``: the model compiled (aot_eager here, to keep the test short), the quantizer in its own
+    graph with eager replacement passes; the trained state equals the eager run's."""
+    import toy_task
+    from seqvq.train import StepOutput, TrainConfig, Trainer
+
+    monkeypatch.setattr(distance, "faiss", None)
+
+    class Quantized(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.encoder = torch.nn.Linear(4, 4)
+            self.quantizer = VectorQuantizer(4, 8, pre_norm=True, codebook_update="ema", replace_dead_after=3)
+            self.head = torch.nn.Linear(4, 1)
+
+        def forward(self, batch):
+            out = self.quantizer(self.encoder(batch["x"]).unsqueeze(1))
+            mse = (self.head(out.quantized).squeeze(-1).squeeze(-1) - batch["y"]).pow(2).mean()
+            return StepOutput(loss=mse + out.loss, metrics={"mse": mse}, weight=len(batch["x"]))
+
+    def train(directory, **options):
+        torch.manual_seed(0)
+        config = TrainConfig(steps=6, batch_size=4, lr=0.01, checkpoint_every=100, eval_every=100, log_every=1,
+                             seed=1, device="cpu", **options)
+        trainer = Trainer(Quantized(), config, toy_task.make_dataset(), toy_task.collate,
+                          exp_dir=tmp_path / directory)
+        trainer.fit()
+        return trainer.model
+
+    eager, compiled = train("eager"), train("compiled", compile=True, compile_backend="aot_eager")
+    assert compiled.quantizer.compiled_forward is not None
+    for (name, a), b in zip(eager.state_dict().items(), compiled.state_dict().values()):
+        assert torch.equal(a, b), name

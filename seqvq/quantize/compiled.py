@@ -67,9 +67,10 @@ def idle_python_phases(quantizer: nn.Module):
         quantizer.python_phases_idle = False
 
 
+@torch.compiler.disable  # a compiled model's graph stops at the quantizer, which runs its own (compile_model)
 def _dispatching_forward(self, *args, **kwargs):
     """The compiled forward, or the eager one for a pass that needs it (bound to a compiled quantizer)."""
-    if torch.compiler.is_compiling() or runs_eagerly(self):
+    if runs_eagerly(self):
         return type(self).forward(self, *args, **kwargs)
     with compile_config(), idle_python_phases(self):
         return self.compiled_forward(self, *args, **kwargs)
@@ -94,3 +95,12 @@ def compile_quantizers(model: nn.Module, **options) -> list[nn.Module]:
     for quantizer in quantizers:
         compile_quantizer(quantizer, **options)
     return quantizers
+
+
+def compile_model(model: nn.Module, **options) -> nn.Module:
+    """Compile ``model`` in place (``train.compile``): every quantizer by :func:`compile_quantizer`, and the model's
+    forward (``nn.Module.compile``, graph breaks allowed): its graph stops at each quantizer, whose own graph is
+    whole and which chooses compiled or eager per pass.  Returns the model, its state dict unchanged."""
+    compile_quantizers(model, **options)
+    model.compile(**options)
+    return model

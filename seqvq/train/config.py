@@ -60,6 +60,10 @@ class TrainConfig:
     # leaves torch's default (OMP_NUM_THREADS, else every core). A float sum over other threads differs in its last
     # bits, so a run's figures are reproduced at the same thread count.
     threads: int | None = None
+    # torch.compile the model (seqvq.quantize.compiled.compile_model): each quantizer one graph, with eager passes
+    # where re-estimation, k-means init, replacement or sampling decide in Python (docs/performance.md).
+    compile: bool = False
+    compile_backend: str = "inductor"  # torch.compile's backend ("aot_eager": no code generation, for checks)
 
     @classmethod
     def from_dict(cls, values: dict | None) -> "TrainConfig":

@@ -70,6 +70,7 @@ import seqvq
 from seqvq.errors import Interrupted, UserError
 from seqvq.quantize import AlternatingOptimizer
 from seqvq.quantize.alternating import NonFiniteStep
+from seqvq.quantize.compiled import compile_model
 from seqvq.train.checkpoint import (atomic_save, checkpoint_path, prune_checkpoints, read_checkpoint,
                                     remove_unfinished_saves, rng_state, set_rng_state)
 from seqvq.train.config import TrainConfig
@@ -151,6 +152,8 @@ class Trainer:
         self.device = resolve_device(config.device)
         self.rank, self.world_size = init_distributed(self.device)
         self.model = model.to(self.device)
+        if config.compile:
+            compile_model(self.model, backend=config.compile_backend)
         groups = seqvq.param_groups(self.model, config.lr, config.codebook_lr, weight_decay=config.weight_decay)
         self.alternating = None
         if config.alternating_inner_steps or config.alternating_fused:
