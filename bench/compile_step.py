@@ -77,6 +77,9 @@ def main() -> None:
     parser.add_argument("--image-batch", type=int, default=None, help="default: the config's train.batch_size")
     parser.add_argument("--only", choices=("speech", "images"), default=None)
     args = parser.parse_args()
+    # Every step has the same shapes; without this a recompilation made dynamic shapes that inductor failed to
+    # compile for the image model (TypeError: cannot determine truth value of Relational).
+    torch._dynamo.config.automatic_dynamic_shapes = False
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     setups = {"speech (wsj base, +BN +EMA)": lambda: speech_setup(args.speech_batch, args.frames),

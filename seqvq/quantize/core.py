@@ -250,6 +250,8 @@ class VectorQuantizer(nn.Module):
         # True during a pass that :meth:`python_phases_idle_next_pass` found to need no phase that decides in Python
         # (set by seqvq.quantize.compiled around a compiled pass, which then reads no buffer in Python).
         self.python_phases_idle = False
+        # A list while seqvq.quantize.accumulation gathers an optimizer step's micro-batches: (z_e, codes) of each.
+        self.micro_batches: list[tuple[torch.Tensor, torch.Tensor]] | None = None
 
         init = torch.randn(num_codebooks, codebook_size, self.code_dim) * (init_scale / math.sqrt(self.code_dim))
         linear = affine is not None and affine.mode == "linear"
@@ -375,6 +377,8 @@ class VectorQuantizer(nn.Module):
         codes (N, G), loss, losses, metrics)."""
         kind = self.pass_kind
         updates_state = self.training and kind in STATE_UPDATING_PASSES
+        micro_batch = updates_state and self.micro_batches is not None  # gradient accumulation: phases 1-2, 5-6 wait
+        updates_state = updates_state and not micro_batch
         # The optimizer step this pass belongs to, as a number only where a phase decides on it in Python (read
         # from a buffer: a graph break under torch.compile, see seqvq.quantize.compiled).
         step = self.pass_step() if self.decides_on_step and not self.python_phases_idle else None
@@ -430,11 +434,33 @@ class VectorQuantizer(nn.Module):
 
         counts = self.code_counts(codes, summed_over_ranks=updates_state)
         if updates_state:
-            self._update_statistics(z_e.detach(), codes, counts)  # phase 5
-            if self.replacement is not None and not (passes_through or rewritten or self.python_phases_idle):
-                self._replace_dead_codes(z_e.detach(), step)  # phase 6
+            self._update_and_replace(z_e.detach(), codes, counts, step,
+                                     replaces=not (passes_through or rewritten or self.python_phases_idle))
+        elif micro_batch:
+            self.micro_batches.append((z_e.detach(), codes))
         metrics = self.usage_metrics(counts, commitment.detach())
         return quantized.reshape(z.shape), codes, loss, losses, metrics
+
+    @torch.no_grad()
+    def finish_accumulated_step(self, micro_batches: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """Gradient accumulation (:mod:`.accumulation`): the state-updating phases of one training step (1-2,
+        5-6) on the valid vectors and codes of its micro-batches, taken together — what one pass over their
+        concatenation does, except on a re-estimation step, where the micro-batches were assigned with the codebook
+        from before the k-means."""
+        z_e, codes = (torch.cat(parts) for parts in zip(*micro_batches))
+        step = int(self.step) + 1
+        passes_through = self.reestimation is not None and self.reestimation.passes_through(step)
+        self.step.add_(1)
+        rewritten = self._collect_and_reestimate(z_e, step)  # phases 1-2
+        counts = self.code_counts(codes, summed_over_ranks=True)
+        self._update_and_replace(z_e, codes, counts, step, replaces=not (passes_through or rewritten))
+
+    def _update_and_replace(self, z_e: torch.Tensor, codes: torch.Tensor, counts: torch.Tensor, step: int | None,
+                            replaces: bool) -> None:
+        """Phases 5 and 6 (the latter only where ``replaces``)."""
+        self._update_statistics(z_e, codes, counts)  # phase 5
+        if self.replacement is not None and replaces:
+            self._replace_dead_codes(z_e, step)  # phase 6
 
     @property
     def decides_on_step(self) -> bool:
