@@ -131,3 +131,22 @@ def test_train_compile_trains_the_same_model(tmp_path, monkeypatch):
     assert compiled.quantizer.compiled_forward is not None
     for (name, a), b in zip(eager.state_dict().items(), compiled.state_dict().values()):
         assert torch.equal(a, b), name
+
+
+def test_a_compiled_quantizer_accumulates_micro_batches_like_an_eager_one(monkeypatch):
+    from seqvq.quantize.accumulation import accumulated_step
+
+    monkeypatch.setattr(distance, "faiss", None)
+    torch.manual_seed(0)
+    eager = VectorQuantizer(8, 6, pre_norm=True, codebook_update="ema")
+    compiled = compile_quantizer(copy.deepcopy(eager), backend="aot_eager")
+    for step in range(3):
+        x, mask = padded_batch([5, 2, 7, 4], 8, seed=step)
+        for quantizer in (eager, compiled):
+            assert not runs_eagerly(quantizer)
+            with accumulated_step(quantizer):
+                for start in (0, 2):
+                    quantizer(x[start:start + 2], mask=mask[start:start + 2])
+        for (name, a), b in zip(eager.state_dict().items(), compiled.state_dict().values()):
+            assert torch.equal(a, b), name
+    assert int(compiled.step) == 3
