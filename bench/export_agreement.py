@@ -58,7 +58,8 @@ def main() -> None:
         with torch.no_grad():
             program_codes = in_chunks(encode.module(), x)
             program_vectors = decode.module()(codes)
-        onnx_codes = in_chunks(lambda rows: onnx_encode.run(None, {onnx_encode.get_inputs()[0].name: rows.numpy()})[0], x)
+        onnx_input = onnx_encode.get_inputs()[0].name
+        onnx_codes = in_chunks(lambda rows: onnx_encode.run(None, {onnx_input: rows.numpy()})[0], x)
         onnx_vectors = torch.as_tensor(onnx_decode.run(None, {onnx_decode.get_inputs()[0].name: codes.numpy()})[0])
         cells = []
         for found in (program_codes, onnx_codes):

@@ -11,9 +11,9 @@ EMA counts and sums, affine statistics, usage clocks and replacement, BatchNorm 
 operations on the same rows in the same order as one pass over the concatenated batch, so the same bits.
 
 Exceptions, by construction: a micro-batch is normalised by its own BatchNorm moments (the forward cannot see the
-others; only the running moments are those of the whole step); a re-estimation step assigns the micro-batches with
-the codebook from before its k-means (one large batch is assigned after it); sampled assignments draw per
-micro-batch.  The gradients are the caller's: scale each micro-batch's loss so that they add up to the large
+others; only the running moments are those of the whole step); a re-estimation or k-means-init step assigns the
+micro-batches with the codebook from before its k-means (one large batch is assigned after it); sampled
+assignments draw per micro-batch.  The gradients are the caller's: scale each micro-batch's loss so that they add up to the large
 batch's (e.g. 1/k for equal micro-batches of a mean loss).
 
 Cost: the valid vectors of the whole step, detached, held until the step (N x D floats per quantizer and per

@@ -50,6 +50,10 @@ such pass between two state-updating ones draws the same noise (other than the s
 state-updating passes draw the same samples however many other passes ran (k inner steps, a diagnostic's passes,
 more on one rank than another).
 
+Gradient accumulation (:func:`seqvq.quantize.accumulation.accumulated_step`): a state-updating pass runs phases 3-4
+and keeps its valid vectors and codes; phases 1-2 and 5-6 run once per optimizer step on all of them
+(``finish_accumulated_step``).
+
 In evaluation mode every pass is phases 3-4 with the nearest code.  The quantizer's ``pre_norm`` BatchNorm,
 like every other BatchNorm of a model, updates its running moments on every forward pass in training mode.
 """
@@ -445,8 +449,8 @@ class VectorQuantizer(nn.Module):
     def finish_accumulated_step(self, micro_batches: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
         """Gradient accumulation (:mod:`.accumulation`): the state-updating phases of one training step (1-2,
         5-6) on the valid vectors and codes of its micro-batches, taken together — what one pass over their
-        concatenation does, except on a re-estimation step, where the micro-batches were assigned with the codebook
-        from before the k-means."""
+        concatenation does, except on a re-estimation or k-means-init step, where the micro-batches were assigned
+        with the codebook from before the k-means."""
         z_e, codes = (torch.cat(parts) for parts in zip(*micro_batches))
         step = int(self.step) + 1
         passes_through = self.reestimation is not None and self.reestimation.passes_through(step)
