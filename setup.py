@@ -20,10 +20,13 @@ EXTRAS = {
     # current torch.
     "speechbrain": ["speechbrain>=1.0"],
     "nemo": ["nemo_toolkit[asr]>=3.0"],
+    # seqvq.quantize.export: ONNX export of the evaluation path (torch.onnx's exporter needs onnxscript) and
+    # onnxruntime to run it (tests/test_export.py, bench/export_agreement.py).
+    "export": ["onnx>=1.16", "onnxscript>=0.2", "onnxruntime>=1.18"],
     # bench/peer_speed.py comparisons; with faiss installed, nearest_codes searches CPU float32 through FAISS.
     "bench": ["faiss-cpu>=1.7.3", "vector-quantize-pytorch", "scikit-learn"],
 }
-EXTRAS["all"] = sorted({dep for name in ("speech", "handwriting", "images", "test") for dep in EXTRAS[name]})
+EXTRAS["all"] = sorted({dep for name in ("speech", "handwriting", "images", "test", "export") for dep in EXTRAS[name]})
 
 setup(
     name="seqvq",

@@ -116,7 +116,7 @@ class AffineReparameterization(nn.Module):
         flat = (group_index + torch.arange(groups, device=codes.device) * code_groups).reshape(-1)
         rows = torch.stack([z_e.reshape(-1, dim), signal_codes.reshape(-1, dim)]).to(self.embedding_mean.dtype)
 
-        count = torch.bincount(flat, minlength=slots).to(rows.dtype)
+        count = rows.new_zeros(slots).index_add_(0, flat, torch.ones_like(flat, dtype=rows.dtype))  # as bincount
         totals = rows.new_zeros(2, slots, dim).index_add_(1, flat, rows)
         reduced = all_reduce_sum(torch.cat([count.expand(2, slots).unsqueeze(2), totals], dim=2))
         count, mean = reduced[0, :, :1], reduced[:, :, 1:] / reduced[:, :, :1].clamp_min(1)

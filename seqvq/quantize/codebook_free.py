@@ -20,11 +20,23 @@ from .precision import autocast_disabled
 
 def code_space_metrics(codes: torch.Tensor) -> dict[str, torch.Tensor]:
     """``perplexity`` (2^H) and ``active_codes`` of the valid codes (N,), from their distinct values."""
+    if torch.compiler.is_compiling():
+        return _traced_code_space_metrics(codes)
     if codes.numel() == 0:
         zero = codes.new_zeros((), dtype=torch.float)
         return {"perplexity": zero + 1, "active_codes": zero}
     counts = torch.unique(codes, return_counts=True)[1].float()
     return {"perplexity": perplexity(counts), "active_codes": counts.new_tensor(float(counts.numel()))}
+
+
+def _traced_code_space_metrics(codes: torch.Tensor) -> dict[str, torch.Tensor]:
+    """:func:`code_space_metrics` without a size that depends on the data (``torch.unique``'s), for
+    ``torch.compile``: the counts of the runs of the sorted codes, scattered into N slots (zeros add nothing to
+    the entropy).  The same figures up to the order of a float sum."""
+    ordered = codes.sort().values
+    run = torch.cat([ordered.new_zeros(min(codes.numel(), 1)), (ordered[1:] != ordered[:-1]).long()]).cumsum(0)
+    counts = torch.zeros(codes.numel(), device=codes.device).index_add_(0, run, torch.ones_like(run, dtype=torch.float))
+    return {"perplexity": perplexity(counts), "active_codes": (counts > 0).sum().float()}
 
 
 def place_valid(x_last: torch.Tensor, mask: torch.Tensor | None, valid_out: torch.Tensor, valid_codes: torch.Tensor):

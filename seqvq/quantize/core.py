@@ -51,6 +51,10 @@ such pass between two state-updating ones draws the same noise (other than the s
 state-updating passes draw the same samples however many other passes ran (k inner steps, a diagnostic's passes,
 more on one rank than another).
 
+Gradient accumulation (:func:`seqvq.quantize.accumulation.accumulated_step`): a state-updating pass runs phases 3-4
+and keeps its valid vectors and codes; phases 1-2 and 5-6 run once per optimizer step on all of them
+(``finish_accumulated_step``).
+
 In evaluation mode every pass is phases 3-4 with the nearest code.  The quantizer's ``pre_norm`` BatchNorm,
 like every other BatchNorm of a model, updates its running moments on every forward pass in training mode.
 """
@@ -278,6 +282,11 @@ class VectorQuantizer(nn.Module):
         self.usage_regularizer = usage_regularizer
         self.pass_kind = PassKind.STEP  # see the module docstring; set model-wide with quantizer_passes()
         self.codebook_terms: list[torch.Tensor] | None = None  # where quantizer_passes() collects them
+        # True during a pass that :meth:`python_phases_idle_next_pass` found to need no phase that decides in Python
+        # (set by seqvq.quantize.compiled around a compiled pass, which then reads no buffer in Python).
+        self.python_phases_idle = False
+        # A list while seqvq.quantize.accumulation gathers an optimizer step's micro-batches: (z_e, codes) of each.
+        self.micro_batches: list[tuple[torch.Tensor, torch.Tensor]] | None = None
 
         init = torch.randn(num_codebooks, codebook_size, self.code_dim) * (init_scale / math.sqrt(self.code_dim))
         linear = affine is not None and affine.mode == "linear"
@@ -406,14 +415,19 @@ class VectorQuantizer(nn.Module):
         codes (N, G), loss, losses, metrics)."""
         kind = self.pass_kind
         updates_state = self.training and kind in STATE_UPDATING_PASSES
-        step = int(self.step) + 1 if self.training else int(self.step)  # the optimizer step this pass belongs to
-        passes_through = self.reestimation is not None and self.reestimation.passes_through(step)
+        micro_batch = updates_state and self.micro_batches is not None  # gradient accumulation: phases 1-2, 5-6 wait
+        updates_state = updates_state and not micro_batch
+        # The optimizer step this pass belongs to, as a number only where a phase decides on it in Python (read
+        # from a buffer: a graph break under torch.compile, see seqvq.quantize.compiled).
+        step = self.pass_step() if self.decides_on_step and not self.python_phases_idle else None
+        passes_through = step is not None and self.reestimation is not None and self.reestimation.passes_through(step)
         z_e = self._comparison_space(z.reshape(z.shape[0], self.num_codebooks, self.code_dim))
 
         rewritten = False
         if updates_state:
-            self.step.fill_(step)
-            rewritten = self._collect_and_reestimate(z_e.detach(), step)  # phases 1-2
+            self.step.add_(1)
+            if not self.python_phases_idle:
+                rewritten = self._collect_and_reestimate(z_e.detach(), step)  # phases 1-2
         # Phases 5-6 may rewrite the codebook in place; the graph uses a copy so backward sees this pass's values.
         signal = self.codebook.clone() if updates_state else self.codebook
         codebook = self._comparison_space(self.effective_codebook(signal))
@@ -460,11 +474,62 @@ class VectorQuantizer(nn.Module):
 
         counts = self.code_counts(codes, summed_over_ranks=updates_state)
         if updates_state:
-            self._update_statistics(z_e.detach(), codes, counts)  # phase 5
-            if self.replacement is not None and not (passes_through or rewritten):
-                self._replace_dead_codes(z_e.detach(), step)  # phase 6
+            self._update_and_replace(z_e.detach(), codes, counts, step,
+                                     replaces=not (passes_through or rewritten or self.python_phases_idle))
+        elif micro_batch:
+            self.micro_batches.append((z_e.detach(), codes))
         metrics = self.usage_metrics(counts, commitment.detach())
         return quantized.reshape(z.shape), codes, loss, losses, metrics
+
+    @torch.no_grad()
+    def finish_accumulated_step(self, micro_batches: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """Gradient accumulation (:mod:`.accumulation`): the state-updating phases of one training step (1-2,
+        5-6) on the valid vectors and codes of its micro-batches, taken together — what one pass over their
+        concatenation does, except on a re-estimation or k-means-init step, where the micro-batches were assigned
+        with the codebook from before the k-means."""
+        z_e, codes = (torch.cat(parts) for parts in zip(*micro_batches))
+        step = int(self.step) + 1
+        passes_through = self.reestimation is not None and self.reestimation.passes_through(step)
+        self.step.add_(1)
+        rewritten = self._collect_and_reestimate(z_e, step)  # phases 1-2
+        counts = self.code_counts(codes, summed_over_ranks=True)
+        self._update_and_replace(z_e, codes, counts, step, replaces=not (passes_through or rewritten))
+
+    def _update_and_replace(self, z_e: torch.Tensor, codes: torch.Tensor, counts: torch.Tensor, step: int | None,
+                            replaces: bool) -> None:
+        """Phases 5 and 6 (the latter only where ``replaces``)."""
+        self._update_statistics(z_e, codes, counts)  # phase 5
+        if self.replacement is not None and replaces:
+            self._replace_dead_codes(z_e, step)  # phase 6
+
+    @property
+    def decides_on_step(self) -> bool:
+        """Whether a phase of this quantizer reads the step count in Python: re-estimation, k-means init,
+        replacement, a sampled assignment (its seed and temperature)."""
+        return (self.reestimation is not None or self.kmeans_init or self.replacement is not None
+                or self.assignment != "nearest")
+
+    def python_phases_idle_next_pass(self) -> bool:
+        """Whether the next pass can skip every phase that decides in Python, changing nothing: no sampled
+        assignment in training; past the last re-estimation (no collecting, no pass-through; in evaluation, past
+        M_init); k-means init done; no code that this pass could find dead (each used within its life span)."""
+        if not self.decides_on_step:
+            return True
+        if self.training and self.assignment != "nearest":
+            return False
+        step = self.pass_step()
+        if self.reestimation is not None and (step <= self.reestimation.last_reestimation() if self.training
+                                              else self.reestimation.passes_through(step)):
+            return False
+        if self.training and self.kmeans_init and not bool(self.initialized):
+            return False
+        replacement = self.replacement
+        return not (self.training and replacement is not None
+                    and bool((step - replacement.last_used >= replacement.life_span).any()))
+
+    def pass_step(self) -> int:
+        """The optimizer step the next pass belongs to: the steps taken, plus one in training mode."""
+        return int(self.step) + 1 if self.training else int(self.step)
 
     @torch.no_grad()
     def _collect_and_reestimate(self, z_e: torch.Tensor, step: int) -> bool:
@@ -497,7 +562,7 @@ class VectorQuantizer(nn.Module):
         if isinstance(self.affine, AffineReparameterization):
             self.affine.update_statistics(z_e, code_vectors(self.codebook, codes), codes)
         if self.replacement is not None:
-            self.replacement.record_usage(counts, int(self.step))
+            self.replacement.record_usage(counts, self.step)
 
     @torch.no_grad()
     def _replace_dead_codes(self, z_e: torch.Tensor, step: int) -> None:

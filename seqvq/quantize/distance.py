@@ -96,10 +96,12 @@ def nearest_codes(
     if backend not in BACKENDS:
         raise ValueError(f"nearest_codes: backend must be one of {BACKENDS}, got {backend!r}")
     faiss_applies = (faiss is not None and not low_precision and z.device.type == "cpu"
-                     and z.dtype == codebook.dtype == torch.float32)
+                     and z.dtype == codebook.dtype == torch.float32 and not torch.compiler.is_compiling())
     if backend == "faiss" and not faiss_applies:
         raise ValueError("nearest_codes: backend='faiss' needs faiss installed (pip install seqvq[bench]), CPU "
                          "float32 inputs and low_precision=False")
+    if torch.compiler.is_compiling() and not with_distances and not low_precision:
+        return _traced_argmin(z, codebook), None
     num_vectors, num_codes = z.shape[0], codebook.shape[0]
     indices = torch.empty(num_vectors, dtype=torch.long, device=z.device)
     distances = z.new_empty(num_vectors) if with_distances else None
@@ -136,6 +138,13 @@ def nearest_codes(
         if with_distances:
             distances[start:start + rows.shape[0]] = (rows - codebook[best]).pow(2).sum(dim=1)
     return indices, distances
+
+
+def _traced_argmin(z: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
+    """The search as ``torch.compile`` and ``torch.export`` trace it: the centred scores of every row in one block
+    (the compiler fuses the argmin into the matmul's consumer; no Python loop over a size that may depend on the data,
+    as the number of valid vectors does) and their first minimum."""
+    return centred_scores(z, codebook).argmin(dim=1)
 
 
 def _faiss_search(z, codebook, codes, shift, indices, distances, rows_per_block):

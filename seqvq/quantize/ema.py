@@ -48,7 +48,8 @@ class EMACodebookUpdate(nn.Module):
         """
         groups, size, dim = self.embed_sum.shape
         flat_codes = flat_code_index(codes, size).reshape(-1)
-        counts = torch.bincount(flat_codes, minlength=groups * size).to(self.cluster_size.dtype)
+        counts = self.cluster_size.new_zeros(groups * size).index_add_(  # exact integers, as bincount's
+            0, flat_codes, torch.ones_like(flat_codes, dtype=self.cluster_size.dtype))
         sums = torch.zeros(groups * size, dim, dtype=self.embed_sum.dtype, device=vectors.device)
         sums.index_add_(0, flat_codes, vectors.reshape(-1, dim).to(sums.dtype))
         counts, sums = all_reduce_sum(counts), all_reduce_sum(sums)

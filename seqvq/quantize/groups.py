@@ -22,4 +22,7 @@ def grouped_counts(codes: torch.Tensor, codebook_size: int) -> torch.Tensor:
     """Usage counts (G, K), int64, of codes (N, G) in [0, K)."""
     groups = codes.shape[-1]
     flat = flat_code_index(codes, codebook_size).reshape(-1)
-    return torch.bincount(flat, minlength=groups * codebook_size).view(groups, codebook_size)
+    # A fixed-size scatter rather than bincount, whose output size depends on the data (a graph break under
+    # torch.compile); the counts are the same integers.
+    counts = torch.zeros(groups * codebook_size, dtype=torch.long, device=codes.device)
+    return counts.index_add_(0, flat, torch.ones_like(flat)).view(groups, codebook_size)

@@ -32,9 +32,9 @@ class LRUReplacement(nn.Module):
         self.rng = BufferedGenerator(seed)
 
     @torch.no_grad()
-    def record_usage(self, counts: torch.Tensor, step: int) -> None:
+    def record_usage(self, counts: torch.Tensor, step: int | torch.Tensor) -> None:
         """Note the codes used at ``step`` (counts (G, K), rank-summed)."""
-        self.last_used[counts > 0] = step
+        self.last_used.copy_(torch.where(counts > 0, step, self.last_used))
 
     @torch.no_grad()
     def restart_clocks(self, rows: torch.Tensor | None, step: int) -> None:

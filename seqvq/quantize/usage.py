@@ -60,13 +60,16 @@ def mean_soft_assignment(z_e: torch.Tensor, codebook: torch.Tensor, temperature:
     both; summed over ranks when ``reduce_over_ranks``."""
     groups, size, _ = codebook.shape
     rows_per_block = max(1, block_elements // max(size, 1))
+    # At least one block, empty when N = 0, so that the sum has the same graph on every rank and an all-padding
+    # rank records the differentiable all-reduce too (else its backward skips a collective).  Traced by
+    # torch.compile, one block of all rows: N may be a size known only at run time (masked input).
+    spans = ([slice(None)] if torch.compiler.is_compiling() else
+             [slice(start, start + rows_per_block) for start in range(0, max(z_e.shape[0], 1), rows_per_block)])
     sums = []
     for g in range(groups):
         total = codebook.new_zeros(size)
-        # At least one block, empty when N = 0, so that the sum has the same graph on every rank and an
-        # all-padding rank records the differentiable all-reduce too (else its backward skips a collective).
-        for start in range(0, max(z_e.shape[0], 1), rows_per_block):
-            rows = z_e[start:start + rows_per_block, g]
+        for span in spans:
+            rows = z_e[span, g]
             total = total + checkpoint(_block_probability_sum, rows, codebook[g], temperature, use_reentrant=False)
         sums.append(total)
     sums = torch.stack(sums)

@@ -64,6 +64,14 @@ class TrainConfig:
     # usage, norms, D(P, C), D(C, P), how far the used codes moved) is logged as a "doctor" record, which
     # `seqvq doctor RUN_DIR` reads. 0: off.
     doctor_every: int = 0
+    # torch.compile the model (seqvq.quantize.compiled.compile_model): each quantizer one graph, with eager passes
+    # where re-estimation, k-means init, replacement or sampling decide in Python (docs/performance.md).
+    compile: bool = False
+    # > 1: each batch is split into this many micro-batches (the model's split_batch, else
+    # seqvq.quantize.split_batch), forward and backward one at a time, then one optimizer step; the quantizers' and
+    # MaskedBatchNorms' statistics are those of the whole batch (seqvq.quantize.accumulation).
+    accumulation_steps: int = 1
+    compile_backend: str = "inductor"  # torch.compile's backend ("aot_eager": no code generation, for checks)
 
     @classmethod
     def from_dict(cls, values: dict | None) -> "TrainConfig":

@@ -54,6 +54,7 @@ Contract
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import random
@@ -72,8 +73,10 @@ from tqdm import tqdm
 import seqvq
 from seqvq.errors import Interrupted, UserError
 from seqvq.quantize import AlternatingOptimizer
+from seqvq.quantize.accumulation import accumulated_step
 from seqvq.quantize.alternating import NonFiniteStep
 from seqvq.quantize.diagnosis import Watch, initial_codebooks
+from seqvq.quantize.compiled import compile_model
 from seqvq.train.checkpoint import (atomic_save, checkpoint_path, prune_checkpoints, read_checkpoint,
                                     remove_unfinished_saves, rng_state, set_rng_state)
 from seqvq.train.config import TrainConfig
@@ -155,8 +158,16 @@ class Trainer:
         self.device = resolve_device(config.device)
         self.rank, self.world_size = init_distributed(self.device)
         self.model = model.to(self.device)
+        if config.compile:
+            compile_model(self.model, backend=config.compile_backend)
         groups = seqvq.param_groups(self.model, config.lr, config.codebook_lr, weight_decay=config.weight_decay)
         self.alternating = None
+        if config.accumulation_steps < 1:
+            raise UserError(f"train.accumulation_steps must be >= 1, got {config.accumulation_steps}")
+        if config.accumulation_steps > 1 and (config.alternating_inner_steps or config.alternating_fused):
+            raise UserError("train.accumulation_steps splits each batch into micro-batches of one step, and "
+                            "train.alternating_inner_steps / alternating_fused into inner codebook steps; use one "
+                            "or the other")
         if config.alternating_inner_steps or config.alternating_fused:
             # Huh §4.2: the codebook (eq. 17) and the rest (eq. 18) are stepped by separate optimizers.
             by_name = {group["name"]: group for group in groups}
@@ -232,9 +243,8 @@ class Trainer:
             if result.grad_norm is not None:
                 out.metrics["grad_norm"] = result.grad_norm
         else:
-            out = self._task_output(batch)
             self.optimizer.zero_grad(set_to_none=True)
-            out.loss.backward()
+            out = self._forward_backward(batch)
             grad_norm = nn.utils.get_total_norm([p.grad for p in self.model.parameters() if p.grad is not None])
             if not self._all_finite(out.loss, grad_norm):
                 if before is None:
@@ -290,6 +300,34 @@ class Trainer:
             print(f"step {self.step + 1}: non-finite loss or gradient; batch skipped "
                   f"({self.skipped_nonfinite} so far)", file=sys.stderr)
         self._end_step()
+
+    def _forward_backward(self, batch) -> StepOutput:
+        """Forward and backward of ``batch``; with ``accumulation_steps`` k > 1 as k micro-batches of one
+        accumulated step (:mod:`seqvq.quantize.accumulation`), each loss weighted by its items, the gradients then
+        divided by the batch's: the output is the weighted average of the micro-batches'."""
+        if self.config.accumulation_steps == 1:
+            out = self._task_output(batch)
+            out.loss.backward()
+            return out
+        split = getattr(self.model, "split_batch", None) or seqvq.quantize.split_batch
+        parts = split(batch, self.config.accumulation_steps)
+        outputs = []
+        with accumulated_step(self.model):
+            for index, part in enumerate(parts):
+                last = index == len(parts) - 1
+                # DDP averages the gradients over ranks once, at the last micro-batch.
+                with contextlib.nullcontext() if last or self.ddp_model is self.model else self.ddp_model.no_sync():
+                    out = self._task_output(part)
+                    (out.loss * out.weight).backward()
+                outputs.append(out)
+        total = sum(out.weight for out in outputs)
+        for parameter in self.model.parameters():
+            if parameter.grad is not None:
+                parameter.grad.div_(total)
+        return StepOutput(loss=sum(out.loss.detach() * out.weight for out in outputs) / total,
+                          metrics={name: sum(out.metrics[name] * out.weight for out in outputs) / total
+                                   for name in outputs[0].metrics},
+                          weight=total)
 
     def _task_output(self, batch) -> StepOutput:
         out = self.ddp_model(batch)
