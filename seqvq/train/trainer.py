@@ -75,8 +75,8 @@ from seqvq.errors import Interrupted, UserError
 from seqvq.quantize import AlternatingOptimizer
 from seqvq.quantize.accumulation import accumulated_step
 from seqvq.quantize.alternating import NonFiniteStep
-from seqvq.quantize.diagnosis import Watch, initial_codebooks
 from seqvq.quantize.compiled import compile_model
+from seqvq.quantize.diagnosis import Watch, initial_codebooks
 from seqvq.train.checkpoint import (atomic_save, checkpoint_path, prune_checkpoints, read_checkpoint,
                                     remove_unfinished_saves, rng_state, set_rng_state)
 from seqvq.train.config import TrainConfig
