@@ -29,3 +29,10 @@ def run_ranks(worker, args: tuple, nprocs: int = 2, timeout_s: float = 120.0) ->
                 if process.is_alive():
                     process.kill()
             pytest.fail(f"{nprocs} ranks still running after {timeout_s:.0f} s: deadlock")
+
+
+def rank_results(worker, out_dir, timeout_s: float = 300.0) -> list:
+    """``worker(rank, init_file, out_dir)`` on two ranks, each saving what it recorded to ``out_dir/rank<r>.pt``:
+    the two records, rank 0's first."""
+    run_ranks(worker, (str(out_dir / "init"), str(out_dir)), timeout_s=timeout_s)
+    return [torch.load(out_dir / f"rank{rank}.pt") for rank in range(2)]

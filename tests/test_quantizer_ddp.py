@@ -17,7 +17,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 import seqvq
-from distributed_helpers import init_rank, run_ranks
+from distributed_helpers import init_rank, rank_results
 from seqvq.quantize.diagnostics import UsageTracker, codebook_divergence
 from seqvq.quantize.reservoir import Reservoir
 
@@ -44,9 +44,7 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory):
     """What each of the two ranks recorded in every scenario below."""
-    out_dir = tmp_path_factory.mktemp("gloo")
-    run_ranks(_worker, (str(out_dir / "init"), str(out_dir)), timeout_s=300)
-    return [torch.load(out_dir / f"rank{rank}.pt") for rank in range(2)]
+    return rank_results(_worker, tmp_path_factory.mktemp("gloo"))
 
 
 def identical_state_scenario(rank: int) -> list[dict]:
