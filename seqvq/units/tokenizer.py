@@ -168,6 +168,25 @@ class KMeansTokenizer(nn.Module):
                 self._write(checkpoint)
         return self
 
+    @torch.no_grad()
+    def partial_fit(self, features: torch.Tensor, lengths: torch.Tensor | None = None) -> KMeansTokenizer:
+        """One batch (features (B, T, D), lengths (B,) or None) of an online fit, scikit-learn's ``partial_fit``:
+        the first call seeds from its own batch (the seeding pass on that batch alone), then every call moves the
+        centroids by Sculley's update (``update="mini_batch"`` only).  Passes, their inertia and the re-seeding of
+        empty clusters are ``fit``'s; under DDP every rank calls it once per step."""
+        if not bool(self.mini_batch):
+            raise ValueError("KMeansTokenizer.partial_fit moves the centroids after every batch, "
+                             "update='mini_batch', but this tokenizer has update='full'")
+        if int(self.position):
+            raise UserError("KMeansTokenizer.partial_fit: a fit is under way (interrupted mid-pass); go on with fit "
+                            "or start a new tokenizer")
+        frames = valid_frames(features, lengths, self.dim)[0].to(self.centroids.device, self.centroids.dtype)
+        if not int(self.stage):
+            self._step(frames)
+            self._end_pass(None)
+        self._step(frames)
+        return self
+
     def _step(self, frames: torch.Tensor) -> None:
         """Fold one batch's valid frames (this rank's) into the pass."""
         if not int(self.stage):
