@@ -329,19 +329,28 @@ class KMeansTokenizer(nn.Module):
         Under DDP every rank loads the file rank 0 wrote; the ranks but 0 restart the pass totals from zero."""
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            raise UserError(f"{path}: no such file") from None
+        except Exception as error:  # not a file of ours: a pickle, a truncated file
+            raise UserError(f"{path}: not a KMeansTokenizer file ({type(error).__name__}: {error})".splitlines()[0]) \
+                from None
+        return cls.from_state_dict(state, where=str(path))
+
+    @classmethod
+    def from_state_dict(cls, state: dict, where: str = "state_dict") -> KMeansTokenizer:
+        """The tokenizer whose ``state_dict()`` is ``state`` (``where``: what to name in an error)."""
+        try:
             num_units, dim = state["centroids"].shape
             sample = state["reservoir.samples"].shape[0]
             tokenizer = cls(num_units, dim, passes=state["inertia"].numel(),
                             update="mini_batch" if bool(state["mini_batch"]) else "full",
                             reservoir_size=max(num_units, sample))  # (the rest of the settings are buffers)
-        except FileNotFoundError:
-            raise UserError(f"{path}: no such file") from None
-        except Exception as error:  # not a file of ours: a pickle, another model, a truncated file
-            raise UserError(f"{path}: not a KMeansTokenizer file ({type(error).__name__}: {error})".splitlines()[0]) \
+            if not sample:
+                tokenizer._release_fit_state()
+            tokenizer.load_state_dict(state)
+        except Exception as error:  # another model's state
+            raise UserError(f"{where}: not a KMeansTokenizer file ({type(error).__name__}: {error})".splitlines()[0]) \
                 from None
-        if not sample:
-            tokenizer._release_fit_state()
-        tokenizer.load_state_dict(state)
         if rank() != 0:  # rank 0 wrote the file: its pass totals hold every rank's (see _share_totals)
             tokenizer._restart_totals()
         return tokenizer
