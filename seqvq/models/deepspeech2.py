@@ -122,6 +122,12 @@ class DeepSpeech2CTC(nn.Module):
     def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
         return self.front_end.output_lengths(lengths)
 
+    def encoder_layers(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """``([front end output, BiLSTM layer 1, ..., layer L], output lengths)``: the encoder's hidden states before
+        the bottleneck (each (B, T', C), the BiLSTM ones zero at padded steps), e.g. as features for k-means units."""
+        x, lengths = self.front_end(features, lengths)
+        return [x, *self.rnn.layer_outputs(x, lengths_to_mask(lengths, x.shape[1]))], lengths
+
     def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> CTCModelOutput:
         x, lengths = self.front_end(features, lengths)
         mask = lengths_to_mask(lengths, x.shape[1])
