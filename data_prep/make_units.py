@@ -114,8 +114,8 @@ def tokens(args) -> None:
     sentencepiece.SentencePieceTrainer.train(
         sentence_iterator=iter(strings["train"].values()), model_writer=model, vocab_size=args.vocab_size,
         model_type="bpe", character_coverage=1.0, normalization_rule_name="identity", hard_vocab_limit=False,
-        split_by_whitespace=False, add_dummy_prefix=False, max_sentencepiece_length=16, bos_id=-1, eos_id=-1, pad_id=-1, unk_id=0,
-        num_threads=1, minloglevel=2)
+        split_by_whitespace=False, add_dummy_prefix=False, max_sentencepiece_length=16, bos_id=-1, eos_id=-1,
+        pad_id=-1, unk_id=0, num_threads=1, minloglevel=2)
     processor = sentencepiece.SentencePieceProcessor(model_proto=model.getvalue())
     out.mkdir(parents=True)
     (out / "sentencepiece.model").write_bytes(model.getvalue())

@@ -86,6 +86,13 @@ streams = " | ".join(f"{name} {rates[name]['entropy_bps']:.0f} b/s ({rates[name]
 print(f"{sys.argv[3]} ({sys.argv[4]}, step {f['step']}): PER {f['per']:.1f}% | {streams}")
 PY
   done
+  "$python" - "$tokens/bitrate.json" "$exp/$run/token_rates.json" <<'PY'
+import json, sys
+dev = json.load(open(sys.argv[1]))["dev"]
+rates = {f"{name}_bps": dev[name]["entropy_bps"] for name in ("frames", "dedup", "sentencepiece")}
+rates["sentencepiece_tokens_per_second"] = dev["sentencepiece"]["tokens_per_second"]
+json.dump(rates, open(sys.argv[2], "w"), indent=1)
+PY
 }
 
 driver_main "$@"

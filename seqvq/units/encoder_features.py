@@ -7,7 +7,8 @@ the speech recipe's model: :class:`seqvq.tasks.speech.SpeechEncoderLayers`), or 
 None: the input frames themselves (log-mel).  ``layer`` picks one (Python indexing: -1 is the last).
 
 ``inputs``: ``"fbank"`` -- the directory's own ``feats.scp`` (also a split the speech recipe prepared, feats.scp
-without utt2spk), else 80 log-mel + log energy computed from its audio (:mod:`seqvq.data.speech_corpus`) -- or ``"waveform"`` -- float samples in [-1, 1] at the directory's sample rate.
+without utt2spk), else 80 log-mel + log energy computed from its audio (:mod:`seqvq.data.speech_corpus`) -- or
+``"waveform"`` -- float samples in [-1, 1] at the directory's sample rate.
 Utterances go through the encoder one at a time, so nothing is padded.
 """
 from __future__ import annotations
