@@ -13,7 +13,9 @@
             TOK/bitrate.json the bits per second of each token stream (frames, dedup units, sentencepiece tokens):
             nominal (log2 of the vocabulary per token) and empirical (unigram entropy per token), per split.
 
-Every output is new: an existing one is refused (remove it, or pass --force to rebuild it).
+Each output's record of what it was built from goes beside it (``<output>.stamp.json``, seqvq/train/stamps.py): a
+rerun reuses an output built from the same (so the K rows share one feature dump), refuses one built from anything
+else in one line naming what changed, and rebuilds it with --force.
 """
 import argparse
 import json
@@ -28,6 +30,7 @@ import torch
 
 from seqvq.data.speech_corpus import FeatureArchive
 from seqvq.errors import UserError
+from seqvq.train.stamps import STAMP_SUFFIX, files_under, fingerprint, reusable, write_stamp
 from seqvq.units import KMeansTokenizer, dedup
 from seqvq.units.encoder_features import dump_layer_features
 
@@ -35,12 +38,17 @@ UNIT_CHARACTERS = 0x4E00  # unit u is the character chr(0x4E00 + u) (CJK ideogra
 FRAME_SECONDS = 0.01
 
 
-def fresh(path: Path, force: bool) -> Path:
-    if path.exists():
-        if not force:
-            raise UserError(f"{path}: exists; remove it or pass --force to rebuild it")
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
-    return path
+def build(out: Path, record: dict, force: bool, what: str) -> bool:
+    """Whether to build ``out`` (an earlier, incomplete or forced one is removed first); False: it was built from
+    ``record`` and is reused (said in one line)."""
+    stamp = Path(f"{out}{STAMP_SUFFIX}")
+    if reusable(out, stamp, record, force, what):
+        print(f"{out}: {what} built from the same inputs exist; reusing them")
+        return False
+    if out.exists():
+        shutil.rmtree(out) if out.is_dir() else out.unlink()
+    stamp.unlink(missing_ok=True)
+    return True
 
 
 def splits_of(items: list[str]) -> dict[str, str]:
@@ -52,11 +60,17 @@ def features(args) -> None:
 
     encoder = None if args.encoder == "none" else SpeechEncoderLayers(args.encoder)
     for name, source in splits_of(args.split).items():
-        out = fresh(Path(args.out) / name, args.force)
+        out = Path(args.out) / name
+        record = {"encoder": "none" if encoder is None else fingerprint([args.encoder]),
+                  "layer": args.layer if encoder is not None else 0,
+                  "source": fingerprint(files_under(source))}
+        if not build(out, record, args.force, "layer features"):
+            continue
         frames = dump_layer_features(encoder, args.layer if encoder is not None else 0, source, out)
         inputs = FeatureArchive(Path(source) / "feats.scp")
         (out / "utt2dur").write_text("".join(f"{utt} {len(inputs[utt]) * FRAME_SECONDS:.2f}\n"
                                              for utt in inputs.entries), encoding="utf-8")
+        write_stamp(f"{out}{STAMP_SUFFIX}", record)
         print(f"{out}: {frames} frames of {'log-mel' if encoder is None else f'layer {args.layer}'} features")
 
 
@@ -74,12 +88,17 @@ class Batches:
 
 
 def kmeans(args) -> None:
-    out = fresh(Path(args.out), args.force)
+    out = Path(args.out)
+    record = {"units": args.units, "passes": args.passes, "seed": args.seed,
+              "features": fingerprint(files_under(args.features))}
+    if not build(out, record, args.force, "k-means units"):
+        return
     archive = FeatureArchive(Path(args.features) / "feats.scp")
     dim = archive[next(iter(archive.entries))].shape[1]
     tokenizer = KMeansTokenizer(args.units, dim, passes=args.passes, seed=args.seed)
     tokenizer.fit(Batches(archive), log=lambda line: print(f"{out.name}: {line}", flush=True))
     tokenizer.save(out)
+    write_stamp(f"{out}{STAMP_SUFFIX}", record)
 
 
 def rates(streams: dict[str, list[list[int]]], vocabulary: dict[str, int], seconds: float) -> dict:
@@ -99,9 +118,14 @@ def tokens(args) -> None:
     import kaldiio
     import sentencepiece
 
-    out = fresh(Path(args.out), args.force)
-    tokenizer = KMeansTokenizer.load(args.kmeans)
+    out = Path(args.out)
     names = [path.name for path in sorted(Path(args.features).iterdir()) if (path / "feats.scp").is_file()]
+    record = {"kmeans": fingerprint([args.kmeans]), "vocab_size": args.vocab_size,
+              "features": fingerprint(f for name in names for f in files_under(Path(args.features) / name)),
+              "targets": fingerprint(Path(args.targets) / name / "phones.txt" for name in names)}
+    if not build(out, record, args.force, "unit tokens"):
+        return
+    tokenizer = KMeansTokenizer.load(args.kmeans)
     codes, units = {}, {}
     for name in names:
         archive = FeatureArchive(Path(args.features) / name / "feats.scp")
@@ -138,6 +162,7 @@ def tokens(args) -> None:
     count = 1000.0  # identity statistics: mean 0, variance 1 (the token ids pass through unchanged)
     kaldiio.save_mat(str(out / "train" / "cmvn.ark"), np.array([[0.0, count], [count, 0.0]]))
     (out / "bitrate.json").write_text(json.dumps(figures, indent=1) + "\n", encoding="utf-8")
+    write_stamp(f"{out}{STAMP_SUFFIX}", record)
     print(json.dumps({name: {k: round(v["entropy_bps"], 1) for k, v in figures[name].items() if isinstance(v, dict)}
                       for name in names}))
 

@@ -7,6 +7,7 @@ import pathlib
 
 import kaldiio
 import numpy as np
+import pytest
 import torch
 
 from seqvq.units import KMeansTokenizer, dedup
@@ -32,6 +33,15 @@ def test_units_tokens_train_a_ctc_recognizer(corpus, tmp_path, one_thread):  # n
                "--out", str(tmp_path / "km.pt")])
     tool.main(["tokens", "--kmeans", str(tmp_path / "km.pt"), "--features", str(tmp_path / "logmel"),
                "--targets", str(corpus), "--vocab-size", "10", "--out", str(tmp_path / "tokens")])
+
+    # a rerun reuses what was built from the same inputs, and refuses what was built from other ones
+    built = (tmp_path / "km.pt").stat().st_mtime_ns
+    tool.main(["kmeans", "--features", str(tmp_path / "logmel" / "train"), "--units", "6", "--passes", "3",
+               "--out", str(tmp_path / "km.pt")])
+    assert (tmp_path / "km.pt").stat().st_mtime_ns == built
+    with pytest.raises(SystemExit, match="km.pt: holds k-means units built from other inputs: units: 6, now 7"):
+        tool.main(["kmeans", "--features", str(tmp_path / "logmel" / "train"), "--units", "7", "--passes", "3",
+                   "--out", str(tmp_path / "km.pt")])
 
     # the token ids are sentencepiece pieces of the de-duplicated units of each utterance's frames
     tokenizer = KMeansTokenizer.load(tmp_path / "km.pt")
