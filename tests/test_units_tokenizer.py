@@ -209,6 +209,8 @@ def test_partial_fit_ignores_padding_and_refuses_the_full_update():
     assert torch.equal(fits[0].centroids, fits[1].centroids) and not fits[0].centroids.isnan().any()
     with pytest.raises(ValueError, match="partial_fit.*update='mini_batch'.*update='full'"):
         KMeansTokenizer(3, DIM).partial_fit(features, lengths)
+    with pytest.raises(ValueError, match="partial_fit needs passes >= 1"):
+        KMeansTokenizer(3, DIM, passes=0, update="mini_batch").partial_fit(features, lengths)
 
 
 @pytest.mark.parametrize("update", ["full", "mini_batch"])

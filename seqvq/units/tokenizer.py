@@ -177,6 +177,9 @@ class KMeansTokenizer(nn.Module):
         if not bool(self.mini_batch):
             raise ValueError("KMeansTokenizer.partial_fit moves the centroids after every batch, "
                              "update='mini_batch', but this tokenizer has update='full'")
+        if not self.passes:
+            raise ValueError("KMeansTokenizer.partial_fit needs passes >= 1 (with passes=0 a fit ends at its "
+                             "seeding and keeps no running counts)")
         if int(self.position):
             raise UserError("KMeansTokenizer.partial_fit: a fit is under way (interrupted mid-pass); go on with fit "
                             "or start a new tokenizer")
