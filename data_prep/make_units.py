@@ -18,6 +18,7 @@ rerun reuses an output built from the same (so the K rows share one feature dump
 else in one line naming what changed, and rebuilds it with --force.
 """
 import argparse
+import io
 import json
 import math
 import shutil
@@ -134,7 +135,7 @@ def tokens(args) -> None:
         units[name] = {utt: dedup(c)[0].tolist() for utt, c in codes[name].items()}
     strings = {name: {utt: "".join(chr(UNIT_CHARACTERS + u) for u in seq) for utt, seq in split.items()}
                for name, split in units.items()}
-    model = __import__("io").BytesIO()
+    model = io.BytesIO()
     sentencepiece.SentencePieceTrainer.train(
         sentence_iterator=iter(strings["train"].values()), model_writer=model, vocab_size=args.vocab_size,
         model_type="bpe", character_coverage=1.0, normalization_rule_name="identity", hard_vocab_limit=False,
