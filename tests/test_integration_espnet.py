@@ -1,7 +1,9 @@
 """ESPnet2 adapter: the recipe's asr.yaml (shrunk) builds, through ASRTask.build_model with the seqvq choices
 registered, a Conformer CTC/attention model whose post-encoder is the VQ bottleneck; ESPnet's optimizer builder and
 the model's forward/backward train it, the VQ loss reaches the loss and stats, codes cover exactly the valid
-encoder frames, and ESPnet's checkpoint (Trainer.resume) restores all quantizer state.  Skips when ESPnet does
+encoder frames, and ESPnet's checkpoint (Trainer.resume) restores all quantizer state.  The k-means scripts of the
+asr2 stage (seqvq.integrations.espnet_kmeans) read ESPnet's feature dump and write the joblib model and the unit text
+ESPnet's own ApplyKmeans and writers give.  Skips when ESPnet does
 not import (bash .ci/install_toolkits.sh installs it)."""
 import pathlib
 import subprocess
@@ -152,3 +154,56 @@ def test_command_line_registers_the_choices_before_espnet_parses():
     config = yaml.safe_load(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
     assert config["model"] == "espnet_vq" and config["postencoder"] == "vq"
     assert config["postencoder_conf"] == {"codebook_size": 64}
+
+
+# ------------------------------------------------------------------------------------------------ k-means units
+def apply_kmeans(km_path, features):
+    """ESPnet's ApplyKmeans (egs2/TEMPLATE/asr1/pyscripts/feats/dump_km_label.py; recipe scripts, not installed):
+    the joblib model's cluster_centers_ and the expanded squared distance, on numpy features."""
+    import joblib
+    import numpy as np
+
+    centres = joblib.load(km_path).cluster_centers_.transpose()
+    distances = (features ** 2).sum(1, keepdims=True) - 2 * np.matmul(features, centres) + (centres ** 2).sum(0)
+    return np.argmin(distances, axis=1)
+
+
+def test_kmeans_scripts_write_the_model_and_unit_text_of_the_asr2_stage(tmp_path):
+    import numpy as np
+    from espnet.utils.cli_readers import file_reader_helper
+    from espnet.utils.cli_writers import file_writer_helper
+    from espnet2.fileio.read_text import load_num_sequence_text
+
+    from seqvq.integrations.espnet_kmeans import main
+
+    generator = np.random.default_rng(0)
+    centres = generator.normal(size=(4, 5)).astype(np.float32) * 6
+    with file_writer_helper(f"ark,scp:{tmp_path}/feats.ark,{tmp_path}/feats.scp", filetype="mat") as writer:
+        for index in range(6):  # ESPnet's feature dump (dump_ssl_feature.py writes the same)
+            labels = generator.integers(4, size=20 + 7 * index)
+            writer[f"utt{index}"] = centres[labels] + 0.1 * generator.normal(size=(len(labels), 5)).astype(np.float32)
+    km = tmp_path / "km_4.mdl"
+    # perform_kmeans.sh's stage 2 and stage 3 command lines
+    main(["learn", "--km_path", str(km), "--n_clusters", "4", "--percent", "-1", "--in_filetype", "mat",
+          "--batch_size", "30", f"scp:{tmp_path}/feats.scp"])
+    main(["dump", "--km_path", str(km), "--out_filetype", "mat", "--use_gpu", "false", "--in_filetype", "mat",
+          f"scp:{tmp_path}/feats.scp", f"ark,t:{tmp_path}/pseudo_labels_km4.txt"])
+
+    # what ESPnet's own dump_km_label.py writes with the model, after the recipe's sed
+    with file_writer_helper(f"ark,t:{tmp_path}/espnet.txt", filetype="mat") as writer:
+        for utterance, features in file_reader_helper(f"scp:{tmp_path}/feats.scp", "mat"):
+            writer[utterance] = apply_kmeans(km, features)
+    expected = subprocess.run(["sed", r"s/ \[ \| \]//g", str(tmp_path / "espnet.txt")], capture_output=True,
+                              text=True, check=True).stdout
+    ours = (tmp_path / "pseudo_labels_km4.txt").read_text()
+    assert ours == expected
+    units = load_num_sequence_text(tmp_path / "pseudo_labels_km4.txt", loader_type="text_int")
+    assert len(units) == 6 and len(set(value for row in units.values() for value in row)) == 4
+
+    with pytest.raises(SystemExit, match="km_4.mdl: exists"):  # nothing is overwritten
+        main(["learn", "--km_path", str(km), "--n_clusters", "4", f"scp:{tmp_path}/feats.scp"])
+    with pytest.raises(SystemExit, match="pseudo_labels_km4.txt: exists"):
+        main(["dump", "--km_path", str(km), f"scp:{tmp_path}/feats.scp", f"ark,t:{tmp_path}/pseudo_labels_km4.txt"])
+    with pytest.raises(SystemExit, match="RVQ_layers"):
+        main(["learn", "--km_path", str(tmp_path / "rvq.mdl"), "--n_clusters", "4", "--RVQ_layers", "2",
+              f"scp:{tmp_path}/feats.scp"])

@@ -67,3 +67,14 @@ def test_refuses_layouts_it_does_not_implement():
         MaskedLSTM(5, 4)
     with pytest.raises(ValueError, match="proj_size"):
         MaskedLSTM(5, 4, proj_size=2, batch_first=True)
+
+
+def test_layer_outputs_are_each_layers_outputs():
+    torch.manual_seed(0)
+    lstm = MaskedLSTM(5, 4, num_layers=2, batch_first=True, bidirectional=True)
+    x, mask = torch.randn(3, 7, 5), torch.arange(7) < torch.tensor([7, 4, 2]).unsqueeze(1)
+    first, second = lstm.layer_outputs(x, mask)
+    assert torch.equal(second, lstm(x, mask))
+    one = MaskedLSTM(5, 4, num_layers=1, batch_first=True, bidirectional=True)
+    one.load_state_dict({name: value for name, value in lstm.state_dict().items() if "_l0" in name})
+    assert torch.equal(first, one(x, mask))

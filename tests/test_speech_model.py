@@ -49,3 +49,20 @@ def test_gradients_reach_the_encoder_through_the_quantizer():
     assert model.front_end.convs[0].weight.grad.abs().sum() > 0
     assert model.rnn.weight_ih_l0.grad.abs().sum() > 0
     assert model.quantizer.codebook.grad.abs().sum() > 0
+
+
+def test_token_inputs_go_through_an_embedding():
+    torch.manual_seed(0)
+    model = DeepSpeech2CTC(1, 5, input_tokens=30, token_dim=27, quantizer=None, **SMALL).eval()
+    tokens = torch.randint(30, (2, 40, 1)).float()  # token ids stored as one-dimensional features
+    tokens[1, 22:] = 0.0
+    lengths = torch.tensor([40, 22])
+    batched = model(tokens, lengths)
+    plain = DeepSpeech2CTC(27, 5, quantizer=None, **SMALL).eval()
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("token_embedding.")})
+    embedded = plain(model.token_embedding.weight[tokens[..., 0].long()], lengths)
+    assert torch.equal(batched.log_probs, embedded.log_probs)
+    alone = model(tokens[1:, :22], lengths[1:])
+    assert torch.allclose(batched.log_probs[1, :8], alone.log_probs[0], atol=1e-5)
+    with pytest.raises(ValueError, match="input_tokens=30.*input_dim=27"):
+        DeepSpeech2CTC(27, 5, input_tokens=30, **SMALL)

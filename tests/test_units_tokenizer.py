@@ -178,6 +178,41 @@ def test_logged_inertia_per_pass():
 
 
 # -------------------------------------------------------------------------------------------------- resume
+def test_partial_fit_seeds_from_its_first_batch_then_moves_the_centroids_batch_by_batch():
+    stream = batches_of(clustered(600, seed=7), seed=8)
+    first = stream[0]
+    # scikit-learn's partial_fit: the first batch seeds (here: the seeding pass on that batch alone), then every
+    # batch, the first included, moves the centroids by Sculley's update
+    online = KMeansTokenizer(4, DIM, update="mini_batch", reservoir_size=64, seed=3)
+    online.partial_fit(*first)
+    one_pass = KMeansTokenizer(4, DIM, passes=1, update="mini_batch", reservoir_size=64, seed=3).fit([first])
+    assert torch.equal(online.centroids, one_pass.centroids)
+    for features, lengths in stream[1:3]:
+        before, counts = online.centroids.double(), online.frames_assigned.clone()
+        online.partial_fit(features, lengths)
+        frames = torch.cat([f[:n] for f, n in zip(features, lengths)])
+        codes = torch.cdist(frames.double(), before).argmin(dim=1)
+        hit = torch.bincount(codes, minlength=4)
+        sums = torch.zeros(4, DIM, dtype=torch.float64).index_add_(0, codes, frames.double())
+        expected = torch.where((hit > 0).unsqueeze(1),
+                               (before * counts.unsqueeze(1) + sums) / (counts + hit).clamp(min=1).unsqueeze(1), before)
+        assert torch.allclose(online.centroids.double(), expected, atol=1e-6)
+
+
+def test_partial_fit_ignores_padding_and_refuses_the_full_update():
+    features, lengths = batches_of(clustered(300, seed=9), seed=10)[0]
+    fits = []
+    for pad_value in (float("nan"), 0.0):
+        padded = features.clone()
+        padded[torch.arange(padded.shape[1]) >= lengths.unsqueeze(1)] = pad_value
+        fits.append(KMeansTokenizer(3, DIM, update="mini_batch", reservoir_size=32).partial_fit(padded, lengths))
+    assert torch.equal(fits[0].centroids, fits[1].centroids) and not fits[0].centroids.isnan().any()
+    with pytest.raises(ValueError, match="partial_fit.*update='mini_batch'.*update='full'"):
+        KMeansTokenizer(3, DIM).partial_fit(features, lengths)
+    with pytest.raises(ValueError, match="partial_fit needs passes >= 1"):
+        KMeansTokenizer(3, DIM, passes=0, update="mini_batch").partial_fit(features, lengths)
+
+
 @pytest.mark.parametrize("update", ["full", "mini_batch"])
 @pytest.mark.parametrize("where", ["seeding pass", "mid-pass 1", "end of pass 1", "start of pass 2"])
 def test_resume_after_interruption_is_bit_identical(tmp_path, update, where):

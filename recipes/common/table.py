@@ -4,12 +4,12 @@ deviation), as markdown, from the figures files the recipe's evaluation wrote in
     python recipes/common/table.py RECIPE EXP [--rows "ROW[:SEEDS] ..."] [--seeds N] [--groups "G ..."]
                                    [--suffix S] [--decode-suffix S] [--name NAME] [--note TEXT]
 
-RECIPE is one of TABLES (wsj, scribblelens, cifar10, vqvae, imagenet100): its rows, labels and columns, defined as
-data below. Seed 0 of a row is the run folder EXP/ROW<suffix>, seed k > 0 EXP/ROW<suffix>_seedk (the --seed naming
-of the recipes' run.sh); with --groups (the classifiers' models) EXP/GROUP/..., the group in the first column.
-A run is evaluated when its first column's figures file exists.
+RECIPE is one of TABLES (wsj, scribblelens, cifar10, vqvae, imagenet100, units): its rows, labels and columns,
+defined as data below. Seed 0 of a row is the run folder EXP/ROW<suffix>, seed k > 0 EXP/ROW<suffix>_seedk (the
+--seed naming of the recipes' run.sh); with --groups (the classifiers' models) EXP/GROUP/..., the group in the first
+column. A run is evaluated when its first column's figures file exists.
 
-Two layouts. One line per row (wsj, scribblelens, imagenet100): the mean over the row's evaluated seeds
+Two layouts. One line per row (wsj, scribblelens, imagenet100, units): the mean over the row's evaluated seeds
 0..SEEDS-1 (":SEEDS" of --rows, else --seeds), with "± sd" when there are several, and their count. One line per
 run (cifar10, vqvae): a line for each seed 0..SEEDS-1 of each row (--rows may also name a run folder, ROW_seedN;
 by default every evaluated run of the table's rows, with its seeds), and a row evaluated with several seeds gets a
@@ -186,6 +186,23 @@ TABLES = {
                    "alternating": huh_marks("Alt."), "replace": huh_marks("Replace"), "all": huh_marks(*HUH_METHODS)},
         seeds_always=False, not_evaluated="not evaluated"),
 }
+
+# recipes/units: the CTC recognizer on discrete units; the bits per second of the dev token streams (unigram
+# entropy per token x tokens per second) that run.sh's evaluate stage copies into RUN/token_rates.json
+UNIT_RATES = "token_rates.json"
+TABLES["units"] = Table(
+    {f"units_ctc_{features}_k{k}": f"{label}, K = {k}"
+     for features, label in (("logmel", "log-mel k-means"), ("no_bottleneck_layer-1", "BiLSTM (last layer) k-means"))
+     for k in (100, 500, 2000)},
+    "Units",
+    (Column("Dev PER (%)", f"decode_dev/{SPEECH_FIGURES}", "per", 1),
+     Column("Test PER (%)", f"decode_test/{SPEECH_FIGURES}", "per", 1),
+     Column("Frames b/s", UNIT_RATES, "frames_bps", 0), Column("Dedup b/s", UNIT_RATES, "dedup_bps", 0),
+     Column("Sentencepiece b/s", UNIT_RATES, "sentencepiece_bps", 0),
+     Column("Sentencepiece tokens/s", UNIT_RATES, "sentencepiece_tokens_per_second", 1)),
+    SEEDS_NOTE + "Greedy CTC decoding of the last checkpoint. b/s: dev token stream, unigram entropy per token x "
+    "tokens per second (frames: one unit per feature frame; dedup: repeats merged; sentencepiece: the model's input).",
+    "units")
 
 SEEDED = re.compile(r"(.+)_seed([0-9]+)")  # the folder of a row trained with run.sh --seed N, N > 0
 

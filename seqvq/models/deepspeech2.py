@@ -102,14 +102,24 @@ class DeepSpeech2CTC(nn.Module):
             ``kind: fsq`` / ``bsq`` / ``residual`` for another quantizer, see :func:`seqvq.build_quantizer`),
             or ``None`` for the no-bottleneck baseline (BatchNorm and projection are kept).
         mixer_dim: channels of the 1x1-conv latent mixer (followed by a ReLU); ``None`` = head right after.
+        input_tokens: the inputs are token ids (discrete units), stored as one-dimensional features (``input_dim``
+            1): an embedding of ``input_tokens`` entries of ``token_dim`` values feeds the front end; ``None`` =
+            the inputs are features.
     """
 
     def __init__(self, input_dim: int, num_classes: int, in_channels: int = 1, conv_channels: Sequence[int] = (32, 32),
                  conv_kernels: Sequence[Sequence[int]] = ((11, 41), (11, 21)),
                  conv_strides: Sequence[Sequence[int]] = ((3, 2), (1, 2)), clip: float = 20.0,
                  rnn_hidden: int = 256, rnn_layers: int = 3, rnn_dropout: float = 0.0, bottleneck_dim: int = 64,
-                 quantizer: dict | None = None, mixer_dim: int | None = 256):
+                 quantizer: dict | None = None, mixer_dim: int | None = 256, input_tokens: int | None = None,
+                 token_dim: int = 64):
         super().__init__()
+        if input_tokens is not None and input_dim != 1:
+            raise ValueError(f"input_tokens={input_tokens} reads one token id per frame, but input_dim={input_dim} "
+                             "(features): store the tokens as one-dimensional features (and data.deltas: false)")
+        self.token_embedding = nn.Embedding(input_tokens, token_dim) if input_tokens is not None else None
+        if self.token_embedding is not None:
+            input_dim = token_dim
         self.front_end = ConvFrontEnd(input_dim, in_channels, conv_channels, conv_kernels, conv_strides, clip)
         self.rnn = MaskedLSTM(self.front_end.output_dim, rnn_hidden, num_layers=rnn_layers, batch_first=True,
                            bidirectional=True, dropout=rnn_dropout if rnn_layers > 1 else 0.0)
@@ -122,8 +132,20 @@ class DeepSpeech2CTC(nn.Module):
     def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
         return self.front_end.output_lengths(lengths)
 
+    def encoder_layers(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """``([front end output, BiLSTM layer 1, ..., layer L], output lengths)``: the encoder's hidden states before
+        the bottleneck (each (B, T', C), the BiLSTM ones zero at padded steps), e.g. as features for k-means units."""
+        x, lengths = self.front_end(self._embed(features), lengths)
+        return [x, *self.rnn.layer_outputs(x, lengths_to_mask(lengths, x.shape[1]))], lengths
+
+    def _embed(self, features: torch.Tensor) -> torch.Tensor:
+        """Token ids (B, T, 1) -> their embeddings (B, T, token_dim); features as they are."""
+        if self.token_embedding is None:
+            return features
+        return self.token_embedding(features[..., 0].round().long())
+
     def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> CTCModelOutput:
-        x, lengths = self.front_end(features, lengths)
+        x, lengths = self.front_end(self._embed(features), lengths)
         mask = lengths_to_mask(lengths, x.shape[1])
         x = self.rnn(x, mask)
         latents = self.projection(self.bottleneck_norm(x, mask))

@@ -50,7 +50,12 @@ class MaskedLSTM(nn.LSTM):
         return torch.lstm(x, (zeros, zeros), weights, self.bias, 1, 0.0, self.training, False, True)[0]
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return self.layer_outputs(x, mask)[-1]
+
+    def layer_outputs(self, x: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
+        """The (B, T, directions * hidden) outputs of every layer, first to last, each zero at padded steps."""
         flip = flip_index(mask.sum(1), x.shape[1]) if self.bidirectional else None
+        outputs_per_layer = []
         for layer in range(self.num_layers):
             if layer > 0 and self.dropout > 0:
                 x = F.dropout(x, self.dropout, self.training)
@@ -59,4 +64,5 @@ class MaskedLSTM(nn.LSTM):
                 flipped = self._run(reverse_within_lengths(x, flip), self._direction(layer, reverse=True))
                 outputs.append(reverse_within_lengths(flipped, flip))
             x = torch.cat(outputs, dim=-1) if len(outputs) > 1 else outputs[0]
-        return x.masked_fill(~mask[:, :, None], 0.0)
+            outputs_per_layer.append(x.masked_fill(~mask[:, :, None], 0.0))
+        return outputs_per_layer

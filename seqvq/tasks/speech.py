@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from seqvq.data.features import FbankOptions, GlobalCMVN
+from seqvq.data.features import FbankOptions, GlobalCMVN, add_deltas
 from seqvq.data.speech_corpus import load_cmvn
 from seqvq.data.speech_dataset import (BLANK, SpeechBatch, SpeechDataset, collate_speech, load_unit_split,
                                        split_files, stored_feature_dim)
@@ -57,6 +57,7 @@ from seqvq.models.deepspeech2 import DeepSpeech2CTC
 from seqvq.options import Section
 from seqvq.quantize import perplexity, quantizer_section
 from seqvq.tasks.base import TRAIN, Task
+from seqvq.train.checkpoint import load_checkpoint, read_checkpoint
 from seqvq.train.logs import atomic_write_text
 from seqvq.train.types import StepOutput
 
@@ -237,3 +238,29 @@ class SpeechCTCTask(Task):
         hypotheses = Path(self.config.get("exp_dir", ".")) / "dev_hyp.txt"
         figures = evaluate_dataset(model, dataset, hypothesis_file=hypotheses)
         return {name: figures[name] for name in LOGGED if name in figures}
+
+
+class SpeechEncoderLayers(nn.Module):
+    """The encoder of a ``speech_ctc`` checkpoint as a layer encoder for k-means units
+    (:mod:`seqvq.units.encoder_features`): ``(features (1, T, D), lengths)`` -- the stored fbank frames of one
+    utterance -- through the checkpoint's deltas and CMVN to ``[front end, BiLSTM layer 1, ..., layer L]`` outputs
+    (its Polyak-averaged weights when it holds them and ``use_polyak``)."""
+
+    def __init__(self, checkpoint: str | Path, use_polyak: bool = True):
+        super().__init__()
+        saved = read_checkpoint(checkpoint)
+        if (saved.get("config") or {}).get("task") != SpeechCTCTask.name:
+            raise UserError(f"{checkpoint}: not a {SpeechCTCTask.name} checkpoint; pass one the speech recipe trained")
+        task = SpeechCTCTask(saved["config"])
+        task.restore(saved, str(checkpoint))
+        network = task.build_model()
+        load_checkpoint(checkpoint, network, use_polyak=use_polyak)
+        self.model, self.cmvn, self.deltas = network.model.eval(), task.cmvn, task.deltas
+
+    @torch.no_grad()
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
+        if features.shape[0] != 1:
+            raise ValueError(f"SpeechEncoderLayers takes one utterance at a time; got a batch of {features.shape[0]}")
+        matrix = add_deltas(features[0].cpu()) if self.deltas else features[0].cpu()
+        normalized = torch.from_numpy(self.cmvn(matrix.numpy())).to(features.device)[None]
+        return self.model.encoder_layers(normalized, lengths)[0]

@@ -168,6 +168,28 @@ class KMeansTokenizer(nn.Module):
                 self._write(checkpoint)
         return self
 
+    @torch.no_grad()
+    def partial_fit(self, features: torch.Tensor, lengths: torch.Tensor | None = None) -> KMeansTokenizer:
+        """One batch (features (B, T, D), lengths (B,) or None) of an online fit, scikit-learn's ``partial_fit``:
+        the first call seeds from its own batch (the seeding pass on that batch alone), then every call moves the
+        centroids by Sculley's update (``update="mini_batch"`` only).  Passes, their inertia and the re-seeding of
+        empty clusters are ``fit``'s; under DDP every rank calls it once per step."""
+        if not bool(self.mini_batch):
+            raise ValueError("KMeansTokenizer.partial_fit moves the centroids after every batch, "
+                             "update='mini_batch', but this tokenizer has update='full'")
+        if not self.passes:
+            raise ValueError("KMeansTokenizer.partial_fit needs passes >= 1 (with passes=0 a fit ends at its "
+                             "seeding and keeps no running counts)")
+        if int(self.position):
+            raise UserError("KMeansTokenizer.partial_fit: a fit is under way (interrupted mid-pass); go on with fit "
+                            "or start a new tokenizer")
+        frames = valid_frames(features, lengths, self.dim)[0].to(self.centroids.device, self.centroids.dtype)
+        if not int(self.stage):
+            self._step(frames)
+            self._end_pass(None)
+        self._step(frames)
+        return self
+
     def _step(self, frames: torch.Tensor) -> None:
         """Fold one batch's valid frames (this rank's) into the pass."""
         if not int(self.stage):
@@ -310,19 +332,28 @@ class KMeansTokenizer(nn.Module):
         Under DDP every rank loads the file rank 0 wrote; the ranks but 0 restart the pass totals from zero."""
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            raise UserError(f"{path}: no such file") from None
+        except Exception as error:  # not a file of ours: a pickle, a truncated file
+            raise UserError(f"{path}: not a KMeansTokenizer file ({type(error).__name__}: {error})".splitlines()[0]) \
+                from None
+        return cls.from_state_dict(state, where=str(path))
+
+    @classmethod
+    def from_state_dict(cls, state: dict, where: str = "state_dict") -> KMeansTokenizer:
+        """The tokenizer whose ``state_dict()`` is ``state`` (``where``: what to name in an error)."""
+        try:
             num_units, dim = state["centroids"].shape
             sample = state["reservoir.samples"].shape[0]
             tokenizer = cls(num_units, dim, passes=state["inertia"].numel(),
                             update="mini_batch" if bool(state["mini_batch"]) else "full",
                             reservoir_size=max(num_units, sample))  # (the rest of the settings are buffers)
-        except FileNotFoundError:
-            raise UserError(f"{path}: no such file") from None
-        except Exception as error:  # not a file of ours: a pickle, another model, a truncated file
-            raise UserError(f"{path}: not a KMeansTokenizer file ({type(error).__name__}: {error})".splitlines()[0]) \
+            if not sample:
+                tokenizer._release_fit_state()
+            tokenizer.load_state_dict(state)
+        except Exception as error:  # another model's state
+            raise UserError(f"{where}: not a KMeansTokenizer file ({type(error).__name__}: {error})".splitlines()[0]) \
                 from None
-        if not sample:
-            tokenizer._release_fit_state()
-        tokenizer.load_state_dict(state)
         if rank() != 0:  # rank 0 wrote the file: its pass totals hold every rank's (see _share_totals)
             tokenizer._restart_totals()
         return tokenizer
