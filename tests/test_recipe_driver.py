@@ -220,3 +220,21 @@ def test_a_table_scripts_help_and_mistakes(toy_table, tmp_path):
     assert not exp.exists()  # refused before the data stages
     assert error_line(run(table, "--mini", "--exp", exp, "--units", "x", PYTHON=fake)) == \
         "error: run.sh: unknown option --units (see --help)"  # another option goes to run.sh, which checks it
+
+
+def test_a_table_whose_rows_are_values_of_a_run_option(toy_table, tmp_path):
+    """row_option: each row is run.sh --k ROW (one config, the run folder named by the recipe), the stages before
+    first_run_stage run once, and table.py gets the rows' run folders."""
+    table, fake = toy_table
+    toy = table.parent / "run.sh"
+    toy.write_text(toy.read_text().replace('recipe_setup() { mini_data=$repo/data/toy; }',
+                                           'k=1\noption --k text:K "a row"\n'
+                                           'recipe_setup() { mini_data=$repo/data/toy; run_suffix=_k$k; }'))
+    table.write_text(TOY_TABLE.replace('rows="row:2 other"', 'rows="5 7:2"\nrow_option=--k first_run_stage=train'))
+    exp = tmp_path / "exp"
+    result = run(table, "--mini", "--exp", exp, "--jobs", "1", PYTHON=fake)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("prepared ") == 1
+    assert [line.split()[1] for line in (exp / "trained.txt").read_text().splitlines()] == \
+        ["row_k5", "row_k7", "row_k7_seed1"]
+    assert re.search(r"^table\.py toy \S+ --rows row_k5:1 row_k7:2 --seeds 1 ", result.stdout, re.M), result.stdout

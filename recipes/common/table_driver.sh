@@ -2,6 +2,9 @@
 # script's header comment (the lines after #!) is its --help; it then sets its defaults and ends with
 # `table_main "$@"`:
 #   rows            the table's rows in order, "ROW[:SEEDS] ..." (a row is a config of the recipe, conf/ROW.yaml)
+#   row_option      a run.sh option whose value a row is instead of a config (recipes/units: --units-k); table.py
+#                     then gets the rows' run folders
+#   first_run_stage the stage each run starts at (default train); the stages before it run once, for every row
 #   evaluated       the file, under a run's folder, that says the run is evaluated (default eval/figures.json)
 #   jobs            runs at a time (default 2)
 #   group_option    a run.sh option whose values each get every row (imagenet100: --model), given to the table
@@ -29,7 +32,8 @@ repo=$(cd "$recipe_dir/../.." && pwd)
 python=${PYTHON:-python3}
 source "$repo/recipes/common/jobs.sh"
 
-rows="" evaluated=eval/figures.json jobs=2 group_option="" groups="" table_args=()
+rows="" row_option="" first_run_stage=train evaluated=eval/figures.json jobs=2 group_option="" groups=""
+table_args=()
 
 table_die() { echo "error: $script: $*" >&2; exit 1; }
 
@@ -68,7 +72,7 @@ run_option() {
 
 table_main() {
   local command="$*" table_only=false rows_given=false seeds=1 exp="" table="" threads="" overrides=() run_args=()
-  local data_args=() force_args=() group row entry seed max_seeds run_seeds run start stages train_stage
+  local data_args=() force_args=() group row entry seed max_seeds run_seeds run start stages first table_rows=""
   while [ $# -gt 0 ]; do
     case $1 in
       -h|--help) table_help; exit 0 ;;
@@ -129,15 +133,15 @@ table_main() {
     for group in "${groups[@]}"; do
       for (( seed = 0; seed < run_seeds; seed++ )); do
         run_dirs[$group/${entry%%:*}/$seed]=$(bash "$recipe_dir/run.sh" "${run_args[@]}" $(group_args "$group") \
-          --config "${entry%%:*}" --seed "$seed" --print-run) || exit 1
+          $(row_args "${entry%%:*}") --seed "$seed" --print-run) || exit 1
       done
     done
   done
   mapfile -t stages < <(bash "$recipe_dir/run.sh" --print-stages)
-  for train_stage in "${!stages[@]}"; do [ "${stages[$train_stage]}" != train ] || break; done
+  for first in "${!stages[@]}"; do [ "${stages[$first]}" != "$first_run_stage" ] || break; done
 
   start=$SECONDS
-  if (( train_stage > 0 )); then bash "$recipe_dir/run.sh" "${run_args[@]}" --stop-stage $(( train_stage - 1 )); fi
+  if (( first > 0 )); then bash "$recipe_dir/run.sh" "${run_args[@]}" --stop-stage $(( first - 1 )); fi
   mkdir -p "$exp/logs"
   for (( seed = 0; seed < max_seeds; seed++ )); do
     for group in "${groups[@]}"; do
@@ -148,14 +152,20 @@ table_main() {
         if [ -f "$run/$evaluated" ]; then echo "$script: ${run#"$exp"/} already evaluated"; continue; fi
         local log=$exp/logs/$(echo "${run#"$exp"/}" | tr / -).log
         echo "$script: training ${run#"$exp"/} (log: $log)"
-        start_job "$log" bash "$recipe_dir/run.sh" "${run_args[@]}" $(group_args "$group") --config "$row" \
-          --seed "$seed" --threads "$threads" --stage train -- ${overrides[@]+"${overrides[@]}"}
+        start_job "$log" bash "$recipe_dir/run.sh" "${run_args[@]}" $(group_args "$group") $(row_args "$row") \
+          --seed "$seed" --threads "$threads" --stage "$first" -- ${overrides[@]+"${overrides[@]}"}
       done
     done
   done
   wait_jobs
   local minutes=$(( (SECONDS - start) / 60 ))
-  "$python" "$repo/recipes/common/table.py" "$recipe_name" "$exp" --rows "$rows" --seeds "$seeds" \
+  if [ -z "$row_option" ]; then table_rows=$rows; else  # the rows' run folders (seed 0), with their seeds
+    for entry in $rows; do
+      run=${run_dirs[${groups[0]}/${entry%%:*}/0]}
+      table_rows+="${table_rows:+ }${run#"$exp"/}:$(row_seeds "$entry" "$seeds")"
+    done
+  fi
+  "$python" "$repo/recipes/common/table.py" "$recipe_name" "$exp" --rows "$table_rows" --seeds "$seeds" \
     ${table_args[@]+"${table_args[@]}"} --note "Command: \`bash recipes/$recipe_name/$script $command\`; $minutes min \
 wall time for the runs trained by this call; machine: $(cpu_cores) CPU cores ($(grep -m1 'model name' /proc/cpuinfo \
 | cut -d: -f2 | sed 's/^ *//')), torch $("$python" -c 'import torch; print(torch.__version__)'), $jobs runs at a time \
@@ -165,6 +175,9 @@ with $threads thread(s) each."
 
 row_seeds() {  # row_seeds ROW[:SEEDS] DEFAULT
   if [[ $1 == *:* ]]; then echo "${1#*:}"; else echo "$2"; fi
+}
+row_args() {  # the run.sh options of ROW: its config, or its value of row_option
+  if [ -n "$row_option" ]; then echo "$row_option $1"; else echo "--config $1"; fi
 }
 group_args() {  # the run.sh option of GROUP ("_": none)
   if [ "$1" != _ ]; then echo "$group_option $1"; fi
