@@ -92,14 +92,19 @@ class MaskGITTransformer(nn.Module):
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, codebook_size)
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+    def hidden(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, N, dim) outputs of the last block, normalized."""
         x = self.dropout(self.token_embedding(tokens) + self.position_embedding)
-        return self.head(self.norm(self.blocks(x)))
+        return self.norm(self.blocks(x))
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.head(self.hidden(tokens))
 
     def masked_nll(self, codes: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, int]:
-        """Summed cross-entropy (nats) of ``codes`` (B, N) at the positions ``mask`` hides, and their count."""
-        logits = self(codes.masked_fill(mask, self.mask_id))
-        return F.cross_entropy(logits[mask], codes[mask], reduction="sum"), int(mask.sum())
+        """Summed cross-entropy (nats) of ``codes`` (B, N) at the positions ``mask`` hides, and their count (the
+        head computed at those positions only)."""
+        logits = self.head(self.hidden(codes.masked_fill(mask, self.mask_id))[mask])
+        return F.cross_entropy(logits, codes[mask], reduction="sum"), int(mask.sum())
 
     @torch.no_grad()
     def generate(self, batch: int, steps: int = 8, temperature: float = 4.5,
