@@ -150,3 +150,11 @@ def test_a_missing_tokenizer_is_one_line(tmp_path, capsys):
         cli(["train", os.path.join(RECIPE, "transformer", "maskgit.yaml"), f"data.corpus={tmp_path}",
              "--exp-dir", str(tmp_path / "exp")])
     assert "data.tokenizer: not set" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("override,message", [("eval.samples=1", "eval.samples: 1"),
+                                              ("eval.decode_steps=0", "eval.decode_steps: 0")])
+def test_impossible_evaluation_settings_are_refused_before_training(tmp_path, capsys, override, message):
+    with pytest.raises(SystemExit):
+        cli(["train", os.path.join(RECIPE, "transformer", "maskgit.yaml"), override, "--exp-dir", str(tmp_path)])
+    assert message in capsys.readouterr().err

@@ -170,6 +170,12 @@ class MaskGITTask(Task):
 
     def __init__(self, config: dict):
         super().__init__(config)
+        for key in ("samples", "training_samples"):
+            if getattr(self.eval, key) < 2:
+                raise UserError(f"eval.{key}: {getattr(self.eval, key)}; the Fréchet distance needs at least 2 "
+                                f"images, set it to 2 or more")
+        if self.eval.decode_steps < 1:
+            raise UserError(f"eval.decode_steps: {self.eval.decode_steps}; set it to 1 or more (Chang et al.: 8)")
         self.tokenizer: Tokenizer | None = None
         self.checkpoint: Path | None = None  # the checkpoint evaluated by evaluate_checkpoint
         self._features: tuple[str, object] | None = None  # (corpus, its classifier's feature function)
