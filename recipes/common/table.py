@@ -199,7 +199,7 @@ TABLES = {
          Column("AE MSE (1e-3)", EVAL_FIGURES, "mse", 2, scale=1e3),
          Column("AE train s", TRAIN_SECONDS, None, 0, absent="", spread=False)),
         SEEDS_NOTE + "FD: {samples:.0f} generated images against the training images; rFD: the {images:.0f} test "
-        "images' reconstructions against them; in the features of a small classifier trained on the training "
+        "images' reconstructions against the test images; in the features of a small classifier trained on the training "
         "images' labels (not Inception: not FID). The test images against the training images: FD {fd_test:.2f}. "
         "NLL: the transformer's, per masked test code; perplexity and codes used: the test codes'.",
         "table9",
