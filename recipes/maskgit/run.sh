@@ -16,7 +16,7 @@ config=all transformer=""
 source "$recipe_dir/../common/image_ae_run.sh"  # --mini, --data, stage data, the data overrides of stage A
 option --transformer text:OVERRIDES "dotted overrides for stage B's seqvq train, e.g. \"train.steps=200 model.depth=2\" \
 (those after -- go to stage A)"
-stage_names=() stage_helps=()
+stage_names=() stage_helps=()  # image_ae_run.sh's stages, replaced: the evaluation follows a second training
 stage data "--mini: build data/mini_images"
 stage train "stage A: seqvq train conf/CONFIG.yaml (the autoencoder), with every override, into EXP/RUN; a rerun \
 resumes it, or says it is trained"
