@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-RECIPES = ["wsj", "scribblelens", "cifar10", "vqvae", "imagenet100", "units"]
+RECIPES = ["wsj", "scribblelens", "cifar10", "vqvae", "imagenet100", "units", "maskgit"]
 COMMON_OPTIONS = ["--mini", "--data", "--config", "--size", "--seed", "--nproc", "--torchrun", "--threads", "--stage",
                   "--stop-stage", "--exp", "--print-exp", "--print-train", "--force", "--help"]
 

@@ -98,3 +98,26 @@ def test_a_run_that_never_quantized_is_marked_in_every_layout(tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert [line.split(" | ")[0] for line in lines if line.startswith(("| VQ-VAE", "| + BN"))] == [
         "| VQ-VAE (pass-through: never quantized)", "| + BN"]
+
+
+def test_maskgit_table_reads_both_stages_and_the_second_stage_curves(tmp_path):
+    for name, fd in (("plain", 30.0), ("plain_seed1", 34.0), ("all", 20.0)):
+        run = tmp_path / name
+        (run / "transformer" / "eval").mkdir(parents=True)
+        (run / "eval").mkdir()
+        figures = {"fd": fd, "rfd": 5.0, "nll": 2.5, "code_perplexity": 40.0, "codes_used": 80, "fd_test": 3.0,
+                   "sample_codes_used": 70, "samples": 1000, "images": 293}
+        (run / "transformer" / "eval" / "figures.json").write_text(json.dumps(figures))
+        (run / "eval" / "figures.json").write_text(json.dumps({"mse": 0.006}))
+        (run / "train_seconds.txt").write_text("100\n")
+        records = [{"step": step, "split": "dev", "fd": fd + 10 - step, "nll": 3.0} for step in (5, 10)]
+        (run / "transformer" / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    writer.main(["maskgit", str(tmp_path), "--rows", "plain:2 replace all"])
+    table = (tmp_path / "table9.md").read_text()
+    assert "| MaskGIT | 90.4 | 2/2 | 32.00 ± 2.83 | 5.00 ± 0.00 |" in table
+    assert "| + replace | 79.7 | 0/1 | not evaluated |" in table
+    assert "| + Affine + OPT + replace + l2 | - | 1/1 | 20.00 |" in table and "| 6.00 | 100 |" in table
+    assert "FD 3.00" in table
+    figures = json.loads((tmp_path / "table9.json").read_text())
+    assert figures["plain"][1]["curves"]["fd"] == [[5, 39.0], [10, 34.0]]
+    assert (tmp_path / "table9_curves.png").stat().st_size > 10_000

@@ -4,12 +4,12 @@ deviation), as markdown, from the figures files the recipe's evaluation wrote in
     python recipes/common/table.py RECIPE EXP [--rows "ROW[:SEEDS] ..."] [--seeds N] [--groups "G ..."]
                                    [--suffix S] [--decode-suffix S] [--name NAME] [--note TEXT]
 
-RECIPE is one of TABLES (wsj, scribblelens, cifar10, vqvae, imagenet100, units): its rows, labels and columns,
-defined as data below. Seed 0 of a row is the run folder EXP/ROW<suffix>, seed k > 0 EXP/ROW<suffix>_seedk (the
---seed naming of the recipes' run.sh); with --groups (the classifiers' models) EXP/GROUP/..., the group in the first
-column. A run is evaluated when its first column's figures file exists.
+RECIPE is one of TABLES (wsj, scribblelens, cifar10, vqvae, imagenet100, units, maskgit): its rows, labels and
+columns, defined as data below. Seed 0 of a row is the run folder EXP/ROW<suffix>, seed k > 0 EXP/ROW<suffix>_seedk
+(the --seed naming of the recipes' run.sh); with --groups (the classifiers' models) EXP/GROUP/..., the group in the
+first column. A run is evaluated when its first column's figures file exists.
 
-Two layouts. One line per row (wsj, scribblelens, imagenet100, units): the mean over the row's evaluated seeds
+Two layouts. One line per row (wsj, scribblelens, imagenet100, units, maskgit): the mean over the row's evaluated seeds
 0..SEEDS-1 (":SEEDS" of --rows, else --seeds), with "± sd" when there are several, and their count. One line per
 run (cifar10, vqvae): a line for each seed 0..SEEDS-1 of each row (--rows may also name a run folder, ROW_seedN;
 by default every evaluated run of the table's rows, with its seeds), and a row evaluated with several seeds gets a
@@ -61,6 +61,7 @@ class Curve:
     key: str  # of the dev records in RUN/metrics.jsonl
     label: str
     log_scale: bool = False
+    folder: str = ""  # the dev records of RUN/FOLDER/metrics.jsonl instead (a run's second training stage)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,6 +83,7 @@ class Table:
 # The figures files and keys of the evaluations: speech `decode_<split>/`, the other tasks `eval/`.
 SPEECH_FIGURES, SPEECH_PERPLEXITY = "figures.json", "code_perplexity"
 EVAL_FIGURES, EVAL_PERPLEXITY = "eval/figures.json", "code_perplexity"
+MASKGIT_FIGURES = "transformer/eval/figures.json"  # a maskgit run's second stage (its first: eval/)
 TRAIN_SECONDS = "train_seconds.txt"  # a run's training wall time (written by the recipe driver's train stage)
 
 SPEECH_LABELS = {
@@ -185,6 +187,29 @@ TABLES = {
         mark_rows={"novq": ("no VQ", "", "", ""), "affine": huh_marks("Affine"), "sync": huh_marks("Sync."),
                    "alternating": huh_marks("Alt."), "replace": huh_marks("Replace"), "all": huh_marks(*HUH_METHODS)},
         seeds_always=False, not_evaluated="not evaluated"),
+    # Huh et al. 2023, Table 9 (FID of MaskGIT on CelebA) beside the FD of the own classifier's features
+    "maskgit": Table(
+        {"plain": "MaskGIT", "affine": "+ Affine", "opt": "+ OPT", "affine_opt": "+ Affine + OPT (ours)",
+         "replace": "+ replace", "l2": "+ l2", "all": "+ Affine + OPT + replace + l2"},
+        "Method",
+        (Column("FD (own classifier)", MASKGIT_FIGURES, "fd", 2),
+         Column("rFD (own classifier)", MASKGIT_FIGURES, "rfd", 2),
+         Column("Masked NLL (nats)", MASKGIT_FIGURES, "nll", 3),
+         Column("Perplexity", MASKGIT_FIGURES, EVAL_PERPLEXITY, 1),
+         Column("Codes used", MASKGIT_FIGURES, "codes_used", 0),
+         Column("Codes sampled", MASKGIT_FIGURES, "sample_codes_used", 0),
+         Column("AE MSE (1e-3)", EVAL_FIGURES, "mse", 2, scale=1e3),
+         Column("AE train s", TRAIN_SECONDS, None, 0, absent="", spread=False)),
+        SEEDS_NOTE + "FD: {samples:.0f} generated images against the training images; rFD: the {images:.0f} test "
+        "images' reconstructions against the test images; in the features of a small classifier trained on the training "
+        "images' labels (not Inception: not FID). The test images against the training images: FD {fd_test:.2f}. "
+        "NLL: the transformer's, per masked test code; perplexity and codes used: the test codes'.",
+        "table9",
+        (Curve("fd", "FD (own classifier) of the samples", folder="transformer"),
+         Curve("nll", "masked NLL of the test codes (nats)", folder="transformer")),
+        marks=("Paper FID (CelebA)",),
+        mark_rows={"plain": ("90.4",), "affine_opt": ("74.8",), "replace": ("79.7",), "l2": ("81.5",)},
+        seeds_always=False, not_evaluated="not evaluated"),
 }
 
 # recipes/units: the CTC recognizer on discrete units; the bits per second of the dev token streams (unigram
@@ -253,8 +278,10 @@ def read_run(table: Table, folder: Path) -> dict | None:
         figures["never_quantized"] = True  # a run inside the warm-up: the code figures count an unused codebook
     if table.curves:
         from seqvq.train.logs import read_metrics
-        records = [r for r in read_metrics(folder) if r.get("split") == "dev"]
-        figures["curves"] = {c.key: [(r["step"], r[c.key]) for r in records if c.key in r] for c in table.curves}
+        records = {f: [r for r in read_metrics(folder / f) if r.get("split") == "dev"]
+                   for f in {c.folder for c in table.curves}}
+        figures["curves"] = {c.key: [(r["step"], r[c.key]) for r in records[c.folder] if c.key in r]
+                             for c in table.curves}
     return figures
 
 

@@ -14,6 +14,7 @@ TASKS: dict[str, str] = {
     "cifar_ae": "seqvq.tasks.cifar_ae:CifarAutoencoderTask",
     "vqvae": "seqvq.tasks.vqvae:VQVAETask",
     "image_classification": "seqvq.tasks.classification:ClassificationTask",
+    "maskgit": "seqvq.tasks.maskgit:MaskGITTask",
 }
 
 
