@@ -42,6 +42,7 @@ from seqvq.metrics.frechet import (features_of, frechet_distance_of, inception_f
 from seqvq.models.maskgit import MaskGITTransformer, random_mask
 from seqvq.options import Section
 from seqvq.tasks.base import TRAIN, Task
+from seqvq.tasks.image_ae import ImageEval
 from seqvq.tasks.vqvae import VQVAETask
 from seqvq.train.checkpoint import load_checkpoint, read_checkpoint
 from seqvq.train.logs import atomic_write_text, read_metrics
@@ -58,11 +59,9 @@ class MaskGITData:
 
 
 @dataclass
-class MaskGITEval:
-    """The ``eval:`` section."""
+class MaskGITEval(ImageEval):
+    """The ``eval:`` section: the image tasks' (``batch_size``, ``max_images``) and the sampling's."""
 
-    batch_size: int = 100
-    max_images: int | None = None  # None = the whole test split
     samples: int = 1000
     training_samples: int = 200
     decode_steps: int = 8
