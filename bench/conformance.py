@@ -6,8 +6,8 @@ seqvq[bench]``; its rows are "not installed" without it) with equivalent setting
 Łańcucki eq. 4), k-means init on the first batch (Huh App. A.7), dead-code handling (seqvq: LRU life span of 2
 steps, Huh §3; the peer: ``dead_code_threshold_ratio=0.1``, its documented example; its older
 ``threshold_ema_dead_code`` is deprecated).  The peer draws k-means seeds and replacements from the global torch
-generator, so two copies compared side by side get the same global seed before each step (``same_draws``).  Each property is checked on small random data (a few
-seconds) and reported as pass/fail with the measured deviation:
+generator, so two copies compared side by side get the same global seed before each step (``same_draws``).  Each
+property is checked on small random data (a few seconds) and reported as pass/fail with the measured deviation:
 
 1. DDP: two gloo ranks (spawned, file rendezvous), each on its own batch, end with the codebook of one process
    trained on the union of the two batches (max |Δ codebook|);
@@ -31,6 +31,7 @@ import argparse
 import copy
 import datetime
 import importlib.metadata
+import importlib.util
 import os
 import platform
 import tempfile
@@ -251,19 +252,16 @@ def check_padding(adapter) -> tuple[str, str]:
 
 
 LIBRARIES = {"seqvq": SeqvqLayer, "peer": PeerLayer, "peer-ema-only": PeerEmaOnlyLayer}
-PROPERTIES = [("2-rank gloo DDP == one process on the union", lambda library, adapter: check_ddp(library, adapter)),
+PROPERTIES = [("2-rank gloo DDP == one process on the union", check_ddp),
               ("bf16 autocast codes == float32 (>= 99.9 %), usage kept", lambda library, adapter: check_bf16(adapter)),
-              ("accumulation: k micro-batches == one k-times batch", lambda library, adapter: check_accumulation(adapter)),
+              ("accumulation: k micro-batches == one k-times batch",
+               lambda library, adapter: check_accumulation(adapter)),
               ("exact resume mid-run (state_dict)", lambda library, adapter: check_resume(adapter)),
               ("padded == unpadded", lambda library, adapter: check_padding(adapter))]
 
 
 def peer_available() -> bool:
-    try:
-        import vector_quantize_pytorch  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return importlib.util.find_spec("vector_quantize_pytorch") is not None
 
 
 def main() -> None:
