@@ -13,11 +13,12 @@ property is checked on small random data (a few seconds) and reported as pass/fa
    trained on the union of the two batches (max |Δ codebook|);
 2. bf16: codes under ``torch.autocast("cpu", torch.bfloat16)`` agree with float32 on >= 99.9 % of inputs and
    the number of codes used does not drop;
-3. gradient accumulation: k micro-batches then one step equal one k-times-larger batch (max |Δ| of the EMA
-   counts and sums); seqvq with ``seqvq.quantize.accumulation.accumulated_step``, the peer with its
+3. gradient accumulation: k micro-batches then one step equal one k-times-larger batch (max |Δ| of every buffer:
+   codebook, EMA counts and sums, step and usage clocks, generators); seqvq with
+   ``seqvq.quantize.accumulation.accumulated_step``, the peer with its
    ``accum_ema_update=True`` on all but the last micro-batch;
 4. exact resume: ``state_dict`` saved mid-run and loaded into a fresh layer (the global RNG reseeded, as in a new
-   process) continues to the codebook of the uninterrupted run;
+   process) continues to the state (every buffer) of the uninterrupted run;
 5. padded == unpadded: a padded batch with its mask (seqvq: ``lengths``; the peer: ``mask``) gives the codes and
    codebook of the valid vectors alone.
 
@@ -72,11 +73,6 @@ class SeqvqLayer:
         return layer.codebook.detach().reshape(-1, DIM).clone()
 
     @staticmethod
-    def statistics(layer):
-        return torch.cat([tensor.detach().float().reshape(-1) for name, tensor in layer.state_dict().items()
-                          if "ema" in name or "count" in name or name.endswith("codebook")])
-
-    @staticmethod
     def accumulate(layer, micro_batches):
         with accumulated_step(layer):
             for x in micro_batches:
@@ -105,11 +101,6 @@ class PeerLayer:
         return layer._codebook.embed.detach().reshape(-1, DIM).clone()
 
     @staticmethod
-    def statistics(layer):
-        book = layer._codebook
-        return torch.cat([book.cluster_size.reshape(-1), book.embed_avg.reshape(-1), book.embed.reshape(-1)])
-
-    @staticmethod
     def accumulate(layer, micro_batches):
         for index, x in enumerate(micro_batches):
             PeerLayer.step(layer, x, accum_ema_update=index < len(micro_batches) - 1)
@@ -133,8 +124,13 @@ def same_draws(step: int) -> None:
     torch.manual_seed(1 + step)
 
 
+def whole_state(layer) -> torch.Tensor:
+    """Every buffer of the layer's ``state_dict`` (codebook, EMA counts and sums, clocks, generators), flattened."""
+    return torch.cat([tensor.detach().double().reshape(-1) for tensor in layer.state_dict().values()])
+
+
 def max_deviation(a: torch.Tensor, b: torch.Tensor) -> float:
-    return (a.float() - b.float()).abs().max().item()
+    return (a.double() - b.double()).abs().max().item()
 
 
 def verdict(deviation: float, tolerance: float = TOLERANCE) -> str:
@@ -204,8 +200,8 @@ def check_accumulation(adapter, k: int = 4) -> tuple[str, str]:
         adapter.step(large, torch.cat(micro_batches))
         same_draws(step)
         adapter.accumulate(accumulated, micro_batches)
-    deviation = max_deviation(adapter.statistics(large), adapter.statistics(accumulated))
-    return verdict(deviation), f"k = {k}: max abs diff of EMA counts, sums and codebook {deviation:.2e}"
+    deviation = max_deviation(whole_state(large), whole_state(accumulated))
+    return verdict(deviation), f"k = {k}: max abs diff of the whole state_dict {deviation:.2e}"
 
 
 # 4. exact resume ------------------------------------------------------------------------------------------------
@@ -223,8 +219,9 @@ def check_resume(adapter) -> tuple[str, str]:
     resumed.load_state_dict(state)
     for step in range(STEPS, 2 * STEPS):
         adapter.step(resumed, batch(step))
-    deviation = max_deviation(adapter.codebook(uninterrupted), adapter.codebook(resumed))
-    return verdict(deviation, 0.0), f"max abs diff codebook after {STEPS} + {STEPS} steps {deviation:.2e}"
+    deviation = max_deviation(whole_state(uninterrupted), whole_state(resumed))
+    return verdict(deviation, 0.0), \
+        f"max abs diff of the whole state_dict after {STEPS} + {STEPS} steps {deviation:.2e}"
 
 
 # 5. padded == unpadded ------------------------------------------------------------------------------------------
