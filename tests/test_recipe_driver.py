@@ -238,3 +238,7 @@ def test_a_table_whose_rows_are_values_of_a_run_option(toy_table, tmp_path):
     assert [line.split()[1] for line in (exp / "trained.txt").read_text().splitlines()] == \
         ["row_k5", "row_k7", "row_k7_seed1"]
     assert re.search(r"^table\.py toy \S+ --rows row_k5:1 row_k7:2 --seeds 1 ", result.stdout, re.M), result.stdout
+    tabulated = run(table, "--table-only", "--exp", exp, "--rows", "7:2", "--mini", PYTHON=fake)
+    assert tabulated.stdout == f"table.py toy {exp} --rows row_k7:2 --seeds 1\n", tabulated  # the row's folder
+    assert error_line(run(table, "--table-only", "--exp", exp, "--rows", "7")) == "error: table.sh: --table-only " \
+        "--rows needs --mini or --data PATH too (run.sh names the runs of this table)"

@@ -72,7 +72,7 @@ run_option() {
 
 table_main() {
   local command="$*" table_only=false rows_given=false seeds=1 exp="" table="" threads="" overrides=() run_args=()
-  local data_args=() force_args=() group row entry seed max_seeds run_seeds run start stages first table_rows=""
+  local data_args=() force_args=() group row entry seed max_seeds=1 run start stages first table_rows=""
   while [ $# -gt 0 ]; do
     case $1 in
       -h|--help) table_help; exit 0 ;;
@@ -112,11 +112,21 @@ table_main() {
   [ -z "$group_option" ] || table_args+=(--groups "$groups")
   read -r -a groups <<< "${groups:-_}"  # "_": no group option
 
+  local -A run_dirs=()
   if $table_only; then
     [ -n "$exp" ] || table_die "--table-only needs --exp DIR"
     [ -d "$exp" ] || table_die "--table-only: no runs in $exp; give the --exp DIR of the trained rows"
-    if ! $rows_given; then rows=""; fi  # table.py: every row with an evaluated seed 0, with its evaluated seeds
-    "$python" "$repo/recipes/common/table.py" "$recipe_name" "$exp" --rows "$rows" --seeds "$seeds" \
+    if ! $rows_given; then
+      table_rows=""  # table.py: every row with an evaluated seed 0, with its evaluated seeds
+    elif [ -z "$row_option" ]; then
+      table_rows=$rows
+    else  # run.sh names the rows' folders, from the data set's options too
+      [ ${#data_args[@]} -gt 0 ] || table_die "--table-only --rows needs --mini or --data PATH too (run.sh names \
+the runs of this table)"
+      run_args=("${data_args[@]}" ${run_args[@]+"${run_args[@]}"} --exp "$exp")
+      find_runs
+    fi
+    "$python" "$repo/recipes/common/table.py" "$recipe_name" "$exp" --rows "$table_rows" --seeds "$seeds" \
       ${table_args[@]+"${table_args[@]}"}
     return
   fi
@@ -124,19 +134,7 @@ table_main() {
   run_args=("${data_args[@]}" ${run_args[@]+"${run_args[@]}"} ${force_args[@]+"${force_args[@]}"})
   exp=${exp:-$(bash "$recipe_dir/run.sh" "${run_args[@]}" --print-exp)}  # every run in the folder run.sh would use
   run_args+=(--exp "$exp")
-  # Every run's folder first: a row without a config stops the table here, before any data is prepared.
-  local -A run_dirs=()
-  max_seeds=1
-  for entry in $rows; do
-    run_seeds=$(row_seeds "$entry" "$seeds")
-    (( run_seeds <= max_seeds )) || max_seeds=$run_seeds
-    for group in "${groups[@]}"; do
-      for (( seed = 0; seed < run_seeds; seed++ )); do
-        run_dirs[$group/${entry%%:*}/$seed]=$(bash "$recipe_dir/run.sh" "${run_args[@]}" $(group_args "$group") \
-          $(row_args "${entry%%:*}") --seed "$seed" --print-run) || exit 1
-      done
-    done
-  done
+  find_runs  # every run's folder first: a row without a config stops the table here, before any data is prepared
   mapfile -t stages < <(bash "$recipe_dir/run.sh" --print-stages)
   for first in "${!stages[@]}"; do [ "${stages[$first]}" != "$first_run_stage" ] || break; done
 
@@ -159,12 +157,6 @@ table_main() {
   done
   wait_jobs
   local minutes=$(( (SECONDS - start) / 60 ))
-  if [ -z "$row_option" ]; then table_rows=$rows; else  # the rows' run folders (seed 0), with their seeds
-    for entry in $rows; do
-      run=${run_dirs[${groups[0]}/${entry%%:*}/0]}
-      table_rows+="${table_rows:+ }${run#"$exp"/}:$(row_seeds "$entry" "$seeds")"
-    done
-  fi
   "$python" "$repo/recipes/common/table.py" "$recipe_name" "$exp" --rows "$table_rows" --seeds "$seeds" \
     ${table_args[@]+"${table_args[@]}"} --note "Command: \`bash recipes/$recipe_name/$script $command\`; $minutes min \
 wall time for the runs trained by this call; machine: $(cpu_cores) CPU cores ($(grep -m1 'model name' /proc/cpuinfo \
@@ -173,6 +165,28 @@ with $threads thread(s) each."
   echo "$script: done in $minutes min"
 }
 
+# run_dirs[GROUP/ROW/SEED]: the folder of every run of the rows (run.sh --print-run); max_seeds: the most seeds of
+# a row; table_rows: the rows for table.py (a table of row_option values: their folders, seed 0, with their seeds)
+find_runs() {
+  local entry group seed run_seeds run
+  table_rows=""
+  for entry in $rows; do
+    run_seeds=$(row_seeds "$entry" "$seeds")
+    (( run_seeds <= max_seeds )) || max_seeds=$run_seeds
+    for group in "${groups[@]}"; do
+      for (( seed = 0; seed < run_seeds; seed++ )); do
+        run_dirs[$group/${entry%%:*}/$seed]=$(bash "$recipe_dir/run.sh" "${run_args[@]}" $(group_args "$group") \
+          $(row_args "${entry%%:*}") --seed "$seed" --print-run) || exit 1
+      done
+    done
+    if [ -z "$row_option" ]; then
+      table_rows+="${table_rows:+ }$entry"
+    else
+      run=${run_dirs[${groups[0]}/${entry%%:*}/0]}
+      table_rows+="${table_rows:+ }${run#"$exp"/}:$run_seeds"
+    fi
+  done
+}
 row_seeds() {  # row_seeds ROW[:SEEDS] DEFAULT
   if [[ $1 == *:* ]]; then echo "${1#*:}"; else echo "$2"; fi
 }
