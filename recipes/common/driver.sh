@@ -75,6 +75,9 @@ option --config text:NAME "the row to train: conf/NAME.yaml"
 option --size choice:cpu\|paper "paper: the config as written (the paper's model); cpu: with the lines of \
 conf/mini.overrides that apply to the row, a model that trains in minutes on a CPU (default: cpu with --mini, \
 paper with --data)"
+option --row-overrides path:FILE "a further override file in conf/mini.overrides' syntax (recipes/common/\
+row_overrides.py), its lines for the row after the --size cpu ones, e.g. conf/codes16384.overrides: every row at \
+16,384 codes (give such runs their own --exp)"
 option --seed int:N "train.seed; a seed N > 0 trains into EXP/RUN_seedN, so the seeds of one row sit side by side"
 option --nproc count:N "processes: N > 1 trains under torchrun --standalone --nproc-per-node N (DDP: gloo on CPU, \
 nccl on CUDA)"
@@ -92,7 +95,7 @@ option --print-stages flag "print the stage names, one a line, and stop"
 option --print-train flag "print the train stage's command (launcher, config, every override) and stop"
 option --force flag "rebuild an output whose inputs changed, and start a run's training over when EXP/RUN holds a \
 run of other settings or data (both are refused otherwise)"
-mini=false data="" config="" size="" seed=0 nproc=1 torchrun="" threads=${OMP_NUM_THREADS:-2} stage="" stop_stage=""
+mini=false data="" config="" size="" row_overrides="" seed=0 nproc=1 torchrun="" threads=${OMP_NUM_THREADS:-2} stage="" stop_stage=""
 exp="" print_exp=false print_run=false print_stages=false print_train=false force=false user_overrides=()
 python_modules="" python_modules_install="" recipe_about="" mini_data="" exp_default="" exp_suffix="" run_prefix=""
 run_suffix="" recipe_overrides=()
@@ -267,6 +270,10 @@ driver_main() {
 has no cpu size; pass --size paper"
     lines=$("$python" "$repo/recipes/common/row_overrides.py" "$conf_dir/mini.overrides" "$config_file")
     [ -z "$lines" ] || mapfile -t overrides <<< "$lines"
+  fi
+  if [ -n "$row_overrides" ]; then
+    lines=$("$python" "$repo/recipes/common/row_overrides.py" "$row_overrides" "$config_file")
+    [ -z "$lines" ] || mapfile -t -O ${#overrides[@]} overrides <<< "$lines"
   fi
   if declare -F recipe_run_setup > /dev/null; then recipe_run_setup; fi
   overrides+=(${recipe_overrides[@]+"${recipe_overrides[@]}"} "train.threads=$threads" "train.seed=$seed"

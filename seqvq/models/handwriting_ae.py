@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from seqvq import VectorQuantizer
+from seqvq.quantize import build_quantizer
 from seqvq.models.masked_lstm import MaskedLSTM
 from seqvq.models.pixelcnn import GatedPixelCNN
 from seqvq.quantize import MaskedBatchNorm
@@ -79,7 +79,8 @@ class AutoencoderOutput:
 class HandwritingAutoencoder(nn.Module):
     """Encoder -> [MaskedBatchNorm] -> Linear -> VectorQuantizer -> conditional gated PixelCNN.
 
-    `encoder`, `quantizer` and `decoder` are keyword dicts for `LineEncoder`, `VectorQuantizer` (beyond dim)
+    `encoder`, `quantizer` and `decoder` are keyword dicts for `LineEncoder`, `seqvq.build_quantizer` (beyond dim;
+    a VQ codebook by default, another quantizer by `kind`)
     and `GatedPixelCNN` (beyond levels and cond_dim), so a YAML file can describe the whole model.
     `encoder_norm` puts a masked BatchNorm on the encoder features before the projection; Table II's "+ BN"
     is the quantizer's own `pre_norm` (BatchNorm right before the codes).
@@ -92,9 +93,10 @@ class HandwritingAutoencoder(nn.Module):
         self.encoder = LineEncoder(levels, height, **(encoder or {}))
         self.encoder_norm = MaskedBatchNorm(self.encoder.output_dim) if encoder_norm else None
         self.projection = nn.Linear(self.encoder.output_dim, latent_dim)
-        quantizer = {"codebook_size": 256} | (quantizer or {})
-        self.codebook_size = int(quantizer["codebook_size"])
-        self.quantizer = VectorQuantizer(latent_dim, **quantizer)
+        quantizer = quantizer or {}
+        defaults = {"codebook_size": 256} if quantizer.get("kind", "vq") == "vq" else {}
+        self.quantizer = build_quantizer(latent_dim, **(defaults | quantizer))
+        self.codebook_size = int(self.quantizer.codebook_size)
         self.decoder = GatedPixelCNN(levels, cond_dim=latent_dim, **(decoder or {}))
 
     @property

@@ -6,7 +6,8 @@ blocks), with C the channel count (64 in the paper):
 
 * encoder: conv 4x4 stride 2 (3 -> C/2), BN, ReLU, conv 4x4 stride 2 (C/2 -> C), BN, ReLU, conv 3x3 (C -> C), BN,
   ReLU, residual blocks (ReLU, conv 3x3, BN, ReLU, conv 1x1, BN, + input): an 8x8 map of C channels;
-* bottleneck: ``VectorQuantizer(C, K)`` on each of the 8x8 vectors (1024 codes: Huh A.1 uses 1024 throughout);
+* bottleneck: ``VectorQuantizer(C, K)`` on each of the 8x8 vectors (1024 codes: Huh A.1 uses 1024 throughout), or
+  another quantizer by ``kind`` (:func:`seqvq.build_quantizer`);
 * decoder: residual blocks, transposed conv 3x3 (C -> C), BN, ReLU, transposed conv 4x4 stride 2 (C -> C/2), BN,
   ReLU, transposed conv 4x4 stride 2 (C/2 -> 3), sigmoid.
 
@@ -21,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from seqvq import VectorQuantizer
+from seqvq.quantize import build_quantizer
 from seqvq.models.cifar_ae import ResidualBlock
 
 
@@ -59,8 +60,8 @@ class VQVAEOutput:
 
 
 class VQVAE(nn.Module):
-    """Encoder -> VectorQuantizer -> decoder, MSE reconstruction. `quantizer` holds `VectorQuantizer` keywords
-    beyond dim (codebook_size, distance, affine, sync_nu, replace_dead_after, assignment, ...); None = no VQ."""
+    """Encoder -> quantizer -> decoder, MSE reconstruction. `quantizer` holds `seqvq.build_quantizer` keywords
+    beyond dim (kind; for VQ codebook_size (default 1024), distance, affine, replace_dead_after, ...); None = no VQ."""
 
     def __init__(self, channels: int = 64, residual_blocks: int = 2, quantizer: dict | None = None):
         super().__init__()
@@ -68,7 +69,8 @@ class VQVAE(nn.Module):
         self.encoder = vqvae_encoder(channels, residual_blocks)
         self.quantizer = None
         if quantizer is not None:
-            self.quantizer = VectorQuantizer(channels, **({"codebook_size": 1024} | quantizer))
+            defaults = {"codebook_size": 1024} if quantizer.get("kind", "vq") == "vq" else {}
+            self.quantizer = build_quantizer(channels, **(defaults | quantizer))
         self.decoder = vqvae_decoder(channels, residual_blocks)
 
     @property
