@@ -134,7 +134,8 @@ class KindSection(Section):
 
 def options_from(options_class: type, value, name: str):
     """``value`` as the frozen dataclass ``options_class``: an instance as it is; a mapping of its fields as an
-    instance (the fields it leaves out keep their defaults); None, or an empty mapping, as None (the option is off).
+    instance (the fields it leaves out keep their defaults, so an empty mapping is the method with every default:
+    ``bridge: {}`` turns VQBridge on); None as None (the option is off).
     Anything else, an unknown key or a missing required one is a one-line ValueError naming the option ``name`` and
     the keys it takes."""
     if value is None or isinstance(value, options_class):
@@ -143,8 +144,6 @@ def options_from(options_class: type, value, name: str):
     if not isinstance(value, collections.abc.Mapping):
         raise ValueError(f"{name} takes a mapping of {_quoted(known)} (or {options_class.__name__}); "
                          f"got {_kind(value)}")
-    if not value:
-        return None
     unknown = sorted(str(key) for key in value if key not in known)
     if unknown:
         raise ValueError(f"{name} takes {_quoted(known)}; got {unknown}")

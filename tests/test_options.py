@@ -74,7 +74,8 @@ def test_options_from_a_mapping_equal_the_dataclass():
     given = Anneal(2.0, 1.0, 3)
     assert options_from(Anneal, given, "anneal") is given
     assert options_from(Anneal, None, "anneal") is None
-    assert options_from(Anneal, {}, "anneal") is None  # an empty mapping leaves the method off, as None does
+    with pytest.raises(ValueError, match="anneal needs 'start'"):  # an empty mapping is the method with its
+        options_from(Anneal, {}, "anneal")                           # defaults, and Anneal has required fields
 
 
 @pytest.mark.parametrize("value, message", [

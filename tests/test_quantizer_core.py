@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import seqvq
+from seqvq.quantize.bridge import CodebookBridge
 from seqvq.quantize import (AffineOptions, LinearCodebookMap, ReestimationOptions, TemperatureAnneal,
                             UsageRegularizerOptions, nearest_codes)
 from seqvq.quantize.core import PassKind, perplexity, quantizer_passes
@@ -362,9 +363,12 @@ def test_the_shorthands_and_the_off_values():
     assert seqvq.VectorQuantizer(4, 8, temperature={"start": 2, "end": 1, "decay_steps": 4}).temperature == \
         TemperatureAnneal(2.0, 1.0, 4)
     assert seqvq.VectorQuantizer(4, 8, assignment="gumbel", temperature=0.5).current_temperature() == 0.5
-    for value in (None, {}):  # an empty mapping leaves a remedy off, as None does
-        plain = seqvq.VectorQuantizer(4, 8, reestimate=value, affine=value, usage_regularizer=value)
-        assert plain.reestimation is None and plain.affine is None and plain.usage_regularizer is None
+    plain = seqvq.VectorQuantizer(4, 8, reestimate=None, affine=None, usage_regularizer=None, bridge=None)
+    assert plain.reestimation is None and plain.affine is None and plain.usage_regularizer is None
+    # an empty mapping is the method with its defaults, never silently off (a config's `bridge: {}`)
+    assert seqvq.VectorQuantizer(4, 8, usage_regularizer={}).usage_regularizer == UsageRegularizerOptions()
+    assert isinstance(seqvq.VectorQuantizer(4, 32, bridge={}).affine, CodebookBridge)
+    assert seqvq.VectorQuantizer(4, 8, reestimate={}).reestimation is not None
 
 
 @pytest.mark.parametrize("option, value, message", [

@@ -11,7 +11,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = ["wsj", "scribblelens", "cifar10", "vqvae", "imagenet100", "units", "maskgit"]
-COMMON_OPTIONS = ["--mini", "--data", "--config", "--size", "--seed", "--nproc", "--torchrun", "--threads", "--stage",
+COMMON_OPTIONS = ["--mini", "--data", "--config", "--size", "--row-overrides", "--seed", "--nproc", "--torchrun", "--threads", "--stage",
                   "--stop-stage", "--exp", "--print-exp", "--print-train", "--force", "--help"]
 
 TOY = """#!/usr/bin/env bash
@@ -103,6 +103,12 @@ def test_print_train_shows_the_resolved_command(toy, tmp_path):
     paper = run(toy, "--mini", "--size", "paper", "--seed", "2", "--threads", "3", "--force", "--print-train").stdout
     assert paper == f"OMP_NUM_THREADS=3 python3 {command} data.root={tmp_path}/repo/data/toy train.threads=3 " \
                     f"train.seed=2 --exp-dir {exp}/row_seed2 --force\n"
+    (toy.parent / "conf" / "more.overrides").write_text("*: train.steps=20\nrow: train.lr=0.1\n")
+    more = run(toy, "--mini", "--row-overrides", toy.parent / "conf" / "more.overrides", "--print-train").stdout
+    assert f"train.steps=10 train.lr=1.0e-3 train.steps=20 train.lr=0.1 data.root=" in more  # after the cpu lines
+    (toy.parent / "conf" / "bad.overrides").write_text("nope: train.lr=0.1\n")
+    assert "bad.overrides:1: no config nope.yaml" in error_line(
+        run(toy, "--mini", "--row-overrides", toy.parent / "conf" / "bad.overrides", "--print-train"))
     ddp = run(toy, "--mini", "--nproc", "4", "--print-train").stdout
     assert ddp.startswith(f"OMP_NUM_THREADS=1 python3 -m torch.distributed.run --standalone --nproc-per-node 4 "
                           f"{command} ")

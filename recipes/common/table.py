@@ -86,6 +86,11 @@ EVAL_FIGURES, EVAL_PERPLEXITY = "eval/figures.json", "code_perplexity"
 MASKGIT_FIGURES = "transformer/eval/figures.json"  # a maskgit run's second stage (its first: eval/)
 TRAIN_SECONDS = "train_seconds.txt"  # a run's training wall time (written by the recipe driver's train stage)
 
+# The quantizers since 2024, alone on each recipe's plain VQ row (the "does the claim hold?" rows, docs/remedies.md)
+RECENT_LABELS = {
+    "modern_bn_reestimation_usage_kl": "+ BN + data-dep reest + usage regularizer", "recent_diveq": "DiVeQ",
+    "recent_sf_diveq": "SF-DiVeQ", "recent_bridge": "VQBridge (FVQ)", "recent_optvq": "OptVQ (optimal transport)",
+    "recent_ibq": "IBQ (index backpropagation)", "recent_lfq": "LFQ (log2 K bits)"}
 SPEECH_LABELS = {
     "no_bottleneck": "no bottleneck", "vanilla_vq": "vanilla VQ", "bn": "+ BN",
     "bn_codebook_lr": "+ BN + codebook LR", "bn_ema": "+ BN + EMA", "bn_ema_decay09": "+ BN + EMA (γ = 0.9)",
@@ -102,7 +107,7 @@ SPEECH_LABELS = {
     "ablation_no_restart": "reest + codebook LR, reservoir never restarted",
     "ablation_early_reestimation": "reest + codebook LR, re-estimation at steps 50-200 (5 iterations)",
     "ablation_huh_all_defaults": "Huh: all remedies, library defaults (lr scale 1, no k-means init, constant LR)",
-}
+} | RECENT_LABELS
 SEEDS_NOTE = "Mean ± sample standard deviation over seeds. "
 
 
@@ -135,7 +140,7 @@ TABLES = {
          "bn_reestimation": "+ BN + data-dep reest",
          "bn_reestimation_codebook_lr": "+ BN + data-dep reest + codebook LR", "huh_affine": "Huh: affine",
          "huh_sync": "Huh: synchronized update", "huh_alternating": "Huh: alternating optimization",
-         "huh_replacement": "Huh: dead-code replacement"},
+         "huh_replacement": "Huh: dead-code replacement"} | RECENT_LABELS,
         "Model",
         (Column("Rec. BPD", EVAL_FIGURES, "bpd", 4), Column("Pplx", EVAL_FIGURES, EVAL_PERPLEXITY, 1),
          Column("Codes used", EVAL_FIGURES, "codes_used", 0),
@@ -163,7 +168,8 @@ TABLES = {
         {"vqvae": "VQVAE", "l2": "VQVAE + l2", "replace": "VQVAE + replace", "l2_replace": "VQVAE + l2 + replace",
          "sqvae": "SQVAE", "gumbel": "Gumbel-VQVAE", "affine": "VQVAE + Affine", "opt": "VQVAE + OPT",
          "affine_opt": "VQVAE + Affine + OPT", "affine_opt_replace": "VQVAE + Affine + OPT + replace",
-         "affine_opt_replace_l2": "VQVAE + Affine + OPT + replace + l2"},
+         "affine_opt_replace_l2": "VQVAE + Affine + OPT + replace + l2",
+         "bn_reestimation": "VQVAE + BN + data-dep reest"} | RECENT_LABELS,
         "Method",
         (Column("MSE (1e-3)", EVAL_FIGURES, "mse", 2, scale=1e3),
          Column("Perplexity", EVAL_FIGURES, EVAL_PERPLEXITY, 1), Column("Codes used", EVAL_FIGURES, "codes_used", 0)),
