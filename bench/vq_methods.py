@@ -5,7 +5,7 @@
 2. The per-step overhead of each method: one training step (forward, backward, reset_optimizer_state, Adam step)
    of a quantizer on a (16, 200, 64) padded batch with 512 codes, relative to plain VQ.  Re-estimation is timed in
    its steady state between k-means runs (reservoir updates only); the k-means itself is row 1.
-3. The quantizers of 2024-25 (OptVQ, IBQ, DiVeQ, SF-DiVeQ, VQBridge) against plain VQ, the same step at
+3. The quantizers of 2024-25 (OptVQ, IBQ, DiVeQ, SF-DiVeQ, VQBridge, LFQ) against plain VQ, the same step at
    K = 1,024 and 16,384 codes (``--recent-only`` runs this section alone; ``--recent-steps`` steps per median).
 """
 from __future__ import annotations
@@ -42,6 +42,7 @@ RECENT_METHODS = {
     "DiVeQ": {"diveq": {"noise": 1e-3}, "alpha": 0.0},
     "SF-DiVeQ": {"diveq": {"space_filling": True}, "alpha": 0.0},
     "VQBridge (group 16, width 256, 1 block)": {"bridge": {"group": 16}},
+    "LFQ (log2 K bits, entropy penalty)": {"kind": "lfq", "entropy_regularizer": {}},
 }
 RECENT_CODEBOOK_SIZES = (1024, 16384)
 
@@ -59,7 +60,10 @@ def reestimation_seconds(codes: int, repeats: int) -> float:
 
 def step_seconds(options: dict, steps: int, codebook_size: int = 512) -> float:
     torch.manual_seed(0)
-    quantizer = seqvq.VectorQuantizer(64, codebook_size, **options)
+    if options.get("kind") == "lfq":  # K implicit codes: log2 K bits, with learned 64 -> bits -> 64 projections
+        quantizer = seqvq.build_quantizer(64, **options, bits=codebook_size.bit_length() - 1)
+    else:
+        quantizer = seqvq.VectorQuantizer(64, codebook_size, **options)
     groups = seqvq.param_groups(quantizer, 1e-3, 1e-2)
     optimizer = torch.optim.Adam(groups if groups else [torch.zeros(1, requires_grad=True)])
     x = torch.randn(16, 200, 64, requires_grad=True)

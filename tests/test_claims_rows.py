@@ -14,7 +14,8 @@ from seqvq.train import load_config
 import row_overrides  # recipes/common/row_overrides.py (on sys.path: conftest.py)
 
 RECIPES = os.path.join(os.path.dirname(__file__), os.pardir, "recipes")
-RECENT = ["recent_diveq", "recent_sf_diveq", "recent_bridge", "recent_optvq", "recent_ibq", "recent_lfq"]
+RECENT = ["recent_diveq", "recent_sf_diveq", "recent_bridge", "recent_optvq", "recent_optvq_argmax", "recent_ibq",
+          "recent_lfq"]
 ROWS = {"wsj": ["vanilla_vq", "bn_reestimation", "modern_bn_reestimation_usage_kl"] + RECENT,
         "scribblelens": ["vanilla", "bn_reestimation", "modern_bn_reestimation_usage_kl"] + RECENT,
         "vqvae": ["vqvae", "bn_reestimation", "modern_bn_reestimation_usage_kl"] + RECENT}

@@ -84,12 +84,16 @@ def test_quantizer_uses_the_plan_in_training_and_the_nearest_code_in_evaluation(
     quantizer.eval()
     nearest = nearest_codes(x.reshape(-1, 2), quantizer.codebook[0])[0]
     assert torch.equal(quantizer(x).codes.reshape(-1), nearest)
+    argmax = seqvq.VectorQuantizer(2, 32, **OT, sinkhorn={"sample": False})  # the released configs' use_prob: false
+    argmax.load_state_dict(quantizer.state_dict())
+    expected = optimal_transport_codes(x.reshape(-1, 2), argmax.codebook[0])
+    assert torch.equal(argmax.train()(x).codes.reshape(-1), expected)
 
 
 def test_refusals_name_both_options():
     with pytest.raises(ValueError, match="sinkhorn.*assignment='optimal_transport'.*assignment='nearest'.*use one"):
         seqvq.VectorQuantizer(4, 8, sinkhorn={"iterations": 3})
-    with pytest.raises(ValueError, match="sinkhorn takes 'epsilon' and 'iterations'"):
+    with pytest.raises(ValueError, match="sinkhorn takes 'epsilon', 'iterations' and 'sample'"):
         seqvq.VectorQuantizer(4, 8, sinkhorn={"eps": 3}, **OT)
     with pytest.raises(ValueError, match="'optimal_transport'"):
         seqvq.VectorQuantizer(4, 8, assignment="sinkhorn")

@@ -89,7 +89,8 @@ TRAIN_SECONDS = "train_seconds.txt"  # a run's training wall time (written by th
 # The quantizers since 2024, alone on each recipe's plain VQ row (the "does the claim hold?" rows, docs/remedies.md)
 RECENT_LABELS = {
     "modern_bn_reestimation_usage_kl": "+ BN + data-dep reest + usage regularizer", "recent_diveq": "DiVeQ",
-    "recent_sf_diveq": "SF-DiVeQ", "recent_bridge": "VQBridge (FVQ)", "recent_optvq": "OptVQ (optimal transport)",
+    "recent_sf_diveq": "SF-DiVeQ", "recent_bridge": "VQBridge (FVQ)",
+    "recent_optvq": "OptVQ (codes drawn from the plan)", "recent_optvq_argmax": "OptVQ (argmax of the plan)",
     "recent_ibq": "IBQ (index backpropagation)", "recent_lfq": "LFQ (log2 K bits)"}
 SPEECH_LABELS = {
     "no_bottleneck": "no bottleneck", "vanilla_vq": "vanilla VQ", "bn": "+ BN",

@@ -205,8 +205,8 @@ class VectorQuantizer(nn.Module):
             the nearest code.  Or ``"index_backprop"``: the nearest code, output by IBQ's straight-through over the
             index (:mod:`.ibq`): the value of the code, gradients through the softmax over all codes to the input and
             every code (chunked); not with ``codebook_update="ema"``, ``sync_nu`` or ``rotation_trick``.
-        sinkhorn: :class:`~seqvq.quantize.optimal_transport.SinkhornOptions` (``epsilon``, ``iterations``) of
-            ``assignment="optimal_transport"`` (default OptVQ's); only with that assignment.
+        sinkhorn: :class:`~seqvq.quantize.optimal_transport.SinkhornOptions` (``epsilon``, ``iterations``,
+            ``sample``) of ``assignment="optimal_transport"`` (default OptVQ's); only with that assignment.
         diveq: :class:`~seqvq.quantize.diveq.DiVeQOptions` (``space_filling``, ``noise``): while training, the
             output is DiVeQ's reparameterized quantization error (:mod:`.diveq`), so the task gradient trains the
             selected code with no auxiliary loss (set ``alpha=0`` for the paper's setting); ``space_filling``:
@@ -600,7 +600,8 @@ class VectorQuantizer(nn.Module):
         device_generator = self._device_generator(z_e.device, advance)
         if self.assignment == "optimal_transport":  # a global plan in state-updating passes (phase 3's all-reduce)
             codes = [optimal_transport_codes(z_e[:, g].detach().contiguous(), codebook[g].detach(), self.sinkhorn,
-                                             reduce_over_ranks=advance, generator=device_generator)
+                                             reduce_over_ranks=advance,
+                                             generator=device_generator if self.sinkhorn.sample else None)
                      for g in range(self.num_codebooks)]
             return torch.stack(codes, dim=1), None
         if self.assignment == "stochastic":

@@ -22,10 +22,11 @@ iteration one pass that sets every row's f (its row sums to 1/N) and accumulates
 Under ``torch.distributed`` (state-updating passes) the plan is that of the global batch: the distance statistics,
 N and the column sums are all-reduced, so every rank holds the same g and the balance is over all ranks' vectors.
 
-The code is drawn from the vector's row of P (OptVQ's reference code, ``use_prob``), by the Gumbel-max trick one
-block at a time, from the quantizer's buffered sampling generator (exact resume).  Its deterministic option, the
-row's argmax, does not balance: the plan's soft mass is balanced, but at OptVQ's epsilon the rows of far-away data
-peak on the same few codes (tested).  Several codebooks each get their own plan.
+The code is drawn from the vector's row of P (the reference quantizer class's default, ``use_prob``), by the
+Gumbel-max trick one block at a time, from the quantizer's buffered sampling generator (exact resume).  The
+reference's released configs take the row's argmax instead (``sinkhorn={"sample": False}``), which balances less:
+the plan's soft mass is balanced, but at OptVQ's epsilon the rows of far-away data peak on the same few codes
+(tested).  Several codebooks each get their own plan.
 """
 from __future__ import annotations
 
@@ -42,10 +43,14 @@ from .stochastic import gumbel_noise
 @dataclass(frozen=True)
 class SinkhornOptions:
     """``VectorQuantizer(assignment="optimal_transport", sinkhorn=...)``: the inverse temperature ``epsilon`` of the
-    plan ``exp(-epsilon C)`` on the standardised distances, and the Sinkhorn-Knopp ``iterations`` (OptVQ: 10, 5)."""
+    plan ``exp(-epsilon C)`` on the standardised distances, the Sinkhorn-Knopp ``iterations`` (OptVQ: 10, 5), and
+    whether each code is drawn from its row of the plan (``sample``, the reference class's default ``use_prob``)
+    or is the row's argmax (``sample=False``, the ``use_prob: false`` of its released CIFAR-10 and ImageNet configs).
+    """
 
     epsilon: float = 10.0
     iterations: int = 5
+    sample: bool = True
 
     def __post_init__(self):
         if self.epsilon <= 0 or self.iterations < 1:
