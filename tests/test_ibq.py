@@ -86,10 +86,15 @@ def test_pads_and_resumes(extra, one_thread):
     assert_pads_and_resumes(lambda **options: Run(set(), **IBQ, **extra, **options), run)
 
 
-def test_collapse_toy_row_with_trained_embeddings_trains_unselected_codes_into_use():
+def test_collapse_toy_row_with_trained_embeddings_moves_every_code():
+    """IBQ's claim on the toy: every code is trained, selected or not (plain VQ moves only the selected ones).  How
+    many codes end up used is not asserted: at the toy's lr 0.1 IBQ's summed loss diverges, and the count then
+    follows the CPU's float rounding (55 of 128 on AMD EPYC, 11 on Intel Xeon)."""
+    initial = demo.toy_data(0)[1]
     plain = run_method({}, train_embeddings=True)
     result = run_method(demo.ENCODER_METHODS["IBQ (index backpropagation)"], train_embeddings=True)
-    assert math.isfinite(result["reconstruction_error"]) and result["active_codes"] > 2 * plain["active_codes"]
+    moved = [int(((run["codebook"] - initial).abs().amax(dim=-1) > 0).sum()) for run in (plain, result)]
+    assert math.isfinite(result["reconstruction_error"]) and moved[1] == demo.NUM_CODES > moved[0]
 
 
 def test_alternating_optimization_pads_and_resumes(one_thread):
