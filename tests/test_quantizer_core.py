@@ -408,3 +408,24 @@ def test_the_pass_kind_is_an_enum_that_still_reads_as_its_string():
                                                    "zero_loss; got 'inner'")):
         with quantizer_passes(model, "inner"):
             pass
+
+
+def test_the_codebook_gradient_is_the_same_in_every_run_on_two_threads():
+    """A code selected by many inputs sums their gradients in a fixed order (groups.code_vectors): indexing's
+    backward did not on a 2-thread CPU, and two identical speech runs drifted apart from the first quantized step."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        generator = torch.Generator().manual_seed(0)
+        x = torch.randn(50000, 16, generator=generator, requires_grad=True)
+        quantizer = seqvq.VectorQuantizer(16, 64)
+
+        def codebook_gradient():
+            quantizer.zero_grad()
+            quantizer(x).loss.backward()
+            return quantizer.codebook.grad.clone()
+
+        first = codebook_gradient()
+        assert all(torch.equal(first, codebook_gradient()) for _ in range(5))
+    finally:
+        torch.set_num_threads(threads)

@@ -5,6 +5,7 @@ tensor; code ``k`` of codebook ``g`` is row ``g * K + k`` of its (G * K, d) flat
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 
 def flat_code_index(codes: torch.Tensor, codebook_size: int) -> torch.Tensor:
@@ -13,9 +14,14 @@ def flat_code_index(codes: torch.Tensor, codebook_size: int) -> torch.Tensor:
 
 
 def code_vectors(codebook: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-    """The vectors (..., G, d) of ``codes`` (..., G) in ``codebook`` (G, K, d); differentiable w.r.t. it."""
+    """The vectors (..., G, d) of ``codes`` (..., G) in ``codebook`` (G, K, d); differentiable w.r.t. it.
+
+    A lookup by ``F.embedding``, not by indexing (``codebook[index]``): indexing's backward accumulates the
+    gradient of a code selected many times in an order that varies from run to run on a multi-threaded CPU, so two
+    identical runs on 2 threads drifted apart from the first quantized step; the embedding's backward sums in a
+    fixed order there and on CUDA (tests/test_quantizer_core.py)."""
     groups, size, dim = codebook.shape
-    return codebook.reshape(groups * size, dim)[flat_code_index(codes, size)]
+    return F.embedding(flat_code_index(codes, size), codebook.reshape(groups * size, dim))
 
 
 def grouped_counts(codes: torch.Tensor, codebook_size: int) -> torch.Tensor:

@@ -42,7 +42,7 @@ def index_backprop_output(z_e: torch.Tensor, codebook: torch.Tensor, codes: torc
                          use_reentrant=False)
               for start in range(0, z_e.shape[0], rows_per_block)]
     soft = torch.cat(blocks) if blocks else z_e.new_zeros(0, codebook.shape[1])
-    return codebook[codes] + (soft - soft.detach())
+    return F.embedding(codes, codebook) + (soft - soft.detach())  # a deterministic lookup (groups.code_vectors)
 
 
 def check_index_backprop(assignment: str, codebook_update: str, sync_nu: float, rotation_trick: bool) -> None:

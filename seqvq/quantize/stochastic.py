@@ -79,7 +79,7 @@ def gumbel_softmax_quantize(z_e: torch.Tensor, codebook: torch.Tensor, temperatu
         return weights @ codebook, codes
     # Value c_k; gradient d/dy = C (as y_hard - sg(y) + y would give) and d/dc_k = the upstream gradient.
     soft_part = weights @ codebook.detach()
-    return codebook[codes] + (soft_part - soft_part.detach()), codes
+    return F.embedding(codes, codebook) + (soft_part - soft_part.detach()), codes  # groups.code_vectors
 
 
 def annealed_temperature(step: int, start: float, end: float, decay_steps: int) -> float:
