@@ -26,6 +26,7 @@ import torch.distributed as dist
 
 from distributed_helpers import init_rank, run_ranks
 from seqvq.errors import UserError
+from seqvq.integrations.speechbrain import KMeansUnits
 from seqvq.quantize.kmeans import kmeans
 from seqvq.units import KMeansTokenizer, dedup, expand_runs, read_faiss, read_sklearn, write_faiss, write_sklearn
 
@@ -266,6 +267,11 @@ def _ddp_worker(rank: int, init_file: str, out_dir: str) -> None:
             pass
         dist.barrier()
         results[update + " resumed"] = state(KMeansTokenizer.load(cut).fit(stream, checkpoint=cut, checkpoint_every=3))
+    # the SpeechBrain drop-in fits the same union from (x, relative lengths) batches
+    relative = [(x, lengths / x.shape[1]) for x, lengths in stream]
+    units = KMeansUnits(8, random_state=DDP_OPTIONS["seed"], max_iter=DDP_OPTIONS["passes"], update="full",
+                        reservoir_size=DDP_OPTIONS["reservoir_size"]).fit_stream(relative)
+    results["KMeansUnits full"] = state(units.tokenizer)
     torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
     dist.destroy_process_group()
 
@@ -279,6 +285,9 @@ def test_two_gloo_ranks_fit_the_rank_ordered_union(tmp_path):
         one_process = state(KMeansTokenizer(8, DIM, update=update, **DDP_OPTIONS).fit(together))
         for result in (rank0[update], rank1[update], rank0[update + " resumed"], rank1[update + " resumed"]):
             assert_same_state(result, one_process)
+        if update == "full":
+            for result in (rank0["KMeansUnits full"], rank1["KMeansUnits full"]):
+                assert_same_state(result, one_process)
 
 
 # --------------------------------------------------------------------------------------------- encode & I/O
