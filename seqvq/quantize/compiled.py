@@ -20,7 +20,12 @@ before each pass by reading the buffers (:meth:`~.core.VectorQuantizer.python_ph
 
 A compiled pass that needs none of these skips them knowing they would change nothing, so compiled and eager
 training reach the same state (codes equal up to float32 rounding of the fused arithmetic; ties may break
-differently, e.g. where eager search goes through FAISS).  Under DDP the quantizers' collectives stay eager.
+differently, e.g. where eager search goes through FAISS).
+
+Under DDP (``torch.distributed`` with more than one rank) every pass of the quantizer runs eagerly, the rest of a
+compiled model staying compiled: traced, the differentiable all-reduce of ``torch.distributed.nn`` is refused, and
+its functional replacement gave the usage term's gradient off by up to 14 % from the eager (and single-process)
+one on two gloo ranks, so the quantizer's collectives are kept out of graphs (tests/test_compile.py).
 """
 from __future__ import annotations
 
@@ -33,6 +38,7 @@ from torch import nn
 
 from .codebook_free import CodebookFreeQuantizer
 from .core import VectorQuantizer
+from .distributed import is_distributed
 from .fsq import FiniteScalarQuantizer
 
 COMPILABLE = (VectorQuantizer, CodebookFreeQuantizer)
@@ -47,6 +53,8 @@ def compile_config():
 
 def runs_eagerly(quantizer: nn.Module) -> bool:
     """Whether ``quantizer``'s next pass must run eagerly (module docstring)."""
+    if is_distributed():
+        return True
     if isinstance(quantizer, VectorQuantizer):
         return not quantizer.python_phases_idle_next_pass()
     if isinstance(quantizer, FiniteScalarQuantizer):
