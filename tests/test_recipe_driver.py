@@ -200,7 +200,9 @@ def test_a_table_script_trains_every_seed_of_every_row_once_through_run_sh(toy_t
     assert re.search(r"^table\.py toy \S+ --rows row:2 other --seeds 1 --note Command: `bash recipes/toy/table\.sh "
                      r"--mini .*`; 0 min wall time .* 1 runs at a time with \d+ thread\(s\) each\.$",
                      result.stdout, re.M), result.stdout
-    again = run(table, "--mini", "--exp", exp, "--rows", "row:3", "--threads", "1", PYTHON=fake)
+    again = run(table, "--mini", "--exp", exp, "--rows", "row:3 other", "--threads", "1", PYTHON=fake)
+    assert "--note Command: `bash recipes/toy/table.sh --mini --exp " in again.stdout  # a command to paste:
+    assert " --rows 'row:3 other' --threads 1`" in again.stdout                       # the list quoted
     assert "table.sh: row already evaluated" in again.stdout and "table.sh: row_seed1 already evaluated" in again.stdout
     trained = (exp / "trained.txt").read_text().splitlines()
     assert len(trained) == 4 and trained[3].split()[1] == "row_seed2" and "train.threads=1 " in trained[3]

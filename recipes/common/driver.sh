@@ -26,6 +26,7 @@ caller_dir=$PWD
 recipe_dir=$(cd "$(dirname "${BASH_SOURCE[1]}")" && pwd)
 recipe_name=$(basename "$recipe_dir")
 repo=$(cd "$recipe_dir/../.." && pwd)
+source "$repo/recipes/common/quote.sh"
 python=${PYTHON:-python3}
 conf_dir=$recipe_dir/conf
 
@@ -213,14 +214,6 @@ build_train_command() {
                  --exp-dir "$exp/$run" ${force_args[@]+"${force_args[@]}"})
 }
 
-shell_words() {  # the words on one line, each quoted for the shell where it needs it
-  local word line=""
-  for word in "$@"; do
-    if [[ ! $word =~ ^[A-Za-z0-9_./=:,+@%-]+$ ]]; then word="'${word//\'/\'\\\'\'}'"; fi
-    line+="${line:+ }$word"
-  done
-  echo "$line"
-}
 
 stage_train() {
   local run_dir=$exp/$run before after start=$SECONDS seconds total

@@ -31,6 +31,7 @@ recipe_name=$(basename "$recipe_dir")
 repo=$(cd "$recipe_dir/../.." && pwd)
 python=${PYTHON:-python3}
 source "$repo/recipes/common/jobs.sh"
+source "$repo/recipes/common/quote.sh"
 
 rows="" row_option="" first_run_stage=train evaluated=eval/figures.json jobs=2 group_option="" groups=""
 table_args=()
@@ -71,8 +72,9 @@ run_option() {
 }
 
 table_main() {
-  local command="$*" table_only=false rows_given=false seeds=1 exp="" table="" threads="" overrides=() run_args=()
+  local command table_only=false rows_given=false seeds=1 exp="" table="" threads="" overrides=() run_args=()
   local data_args=() force_args=() group row entry seed max_seeds=1 run start stages first table_rows=""
+  command=$(shell_words "$@")  # as typed, quoted where a word needs it (a --rows list)
   while [ $# -gt 0 ]; do
     case $1 in
       -h|--help) table_help; exit 0 ;;
