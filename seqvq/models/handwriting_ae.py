@@ -15,10 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from seqvq.quantize import build_quantizer
 from seqvq.models.masked_lstm import MaskedLSTM
 from seqvq.models.pixelcnn import GatedPixelCNN
-from seqvq.quantize import MaskedBatchNorm
+from seqvq.quantize import MaskedBatchNorm, build_quantizer
 
 
 def _downsampled_mask(widths: torch.Tensor, stride: int, length: int) -> torch.Tensor:
@@ -80,8 +79,8 @@ class HandwritingAutoencoder(nn.Module):
     """Encoder -> [MaskedBatchNorm] -> Linear -> VectorQuantizer -> conditional gated PixelCNN.
 
     `encoder`, `quantizer` and `decoder` are keyword dicts for `LineEncoder`, `seqvq.build_quantizer` (beyond dim;
-    a VQ codebook by default, another quantizer by `kind`)
-    and `GatedPixelCNN` (beyond levels and cond_dim), so a YAML file can describe the whole model.
+    a VQ codebook by default, another quantizer by `kind`) and `GatedPixelCNN` (beyond levels and cond_dim), so a
+    YAML file can describe the whole model.
     `encoder_norm` puts a masked BatchNorm on the encoder features before the projection; Table II's "+ BN"
     is the quantizer's own `pre_norm` (BatchNorm right before the codes).
     """
