@@ -10,8 +10,9 @@ EXTRAS = {
     "images": ["scikit-learn>=1.0", "scikit-image>=0.19", "pillow>=9"],
     # Optional audio front ends: tests compare against them where they import (not on CPU torch here).
     "audio": ["torchaudio", "librosa"],
-    # faiss-cpu: CI tests both nearest_codes backends (FAISS when installed, and the plain-torch path).
-    "test": ["pytest>=7", "faiss-cpu>=1.7.3"],
+    # faiss-cpu: CI tests both nearest_codes backends (FAISS when installed, and the plain-torch path);
+    # vector-quantize-pytorch: the peer quantizer kind (seqvq/quantize/peer.py) trains in a test.
+    "test": ["pytest>=7", "faiss-cpu>=1.7.3", "vector-quantize-pytorch>=1.20"],
     # ASR toolkit adapters (seqvq/integrations/).  SpeechBrain's torchaudio may need its compiled extension
     # renamed to import (.ci/install_toolkits.sh does it).  No `espnet` extra: ESPnet >= 202412 pins
     # setuptools<74 while torch 2.13 needs setuptools>=77, so pip cannot resolve it (and without the torch pin it

@@ -11,15 +11,18 @@ from .bsq import BinarySphericalQuantizer
 from .core import VectorQuantizer
 from .fsq import FiniteScalarQuantizer
 from .lfq import LookupFreeQuantizer
+from .peer import PeerVectorQuantize
 from .residual import CODEBOOK_FREE_STAGES, STACK_OPTIONS, ResidualVectorQuantizer
 
 QUANTIZER_KINDS = {"vq": VectorQuantizer, "residual": ResidualVectorQuantizer, "fsq": FiniteScalarQuantizer,
-                   "bsq": BinarySphericalQuantizer, "lfq": LookupFreeQuantizer}
+                   "bsq": BinarySphericalQuantizer, "lfq": LookupFreeQuantizer,
+                   "vector_quantize_pytorch": PeerVectorQuantize}
 
 
 def build_quantizer(dim: int, kind: str = "vq", **options) -> nn.Module:
-    """The quantizer of ``kind`` (``"vq"``, ``"residual"``, ``"fsq"``, ``"bsq"``, ``"lfq"``) on ``dim`` channels,
-    with the class's own keyword ``options``."""
+    """The quantizer of ``kind`` (``"vq"``, ``"residual"``, ``"fsq"``, ``"bsq"``, ``"lfq"``, or
+    ``"vector_quantize_pytorch"``, the peer library's, for comparisons) on ``dim`` channels, with the class's own
+    keyword ``options``."""
     if kind not in QUANTIZER_KINDS:
         raise ValueError(f"quantizer kind must be one of {', '.join(QUANTIZER_KINDS)}; got {kind!r}")
     return QUANTIZER_KINDS[kind](dim, **options)
@@ -29,7 +32,8 @@ def quantizer_section() -> KindSection:
     """The keys of a config's ``quantizer:`` mapping (the ``options`` of :func:`build_quantizer`), by its ``kind``
     (default ``vq``): :class:`VectorQuantizer`'s keyword arguments, with the fields of its remedies' options
     dataclasses as nested mappings (``reestimate``, ``affine``, ``usage_regularizer``, ``temperature``), or those
-    of the residual (its codebook-free ``stage`` a nested mapping by its own ``kind``), FSQ, BSQ and LFQ quantizers."""
+    of the residual (its codebook-free ``stage`` a nested mapping by its own ``kind``), FSQ, BSQ, LFQ and
+    peer (vector-quantize-pytorch) quantizers."""
     vq = Section.of(VectorQuantizer, skip=("dim",))
     # A residual stack's codebook-free stages take their quantizer's options less those of the stack itself.
     stage = KindSection.of_kinds("", **{kind: Section.of(CODEBOOK_FREE_STAGES[kind], skip=STACK_OPTIONS)
@@ -40,4 +44,5 @@ def quantizer_section() -> KindSection:
     return KindSection.of_kinds("vq", vq=vq, residual=residual,
                                 fsq=Section.of(FiniteScalarQuantizer, skip=("dim",)),
                                 bsq=Section.of(BinarySphericalQuantizer, skip=("dim",)),
-                                lfq=Section.of(LookupFreeQuantizer, skip=("dim",)))
+                                lfq=Section.of(LookupFreeQuantizer, skip=("dim",)),
+                                vector_quantize_pytorch=Section.of(PeerVectorQuantize, skip=("dim",)))

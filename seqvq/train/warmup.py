@@ -9,7 +9,7 @@ import sys
 
 from torch import nn
 
-from seqvq.quantize import FiniteScalarQuantizer, LookupFreeQuantizer, VectorQuantizer
+from seqvq.quantize import FiniteScalarQuantizer, LookupFreeQuantizer, PeerVectorQuantize, VectorQuantizer
 
 
 def _warm_ups(model: nn.Module) -> list[tuple[str, VectorQuantizer]]:
@@ -36,8 +36,8 @@ def quantized_figure(model: nn.Module) -> dict[str, bool]:
     was trained to, so it never quantized and evaluation passes its input through; ``{"quantized": True}`` when
     every quantizer quantizes; ``{}`` for a model without quantizers."""
     quantizers = [module for module in model.modules() if isinstance(module, VectorQuantizer)]
-    if not quantizers and not any(isinstance(module, (FiniteScalarQuantizer, LookupFreeQuantizer))
-                                  for module in model.modules()):
+    without_warm_up = (FiniteScalarQuantizer, LookupFreeQuantizer, PeerVectorQuantize)
+    if not quantizers and not any(isinstance(module, without_warm_up) for module in model.modules()):
         return {}
     return {"quantized": not any(quantizer.reestimation is not None
                                  and quantizer.reestimation.passes_through(int(quantizer.step))
