@@ -1,9 +1,15 @@
 """Running a function on two gloo ranks in a test: file rendezvous (no port to race for), a per-collective gloo
-timeout, and a wall-clock limit after which the ranks are killed and the test fails instead of hanging."""
+timeout, and a wall-clock limit after which the ranks are killed and the test fails instead of hanging; and a
+torchrun command under the same limit, failing with every process's Python stack when it hangs."""
 from __future__ import annotations
 
 import datetime
+import os
+import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -36,3 +42,56 @@ def rank_results(worker, out_dir, timeout_s: float = 300.0) -> list:
     the two records, rank 0's first."""
     run_ranks(worker, (str(out_dir / "init"), str(out_dir)), timeout_s=timeout_s)
     return [torch.load(out_dir / f"rank{rank}.pt") for rank in range(2)]
+
+
+def _process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (Linux /proc): torchrun starts each rank in a session of its own, out of reach
+    of a signal to torchrun's process group."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    tree, frontier = [], [pid]
+    while frontier:
+        tree.append(frontier.pop())
+        frontier += children.get(tree[-1], [])
+    return tree
+
+
+def _signal_all(pids: list[int], signal_number: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal_number)
+        except ProcessLookupError:
+            pass
+
+
+def run_torchrun(arguments: list[str], log_dir: Path, timeout_s: float = 180.0) -> str:
+    """``python -m torch.distributed.run --standalone ARGUMENTS`` (one thread a process), its output in a file of
+    ``log_dir`` rather than a pipe (a rank still holding a pipe cannot block the wait); the output when it exits 0.
+    Otherwise the test fails with the output's tail; after ``timeout_s`` torchrun and every rank first get SIGABRT,
+    so that each writes where it hangs (``PYTHONFAULTHANDLER``), then SIGKILL."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    out_path = log_dir / "torchrun.log"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}
+    with open(out_path, "w") as out:
+        process = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", *arguments],
+                                   stdout=out, stderr=subprocess.STDOUT, env=env)
+        try:
+            returncode = process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            tree = _process_tree(process.pid)
+            _signal_all(tree[1:], signal.SIGABRT)  # the ranks first: torchrun would stop them on its own abort
+            time.sleep(3)
+            _signal_all(tree[:1], signal.SIGABRT)
+            time.sleep(2)
+            _signal_all(tree, signal.SIGKILL)
+            process.wait()
+            pytest.fail(f"torchrun still running after {timeout_s:.0f} s; the stacks of its processes:\n"
+                        f"{out_path.read_text()[-8000:]}")
+    output = out_path.read_text()
+    assert returncode == 0, output[-3000:]
+    return output

@@ -11,7 +11,7 @@ import torch
 import torch.distributed as dist
 
 import toy_task
-from distributed_helpers import init_rank, run_ranks
+from distributed_helpers import init_rank, run_ranks, run_torchrun
 from seqvq.quantize.reservoir import Reservoir
 from helpers import raise_at_step
 
@@ -152,9 +152,6 @@ def test_ddp_trainer_reservoir_is_one_uniform_sample_of_both_ranks(run):
 def test_torchrun_seqvq_train_fills_one_reservoir_from_both_ranks(tmp_path):
     """``seqvq train`` under torchrun (2 gloo processes, the handwriting task on a tiny corpus): Algorithm 1's
     reservoir counts every valid latent of both ranks, not rank 0's alone."""
-    import subprocess
-    import sys
-
     import numpy as np
     import yaml
 
@@ -177,11 +174,8 @@ def test_torchrun_seqvq_train_fills_one_reservoir_from_both_ranks(tmp_path):
               "train": {"steps": steps, "batch_size": batch_size, "device": "cpu", "eval_every": 100,
                         "checkpoint_every": 100, "log_every": 1}}
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-               "-m", "seqvq.cli", "train", str(tmp_path / "run.yaml"), "--exp-dir", str(tmp_path / "exp")]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    run_torchrun(["--nproc_per_node=2", "-m", "seqvq.cli", "train", str(tmp_path / "run.yaml"),
+                  "--exp-dir", str(tmp_path / "exp")], tmp_path / "logs")
 
     # Latents per batch of one rank, from one training forward of a fresh model (M_init = 10 > steps: no k-means,
     # so no restart of the reservoir, within the run).
