@@ -20,10 +20,8 @@ else in one line naming what changed, and rebuilds it with --force.
 import argparse
 import io
 import json
-import math
 import shutil
 import sys
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +29,7 @@ import torch
 
 from seqvq.data.speech_corpus import FeatureArchive
 from seqvq.errors import UserError
+from seqvq.metrics.bits import stream_bit_rate
 from seqvq.train.stamps import STAMP_SUFFIX, files_under, fingerprint, reusable, write_stamp
 from seqvq.units import KMeansTokenizer, dedup
 from seqvq.units.encoder_features import dump_layer_features
@@ -102,19 +101,6 @@ def kmeans(args) -> None:
     write_stamp(f"{out}{STAMP_SUFFIX}", record)
 
 
-def rates(streams: dict[str, list[list[int]]], vocabulary: dict[str, int], seconds: float) -> dict:
-    """Bits per second of each token stream: nominal (log2 vocabulary per token) and empirical (unigram entropy)."""
-    figures = {}
-    for name, sequences in streams.items():
-        counts = Counter(token for sequence in sequences for token in sequence)
-        total = sum(counts.values())
-        entropy = -sum(c / total * math.log2(c / total) for c in counts.values())
-        figures[name] = {"tokens_per_second": total / seconds, "vocabulary": vocabulary[name],
-                         "nominal_bps": total / seconds * math.log2(vocabulary[name]),
-                         "entropy_bps": total / seconds * entropy}
-    return figures
-
-
 def tokens(args) -> None:
     import kaldiio
     import sentencepiece
@@ -155,10 +141,11 @@ def tokens(args) -> None:
         shutil.copy(Path(args.targets) / name / "phones.txt", split / "phones.txt")
         seconds = sum(float(line.split()[1]) for line in
                       (Path(args.features) / name / "utt2dur").read_text().splitlines())
-        figures[name] = rates({"frames": [c.tolist() for c in codes[name].values()],
-                               "dedup": list(units[name].values()), "sentencepiece": list(ids.values())},
-                              {"frames": tokenizer.num_units, "dedup": tokenizer.num_units,
-                               "sentencepiece": processor.get_piece_size()}, seconds)
+        streams = {"frames": ([c.tolist() for c in codes[name].values()], tokenizer.num_units),
+                   "dedup": (list(units[name].values()), tokenizer.num_units),
+                   "sentencepiece": (list(ids.values()), processor.get_piece_size())}
+        figures[name] = {stream: stream_bit_rate(sequences, vocabulary, seconds)
+                         for stream, (sequences, vocabulary) in streams.items()}
         figures[name]["seconds"] = seconds
     count = 1000.0  # identity statistics: mean 0, variance 1 (the token ids pass through unchanged)
     kaldiio.save_mat(str(out / "train" / "cmvn.ark"), np.array([[0.0, count], [count, 0.0]]))

@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-from seqvq.metrics.bits import (bits_per_dim, code_perplexity, nelbo_bits, pixels_per_latent, uniform_nelbo,
-                                unigram_nelbo)
+from seqvq.metrics.bits import (bits_per_dim, code_perplexity, nelbo_bits, pixels_per_latent, stream_bit_rate,
+                                uniform_nelbo, unigram_nelbo)
 
 
 def test_bits_per_dim():
@@ -45,3 +45,11 @@ def test_code_perplexity():
     assert code_perplexity(torch.tensor([0, 0, 1, 2, -1, -1]), 4) == pytest.approx(2 ** 1.5)
     with pytest.raises(ValueError):
         code_perplexity(torch.tensor([-1, -1]), 4)
+
+
+def test_stream_bit_rate():
+    # 8 tokens in 2 s over a vocabulary of 8: 4 tokens/s of 3 nominal bits; the unigram {0: 1/2, 1: 1/4, 2: 1/4}
+    # has an entropy of 1.5 bits a token
+    rate = stream_bit_rate([[0, 0, 1, 2], [0, 1, 0, 2]], 8, 2.0)
+    assert rate["tokens_per_second"] == 4.0 and rate["nominal_bps"] == 12.0
+    assert rate["entropy_bps"] == pytest.approx(6.0)

@@ -1,5 +1,6 @@
 """The speech_ctc task end to end on a tiny synthetic prepared corpus: CTC loss falls, evaluation, resume."""
 import json
+import math
 
 import kaldiio
 import numpy as np
@@ -104,6 +105,10 @@ def test_ctc_loss_falls_and_evaluation_reports(corpus, tmp_path, capsys, quantiz
     assert out_dir.parent == tmp_path / "exp" and out_dir.name.startswith("decode_dev_")
     assert len((out_dir / "hyp.txt").read_text().splitlines()) == 6
     assert json.loads((out_dir / "figures.json").read_text())["per"] == result["per"]
+    if quantizer is not None:  # the code stream's rates: entropy of the unigram (log2 perplexity) per code
+        codes_per_second = result["frames_nominal_bps"] / math.log2(16)
+        assert result["frames_bps"] == pytest.approx(math.log2(result["code_perplexity"]) * codes_per_second)
+        assert 0 < result["dedup_bps"] <= result["dedup_nominal_bps"] <= result["frames_nominal_bps"]
 
 
 def test_cached_dataset_gives_the_uncached_items(corpus):

@@ -51,7 +51,7 @@ def test_without_rows_every_row_with_an_evaluated_seed_0_is_tabulated_with_its_s
     fake_run(tmp_path / "no_bottleneck_chars", 99.0, 99.0)  # another unit's run
     writer.main(["wsj", str(tmp_path), "--name", "all"])
     lines = [line for line in (tmp_path / "all.md").read_text().splitlines() if line.startswith("| ")][1:]
-    assert lines == ["| + BN + EMA | 2/2 | 15.0 ± 1.4 | 15.0 ± 0.0 | N/A | N/A |"]
+    assert lines == ["| + BN + EMA | 2/2 | 15.0 ± 1.4 | 15.0 ± 0.0 | N/A | N/A | N/A | N/A |  |"]
 
 
 def test_units_suffix_selects_runs_and_columns_and_name_the_files(tmp_path):

@@ -92,6 +92,12 @@ RECENT_LABELS = {
     "recent_sf_diveq": "SF-DiVeQ", "recent_bridge": "VQBridge (FVQ)",
     "recent_optvq": "OptVQ (codes drawn from the plan)", "recent_optvq_argmax": "OptVQ (argmax of the plan)",
     "recent_ibq": "IBQ (index backpropagation)", "recent_lfq": "LFQ (log2 K bits)"}
+# The most used VQ library's VectorQuantize as the bottleneck (seqvq/quantize/peer.py), beside the recommendation
+PEER_LABELS = {"peer_vector_quantize": "vector-quantize-pytorch VectorQuantize (its README's settings)"}
+# The bottlenecks at the discrete units' bit rates (recipes/units/RESULTS.md)
+BITRATE_LABELS = {"bitrate_bn_reestimation_k2048": "+ BN + data-dep reest, 2,048 codes",
+                  "bitrate_bn_reestimation_k16384": "+ BN + data-dep reest, 16,384 codes",
+                  "bitrate_bn_fsq_k2048": "FSQ 8x8x6x5 + BN", "bitrate_bn_fsq_k16384": "FSQ 8x8x8x6x5 + BN"}
 SPEECH_LABELS = {
     "no_bottleneck": "no bottleneck", "vanilla_vq": "vanilla VQ", "bn": "+ BN",
     "bn_codebook_lr": "+ BN + codebook LR", "bn_ema": "+ BN + EMA", "bn_ema_decay09": "+ BN + EMA (γ = 0.9)",
@@ -108,21 +114,26 @@ SPEECH_LABELS = {
     "ablation_no_restart": "reest + codebook LR, reservoir never restarted",
     "ablation_early_reestimation": "reest + codebook LR, re-estimation at steps 50-200 (5 iterations)",
     "ablation_huh_all_defaults": "Huh: all remedies, library defaults (lr scale 1, no k-means init, constant LR)",
-} | RECENT_LABELS
+} | RECENT_LABELS | PEER_LABELS | BITRATE_LABELS
 SEEDS_NOTE = "Mean ± sample standard deviation over seeds. "
 
 
 def speech_table(units: str, decode_suffix: str = "") -> Table:
     """Łańcucki et al. 2020, Table I: PER (CER and WER for characters and subwords) of greedy decoding of each
-    run's ``decode_<split><decode_suffix>/``, code perplexity and codes used over the dev latents."""
+    run's ``decode_<split><decode_suffix>/``, code perplexity, codes used and the code stream's bits per second
+    (unigram entropy; repeats merged for dedup) over the dev latents, and the training stage's wall time."""
     rates = [("per", "PER")] if units == "phones" else [("cer", "CER"), ("wer", "WER")]
     source = {split: f"decode_{split}{decode_suffix}/{SPEECH_FIGURES}" for split in ("dev", "test")}
     columns = [Column(f"{split.capitalize()} {name} (%)", source[split], key, 1)
                for split in ("dev", "test") for key, name in rates]
     columns += [Column("Code perplexity (dev)", source["dev"], SPEECH_PERPLEXITY, 1),
-                Column("Codes used (dev)", source["dev"], "codes_used", 0)]
+                Column("Codes used (dev)", source["dev"], "codes_used", 0),
+                Column("Codes b/s (dev)", source["dev"], "frames_bps", 0),
+                Column("Dedup b/s (dev)", source["dev"], "dedup_bps", 0),
+                Column("Train s", TRAIN_SECONDS, None, 0, absent="", spread=False)]
     return Table(SPEECH_LABELS, "Model", tuple(columns), SEEDS_NOTE + "Greedy CTC decoding of the last checkpoint; "
-                 "perplexity and codes used over the dev latents.", "table1",
+                 "perplexity, codes used and the code stream's bits per second (unigram entropy per code x codes per "
+                 "second; dedup: runs of a code merged) over the dev latents.", "table1",
                  (Curve(rates[0][0], f"dev {rates[0][1]} (%)", True),  # collapsed rows near 100%, converged near 10%
                   Curve("code_perplexity", "dev code perplexity")))
 
@@ -184,7 +195,7 @@ TABLES = {
          "modern_fsq": "FSQ 8x5x5x5", "modern_bsq": "BSQ 10 bits", "modern_bn_fsq": "FSQ 8x5x5x5 + BN",
          "modern_bn_reestimation_rotation": "+ BN + data-dep reest + rotation trick",
          "modern_bn_reestimation_simvq": "+ BN + data-dep reest + SimVQ",
-         "modern_bn_reestimation_usage_kl": "+ BN + data-dep reest + usage regularizer (KL)"},
+         "modern_bn_reestimation_usage_kl": "+ BN + data-dep reest + usage regularizer (KL)"} | PEER_LABELS,
         "Row",
         (Column("Accuracy", EVAL_FIGURES, "accuracy", 1, absent="-", versus=Versus("none", skip=("novq",))),
          Column("Perplexity", EVAL_FIGURES, EVAL_PERPLEXITY, 1, absent="-"),

@@ -1,4 +1,5 @@
-"""Bits per dimension and the NELBO of a deterministic VQ autoencoder (Łańcucki et al. 2020 §IV-B, eq. 9).
+"""Bits per dimension and the NELBO of a deterministic VQ autoencoder (Łańcucki et al. 2020 §IV-B, eq. 9), and the
+bits per second of a token stream (discrete units, a bottleneck's codes).
 
 With a deterministic encoder q(x), -ELBO = -log p(x | z = q(x)) - log p(z = q(x)). In bits per pixel:
 NELBO = BPD + (bits of one latent under the prior) / (pixels one latent stands for). The prior is uniform over
@@ -7,6 +8,8 @@ the K codes (log2 K bits) or the unigram of observed code frequencies (log2 perp
 from __future__ import annotations
 
 import math
+from collections import Counter
+from collections.abc import Iterable
 
 import torch
 
@@ -46,3 +49,14 @@ def uniform_nelbo(bpd: float, codebook_size: int, pixels_per_latent: float) -> f
 def unigram_nelbo(bpd: float, perplexity: float, pixels_per_latent: float) -> float:
     """NELBO with the unigram prior of observed code frequencies: BPD + log2(perplexity) / pixels per latent."""
     return nelbo_bits(bpd, math.log2(perplexity), pixels_per_latent)
+
+
+def stream_bit_rate(sequences: Iterable[Iterable[int]], vocabulary: int, seconds: float) -> dict[str, float]:
+    """Bits per second of a token stream (the utterances' token sequences over ``seconds`` of speech): nominal,
+    log2 of the ``vocabulary`` per token, and empirical, the entropy of the tokens' unigram per token (the rate an
+    ideal unigram coder needs); with the tokens per second."""
+    counts = Counter(token for sequence in sequences for token in sequence)
+    total = sum(counts.values())
+    entropy = -sum(c / total * math.log2(c / total) for c in counts.values())
+    return {"tokens_per_second": total / seconds, "vocabulary": vocabulary,
+            "nominal_bps": total / seconds * math.log2(vocabulary), "entropy_bps": total / seconds * entropy}

@@ -50,6 +50,7 @@ from seqvq.data.speech_dataset import (BLANK, SpeechBatch, SpeechDataset, collat
                                        split_files, stored_feature_dim)
 from seqvq.data.units import UnitInventory
 from seqvq.errors import UserError
+from seqvq.metrics.bits import stream_bit_rate
 from seqvq.metrics.ctc import ctc_greedy_decode
 from seqvq.metrics.per import error_counts
 from seqvq.metrics.wer import character_error_counts, word_error_counts
@@ -117,14 +118,17 @@ def checkpoint_units(model_state: Mapping[str, torch.Tensor], where: str) -> Uni
 
 
 def evaluate_dataset(model: SpeechCTCModel, dataset: SpeechDataset, batch_size: int = 32,
-                     hypothesis_file: str | Path | None = None) -> dict[str, float]:
+                     hypothesis_file: str | Path | None = None, frame_seconds: float = 0.01) -> dict[str, float]:
     """Greedy CTC over ``dataset``: corpus PER (%) for phones, CER and WER (%) for characters and subwords,
-    code perplexity and codes used over all valid frames."""
+    code perplexity and codes used over all valid frames, and the bits per second of the code stream (one code
+    per latent, ``frames_bps``; runs of a repeated code merged, ``dedup_bps``, as discrete units are; the unigram
+    entropy per code, :func:`~seqvq.metrics.bits.stream_bit_rate`) over the input's duration at ``frame_seconds``
+    per input frame."""
     device = next(model.parameters()).device
     inventory = model.inventory
     symbols = inventory.symbols
     order = sorted(range(len(dataset)), key=lambda i: len(dataset.features[dataset.utterances[i]]))
-    references, hypotheses, utterances, counts = [], [], [], None
+    references, hypotheses, utterances, counts, code_streams, frames = [], [], [], None, [], 0
     quantizer = model.model.quantizer
     for start in range(0, len(order), batch_size):
         indices = order[start:start + batch_size]
@@ -140,6 +144,8 @@ def evaluate_dataset(model: SpeechCTCModel, dataset: SpeechDataset, batch_size: 
             valid = out.codes[out.codes >= 0].reshape(-1).cpu()
             batch_counts = torch.bincount(valid, minlength=quantizer.codebook_size)
             counts = batch_counts if counts is None else counts + batch_counts
+            code_streams += [row[row >= 0].cpu() for row in out.codes] if out.codes.dim() == 2 else []
+            frames += int(batch.lengths.sum())
     if inventory.has_words:
         hypotheses = [inventory.to_text(units) for units in hypotheses]
         characters, words = character_error_counts(references, hypotheses), word_error_counts(references, hypotheses)
@@ -156,6 +162,13 @@ def evaluate_dataset(model: SpeechCTCModel, dataset: SpeechDataset, batch_size: 
     if counts is not None:
         figures["code_perplexity"] = float(perplexity(counts.double()))
         figures["codes_used"] = int((counts > 0).sum())
+    if code_streams:  # one codebook: a single token per latent
+        seconds = frames * frame_seconds
+        streams = {"frames": [codes.tolist() for codes in code_streams],
+                   "dedup": [torch.unique_consecutive(codes).tolist() for codes in code_streams]}
+        for name, sequences in streams.items():
+            rate = stream_bit_rate(sequences, quantizer.codebook_size, seconds)
+            figures[f"{name}_bps"], figures[f"{name}_nominal_bps"] = rate["entropy_bps"], rate["nominal_bps"]
     if hypothesis_file is not None:
         lines = sorted(" ".join([utt, *labels]) + "\n" for utt, labels in zip(utterances, hypotheses))
         atomic_write_text(Path(hypothesis_file), "".join(lines))
@@ -230,7 +243,8 @@ class SpeechCTCTask(Task):
 
     def evaluate(self, model: SpeechCTCModel, dataset: SpeechDataset, out_dir: Path | None) -> dict:
         """The figures of :func:`evaluate_dataset`; the hypotheses to ``out_dir``/hyp.txt."""
-        return evaluate_dataset(model, dataset, hypothesis_file=None if out_dir is None else out_dir / "hyp.txt")
+        return evaluate_dataset(model, dataset, hypothesis_file=None if out_dir is None else out_dir / "hyp.txt",
+                                frame_seconds=self.fbank.frame_shift_ms / 1000)
 
     def evaluate_during_training(self, model: SpeechCTCModel, dataset: SpeechDataset) -> dict:
         """Dev error rate and code usage for the training log (the counts go to ``seqvq evaluate``'s output); the
