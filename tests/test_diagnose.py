@@ -1,5 +1,7 @@
 """seqvq.quantize.diagnose: each bottleneck's measured state (usage, norms, Huh eq. 13 both ways, code motion,
 warm-up) and the cause the rules of seqvq.quantize.causes name from it."""
+import dataclasses
+
 import pytest
 import torch
 from torch import nn
@@ -91,6 +93,22 @@ def test_names_dead_codes_growing_from_the_history():
     finding = name_cause(state, {"prefix": "model.quantizer", "kind": "vq"}, history)
     assert finding.cause == "dead codes growing"
     assert finding.overrides == ["model.quantizer.replace_dead_after=20"]
+
+
+def test_usage_counts_the_codes_a_batch_can_reach():
+    """A 16,384-code speech bottleneck seen on one batch of 906 vectors (recipes/wsj, 16,384 codes, BN + re-estimation
+    on 2 reservoir vectors a code, dev PER 14.8): 752 codes is most of what 906 draws reach, not a collapse."""
+    settings = {"prefix": "model.quantizer", "kind": "vq", "pre_norm": True,
+                "reestimate": {"reservoir_size": 32768, "restart_reservoir": True}}
+    state = BottleneckState("q", "vq", 1000, 16384, perplexity=647.5, codes_used=752, vectors=906, encoder_norm=8.7,
+                            code_norm=9.7, relative_error=0.085, used_code_motion=8.9, data_to_codes=7.3,
+                            codes_to_data=20.9)
+    assert state.usage == pytest.approx(752 / (16384 * (1 - (1 - 1 / 16384) ** 906)))
+    assert 0.8 < state.usage < 0.9
+    assert name_cause(state, settings, []).cause == "healthy"
+    collapsed = dataclasses.replace(state, codes_used=60, perplexity=20.0)
+    assert name_cause(collapsed, settings, []).cause != "healthy"
+    assert dataclasses.replace(state, vectors=0).usage == 752 / 16384  # no count: the whole codebook
 
 
 def test_refuses_a_model_without_quantizer():

@@ -7,11 +7,13 @@ import collections
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
 from helpers import run_cli
 from seqvq.data.cifar import write_cifar_batches
+from seqvq.errors import UserError
 from seqvq.quantize import VectorQuantizer
 from seqvq.train import StepOutput, Trainer, TrainConfig, read_metrics
 from seqvq.train.doctor import doctor
@@ -61,6 +63,15 @@ def test_doctor_every_logs_the_bottleneck_and_leaves_training_unchanged(tmp_path
     assert all(r["bottleneck"] == "quantizer" and r["codebook_size"] == 16 and r["vectors"] == 8 for r in records)
     assert {"perplexity", "codes_used", "encoder_norm", "code_norm", "data_to_codes", "codes_to_data",
             "used_code_motion"} <= set(records[-1])
+
+
+def test_doctor_every_without_a_quantizer_is_refused_before_training(tmp_path):
+    model = TinyVQ()
+    model.quantizer = nn.Identity()  # a no-bottleneck row given a table's doctor_every
+    with pytest.raises(UserError, match="train.doctor_every=4: the model has no quantizer"):
+        Trainer(model, TrainConfig(steps=12, batch_size=8, device="cpu", doctor_every=4), dataset(), collate,
+                exp_dir=tmp_path / "run")
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
 
 
 def test_doctor_command_names_a_cause_and_writes_one_dashboard(tmp_path, capsys):

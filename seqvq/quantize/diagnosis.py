@@ -63,8 +63,13 @@ class BottleneckState:
 
     @property
     def usage(self) -> float:
-        """Fraction of the codebook used on the batches."""
-        return self.codes_used / max(self.codebook_size, 1)
+        """Codes used over the codes the batches' ``vectors`` could reach: ``K (1 - (1 - 1/K)^N)``, the distinct
+        codes N draws from K equally likely ones give on average (K when N >> K; about 0.63 K when N = K). So a
+        16,384-code bottleneck seen on one batch of 906 vectors is judged against 881 codes, not 16,384; without a
+        vector count (``vectors`` 0), against the whole codebook."""
+        size = max(self.codebook_size, 1)
+        reachable = size * -math.expm1(self.vectors * math.log1p(-1 / size)) if self.vectors and size > 1 else size
+        return self.codes_used / max(reachable, 1.0)
 
     def figures(self) -> dict:
         """The numbers, for a log record (the dead codes' ages summarised by the oldest and the median)."""

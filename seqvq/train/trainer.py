@@ -76,7 +76,7 @@ from seqvq.quantize import AlternatingOptimizer
 from seqvq.quantize.accumulation import accumulated_step
 from seqvq.quantize.alternating import NonFiniteStep
 from seqvq.quantize.compiled import compile_model
-from seqvq.quantize.diagnosis import Watch, initial_codebooks
+from seqvq.quantize.diagnosis import Watch, bottlenecks, initial_codebooks
 from seqvq.train.checkpoint import (atomic_save, checkpoint_path, prune_checkpoints, read_checkpoint,
                                     remove_unfinished_saves, rng_state, set_rng_state)
 from seqvq.train.config import TrainConfig
@@ -204,6 +204,9 @@ class Trainer:
             self._start_over()
         # The model as the task built it, before any resume: the initial codebooks, from which the doctor measures
         # how far the used codes moved (a resumed run rebuilds the same initial model from the same seed).
+        if config.doctor_every and not bottlenecks(self.model):
+            raise UserError(f"train.doctor_every={config.doctor_every}: the model has no quantizer the doctor reads "
+                            f"(seqvq's vq, residual, fsq, bsq, lfq kinds); drop train.doctor_every for this run")
         self.initial_codebooks = initial_codebooks(self.model) if config.doctor_every else None
         if self.last_path.is_file():
             self._resume(read_checkpoint(self.last_path))
