@@ -130,7 +130,7 @@ def run_method(args) -> None:
         mini_batch = args.method == "seqvq mini-batch"
         tokenizer = KMeansTokenizer(args.units, args.dim, passes=args.mini_batch_passes if mini_batch else args.passes,
                                     update="mini_batch" if mini_batch else "full", reservoir_size=args.reservoir,
-                                    sample_iterations=args.sample_iterations)
+                                    sample_iterations=args.sample_iterations, seeding_trials=args.seeding_trials)
         stream = FileStream(args.data, args.frames, args.dim, args.batch_frames)
         ends = []
         start = time.perf_counter()
@@ -175,7 +175,8 @@ def fit_table(args) -> None:
             command = [sys.executable, __file__, "--run", method, "--data", path] + [
                 f"--{name.replace('_', '-')}={value}" for name, value in vars(args).items()
                 if name in ("frames", "dim", "units", "passes", "mini_batch_passes", "reservoir", "sample_iterations",
-                            "batch_frames", "threads", "sklearn_units", "sklearn_batch") and value is not None]
+                            "seeding_trials", "batch_frames", "threads", "sklearn_units", "sklearn_batch")
+                and value is not None]
             environment = dict(os.environ, OMP_NUM_THREADS=str(args.threads),
                                OPENBLAS_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
             done = subprocess.run(command, capture_output=True, text=True, env=environment)
@@ -296,6 +297,8 @@ def main() -> None:
     parser.add_argument("--mini-batch-passes", type=int, default=2)
     parser.add_argument("--reservoir", type=int, default=None, help="seqvq's reservoir (default 64 frames a unit)")
     parser.add_argument("--sample-iterations", type=int, default=0, help="seqvq: Lloyd iterations on the reservoir")
+    parser.add_argument("--seeding-trials", type=int, default=None,
+                        help="seqvq: k-means++ candidates per centroid (default 2 + ln K, greedy; 1: plain k-means++)")
     parser.add_argument("--batch-frames", type=int, default=10_000)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--methods", nargs="+", default=[m for m in METHODS if m != "sklearn KMeans"],
