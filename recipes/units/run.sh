@@ -15,7 +15,8 @@ model.input_tokens) -> PER. Trains ONE row (--units-k, --layer); recipes/units/t
 
 Stage wsj runs recipes/wsj/run.sh up to its targets (the corpus, fbank features, phone targets, which it reuses
 when built). Each later stage writes a new folder and refuses an existing one (--force rebuilds it); the token
-stream's bits per second go to EXP/<features>/k<K>/tokens/bitrate.json."
+stream's bits per second go to EXP/<features>/k<K>/tokens/bitrate.json (k<K>_seed<N> for --seed N > 0: each
+seed fits its own units)."
 config=units_ctc threads=$(nproc)
 units_k=100 encoder=none layer=-1 vocab_size=0 kmeans_passes=10
 python_modules="kaldiio sentencepiece" python_modules_install="pip install -c constraints.txt -e '.[speech]'"
@@ -47,7 +48,10 @@ recipe_setup() {
 }
 recipe_run_setup() {
   wsj_feats=$(bash "$repo/recipes/wsj/run.sh" "${wsj_args[@]}" --print-exp)/feats
-  features=$exp/$feature_name units_dir=$features/k$units_k tokens=$features/k$units_k/tokens
+  # each seed fits its own k-means and sentencepiece model: a seed is the whole pipeline's, not the CTC model's alone
+  units_dir=$exp/$feature_name/k$units_k
+  if [ "$seed" != 0 ]; then units_dir=${units_dir}_seed$seed; fi
+  features=$exp/$feature_name tokens=$units_dir/tokens
   recipe_overrides=("data.train=$tokens/train" "data.dev=$tokens/dev" "data.cmvn=$tokens/train/cmvn.ark"
                     "model.input_tokens=$vocab_size")
 }
