@@ -23,6 +23,7 @@ shows the traceback instead. Any other exception is a bug and shows its tracebac
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import sys
@@ -97,6 +98,11 @@ def _train(args) -> None:
     if trainer.rank == 0 and figures:
         print(json.dumps({"step": trainer.step, **figures, **quantized_figure(trainer.model)}))
     if dist.is_initialized():
+        # Free the DDP model (its reducer holds the process group) while every rank is still here, then leave
+        # together: a rank that tore down after its peer had exited once hung in those destructors under torchrun.
+        del trainer, bundle
+        gc.collect()
+        dist.barrier()
         dist.destroy_process_group()
 
 

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from seqvq import UserError, cli
-from seqvq.quantize import BinarySphericalQuantizer, FiniteScalarQuantizer, VectorQuantizer
+from seqvq.quantize import BinarySphericalQuantizer, FiniteScalarQuantizer, PeerVectorQuantize, VectorQuantizer
 from seqvq.quantize.linear_map import LinearCodebookMap
 from seqvq.tasks.classification import ClassificationTask, build_classifier
 from seqvq.train import Trainer, TrainConfig, load_config, read_metrics
@@ -131,6 +131,8 @@ MODERN = {"modern_rotation", "modern_simvq", "modern_usage_kl", "modern_fsq", "m
 @pytest.mark.parametrize("mini", [False, True], ids=["paper", "mini"])
 @pytest.mark.parametrize("path", sorted(CONF.glob("*/*.yaml")), ids=lambda p: f"{p.parent.name}/{p.stem}")
 def test_recipe_configs_build(path, mini):
+    if path.stem == "peer_vector_quantize":
+        pytest.importorskip("vector_quantize_pytorch")
     config = load_config(path, mini_overrides(path) if mini else [])
     check_run_config(config, ClassificationTask.schema())  # what `seqvq train` checks before anything runs
     train = TrainConfig.from_dict(config["train"])
@@ -148,6 +150,8 @@ def test_recipe_configs_build(path, mini):
         assert (quantizer.norm is not None) == (path.stem == "modern_bn_fsq")
     elif path.stem == "modern_bsq":
         assert isinstance(quantizer, BinarySphericalQuantizer) and quantizer.codebook_size == 1024
+    elif path.stem == "peer_vector_quantize":  # the peer's own settings, none of the VQ rows' keys
+        assert isinstance(quantizer, PeerVectorQuantize) and quantizer.codebook_size == 1024
     elif quantizer is not None:
         assert quantizer.codebook_size == 1024 and quantizer.alpha == 5.0
         assert quantizer.rotation_trick == path.stem.endswith("rotation")
