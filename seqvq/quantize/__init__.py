@@ -18,8 +18,8 @@ from .lfq import LookupFreeQuantizer
 from .linear_map import LinearCodebookMap
 from .norm import MaskedBatchNorm
 from .optimal_transport import SinkhornOptions, optimal_transport_codes, sinkhorn_potentials
-from .peer import PeerVectorQuantize
 from .optim import codebook_parameters, param_groups, reset_optimizer_state, reset_optimizer_state_on_step
+from .peer import PeerVectorQuantize
 from .reestimation import DataDependentReestimation, ReestimationOptions
 from .replacement import LRUReplacement
 from .reservoir import Reservoir
@@ -33,8 +33,8 @@ __all__ = [
     "BottleneckState", "BridgeOptions", "CodebookBridge", "DataDependentReestimation", "DiVeQOptions", "Diagnosis",
     "EMACodebookUpdate", "FiniteScalarQuantizer", "LRUReplacement", "LinearCodebookMap", "LookupFreeQuantizer",
     "MaskedBatchNorm", "PassKind", "PeerVectorQuantize", "QuantizedResult", "ReestimationOptions", "Reservoir",
-    "ResidualVectorQuantizer",
-    "SinkhornOptions", "TemperatureAnneal", "UsageRegularizerOptions", "UsageTracker", "VectorQuantizer",
+    "ResidualVectorQuantizer", "SinkhornOptions", "TemperatureAnneal", "UsageRegularizerOptions", "UsageTracker",
+    "VectorQuantizer",
     "annealed_temperature", "build_quantizer", "codebook_divergence", "codebook_parameters", "diagnose",
     "diveq_output", "gradient_gap", "gumbel_softmax_quantize", "index_backprop_output", "initial_codebooks",
     "kl_to_uniform", "kmeans", "kmeans_plus_plus", "lloyd", "mean_soft_assignment", "nearest_codes",

@@ -61,6 +61,7 @@ from seqvq.tasks.base import TRAIN, Task
 from seqvq.train.checkpoint import load_checkpoint, read_checkpoint
 from seqvq.train.logs import atomic_write_text
 from seqvq.train.types import StepOutput
+from seqvq.units.runs import dedup
 
 LOGGED = ("per", "cer", "wer", "code_perplexity", "codes_used")  # the dev figures of the training log
 
@@ -165,7 +166,7 @@ def evaluate_dataset(model: SpeechCTCModel, dataset: SpeechDataset, batch_size: 
     if code_streams:  # one codebook: a single token per latent
         seconds = frames * frame_seconds
         streams = {"frames": [codes.tolist() for codes in code_streams],
-                   "dedup": [torch.unique_consecutive(codes).tolist() for codes in code_streams]}
+                   "dedup": [dedup(codes)[0].tolist() for codes in code_streams]}
         for name, sequences in streams.items():
             rate = stream_bit_rate(sequences, quantizer.codebook_size, seconds)
             figures[f"{name}_bps"], figures[f"{name}_nominal_bps"] = rate["entropy_bps"], rate["nominal_bps"]

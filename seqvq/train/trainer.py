@@ -202,11 +202,11 @@ class Trainer:
                       f"run left behind ({', '.join(path.name for path in unfinished)})", file=sys.stderr)
         if start_over:
             self._start_over()
-        # The model as the task built it, before any resume: the initial codebooks, from which the doctor measures
-        # how far the used codes moved (a resumed run rebuilds the same initial model from the same seed).
         if config.doctor_every and not bottlenecks(self.model):
             raise UserError(f"train.doctor_every={config.doctor_every}: the model has no quantizer the doctor reads "
                             f"(seqvq's vq, residual, fsq, bsq, lfq kinds); drop train.doctor_every for this run")
+        # The model as the task built it, before any resume: the initial codebooks, from which the doctor measures
+        # how far the used codes moved (a resumed run rebuilds the same initial model from the same seed).
         self.initial_codebooks = initial_codebooks(self.model) if config.doctor_every else None
         if self.last_path.is_file():
             self._resume(read_checkpoint(self.last_path))
